@@ -1,0 +1,21 @@
+"""routelens: record, analyze and exploit the routing of Mixture-of-Experts language models.
+
+    import routelens
+    routelens.trace("path/to/moe-model", {"web": "c4.txt"}, out="trace/")
+    tr = routelens.open_trace("trace/")
+"""
+
+__version__ = "0.1.0"
+
+from routelens.errors import RoutelensError, UnsupportedModelError  # noqa: E402
+from routelens.store import Trace, TraceChunk, open_trace  # noqa: E402
+
+
+def trace(*args, **kwargs):
+    """Run a MoE model over corpora and record its routing (see `routelens.tracer.trace`)."""
+    from routelens.tracer import trace as _trace
+
+    return _trace(*args, **kwargs)
+
+
+__all__ = ["RoutelensError", "Trace", "TraceChunk", "UnsupportedModelError", "__version__", "open_trace", "trace"]

@@ -1,0 +1,51 @@
+"""What every command shares: the consoles, the one-line user-error convention, progress bars."""
+
+from __future__ import annotations
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperGroup
+
+from routelens.errors import RoutelensError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserErrorGroup(TyperGroup):
+    """Turns a RoutelensError raised by any command into one red line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RoutelensError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise click.exceptions.Exit(2) from None
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(
+        cls=UserErrorGroup,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+
+
+def progress_bar(disable: bool = False, *, transient: bool = False) -> Progress:
+    """A rich progress bar with counts, rates and time left; `disable` silences it (tests, pipes)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=disable,
+        transient=transient,
+    )

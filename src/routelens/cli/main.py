@@ -1,0 +1,31 @@
+"""Entry point of the `routelens` command. Each command lives in its own module and registers
+itself here, so that `routelens --help` lists them all.
+
+    routelens demo                                   # everything, on a model it trains itself
+    routelens trace MODEL --corpus web=c4.txt --out trace/
+    routelens info trace/
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from routelens.cli.common import new_app
+
+app = new_app("Record, analyze and exploit the routing of Mixture-of-Experts language models.")
+
+# Modules under routelens.cli that define `register(app)`; order is the order in --help.
+COMMANDS = [
+    "trace_cmd",
+]
+
+for _name in COMMANDS:
+    importlib.import_module(f"routelens.cli.{_name}").register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`routelens trace` and `routelens info`: record routing traces and summarise them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from routelens.cli.common import console
+
+
+def trace_command(
+    model: Annotated[str, typer.Argument(help="Model directory (with config.json) or hub id.")],
+    corpus: Annotated[
+        list[str],
+        typer.Option(
+            "--corpus", "-c",
+            help="NAME=PATH, repeatable. PATH: .txt (blank-line separated documents), .jsonl (field text), "
+            ".parquet (column text), .conllu (gold UPOS), or hf:DATASET[/CONFIG]:SPLIT[:COLUMN].",
+        ),
+    ],  # fmt: skip
+    out: Annotated[Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")],
+    seq_len: Annotated[int, typer.Option(help="Window length in tokens; longer documents are cut into windows.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
+    max_tokens: Annotated[int | None, typer.Option(help="At most this many tokens per corpus.")] = None,
+    store_probs: Annotated[bool, typer.Option("--store-probs", help="Also store the full router distribution.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Model dtype: auto, float32, bfloat16, float16.")] = "auto",
+    weights_dtype: Annotated[str, typer.Option(help="Stored weight precision: float16 or float32.")] = "float16",
+    tagger: Annotated[str | None, typer.Option(help="Tag raw text with UPOS: spacy or spacy:MODEL (routelens[pos]).")] = None,
+    shard_tokens: Annotated[int, typer.Option(help="Target rows per Parquet shard.")] = 1 << 18,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a trace of another model or corpus in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run a MoE model over corpora and record, for every token and MoE layer, the experts the router
+    chose and the weights the model applied.
+
+    Examples:
+
+        routelens trace ./my-moe --corpus web=c4.txt --corpus code=github.txt --out trace/ --max-tokens 100000
+
+        routelens trace ./my-moe --corpus ud=en_ewt-ud-dev.conllu --out trace-pos/ --seq-len 256
+    """
+    from routelens.tracer import TraceConfig, summarize, trace
+
+    config = TraceConfig(
+        seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
+        dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
+        progress=not quiet,
+    )  # fmt: skip
+    tr = trace(model, corpus, out, config)
+    info = summarize(tr.path)
+    console.print(
+        f"[green]traced[/] {info['tokens']:,} tokens x {len(info['moe_layers'])} MoE layers "
+        f"(top-{info['top_k']} of {info['num_experts']}) -> {tr.path} "
+        f"({info['bytes_per_token_layer']:.2f} bytes per token-layer)"
+    )
+
+
+def info_command(
+    path: Annotated[Path, typer.Argument(help="Trace directory.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarise a trace: tokens per domain, layers, experts, storage per token-layer.
+
+        routelens info trace/
+    """
+    from routelens.tracer import dumps, summarize
+
+    info = summarize(path)
+    if json_out:
+        console.print_json(dumps(info))
+        return
+    table = Table(title=f"routelens trace {info['path']}", show_header=False, title_justify="left")
+    rows = [
+        ("model", f"{info['model']} ({info['architecture']})"),
+        ("routing", f"{info['family']}: {info['routing_rule']}"),
+        ("experts", f"top-{info['top_k']} of {info['num_experts']}"),
+        ("MoE layers", f"{len(info['moe_layers'])}: {_ranges(info['moe_layers'])}"),
+        ("tokens", f"{info['tokens']:,} in {info['documents'] or '?'} documents"),
+        *((f"  {name}", f"{n:,}" if n is not None else "?") for name, n in info["domains"].items()),
+        ("columns", ", ".join(info["columns"])),
+        ("storage", f"{info['bytes'] / 1e6:.2f} MB in {info['shards']} shards, "
+                    f"{info['bytes_per_token_layer']:.2f} bytes per token-layer"),
+        ("complete", "yes" if info["complete"] else "[yellow]no: re-run the trace command to finish it[/]"),
+    ]  # fmt: skip
+    for key, value in rows:
+        table.add_row(f"[bold]{key}", value)
+    console.print(table)
+
+
+def _ranges(layers: list[int]) -> str:
+    """[0,1,2,5,7,8] -> '0-2, 5, 7-8'."""
+    out, start = [], None
+    for i, x in enumerate(layers):
+        if start is None:
+            start = x
+        if i + 1 == len(layers) or layers[i + 1] != x + 1:
+            out.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("trace")(trace_command)
+    app.command("info")(info_command)

@@ -1,0 +1,172 @@
+"""Reading a routing trace: `open_trace(path)` -> `Trace`, streamed as numpy `TraceChunk`s.
+
+Analyses and simulators consume chunks of rows in trace order (documents one after another,
+positions ascending), so their memory is bounded by the chunk size, not by the trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from routelens.errors import RoutelensError
+from routelens.store.schema import FORMAT_NAME, MANIFEST, SHARD_DIR, VOCAB, nested_to_numpy
+
+# Universal Dependencies UPOS tags, in the order of the UD guidelines; codes index this tuple.
+UPOS_TAGS = (
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
+    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+)  # fmt: skip
+UPOS_CODE = {tag: i for i, tag in enumerate(UPOS_TAGS)}
+
+BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
+
+
+@dataclass
+class TraceChunk:
+    """A run of consecutive trace rows as numpy arrays (absent columns are None)."""
+
+    doc_id: np.ndarray  # (n,) int64
+    domain: np.ndarray  # (n,) int32, codes into Trace.domains
+    position: np.ndarray  # (n,) int32, position of the token within its document
+    token_id: np.ndarray  # (n,) int32
+    experts: np.ndarray  # (n, layers, k) uint8 | uint16, first choice first
+    weights: np.ndarray | None = None  # (n, layers, k) float16 | float32
+    probs: np.ndarray | None = None  # (n, layers, E) float16
+    word_index: np.ndarray | None = None  # (n,) int32, -1 where none
+    upos: np.ndarray | None = None  # (n,) int32 codes into UPOS_TAGS, -1 where none
+
+    def __len__(self) -> int:
+        return len(self.doc_id)
+
+    @classmethod
+    def concat(cls, chunks: Sequence[TraceChunk]) -> TraceChunk:
+        assert chunks, "concat needs at least one chunk"
+        out = {}
+        for f in fields(cls):
+            parts = [getattr(c, f.name) for c in chunks]
+            out[f.name] = None if parts[0] is None else np.concatenate(parts)
+        return cls(**out)
+
+
+class Trace:
+    """A trace directory opened for reading; cheap to create (reads only the manifest)."""
+
+    def __init__(self, path: str | Path, *, allow_incomplete: bool = False):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise RoutelensError(
+                f"no routelens trace at {self.path} (missing {MANIFEST}); create one with `routelens trace`."
+            )
+        try:
+            self.manifest: dict = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RoutelensError(f"{manifest_path} is not valid JSON ({exc.msg}); re-run `routelens trace`.") from None
+        if self.manifest.get("format") != FORMAT_NAME:
+            raise RoutelensError(f"{manifest_path} is not a routelens trace manifest.")
+        if not self.manifest.get("complete") and not allow_incomplete:
+            raise RoutelensError(
+                f"the trace at {self.path} is incomplete (its run was interrupted); "
+                "re-run the same `routelens trace` command to finish it."
+            )
+        self.layers: list[int] = list(self.manifest["moe_layers"])
+        self.num_experts: int = int(self.manifest["num_experts"])
+        self.top_k: int = int(self.manifest["top_k"])
+        self.domains: list[str] = [c["name"] for c in self.manifest["corpora"]]
+        self._domain_code = {name: i for i, name in enumerate(self.domains)}
+
+    def __repr__(self) -> str:
+        return (
+            f"Trace({str(self.path)!r}, tokens={self.num_tokens}, layers={len(self.layers)}, "
+            f"experts={self.num_experts}, top_k={self.top_k}, domains={self.domains})"
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return int(sum(self.shard_rows()))
+
+    @property
+    def shards(self) -> list[Path]:
+        return sorted((self.path / SHARD_DIR).glob("part-*.parquet"))
+
+    def shard_rows(self) -> list[int]:
+        return [pq.ParquetFile(p).metadata.num_rows for p in self.shards]
+
+    @cached_property
+    def columns(self) -> list[str]:
+        return pq.read_schema(self.shards[0]).names if self.shards else list(BASE_COLUMNS)
+
+    @cached_property
+    def vocab(self) -> list[str]:
+        """Display strings of the model's tokens, indexed by token id."""
+        path = self.path / VOCAB
+        return json.loads(path.read_text())["tokens"] if path.exists() else []
+
+    def has(self, column: str) -> bool:
+        return column in self.columns
+
+    # -- streaming -------------------------------------------------------------------------
+    def iter_chunks(self, columns: Sequence[str] | None = None, rows: int = 1 << 20) -> Iterator[TraceChunk]:
+        """Yield the trace in order as chunks of at most `rows` rows.
+
+        `columns` chooses optional columns to read (weights, probs, word_index, upos); the
+        base columns are always present.
+        """
+        wanted = list(BASE_COLUMNS) + [c for c in (columns or ()) if c not in BASE_COLUMNS]
+        missing = [c for c in wanted if c not in self.columns]
+        if missing:
+            hint = " (trace with --store-probs)" if "probs" in missing else ""
+            raise RoutelensError(f"the trace at {self.path} has no column {', '.join(missing)}{hint}.")
+        for shard in self.shards:
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=wanted):
+                yield self._to_chunk(batch)
+
+    def load(self, columns: Sequence[str] | None = None) -> TraceChunk:
+        """The whole trace in memory (fine for small traces; analyses stream instead)."""
+        chunks = list(self.iter_chunks(columns))
+        if not chunks:
+            raise RoutelensError(f"the trace at {self.path} holds no tokens.")
+        return TraceChunk.concat(chunks)
+
+    def _to_chunk(self, batch: pa.RecordBatch) -> TraceChunk:
+        col = batch.column
+        names = batch.schema.names
+        k, E = self.top_k, self.num_experts
+        out = TraceChunk(
+            doc_id=col("doc_id").to_numpy(),
+            domain=_decode_dictionary(col("domain"), self._domain_code),
+            position=col("position").to_numpy(),
+            token_id=col("token_id").to_numpy(),
+            experts=nested_to_numpy(col("experts"), k),
+        )
+        if "weights" in names:
+            out.weights = nested_to_numpy(col("weights"), k)
+        if "probs" in names:
+            out.probs = nested_to_numpy(col("probs"), E)
+        if "word_index" in names:
+            out.word_index = col("word_index").fill_null(-1).to_numpy()
+        if "upos" in names:
+            out.upos = _decode_dictionary(col("upos"), UPOS_CODE)
+        return out
+
+
+def _decode_dictionary(array: pa.Array, codes: dict[str, int]) -> np.ndarray:
+    """Dictionary-encoded strings -> int32 codes of a fixed global table (-1 for null/unknown)."""
+    if not pa.types.is_dictionary(array.type):
+        array = array.dictionary_encode()
+    lookup = np.array([codes.get(s, -1) for s in array.dictionary.to_pylist()] + [-1], dtype=np.int32)
+    idx = array.indices.fill_null(len(lookup) - 1).to_numpy().astype(np.int64, copy=False)
+    return lookup[idx]
+
+
+def open_trace(path: str | Path, *, allow_incomplete: bool = False) -> Trace:
+    """Open the trace directory at `path` for reading."""
+    return Trace(path, allow_incomplete=allow_incomplete)

@@ -1,0 +1,73 @@
+"""Arrow schema of a routing trace shard, and the conversion from numpy arrays to a table.
+
+One row per recorded token. Per-layer columns are fixed-size lists over MoE layers of
+fixed-size lists over the k choices (or E experts for `probs`), so a shard converts to a
+numpy array of shape (tokens, layers, k) without copying.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_NAME = "routelens-trace"
+FORMAT_VERSION = 1
+SHARD_DIR = "shards"
+MANIFEST = "manifest.json"
+VOCAB = "vocab.json"
+
+
+def expert_id_type(num_experts: int) -> pa.DataType:
+    """uint8 holds ids of up to 256 experts; beyond that uint16."""
+    return pa.uint8() if num_experts <= 256 else pa.uint16()
+
+
+def expert_id_numpy(num_experts: int) -> np.dtype:
+    return np.dtype(np.uint8) if num_experts <= 256 else np.dtype(np.uint16)
+
+
+def _nested(value_type: pa.DataType, layers: int, width: int) -> pa.DataType:
+    return pa.list_(pa.list_(value_type, width), layers)
+
+
+def trace_schema(
+    num_layers: int,
+    num_experts: int,
+    top_k: int,
+    *,
+    weights_dtype: str = "float16",
+    store_probs: bool = False,
+    with_pos: bool = False,
+) -> pa.Schema:
+    fields = [
+        pa.field("doc_id", pa.int64(), nullable=False),
+        pa.field("domain", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("experts", _nested(expert_id_type(num_experts), num_layers, top_k), nullable=False),
+        pa.field("weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False),
+    ]
+    if store_probs:
+        fields.append(pa.field("probs", _nested(pa.float16(), num_layers, num_experts)))
+    if with_pos:
+        fields.append(pa.field("word_index", pa.int32()))
+        fields.append(pa.field("upos", pa.dictionary(pa.int32(), pa.string())))
+    return pa.schema(fields)
+
+
+def nested_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """(tokens, layers, width) numpy -> FixedSizeList<FixedSizeList<value>> without a Python loop."""
+    assert values.ndim == 3, values.shape
+    n, layers, width = values.shape
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), type=value_type)
+    inner = pa.FixedSizeListArray.from_arrays(flat, width)
+    return pa.FixedSizeListArray.from_arrays(inner, layers)
+
+
+def nested_to_numpy(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
+    """Inverse of `nested_array`: a fixed-size-list column -> numpy (tokens, layers, width)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    layers = column.type.list_size
+    values = column.flatten().flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), layers, width)

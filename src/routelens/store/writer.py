@@ -1,0 +1,161 @@
+"""Atomic, resumable writing of trace shards and the manifest.
+
+A trace directory holds `manifest.json`, `vocab.json` and `shards/part-{i:05d}.parquet`.
+Each shard is written to a temporary name and renamed, so a killed run leaves only whole
+shards behind. Shards are written strictly in order, so the complete ones always form a
+prefix 0..m-1, and each records in its Parquet metadata the document cursor after it:
+re-running the same command resumes from there with no token lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from routelens.errors import RoutelensError
+from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SHARD_DIR, VOCAB
+
+SHARD_META_KEY = b"routelens.shard"
+_OWN_ENTRIES = {MANIFEST, VOCAB, SHARD_DIR}
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+class TraceWriter:
+    """Owns one trace directory while it is being written.
+
+    `identity` is everything that decides the content of the trace (model, corpora, window
+    length, ...). A directory whose manifest carries another identity is refused unless
+    `overwrite` is set; one with the same identity is resumed.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, identity: dict, *, overwrite: bool = False):
+        self.dir = Path(out_dir)
+        self.shard_dir = self.dir / SHARD_DIR
+        self.identity = identity
+        self._prepare(overwrite)
+
+    # -- opening ---------------------------------------------------------------------------
+    def _prepare(self, overwrite: bool) -> None:
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RoutelensError(f"--out {self.dir} is a file; give a directory path for the trace.")
+        entries = set(os.listdir(self.dir)) if self.dir.exists() else set()
+        foreign = sorted(e for e in entries - _OWN_ENTRIES if not e.startswith("."))
+        manifest_path = self.dir / MANIFEST
+        if entries and foreign:
+            raise RoutelensError(
+                f"--out {self.dir} already holds files that are not a routelens trace ({', '.join(foreign[:3])}); "
+                "choose an empty or new directory."
+            )
+        if manifest_path.exists():
+            try:
+                previous = json.loads(manifest_path.read_text())
+            except json.JSONDecodeError:
+                previous = {}
+            if previous.get("identity") != self.identity:
+                if not overwrite:
+                    raise RoutelensError(
+                        f"{self.dir} holds a trace of another model, corpus or settings; "
+                        "pass --overwrite to replace it, or choose another --out."
+                    )
+                self._clear()
+        elif (self.shard_dir.exists() and any(self.shard_dir.iterdir())) or (self.dir / VOCAB).exists():
+            # Shards without a manifest: not ours to extend, since their identity is unknown.
+            if not overwrite:
+                raise RoutelensError(
+                    f"{self.dir} holds trace shards but no manifest.json; pass --overwrite to replace them."
+                )
+            self._clear()
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.shard_dir.glob(".*.tmp"):
+            stale.unlink()
+
+    def _clear(self) -> None:
+        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        for name in (MANIFEST, VOCAB):
+            (self.dir / name).unlink(missing_ok=True)
+
+    # -- state -----------------------------------------------------------------------------
+    def completed_shards(self) -> list[dict]:
+        """Metadata of the complete shards 0..m-1 already on disk (the resume point)."""
+        done = []
+        index = 0
+        while (path := self.shard_dir / shard_name(index)).exists():
+            meta = pq.read_schema(path).metadata or {}
+            done.append(json.loads(meta[SHARD_META_KEY]))
+            index += 1
+        return done
+
+    def previous_manifest(self) -> dict | None:
+        path = self.dir / MANIFEST
+        return json.loads(path.read_text()) if path.exists() else None
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_shard(self, index: int, table: pa.Table, meta: dict) -> int:
+        """Write shard `index` atomically; returns its size in bytes."""
+        meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "index": index, **meta}
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[SHARD_META_KEY] = json.dumps(meta).encode()
+        table = table.replace_schema_metadata(schema_meta)
+        final = self.shard_dir / shard_name(index)
+        tmp = self.shard_dir / f".{final.name}.tmp"
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["domain", "upos"])
+        os.replace(tmp, final)
+        return final.stat().st_size
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json_atomic(self.dir / MANIFEST, {**manifest, "identity": self.identity})
+
+    def write_vocab(self, tokens: list[str]) -> None:
+        write_json_atomic(self.dir / VOCAB, {"tokens": tokens})
+
+
+def new_manifest(
+    *,
+    model: dict,
+    family: str,
+    routing_rule: str,
+    moe_layers: list[int],
+    num_experts: int,
+    top_k: int,
+    corpora: list[dict],
+    tokenizer: dict,
+    seq_len: int,
+    extra: dict | None = None,
+) -> dict:
+    """The manifest's fixed keys (docs/trace-format.md); totals are filled in at the end."""
+    from datetime import UTC, datetime
+
+    from routelens import __version__
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "routelens_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "complete": False,
+        "model": model,
+        "family": family,
+        "routing_rule": routing_rule,
+        "moe_layers": list(moe_layers),
+        "num_experts": int(num_experts),
+        "top_k": int(top_k),
+        "tokenizer": tokenizer,
+        "corpora": corpora,
+        "seq_len": int(seq_len),
+        **(extra or {}),
+    }

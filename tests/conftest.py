@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny models and tokenizers built inside the tests (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+SAMPLE_TEXT = [
+    "def forward(self, x):\n    return self.proj(x) + x\n",
+    "The router sends each token to two of eight experts.",
+    "Question: Solve 3*x + 4 = 19 for x.\nAnswer: 5",
+    "class Cache:\n    def __init__(self, size):\n        self.size = size\n",
+    "Mixture-of-Experts models replace each feed-forward block with several experts.",
+]
+
+
+def build_tokenizer(texts=SAMPLE_TEXT, vocab_size: int = 300):
+    """A byte-level BPE tokenizer that prepends <s>, as Llama-style tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    tok.train_from_iterator(texts * 4, trainer)
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]),
+    ])  # fmt: skip
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def save_tiny_model(path: Path, config, seed: int = 0) -> Path:
+    """Randomly initialise `config`'s causal LM, save it with a tokenizer, return the directory."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    config.vocab_size = max(getattr(config, "vocab_size", 0) or 0, len(tokenizer))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_mixtral_config(**overrides):
+    from transformers import MixtralConfig
+
+    base = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=512, vocab_size=300,
+    )  # fmt: skip
+    return MixtralConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_mixtral(tmp_path_factory) -> Path:
+    """A saved tiny Mixtral (2 layers, 8 experts, top-2) with its tokenizer."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "mixtral", tiny_mixtral_config())
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA
