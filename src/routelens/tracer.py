@@ -155,13 +155,21 @@ def load_model(model: str | os.PathLike, config: TraceConfig):
     name = str(model)
     if (Path(name).exists() or name.startswith((".", "/", "~"))) and not (Path(name) / "config.json").is_file():
         raise RoutelensError(f"no model at {name} (no config.json); give a model directory or a hub id.")
+    from transformers.utils import logging as hf_logging
+
     kwargs = {} if config.dtype == "auto" else {"dtype": DTYPES[config.dtype]}
+    # transformers' own loading bars would interleave with ours and with one-line errors.
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         hf_model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RoutelensError(f"could not load model {name!r}: {first}") from None
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     return hf_model.to(config.device).eval(), tokenizer
 
 

@@ -22,7 +22,7 @@ class UserErrorGroup(TyperGroup):
             return super().invoke(ctx)
         except RoutelensError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise click.exceptions.Exit(2) from None
+            raise typer.Exit(2) from None  # typer >= 0.24 vendors click: only its own Exit sets the code
 
 
 def new_app(help: str) -> typer.Typer:

@@ -1,0 +1,153 @@
+"""Expert-cache simulation over a trace: hit rates, misses and bytes moved per cache size and layer.
+
+Models expert offloading: each MoE layer keeps `capacity` of its E experts in fast memory (the
+GPU), the others in slow memory (CPU RAM, disk), and a token whose expert is not resident waits
+for it to be loaded. Replaying the trace in order, as a decoder meets its tokens, gives for
+every policy, layer and capacity the share of expert requests served from the cache; comparing
+with a shuffled replay of the same tokens shows what routing locality buys. The arithmetic is
+in `cache_kernels.replay`; this module feeds it a trace and turns counters into metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from routelens.errors import RoutelensError
+from routelens.simulate.cache_kernels import (
+    COLD_MISSES, HITS, MISSES, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, next_use_indices, replay,
+)  # fmt: skip
+from routelens.simulate.policies import Policy
+from routelens.simulate.streams import DEFAULT_MEMORY, iter_layer_streams, shuffled
+from routelens.store import Trace, open_trace
+
+ALL_POLICIES = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PREFETCH)
+
+
+@dataclass
+class CacheConfig:
+    policies: tuple[Policy, ...] = ALL_POLICIES  # replacement policies to simulate
+    capacities: tuple[int, ...] | None = None  # experts resident per layer; None: every size 1..E
+    reset_per_document: bool = False  # empty the cache (and policy memory) at each document start
+    shuffle: bool = False  # replay tokens in a seeded random order instead of trace order
+    seed: int = 0  # seed of the shuffled order
+    expert_bytes: int | None = None  # bytes of one expert; None: from the manifest's expert_params
+    dtype_bytes: float = 2.0  # bytes per parameter when sizing experts from expert_params (bf16)
+
+    def __post_init__(self):
+        try:
+            self.policies = tuple(Policy(p) for p in self.policies)
+        except ValueError as exc:
+            choices = ", ".join(p.value for p in Policy)
+            raise RoutelensError(f"{exc}; choose policies among {choices}.") from None
+        if not self.policies:
+            raise RoutelensError(f"no cache policy given; choose among {', '.join(p.value for p in Policy)}.")
+        if self.capacities is not None:
+            self.capacities = tuple(sorted({int(c) for c in self.capacities}))
+            if not self.capacities or self.capacities[0] < 1:
+                raise RoutelensError(f"cache capacities {list(self.capacities)} must be >= 1 expert; pass e.g. --capacity 2.")
+        if self.expert_bytes is not None and self.expert_bytes <= 0:
+            raise RoutelensError(f"expert_bytes={self.expert_bytes} must be positive; pass the bytes of one expert.")
+        if self.dtype_bytes <= 0:
+            raise RoutelensError(f"dtype_bytes={self.dtype_bytes} must be positive, e.g. 2 for bf16 weights.")
+
+
+def expert_size_bytes(trace: Trace, config: CacheConfig) -> int | None:
+    """Bytes moved per expert load: the override, else expert_params x dtype_bytes, else unknown."""
+    if config.expert_bytes is not None:
+        return int(config.expert_bytes)
+    params = (trace.manifest.get("model") or {}).get("expert_params")
+    return int(round(params * config.dtype_bytes)) if params else None
+
+
+def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: int | None) -> dict:
+    """Counters of one replay -> the reported metrics (pure function).
+
+    `hit_rate` counts every request, compulsory (first-ever) misses included; `hit_rate_warm`
+    leaves out each expert's first request in its segment, so it is 1.0 at capacity E.
+    """
+    requests = tokens * top_k
+    warm = requests - int(counters[COLD_MISSES])
+    loads = int(counters[MISSES] + counters[PREFETCH_LOADS])
+    out = {
+        "hit_rate": float(counters[HITS]) / requests,
+        "hit_rate_warm": float(counters[HITS]) / warm if warm else 1.0,
+        "misses_per_token": float(counters[MISSES]) / tokens,
+        "loads_per_token": loads / tokens,
+        "bytes_per_token": loads * expert_bytes / tokens if expert_bytes else None,
+    }
+    if counters[PREFETCH_LOADS]:
+        out["prefetch_loads_per_token"] = float(counters[PREFETCH_LOADS]) / tokens
+        out["prefetch_accuracy"] = float(counters[PREFETCH_USEFUL]) / float(counters[PREFETCH_LOADS])
+    return out
+
+
+def simulate_cache(
+    trace: Trace | str | Path,
+    policies=ALL_POLICIES,
+    capacities=None,
+    reset_per_document: bool = False,
+    shuffle: bool = False,
+    seed: int = 0,
+    *,
+    expert_bytes: int | None = None,
+    dtype_bytes: float = 2.0,
+    memory_bytes: int = DEFAULT_MEMORY,
+    progress: bool = False,
+) -> dict:
+    """Replay every layer of `trace` through an expert cache per policy and capacity.
+
+    Returns `cache` {policy: {layer: {capacity: hit_rate}}}, `cache_detail` (same nesting, a
+    dict of metrics per capacity, see `cache_metrics`), `cache_gap` {layer: {capacity: Belady
+    minus LRU hit rate}} when both ran, and `cache_meta`. Layers and capacities are string keys.
+    """
+    trace = trace if isinstance(trace, Trace) else open_trace(trace)
+    policies = (policies,) if isinstance(policies, str) else policies
+    config = CacheConfig(tuple(policies), None if capacities is None else tuple(capacities),
+                         reset_per_document, shuffle, seed, expert_bytes, dtype_bytes)  # fmt: skip
+    E, k, T = trace.num_experts, trace.top_k, trace.num_tokens
+    caps = config.capacities or tuple(range(1, E + 1))
+    if caps[-1] > E:
+        raise RoutelensError(f"cache capacity {caps[-1]} exceeds the {E} experts of a layer; pass --capacity 1..{E}.")
+    size = expert_size_bytes(trace, config)
+    cache: dict = {p.value: {} for p in config.policies}
+    detail: dict = {p.value: {} for p in config.policies}
+    from routelens.cli.common import progress_bar
+
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")
+        for stream in iter_layer_streams(trace, memory_bytes=memory_bytes):
+            if config.shuffle:
+                stream = shuffled(stream, seed=config.seed, within_documents=config.reset_per_document)
+            segment_start = stream.doc_start.copy() if config.reset_per_document else np.zeros(T, np.bool_)
+            segment_start[0] = True
+            next_use = next_use_indices(stream.experts, segment_start) if Policy.BELADY in config.policies else None
+            layer = str(stream.layer)
+            for policy in config.policies:
+                cache[policy.value][layer], detail[policy.value][layer] = {}, {}
+                for capacity in caps:
+                    bar.update(task, status=f"layer {layer} {policy.value} C={capacity}")
+                    counters = replay(stream.experts, segment_start, policy, capacity, CacheState.empty(E, k),
+                                      next_use if policy is Policy.BELADY else None)  # fmt: skip
+                    metrics = cache_metrics(counters, T, k, size)
+                    cache[policy.value][layer][str(capacity)] = metrics["hit_rate"]
+                    detail[policy.value][layer][str(capacity)] = metrics
+                    bar.advance(task)
+            del next_use
+    out = {"cache": cache, "cache_detail": detail}
+    if Policy.LRU in config.policies and Policy.BELADY in config.policies:
+        lru, opt = cache[Policy.LRU.value], cache[Policy.BELADY.value]
+        out["cache_gap"] = {layer: {c: opt[layer][c] - lru[layer][c] for c in lru[layer]} for layer in lru}
+    out["cache_meta"] = {
+        "tokens": T,
+        "num_experts": E,
+        "top_k": k,
+        "capacities": list(caps),
+        "expert_bytes": size,
+        "reset_per_document": config.reset_per_document,
+        "order": f"shuffled (seed {config.seed})" if config.shuffle else "trace",
+        "below_top_k": "capacity < k: a token's requests are served one by one (demand paging); see docs/simulate.md",
+    }
+    return out

@@ -1,0 +1,72 @@
+"""`routelens simulate cache|balance|all` driven through the CLI: exit codes, tables, JSON files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from routelens.cli.main import app
+from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    spec = SyntheticSpec(num_docs=10, doc_len=100, layers=(0, 2), num_experts=8, top_k=2, repeat=0.5, seed=1)
+    return write_synthetic_trace(tmp_path_factory.mktemp("cli") / "t", spec)
+
+
+def test_cache_table_and_json(trace, tmp_path):
+    out = tmp_path / "cache.json"
+    result = runner.invoke(app, ["simulate", "cache", str(trace), "-p", "lru", "-p", "belady", "-C", "2", "-C", "8",
+                                 "--expert-bytes", "1000000", "--json", str(out), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Expert-cache hit rate" in result.output and "belady-lru" in result.output and "MB" in result.output
+    data = json.loads(out.read_text())
+    assert set(data["cache"]) == {"lru", "belady"} and set(data["cache"]["lru"]["2"]) == {"2", "8"}
+    assert set(data["cache_shuffled"]["lru"]) == {"0", "2"}
+    assert data["cache"]["lru"]["0"]["8"] == pytest.approx(1 - 8 / 4000)  # 2,000 tokens x k=2; only the 8 cold misses
+    # The printed table shows the mean over layers at capacity 8.
+    assert f"{data['cache']['lru']['0']['8']:.3f}" in result.output
+
+
+def test_balance_table_and_json(trace, tmp_path):
+    out = tmp_path / "balance.json"
+    result = runner.invoke(app, ["simulate", "balance", str(trace), "--devices", "4", "--batch-tokens", "100",
+                                 "--cf", "1.0", "--cf", "1.25", "--placement", "round_robin", "--json", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert list(data["balance"]) == ["round_robin"] and list(data["balance"]["round_robin"]) == ["1.0", "1.25"]
+    assert set(data["balance"]["round_robin"]["1.0"]) == {"dropped", "imbalance_max_mean"}
+    assert data["balance_meta"]["batches"] == 20
+    assert f"{data['balance']['round_robin']['1.0']['dropped']:.2%}" in result.output
+
+
+def test_all_writes_both_keys(trace, tmp_path):
+    out = tmp_path / "sim.json"
+    result = runner.invoke(app, ["simulate", "all", str(trace), "--json", str(out), "-C", "3", "-B", "50", "-q"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert {"cache", "cache_detail", "cache_shuffled", "cache_gap", "balance", "balance_shuffled"} <= set(data)
+    assert set(data["cache"]) == {"lru", "lfu", "belady", "prefetch"}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["cache", "{trace}", "--capacity", "9", "-q"], "capacity 9"),
+        (["balance", "{trace}", "--devices", "0"], "--devices 0"),
+        (["cache", "{trace}", "--json", "{tmp}/missing/x.json"], "does not exist"),
+        (["cache", "{tmp}/nowhere"], "no routelens trace"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(trace, tmp_path, args, fragment):
+    args = [a.format(trace=trace, tmp=tmp_path) for a in args]
+    result = runner.invoke(app, ["simulate", *args])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "missing").exists()
