@@ -17,6 +17,9 @@ app = new_app("Record, analyze and exploit the routing of Mixture-of-Experts lan
 # Modules under routelens.cli that define `register(app)`; order is the order in --help.
 COMMANDS = [
     "trace_cmd",
+    "analyze_cmd",
+    "simulate_cmd",
+    "report_cmd",
 ]
 
 for _name in COMMANDS:
