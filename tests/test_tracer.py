@@ -215,3 +215,18 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(case, fragment, tiny_m
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_tagger_gives_raw_text_upos(tiny_mixtral, tmp_path):
+    pytest.importorskip("spacy")
+    from routelens.store.reader import UPOS_TAGS
+
+    corpus = write_txt(tmp_path / "a.txt", ["The cat sat on the mat.", "Dogs bark loudly."])
+    tr = routelens.trace(str(tiny_mixtral), [f"prose={corpus}"], tmp_path / "t", tagger="spacy", progress=False)
+    rows = tr.load(["word_index", "upos"])
+    first_doc = rows.doc_id == 0
+    tags = [UPOS_TAGS[u] for u, w in zip(rows.upos[first_doc], rows.word_index[first_doc]) if w >= 0]
+    words = rows.word_index[first_doc]
+    assert tags[0] == "DET" and tags[-1] == "PUNCT"
+    assert sorted(set(words[words >= 0])) == list(range(7))  # The cat sat on the mat .
+    assert tr.manifest["tagger"] == "spacy"
