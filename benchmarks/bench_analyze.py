@@ -1,0 +1,227 @@
+"""Speed and memory of `routelens.analysis.analyze` against a per-token Python loop.
+
+A synthetic trace (planted Markov routing, 4 domains, documents of 128..896 tokens) is written in
+pieces by a child process, so this process's peak RSS is that of the analysis. Then, in this
+process:
+  analyze   the whole `analyze(trace)`: distributions, domain distances with 200 bootstrap
+            replicates, locality with its permutation baseline and distance curve to 64,
+            vocabulary specialization (input and next token), co-activation, confidence
+  loop      the way common analysis scripts count: for each token, for each layer, Python
+            updates of dicts and lists for the same statistics (distributions per domain and
+            choice, per-document counts, locality, the distance curve on the same anchors, the
+            permutation baseline, vocabulary in/next, co-activation, top-1 weight histogram).
+            It skips the bootstrap (resampling per-document counts), so the ratio is conservative.
+            It runs (reading included) on a slice; its time is scaled linearly to the trace.
+
+    python benchmarks/bench_analyze.py                    # 10M tokens x 32 layers x top-2 of 8
+    python benchmarks/bench_analyze.py --tokens 1000000   # while developing
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import random
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DOMAINS = ("web", "code", "math", "books")
+
+
+def write_trace(out: Path, tokens: int, layers: int, experts: int, top_k: int, seed: int = 0, piece: int = 1 << 19) -> None:
+    """Write `tokens` rows in shards of about `piece` rows with bounded memory."""
+    from routelens.store.reader import TraceChunk
+    from routelens.store.schema import expert_id_numpy
+    from routelens.store.writer import TraceWriter, new_manifest
+    from routelens.synthetic import chunk_table
+
+    rng = np.random.default_rng(seed)
+    E, k, L = experts, top_k, layers
+    writer = TraceWriter(out, {"bench": tokens}, overwrite=True)
+    written, doc, shard = 0, 0, 0
+    per_domain = {d: [0, 0] for d in DOMAINS}
+    while written < tokens:
+        remaining = tokens - written
+        lengths = rng.integers(128, 897, size=max(1, piece // 512))
+        if lengths.sum() > remaining:  # last piece: exactly `tokens` rows in all
+            lengths = lengths[np.cumsum(lengths) <= remaining]
+            lengths = np.append(lengths, remaining - lengths.sum()) if lengths.sum() < remaining else lengths
+        n = int(lengths.sum())
+        dom = shard % len(DOMAINS)
+        doc_id = np.repeat(np.arange(len(lengths), dtype=np.int64) + doc, lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        position = (np.arange(n) - np.repeat(starts, lengths)).astype(np.int32)
+        ids = np.empty((n, L, k), dtype=expert_id_numpy(E))
+        skew = rng.dirichlet(np.full(E, 2.0))  # each shard's domain has its own unbalanced load
+        for layer in range(L):
+            fresh = rng.choice(E, size=n, p=skew)
+            keep = (rng.random(n) < 0.3) & (position > 0)
+            first = fresh[np.maximum.accumulate(np.where(keep, 0, np.arange(n)))]
+            ids[:, layer, 0] = first
+            if k == 2:  # a distinct uniform second choice
+                ids[:, layer, 1] = (first + rng.integers(1, E, size=n)) % E
+            elif k > 2:
+                keys = rng.random((n, E))
+                keys[np.arange(n), first] = np.inf
+                ids[:, layer, 1:] = np.argsort(keys, axis=1)[:, : k - 1]
+        weights = rng.random((n, L, k)).astype(np.float16)
+        chunk = TraceChunk(
+            doc_id=doc_id, domain=np.full(n, dom, np.int32), position=position,
+            token_id=rng.zipf(1.3, size=n).clip(max=32000).astype(np.int32) - 1, experts=ids, weights=weights,
+        )  # fmt: skip
+        writer.write_shard(shard, chunk_table(chunk, list(DOMAINS), E), {})
+        per_domain[DOMAINS[dom]][0] += len(lengths)
+        per_domain[DOMAINS[dom]][1] += n
+        written, doc, shard = written + n, doc + len(lengths), shard + 1
+    manifest = new_manifest(
+        model={"name_or_path": "bench", "architecture": "synthetic", "config_sha256": None}, family="synthetic",
+        routing_rule="planted Markov chain", moe_layers=list(range(L)), num_experts=E, top_k=k,
+        corpora=[{"name": d, "source": "synthetic", "documents": v[0], "tokens": v[1]} for d, v in per_domain.items()],
+        tokenizer={"name": None, "vocab_size": 32000}, seq_len=0,
+    )  # fmt: skip
+    manifest.update(complete=True, totals={"tokens": written, "documents": doc})
+    writer.write_manifest(manifest)
+
+
+def loop_baseline(chunk, num_layers: int, num_experts: int, domains: list[str], *, max_distance: int, stride: int,
+                  first_row: int, min_count: int = 10, seed: int = 0) -> dict:  # fmt: skip
+    """The statistics of `analyze` (except the bootstrap over per-document counts and the
+    final ranking of typical tokens) counted token by token in Python, as common scripts do."""
+    L, E = num_layers, num_experts
+    rand = random.Random(seed)
+    experts = chunk.experts.tolist()
+    weights = chunk.weights.tolist() if chunk.weights is not None else None
+    doc, pos, tok, dom = chunk.doc_id.tolist(), chunk.position.tolist(), chunk.token_id.tolist(), chunk.domain.tolist()
+    n = len(experts)
+    by_choice = {d: [[[0] * E for _ in range(3)] for _ in range(L)] for d in domains}  # first, second, any
+    per_doc: dict[int, list[list[int]]] = {}
+    local = {d: [[0, 0, 0] for _ in range(L)] for d in domains}  # first, any, pairs
+    curve = {d: [[[0, 0] for _ in range(max_distance)] for _ in range(L)] for d in domains}
+    permuted = {d: [[0, 0] for _ in range(L)] for d in domains}
+    coact = [[[0] * E for _ in range(E)] for _ in range(L)]
+    vocab_in: list[dict] = [{} for _ in range(L)]
+    vocab_next: list[dict] = [{} for _ in range(L)]
+    top1_hist = [[0] * 20 for _ in range(L)]
+    doc_rows: dict[int, list[int]] = {}
+    for i in range(n):
+        name = domains[dom[i]]
+        doc_rows.setdefault(doc[i], []).append(i)
+        counts = per_doc.setdefault(doc[i], [[0] * E for _ in range(L)])
+        nxt = i + 1 < n and doc[i + 1] == doc[i] and pos[i + 1] == pos[i] + 1
+        for layer in range(L):
+            chosen = experts[i][layer]
+            for c, e in enumerate(chosen):
+                by_choice[name][layer][min(c, 1)][e] += 1
+                by_choice[name][layer][2][e] += 1
+                counts[layer][e] += 1
+                vocab_in[layer][(tok[i], e)] = vocab_in[layer].get((tok[i], e), 0) + 1
+                if nxt:
+                    vocab_next[layer][(tok[i + 1], e)] = vocab_next[layer].get((tok[i + 1], e), 0) + 1
+                for b in chosen:
+                    if b != e:
+                        coact[layer][e][b] += 1
+            if weights is not None:
+                top1_hist[layer][min(int(weights[i][layer][0] * 20), 19)] += 1
+            if nxt:
+                after = experts[i + 1][layer]
+                local[name][layer][0] += chosen[0] == after[0]
+                local[name][layer][1] += bool(set(chosen) & set(after))
+                local[name][layer][2] += 1
+            if (first_row + i) % stride == 0:
+                for d in range(1, max_distance + 1):
+                    j = i + d
+                    if j >= n or doc[j] != doc[i] or pos[j] != pos[i] + d:
+                        break
+                    after = experts[j][layer]
+                    curve[name][layer][d - 1][0] += chosen[0] == after[0]
+                    curve[name][layer][d - 1][1] += bool(set(chosen) & set(after))
+    for d, rows in doc_rows.items():  # permutation baseline: shuffle each document
+        rows = rows[:]
+        rand.shuffle(rows)
+        name = domains[dom[rows[0]]]
+        for a, b in itertools.pairwise(rows):
+            for layer in range(L):
+                x, y = experts[a][layer], experts[b][layer]
+                permuted[name][layer][0] += x[0] == y[0]
+                permuted[name][layer][1] += bool(set(x) & set(y))
+    occurrences: dict[int, int] = {}
+    for t in tok:
+        occurrences[t] = occurrences.get(t, 0) + 1
+    special = []
+    for layer in range(L):
+        best: dict[int, int] = {}
+        for (t, e), c in vocab_in[layer].items():
+            best[t] = max(best.get(t, 0), c)
+        shares = [best[t] / c for t, c in occurrences.items() if c >= min_count]
+        special.append(sum(shares) / len(shares) if shares else None)
+    return {"local": local, "vocabulary": special, "permuted": permuted, "curve": curve}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=10_000_000, help="rows of the synthetic trace")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--top-k", type=int, default=2)
+    ap.add_argument("--loop-tokens", type=int, default=20_000, help="rows given to the per-token loop")
+    ap.add_argument("--trace", type=Path, default=None, help="keep the trace here (reused if it exists)")
+    args = ap.parse_args()
+
+    from routelens import open_trace
+    from routelens.analysis import analyze
+
+    tmp = None
+    path = args.trace
+    if path is None:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
+        path = tmp / "trace"
+    if not (path / "manifest.json").exists():
+        t0 = time.perf_counter()
+        child = mp.get_context("fork").Process(
+            target=write_trace, args=(path, args.tokens, args.layers, args.experts, args.top_k)
+        )
+        child.start()
+        child.join()
+        assert child.exitcode == 0, "trace generation failed"
+        print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+    tr = open_trace(path)
+    n = tr.num_tokens
+    print(f"trace: {n:,} tokens x {len(tr.layers)} layers, top-{tr.top_k} of {tr.num_experts}, {len(tr.domains)} domains")
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    result = analyze(tr, progress=False)
+    t_analyze = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    print(f"analyze: {t_analyze:.1f} s ({n / t_analyze / 1e6:.2f} M tokens/s), peak RSS {peak:.0f} MiB (before: {rss_before:.0f} MiB)")
+    t0 = time.perf_counter()
+    for _ in tr.iter_chunks(columns=["weights"], rows=1 << 20):
+        pass
+    t_read = time.perf_counter() - t0
+    print(f"  of which reading the trace alone (experts and weights, no analysis, timed after it): {t_read:.1f} s")
+
+    stride = result["meta"]["params"]["distance_stride"]
+    t0 = time.perf_counter()
+    piece = next(tr.iter_chunks(columns=["weights"], rows=args.loop_tokens))
+    ref = loop_baseline(piece, len(tr.layers), tr.num_experts, tr.domains, max_distance=64, stride=stride, first_row=0)
+    t_loop = (time.perf_counter() - t0) * n / len(piece)
+    print(f"per-token loop (same statistics, same distance stride {stride}): {len(piece):,} tokens in "
+          f"{t_loop * len(piece) / n:.1f} s -> {t_loop:.0f} s for the trace (extrapolated)")  # fmt: skip
+    print(f"speed-up: {t_loop / t_analyze:.0f}x")
+    name = tr.domains[int(piece.domain[0])]
+    first, _, pairs = ref["local"][name][0]
+    print(f"check: layer-0 locality 'first' of {name}: loop on the slice {first / max(pairs, 1):.4f}, "
+          f"analyze on the whole trace {result['locality'][name]['0']['first']:.4f}")  # fmt: skip
+    print(f"targets: <= 60 s, <= 4096 MiB, >= 50x; got {t_analyze:.1f} s, {peak:.0f} MiB, {t_loop / t_analyze:.0f}x")
+    if tmp is not None:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""`analyze(trace)`: every routing analysis of the Mixtral paper (and OLMoE's extensions) in one
+streaming pass over the trace, returned as one JSON-ready dict (schema: docs/analysis-json.md).
+
+Each analysis is an accumulator fed chunk by chunk, so memory is bounded by the chunk size plus
+small per-document state; the dict is assembled at the end. `write_json` saves it atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from routelens.analysis.coactivation import CoactivationAccumulator
+from routelens.analysis.confidence import ConfidenceAccumulator
+from routelens.analysis.distribution import (
+    DistributionAccumulator,
+    domain_distance,
+    normalise,
+)
+from routelens.analysis.locality import PairCounter, PermutedCounter, random_baseline
+from routelens.analysis.pairs import choices_last, pair_valid, set_masks
+from routelens.analysis.vocabulary import (
+    TokenExpertCounter,
+    specialization,
+    typical_tokens,
+)
+from routelens.errors import RoutelensError
+from routelens.store.reader import Trace, open_trace
+
+ALL = "all"  # key of the pooled domains
+
+
+@dataclass
+class AnalyzeConfig:
+    min_count: int = 10  # occurrences a token id needs to enter vocabulary specialization
+    max_distance: int = 64  # locality against distance d = 1..max_distance
+    bootstrap: int = 200  # bootstrap replicates over documents for domain distances (0: none)
+    seed: int = 0  # seeds the permutation baseline and the bootstrap
+    distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
+    rows: int = 1 << 20  # rows per chunk read from the trace (larger reads decode faster)
+
+    def __post_init__(self):
+        checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1}
+        for name, low in checks.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise RoutelensError(f"{name}={value!r} is invalid; pass an integer >= {low}.")
+
+
+def analyze(
+    trace: Trace | str | Path,
+    *,
+    pos: bool = False,
+    min_count: int = 10,
+    max_distance: int = 64,
+    bootstrap: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+    distance_tokens: int = 1 << 20,
+    rows: int = 1 << 20,
+) -> dict:
+    """All routing analyses of `trace` as one JSON-ready dict (see docs/analysis-json.md)."""
+    config = AnalyzeConfig(min_count, max_distance, bootstrap, seed, distance_tokens, rows)
+    tr = trace if isinstance(trace, Trace) else open_trace(trace)
+    if ALL in tr.domains:
+        raise RoutelensError(f"the trace at {tr.path} has a domain named {ALL!r}, which the analysis uses for the pooled domains; rename that corpus.")
+    total = tr.num_tokens
+    if total == 0:
+        raise RoutelensError(f"the trace at {tr.path} holds no tokens; trace a non-empty corpus.")
+    result = _stream(tr, config, total, progress)
+    if pos:
+        from routelens.analysis.pos import analyze_pos
+
+        result["pos"] = analyze_pos(tr, seed=seed, progress=progress)
+    return result
+
+
+def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
+    from routelens.cli.common import progress_bar
+
+    D, L, E, k = len(tr.domains), len(tr.layers), tr.num_experts, tr.top_k
+    stride = max(1, math.ceil(total / cfg.distance_tokens))
+    vocab_size = len(tr.vocab) or int((tr.manifest.get("tokenizer") or {}).get("vocab_size") or 1)
+    has_weights, has_probs = tr.has("weights"), tr.has("probs")
+    dist = DistributionAccumulator(D, L, E, k)
+    local = PairCounter(D, L)
+    curve = PairCounter(D, L, max_distance=cfg.max_distance, stride=stride)
+    permuted = PermutedCounter(D, L, seed=cfg.seed)
+    vocab_in = TokenExpertCounter(L, E, vocab_size)
+    vocab_next = TokenExpertCounter(L, E, vocab_size)
+    coact = CoactivationAccumulator(L, E)
+    conf = ConfidenceAccumulator(L, E, weights=has_weights, probs=has_probs)
+    columns = [c for c, present in (("weights", has_weights), ("probs", has_probs)) if present]
+    last = None  # (doc, pos, experts) of the previous chunk's last row, for next-token pairs
+    with progress_bar(not progress) as bar:
+        task = bar.add_task("analyze", total=total, status="")
+        for chunk in tr.iter_chunks(columns=columns, rows=cfg.rows):
+            experts, dom, doc, pos = chunk.experts, chunk.domain, chunk.doc_id, chunk.position  # (n, L, k), (n,) ...
+            et = choices_last(experts)  # (k, L, n): tokens on the contiguous axis
+            first, mask = et[0], set_masks(list(et), E)  # (L, n), (W, L, n)
+            dist.update(experts, dom, doc, et=et)
+            local.update(first, mask, doc, pos, dom)
+            curve.update(first, mask, doc, pos, dom)
+            permuted.update(first, mask, doc, dom)
+            vocab_in.update(chunk.token_id, et=et)
+            # Next-token pairs: the experts of token i count for the id of token i + 1.
+            valid = pair_valid(doc[:-1], pos[:-1], doc[1:], pos[1:], 1)
+            vocab_next.update(chunk.token_id[1:][valid], et=et[:, :, :-1][:, :, valid])
+            if last is not None and pair_valid(last[0], last[1], doc[:1], pos[:1], 1)[0]:
+                vocab_next.update(chunk.token_id[:1], last[2])
+            last = (doc[-1:], pos[-1:], experts[-1:].copy())
+            coact.update(et=et)
+            conf.update(chunk.weights, chunk.probs)
+            bar.advance(task, len(chunk))
+    permuted.finish()
+    return _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf)
+
+
+def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf) -> dict:
+    import routelens
+
+    E, k = tr.num_experts, tr.top_k
+    names = [str(layer) for layer in tr.layers]
+    domains = [*tr.domains, ALL]
+    totals = dist.totals()  # (D, L, E)
+    totals_all = np.concatenate([totals, totals.sum(0, keepdims=True)])  # (D + 1, L, E)
+    by_choice = dist.by_choice()  # (D, L, C, E)
+    by_slot = np.concatenate([by_choice, by_choice.sum(0, keepdims=True)])  # (D + 1, L, C, E)
+    tokens = np.concatenate([dist.tokens, [dist.tokens.sum()]])  # (D + 1,)
+    documents = dist.documents()
+    documents = np.concatenate([documents, [documents.sum()]])
+    per_token = lambda c, d: (c / tokens[d]).tolist() if tokens[d] else None
+
+    share = normalise(totals_all)  # (D + 1, L, E)
+    loc_first, loc_any, loc_pairs = local.shares()
+    perm_first, perm_any, _ = permuted.counter.shares()
+    cur_first, cur_any, _ = curve.shares()
+    doc_counts, doc_domain = dist.doc_counts()
+    distance = domain_distance(totals, doc_counts, doc_domain, replicates=cfg.bootstrap, seed=cfg.seed)
+    coactivation = coact.result()
+    tokens_table = typical_tokens(vocab_in, cfg.min_count)
+    vocab = tr.vocab
+
+    def layer_map(fn):
+        return {name: fn(i) for i, name in enumerate(names)}
+
+    def pairs_of(i: int) -> list[dict]:
+        D = len(tr.domains)
+        return [
+            {"a": tr.domains[a], "b": tr.domains[b], "js": distance["js"][a, b, i],
+             "ci_low": distance["low"][a, b, i], "ci_high": distance["high"][a, b, i]}
+            for a in range(D) for b in range(a + 1, D)
+        ]
+
+    result = {
+        "meta": {
+            "num_experts": E,
+            "top_k": k,
+            "layers": list(tr.layers),
+            "domains": list(tr.domains),
+            "tokens": int(tokens[-1]),
+            "tokens_per_domain": {d: int(tokens[i]) for i, d in enumerate(domains)},
+            "documents_per_domain": {d: int(documents[i]) for i, d in enumerate(domains)},
+            "model": tr.manifest.get("model") or {},
+            "family": tr.manifest.get("family"),
+            "routing_rule": tr.manifest.get("routing_rule"),
+            "trace": str(tr.path),
+            "has_weights": tr.has("weights"),
+            "has_probs": tr.has("probs"),
+            "params": {"min_count": cfg.min_count, "max_distance": cfg.max_distance, "bootstrap": cfg.bootstrap,
+                       "seed": cfg.seed, "distance_stride": stride},
+            "routelens_version": routelens.__version__,
+        },
+        "distribution": {d: layer_map(lambda i, j=j: share[j, i]) for j, d in enumerate(domains)},
+        "distribution_choice": {
+            d: layer_map(lambda i, j=j: {
+                "first": per_token(by_slot[j, i, 0], j),
+                "second": per_token(by_slot[j, i, 1], j) if k >= 2 else None,
+                "any_per_token": per_token(totals_all[j, i], j),
+            })
+            for j, d in enumerate(domains)
+        },
+        "domain_distance": layer_map(lambda i: {"pairs": pairs_of(i), "matrix": distance["js"][:, :, i]}),
+        "locality": {d: layer_map(lambda i, j=j: {"first": loc_first[j, i, 0], "any": loc_any[j, i, 0]}) for j, d in enumerate(domains)},
+        "locality_baseline": random_baseline(E, k),
+        "locality_permuted": {d: layer_map(lambda i, j=j: {"first": perm_first[j, i, 0], "any": perm_any[j, i, 0]}) for j, d in enumerate(domains)},
+        "locality_pairs": {d: int(loc_pairs[j, 0]) for j, d in enumerate(domains)},
+        "locality_distance": {d: layer_map(lambda i, j=j: {"first": cur_first[j, i], "any": cur_any[j, i]}) for j, d in enumerate(domains)},
+        "vocabulary": dict(zip(names, specialization(vocab_in, cfg.min_count))),
+        "vocabulary_next": dict(zip(names, specialization(vocab_next, cfg.min_count))),
+        "vocabulary_tokens": layer_map(lambda i: {
+            str(e): [{"token_id": t, "token": vocab[t] if t < len(vocab) else "", "share": s, "count": c}
+                     for t, s, c in tokens_table[i][e]]
+            for e in range(E)
+        }),
+        "coactivation": layer_map(lambda i: coactivation[i]),
+        "confidence": layer_map(conf.result) if (conf.top1_weight or conf.top1_prob) else {},
+    }
+    return to_json_ready(result)
+
+
+def to_json_ready(value):
+    """numpy arrays and scalars -> lists and Python numbers; NaN and infinities -> None."""
+    if isinstance(value, dict):
+        return {str(k): to_json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json_ready(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """Write `result` to `path` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    if path.is_dir():
+        raise RoutelensError(f"--json {path} is a directory; give a file name such as {path / 'analysis.json'}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

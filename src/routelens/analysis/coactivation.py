@@ -1,0 +1,41 @@
+"""Expert co-activation (OLMoE): how often expert j is in the top-k when expert i is.
+
+C[i, j] = N(i and j both selected) / N(i selected), per layer, over all pairs of choices within
+a token's top-k. The diagonal is left at 0 (N(i and i) / N(i) = 1 says nothing and would
+dominate a heatmap's colour scale).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routelens.analysis.pairs import choices_last
+
+
+class CoactivationAccumulator:
+    def __init__(self, num_layers: int, num_experts: int):
+        self.L, self.E = num_layers, num_experts
+        self.both = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # (L, E, E)
+        self.selected = np.zeros((num_layers, num_experts), dtype=np.int64)  # (L, E)
+
+    def update(self, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
+        """experts (n, L, k), or `et` = the same as (k, L, n)."""
+        et = choices_last(experts) if et is None else et  # (k, L, n)
+        k, L, _ = et.shape
+        E = self.E
+        for layer in range(L):  # small outputs (E x E cells) that stay in cache
+            chosen = et[:, layer].astype(np.intp)  # (k, n)
+            self.selected[layer] += np.bincount(chosen.ravel(), minlength=E)
+            for s in range(k):
+                for t in range(s + 1, k):  # choices are distinct experts
+                    pairs = np.bincount((chosen[s] * E + chosen[t]), minlength=E * E).reshape(E, E)
+                    self.both[layer] += pairs + pairs.T
+
+    def result(self) -> np.ndarray:
+        """(L, E, E) C[l, i, j] = N(i and j) / N(i); rows of unselected experts are 0."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.both / self.selected[:, :, None]
+        out = np.nan_to_num(out, nan=0.0)
+        idx = np.arange(self.E)
+        out[:, idx, idx] = 0.0
+        return out

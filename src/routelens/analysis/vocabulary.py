@@ -1,0 +1,136 @@
+"""Vocabulary specialization (OLMoE): does a token id keep its expert wherever it occurs?
+
+For each layer, token id t and expert e we count N(t, e) = occurrences of t whose top-k
+contains e, and N(t) = occurrences of t. Specialization of t is max_e N(t, e) / N(t); the layer
+value is its mean over token ids with N(t) >= min_count. "Input" counts the token itself;
+"next" counts, at position i, the token at i + 1 (the token the model is predicting).
+
+Counts are dense (vocabulary x layers x experts) when that fits in `DENSE_LIMIT` entries, and
+otherwise kept sparse (sorted unique keys with counts), which suits E = 256 with a large
+vocabulary; both give the same triplets (layer, token, expert, count).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from routelens.analysis.pairs import choices_last
+
+DENSE_LIMIT = 1 << 26  # entries of int32 (256 MB)
+TOP_TOKENS = 10
+
+
+class TokenExpertCounter:
+    """N(t, e) per layer, dense or sparse, and N(t)."""
+
+    def __init__(self, num_layers: int, num_experts: int, vocab_size: int, *, dense: bool | None = None):
+        self.L, self.E = num_layers, num_experts
+        self.V = max(1, vocab_size)
+        self.dense = num_layers * self.V * num_experts <= DENSE_LIMIT if dense is None else dense
+        self.occurrences = np.zeros(self.V, dtype=np.int64)
+        # dense: (L, V * E), cell [layer, token * E + expert]
+        self._counts = np.zeros((self.L, self.V * self.E), dtype=np.int32) if self.dense else None
+        # sparse: sorted unique keys (token * L + layer) * E + expert, with counts
+        self._sparse: list[tuple[np.ndarray, np.ndarray]] = []
+        self._sparse_size = 0
+
+    def update(self, token_id: np.ndarray, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
+        """token_id (n,), experts (n, L, k) or `et` = the same as (k, L, n): every (token, layer,
+        expert in top-k) counts once."""
+        if len(token_id) == 0:
+            return
+        et = choices_last(experts) if et is None else et  # (k, L, n)
+        top = int(token_id.max())
+        if top >= self.V:
+            self._grow(top + 1)
+        self.occurrences += np.bincount(token_id, minlength=self.V)
+        if self.dense:
+            # One layer at a time: the bincount's output (V * E cells) stays in cache, which
+            # makes it several times faster than one bincount over all layers.
+            token_e = token_id.astype(np.intp) * self.E
+            size = (top + 1) * self.E
+            key = np.empty(et.shape[::2], dtype=np.intp)  # (k, n)
+            for layer in range(self.L):
+                np.add(token_e[None], et[:, layer], out=key)
+                counts = np.bincount(key.ravel(), minlength=size)
+                np.add(self._counts[layer, :size], counts, out=self._counts[layer, :size], casting="unsafe")
+        else:
+            base = (np.arange(self.L, dtype=np.int64) * self.E)[:, None] + (token_id.astype(np.int64) * (self.L * self.E))[None, :]
+            keys, counts = np.unique((base[None] + et).ravel(), return_counts=True)
+            self._sparse.append((keys, counts))
+            self._sparse_size += len(keys)
+            if self._sparse_size > 4 * len(keys) + (1 << 22):
+                self._sparse = [self._merged()]
+                self._sparse_size = len(self._sparse[0][0])
+
+    def _grow(self, V: int) -> None:
+        V = max(V, 2 * self.V)
+        self.occurrences = np.concatenate([self.occurrences, np.zeros(V - self.V, dtype=np.int64)])
+        if self.dense and self.L * V * self.E <= DENSE_LIMIT:
+            grown = np.zeros((self.L, V * self.E), dtype=np.int32)
+            grown[:, : self._counts.shape[1]] = self._counts
+            self._counts = grown
+        elif self.dense:  # too large now: continue sparse
+            layer, token, expert, counts = self._dense_triplets()
+            self._sparse = [self._sorted((token * self.L + layer) * self.E + expert, counts)]
+            self._sparse_size = len(counts)
+            self.dense, self._counts = False, None
+        self.V = V  # sparse keys do not depend on V: token is the outermost index
+
+    @staticmethod
+    def _sorted(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(keys)
+        return keys[order], counts[order]
+
+    def _dense_triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        layer, cell = np.nonzero(self._counts)
+        token, expert = np.divmod(cell, self.E)
+        return layer, token, expert, self._counts[layer, cell].astype(np.int64)
+
+    def _merged(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._sparse:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        keys = np.concatenate([k for k, _ in self._sparse])
+        counts = np.concatenate([c for _, c in self._sparse])
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
+
+    def triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Non-zero counts as (layer, token, expert, count) arrays, sorted by layer then token."""
+        if self.dense:
+            return self._dense_triplets()
+        keys, counts = self._merged()
+        tl, expert = np.divmod(keys, self.E)
+        token, layer = np.divmod(tl, self.L)
+        order = np.lexsort((expert, token, layer))
+        return layer[order], token[order], expert[order], counts[order]
+
+
+def specialization(counter: TokenExpertCounter, min_count: int) -> np.ndarray:
+    """(L,) mean over token ids with N(t) >= min_count of max_e N(t, e) / N(t); NaN if none."""
+    layer, token, _, count = counter.triplets()
+    best = np.zeros((counter.L, counter.V), dtype=np.int64)
+    np.maximum.at(best, (layer, token), count)
+    keep = counter.occurrences >= max(min_count, 1)
+    if not keep.any():
+        return np.full(counter.L, np.nan)
+    return (best[:, keep] / counter.occurrences[keep]).mean(axis=1)
+
+
+def typical_tokens(counter: TokenExpertCounter, min_count: int, top: int = TOP_TOKENS) -> list[list[list[tuple[int, float, int]]]]:
+    """Per layer and expert, the `top` token ids with the highest N(t, e) / N(t) (ties: higher
+    count first) among ids with N(t) >= min_count: [layer][expert] -> [(token, share, count)]."""
+    layer, token, expert, count = counter.triplets()
+    occ = counter.occurrences[token]
+    keep = occ >= max(min_count, 1)
+    layer, token, expert, count, occ = layer[keep], token[keep], expert[keep], count[keep], occ[keep]
+    share = count / occ
+    order = np.lexsort((token, -count, -share, expert, layer))  # group by (layer, expert), best first
+    layer, token, expert, count, share = layer[order], token[order], expert[order], count[order], share[order]
+    group = layer * counter.E + expert
+    starts = np.searchsorted(group, np.arange(counter.L * counter.E))
+    rank = np.arange(len(group)) - starts[group] if len(group) else np.zeros(0, dtype=np.int64)
+    out: list[list[list[tuple[int, float, int]]]] = [[[] for _ in range(counter.E)] for _ in range(counter.L)]
+    for i in np.flatnonzero(rank < top):  # at most L * E * top rows
+        out[int(layer[i])][int(expert[i])].append((int(token[i]), float(share[i]), int(count[i])))
+    return out

@@ -1,0 +1,155 @@
+"""`routelens analyze` and `routelens saturation`: the routing analyses of a trace, printed as a
+summary and saved as JSON (schema: docs/analysis-json.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from routelens.cli.common import console
+
+SHOWN_LAYERS = 6  # layers in the printed locality table unless --all-layers
+
+
+def analyze_command(
+    trace: Annotated[Path, typer.Argument(help="Trace directory (from `routelens trace`).")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full result to this JSON file (atomic).")] = None,
+    pos: Annotated[bool, typer.Option("--pos", help="Also run the part-of-speech analyses (needs a trace with UPOS).")] = False,
+    min_count: Annotated[int, typer.Option(help="Occurrences a token id needs to count in vocabulary specialization.")] = 10,
+    max_distance: Annotated[int, typer.Option(help="Locality is also measured at distances 1..N.")] = 64,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates over documents for domain distances (0: none).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the permutation baseline and the bootstrap.")] = 0,
+    all_layers: Annotated[bool, typer.Option("--all-layers", help="Print every layer in the locality table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Expert distribution per domain, positional locality with its baselines, domain distances,
+    vocabulary specialization, co-activation and router confidence of a trace.
+
+    Examples:
+
+        routelens analyze trace/
+
+        routelens analyze trace/ --json analysis.json --bootstrap 500 --seed 1
+
+        routelens analyze trace-pos/ --pos --json analysis.json
+    """
+    from routelens.analysis import analyze, write_json
+
+    result = analyze(
+        trace, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap, seed=seed, progress=not quiet
+    )
+    print_summary(result, all_layers=all_layers)
+    if json_path is not None:
+        write_json(result, json_path)
+        console.print(f"[green]wrote[/] {json_path}")
+
+
+def print_summary(result: dict, *, all_layers: bool = False) -> None:
+    meta = result["meta"]
+    names = [str(layer) for layer in meta["layers"]]
+    E, k = meta["num_experts"], meta["top_k"]
+    console.print(
+        f"[bold]{meta['model'].get('name_or_path', '?')}[/]: {meta['tokens']:,} tokens, "
+        f"{len(names)} MoE layers, top-{k} of {E} experts, domains {', '.join(meta['domains'])}"
+    )
+    _print_distribution(result, names, E)
+    shown = names if all_layers or len(names) <= SHOWN_LAYERS else _spread(names, SHOWN_LAYERS)
+    _print_locality(result, shown)
+    vocab = [v for v in result["vocabulary"].values() if v is not None]
+    if vocab:
+        console.print(
+            f"vocabulary specialization (min count {meta['params']['min_count']}): "
+            f"{min(vocab):.3f} .. {max(vocab):.3f} over layers (uniform routing tends to {k / E:.3f})"
+        )
+
+
+def _spread(names: list[str], n: int) -> list[str]:
+    """n layers spread evenly, first and last included (Mixtral Table 5 shows 0, 15, 31)."""
+    return [names[i] for i in np.unique(np.linspace(0, len(names) - 1, n).round().astype(int))]
+
+
+def _print_distribution(result: dict, names: list[str], E: int) -> None:
+    table = Table(title="Expert distribution (share of assignments; uniform 1/E)", title_justify="left")
+    for col in ("domain", "most used (layer: expert)", "least used (layer: expert)", "largest JS to another domain"):
+        table.add_column(col)
+    js_best: dict[str, tuple[float, str, str, float | None, float | None]] = {}
+    for name in names:
+        for p in result["domain_distance"][name]["pairs"]:
+            for a, b in ((p["a"], p["b"]), (p["b"], p["a"])):
+                if p["js"] is not None and p["js"] > js_best.get(a, (-1.0,))[0]:
+                    js_best[a] = (p["js"], name, b, p["ci_low"], p["ci_high"])
+    for domain, layers in result["distribution"].items():
+        shares = np.array([layers[n] for n in names], dtype=float)  # (L, E)
+        if np.isnan(shares).all():
+            continue
+        hi = np.unravel_index(np.nanargmax(shares), shares.shape)
+        lo = np.unravel_index(np.nanargmin(shares), shares.shape)
+        js = js_best.get(domain)
+        js_text = "-" if js is None else f"{js[0]:.4f} vs {js[2]} at layer {js[1]}" + (
+            f" [{js[3]:.4f}, {js[4]:.4f}]" if js[3] is not None else ""
+        )
+        table.add_row(
+            domain,
+            f"{shares[hi]:.3f} ({names[hi[0]]}: {hi[1]})",
+            f"{shares[lo]:.3f} ({names[lo[0]]}: {lo[1]})",
+            js_text,
+        )
+    console.print(table)
+    console.print(f"uniform share 1/E = {1 / E:.3f}")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _print_locality(result: dict, shown: list[str]) -> None:
+    table = Table(
+        title="Positional locality: consecutive tokens with the same first expert / any shared expert",
+        title_justify="left",
+    )
+    table.add_column("domain")
+    for name in shown:
+        table.add_column(f"layer {name}\nfirst / any", justify="right")
+    for domain, layers in result["locality"].items():
+        table.add_row(domain, *(f"{_pct(layers[n]['first'])} / {_pct(layers[n]['any'])}" for n in shown))
+    perm = result["locality_permuted"]["all"]
+    table.add_row("[dim]permuted (all)", *(f"[dim]{_pct(perm[n]['first'])} / {_pct(perm[n]['any'])}" for n in shown))
+    base = result["locality_baseline"]
+    table.add_row("[dim]random", *([f"[dim]{_pct(base['first'])} / {_pct(base['any'])}"] * len(shown)))
+    console.print(table)
+
+
+def saturation_command(
+    traces: Annotated[list[Path], typer.Argument(help="Traces of checkpoints of one model over one corpus, the final checkpoint last.")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result to this JSON file (atomic).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Router saturation: per layer, how much of each checkpoint's top-k routing already agrees
+    with the final checkpoint's.
+
+        routelens saturation trace-step100/ trace-step500/ trace-final/ --json saturation.json
+    """
+    from routelens.analysis import router_saturation, write_json
+
+    result = router_saturation(traces, progress=not quiet)
+    table = Table(title="Router saturation: share of top-k (top-1) also chosen at the final checkpoint", title_justify="left")
+    table.add_column("layer")
+    for label in result["checkpoints"]:
+        table.add_column(label, justify="right")
+    for name in result["topk"]:
+        table.add_row(name, *(f"{_pct(a)} ({_pct(b)})" for a, b in zip(result["topk"][name], result["top1"][name])))
+    console.print(table)
+    base = result["baseline"]
+    console.print(f"random routing: {_pct(base['topk'])} ({_pct(base['top1'])})")
+    if json_path is not None:
+        write_json(result, json_path)
+        console.print(f"[green]wrote[/] {json_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze_command)
+    app.command("saturation")(saturation_command)

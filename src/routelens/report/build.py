@@ -1,0 +1,163 @@
+"""`write_report(trace, analysis, out_html)`: the self-contained HTML report of a routing trace.
+
+The analysis dict (from `routelens.analysis.analyze`, or read back from its `--json`, possibly
+merged with the `pos`, `cache` and `balance` results) decides which sections appear: a section
+whose keys are absent is listed as not available, one whose keys have an unexpected shape is
+skipped with a note, and neither stops the report. Output is written atomically: the figure
+folder and the HTML file appear whole or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import routelens
+from routelens.errors import RoutelensError
+from routelens.report import sections as S
+from routelens.report import sections_extra as X
+from routelens.report.figures_io import FigureSink, style
+from routelens.report.html import Section, esc, page
+from routelens.report.numbers import spread_layers
+from routelens.report.token_view import layer_columns
+from routelens.store import Trace, open_trace
+
+# (builder, what it needs, how to get it when absent) in page order; the summary comes first.
+SECTIONS: list[tuple[Callable[[S.ReportContext], Section | None], str, str]] = [
+    (S.distribution, "distribution", "`routelens analyze`"),
+    (S.domain_distance, "domain_distance", "`routelens analyze` on a trace of two or more domains"),
+    (S.locality, "locality", "`routelens analyze`"),
+    (S.token_view, "token view", ""),
+    (S.vocabulary, "vocabulary", "`routelens analyze`"),
+    (S.coactivation, "coactivation", "`routelens analyze` (needs top-k > 1)"),
+    (X.confidence, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
+    (X.pos, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
+    (X.cache, "cache", "`routelens simulate cache --json`, passed as a further --json"),
+    (X.balance, "balance", "`routelens simulate balance --json`, passed as a further --json"),
+]
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def check_analysis(trace: Trace, analysis: dict) -> None:
+    """Refuse an analysis computed on another trace (other layers, expert count or top-k)."""
+    if not isinstance(analysis, dict):
+        raise RoutelensError(f"the analysis is a {type(analysis).__name__}, not a JSON object; pass the file `routelens analyze --json` wrote.")
+    meta = analysis.get("meta") or {}
+    mine = {"num_experts": trace.num_experts, "top_k": trace.top_k, "layers": [str(x) for x in trace.layers]}
+    theirs = {
+        "num_experts": meta.get("num_experts", mine["num_experts"]),
+        "top_k": meta.get("top_k", mine["top_k"]),
+        "layers": [str(x) for x in meta.get("layers", mine["layers"])],
+    }
+    for key, value in mine.items():
+        if theirs[key] != value:
+            raise RoutelensError(
+                f"the analysis has {key}={theirs[key]} but the trace at {trace.path} has {key}={value}; "
+                "pass the analysis of this trace (or omit --json to compute it)."
+            )
+
+
+def write_report(
+    trace: Trace | str | os.PathLike,
+    analysis: dict,
+    out_html: str | os.PathLike,
+    *,
+    figures_dir: str | os.PathLike | None = None,
+    token_view_layers: Sequence[int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the report of `trace` and its `analysis` to `out_html`; return its path.
+
+    PNG (dpi 200) and PDF copies of every figure go to `figures_dir` (default: `<stem>_figures/`
+    beside the HTML). `token_view_layers` are true layer indices (default: first, middle, last).
+    """
+    from routelens.cli.common import progress_bar
+
+    trace = trace if isinstance(trace, Trace) else open_trace(trace)
+    check_analysis(trace, analysis)
+    out_html = Path(out_html)
+    if out_html.is_dir():
+        raise RoutelensError(f"-o {out_html} is a directory; give a file name such as {out_html / 'report.html'}.")
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    figures_dir = Path(figures_dir) if figures_dir is not None else out_html.with_name(f"{out_html.stem}_figures")
+    layers = [str(x) for x in trace.layers]
+    view = list(token_view_layers) if token_view_layers else [int(x) for x in spread_layers(layers, 3)]
+    layer_columns(trace, view)  # a wrong --layers fails before any work
+
+    figures_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_figures = Path(tempfile.mkdtemp(prefix=f".{figures_dir.name}.", dir=figures_dir.parent))
+    tmp_html = out_html.with_name(f".{out_html.name}.tmp")
+    try:
+        ctx = S.ReportContext(
+            trace=trace, analysis=analysis, sink=FigureSink(tmp_figures), layers=layers,
+            domains=list(trace.domains), num_experts=trace.num_experts, top_k=trace.top_k, view_layers=view,
+        )  # fmt: skip
+        built: list[Section] = []
+        with progress_bar(disable=not progress, transient=True) as bar, style():
+            task = bar.add_task("report", total=len(SECTIONS) + 1, status="")
+            for builder, key, how in SECTIONS:
+                bar.update(task, status=key)
+                section = _build(builder, key, how, ctx)
+                if section is not None:
+                    built.append(section)
+                bar.advance(task)
+            summary = S.summary(ctx)
+            if ctx.notes:
+                summary.body += "<h3>Not in this report</h3><ul class=\"skipped\">" + "".join(f"<li>{n}</li>" for n in ctx.notes) + "</ul>"
+            bar.advance(task)
+        tmp_html.write_text(_page(trace, [summary, *built]), encoding="utf-8")
+        _replace_dir(tmp_figures, figures_dir)
+        os.replace(tmp_html, out_html)
+    finally:
+        shutil.rmtree(tmp_figures, ignore_errors=True)
+        tmp_html.unlink(missing_ok=True)
+    return out_html
+
+
+def _build(builder, key: str, how: str, ctx: S.ReportContext) -> Section | None:
+    try:
+        section = builder(ctx)
+    except _SHAPE_ERRORS as exc:
+        message = f"section <b>{esc(key)}</b> skipped: the analysis' <code>{esc(key)}</code> has an unexpected shape ({esc(type(exc).__name__)}: {esc(exc)})."
+        warnings.warn(f"report: section {key} skipped ({type(exc).__name__}: {exc})", stacklevel=2)
+        ctx.notes.append(message)
+        return None
+    if section is None and how:
+        ctx.notes.append(f"<b>{esc(key)}</b>: not in this analysis; get it with {_code(how)}.")
+    return section
+
+
+def _code(text: str) -> str:
+    """Escape `text`, rendering its `backticked` parts as code."""
+    parts = esc(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target`, replacing an older one only once `new` is whole."""
+    if target.exists():
+        if not target.is_dir():
+            raise RoutelensError(f"{target} is a file; remove it or pass another figures folder.")
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def _page(trace: Trace, sections: list[Section]) -> str:
+    model = (trace.manifest.get("model") or {}).get("name_or_path", "unknown model")
+    subtitle = (
+        f"{trace.num_tokens:,} tokens · {len(trace.layers)} MoE layers · top-{trace.top_k} of {trace.num_experts} "
+        f"experts · {len(trace.domains)} domain{'s' if len(trace.domains) != 1 else ''} · trace <code>{esc(trace.path)}</code>"
+    )
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    footer = f"Made by routelens {esc(routelens.__version__)} on {stamp}. Figures as PNG and PDF in the folder beside this file."
+    return page(f"Routing report · {model}", subtitle, sections, footer)

@@ -1,0 +1,88 @@
+"""Expert distributions and Jensen-Shannon domain distances on planted domain routing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from routelens.analysis import analyze, js_divergence
+from routelens.analysis.distribution import DistributionAccumulator, bootstrap_shares
+from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+from tests.analysis.planted import make_chunk, random_experts
+
+P = np.array([0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+
+
+def test_js_divergence_matches_scipy():
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(8), size=5), rng.dirichlet(np.ones(8), size=5)
+    p[0, :3] = 0  # zeros on one side only
+    p[0] /= p[0].sum()
+    want = [jensenshannon(a, b, base=2) ** 2 for a, b in zip(p, q)]
+    np.testing.assert_allclose(js_divergence(p, q), want, atol=1e-12)
+    assert js_divergence(p[1], p[1]) == 0.0
+    assert js_divergence(np.eye(2)[0], np.eye(2)[1]) == pytest.approx(1.0)
+
+
+def test_planted_first_choice_distribution_is_recovered(tmp_path):
+    E = 8
+    spec = SyntheticSpec(num_docs=80, doc_len=100, layers=(1, 4), num_experts=E, top_k=2, domains=("a", "b", "c"),
+                         first_dist={"a": P}, repeat=0.2, seed=4)  # fmt: skip
+    res = analyze(write_synthetic_trace(tmp_path / "t", spec), bootstrap=100, progress=False, max_distance=1)
+    for layer in ("1", "4"):
+        choice = res["distribution_choice"]["a"][layer]
+        np.testing.assert_allclose(choice["first"], P, atol=0.02)
+        # the second choice is uniform over the other E - 1 experts
+        np.testing.assert_allclose(choice["second"], (1 - P) / (E - 1), atol=0.02)
+        np.testing.assert_allclose(res["distribution"]["a"][layer], (P + (1 - P) / (E - 1)) / 2, atol=0.015)
+        assert sum(choice["any_per_token"]) == pytest.approx(2.0)
+        np.testing.assert_allclose(res["distribution"]["b"][layer], np.full(E, 1 / E), atol=0.01)
+        assert sum(res["distribution"]["all"][layer]) == pytest.approx(1.0)
+
+        pairs = {(p["a"], p["b"]): p for p in res["domain_distance"][layer]["pairs"]}
+        assert set(pairs) == {("a", "b"), ("a", "c"), ("b", "c")}
+        planted = pairs[("a", "b")]
+        assert planted["ci_low"] > 0.005 and planted["ci_low"] <= planted["js"] <= planted["ci_high"]
+        assert planted["js"] == pytest.approx(js_divergence(res["distribution"]["a"][layer], res["distribution"]["b"][layer]))
+        same = pairs[("b", "c")]  # b and c route identically
+        assert same["ci_low"] == pytest.approx(0.0, abs=1e-4)
+        assert same["ci_high"] < planted["ci_low"]
+        matrix = np.array(res["domain_distance"][layer]["matrix"])
+        assert matrix.shape == (3, 3) and matrix[0, 1] == planted["js"] and matrix[1, 0] == planted["js"]
+
+
+def test_per_document_counts_survive_chunk_boundaries():
+    rng = np.random.default_rng(3)
+    E, L, k = 5, 2, 2
+    lengths = [3, 1, 7, 2, 6]
+    experts = random_experts(sum(lengths), L, E, k, rng)
+    domain = np.repeat([0, 0, 1, 1, 0], lengths)
+    chunk = make_chunk(lengths, experts, domain=domain)
+    acc = DistributionAccumulator(2, L, E, k)
+    for lo in range(0, len(chunk), 4):
+        acc.update(chunk.experts[lo : lo + 4], chunk.domain[lo : lo + 4], chunk.doc_id[lo : lo + 4])
+    docs, doc_domain = acc.doc_counts()
+    assert docs.shape == (5, L, E) and doc_domain.tolist() == [0, 0, 1, 1, 0]
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for d in range(5):
+        for layer in range(L):
+            want = np.bincount(experts[starts[d] : starts[d + 1], layer].ravel(), minlength=E)
+            assert docs[d, layer].tolist() == want.tolist()
+    by_choice = acc.by_choice()  # (D, L, C, E)
+    assert by_choice.shape == (2, L, 2, E)
+    for d in range(2):
+        for layer in range(L):
+            for c in range(2):
+                want = np.bincount(experts[domain == d, layer, c], minlength=E)
+                assert by_choice[d, layer, c].tolist() == want.tolist()
+    assert acc.tokens.tolist() == [int((domain == 0).sum()), int((domain == 1).sum())]
+
+
+def test_bootstrap_resamples_whole_documents():
+    # Two documents with disjoint experts: every replicate is a mixture j/2 of the two.
+    docs = np.zeros((2, 1, 4), dtype=np.int32)
+    docs[0, 0, 0] = docs[1, 0, 3] = 10
+    boot = bootstrap_shares(docs, 300, np.random.default_rng(0))
+    assert set(np.round(boot[:, 0, 0], 6)) == {0.0, 0.5, 1.0}
+    assert 0.35 < (boot[:, 0, 0] == 0.5).mean() < 0.65  # multinomial(2, 1/2): P(1, 1) = 1/2
