@@ -1,0 +1,304 @@
+"""Part-of-speech sensitivity of routers: `analyze_pos(trace)` -> the `pos` section of the analysis.
+
+Do routers send tokens of one part of speech to the same experts, and do routing paths (a
+token's experts across all MoE layers) encode syntax? Given a trace with gold or tagger UPOS
+(`word_index` and `upos` columns), this module picks one row per word (or every row, see
+`WordPolicy`) and runs, on the same rows:
+
+- specialization per layer and tag, with a permutation test (`pos_specialization`),
+- the routing-path probe against its baselines, and the layer ablation (`pos_probe`),
+- the t-SNE path map with per-tag silhouettes (`pos_map`).
+
+The figures for the report take the returned dict (`pos_figures`, re-exported here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from routelens.analysis.pos_probe import (
+    PathFeatures,
+    ablation_fits,
+    layer_ablation,
+    run_probe,
+    split_by_document,
+)
+from routelens.errors import RoutelensError
+from routelens.store.reader import UPOS_TAGS, Trace, open_trace
+
+
+class WordPolicy(StrEnum):
+    FIRST = "first"  # the word's first model token (default: see docs/pos.md)
+    LAST = "last"  # its last model token
+    EVERY = "every"  # every token of the word, each labelled with the word's tag
+
+
+@dataclass
+class PosConfig:
+    policy: WordPolicy = WordPolicy.FIRST  # which token(s) of a multi-token word stand for it
+    features: PathFeatures = PathFeatures.TOPK  # probe input: top-k set or first choice per layer
+    permutations: int = 500  # tag shuffles of the specialization test (smallest p = 1/(1+this))
+    hidden: int = 128  # width of the probe MLP's hidden layer
+    max_epochs: int = 40  # cap on the MLP's epochs (early stopping usually ends sooner)
+    test_size: float = 0.2  # share of sentences (documents) held out for testing the probes
+    tsne_points: int = 1000  # tokens in the t-SNE path map
+    ablation: bool = True  # run the layer ablation (3L linear probes)
+    ablation_rows: int = 10_000  # training rows of each ablation probe (a random subset)
+    seed: int = 0
+
+    def __post_init__(self):
+        try:
+            self.policy = WordPolicy(self.policy)
+        except ValueError:
+            raise RoutelensError(f"word policy {self.policy!r} is unknown; use first, last or every.") from None
+        try:
+            self.features = PathFeatures(self.features)
+        except ValueError:
+            raise RoutelensError(f"path features {self.features!r} are unknown; use topk or first.") from None
+        if self.permutations < 1:
+            raise RoutelensError(f"permutations={self.permutations} must be at least 1; use e.g. 500.")
+        if not 0.0 < self.test_size < 1.0:
+            raise RoutelensError(f"test_size={self.test_size} must lie strictly between 0 and 1; use e.g. 0.2.")
+        if self.hidden < 1 or self.max_epochs < 1:
+            raise RoutelensError(f"hidden={self.hidden} and max_epochs={self.max_epochs} must be positive.")
+        if self.ablation_rows < 100:
+            raise RoutelensError(f"ablation_rows={self.ablation_rows} is too few to train a probe; use e.g. 10000.")
+        if self.tsne_points < 0:
+            raise RoutelensError(f"tsne_points={self.tsne_points} must be >= 0 (0 skips the path map).")
+
+
+@dataclass
+class WordRows:
+    """The rows that the POS analyses use, one per word (or per token with policy `every`)."""
+
+    experts: np.ndarray  # (n, L, k)
+    tags: np.ndarray  # (n,) int codes into UPOS_TAGS
+    doc_id: np.ndarray  # (n,) int64, the sentence/document (probe split groups)
+    form: np.ndarray  # (n,) int64 word-form id: equal ids <=> equal tuples of token ids
+    word: np.ndarray  # (n,) int64 running word number (rows of one word share it)
+    num_words: int
+
+
+def select_word_rows(
+    doc_id: np.ndarray,
+    word_index: np.ndarray,
+    upos: np.ndarray,
+    token_id: np.ndarray,
+    policy: WordPolicy | str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, word, form) for tagged rows in trace order.
+
+    A word is a run of consecutive rows with the same (doc_id, word_index) and a tag
+    (word_index >= 0, upos >= 0). `rows` indexes the input, `word` numbers each selected row's
+    word, `form` is a word-form id per selected row computed from the word's full token-id tuple.
+    """
+    policy = WordPolicy(policy)
+    tagged = np.flatnonzero((word_index >= 0) & (upos >= 0))
+    if len(tagged) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    d, w = doc_id[tagged], word_index[tagged]
+    starts_mask = np.ones(len(tagged), dtype=bool)
+    starts_mask[1:] = (d[1:] != d[:-1]) | (w[1:] != w[:-1]) | (tagged[1:] != tagged[:-1] + 1)
+    word_of_row = np.cumsum(starts_mask) - 1  # (tagged,)
+    starts = np.flatnonzero(starts_mask)
+    ends = np.append(starts[1:], len(tagged)) - 1
+    forms = _word_forms(token_id[tagged], starts, ends)  # (words,)
+    if policy is WordPolicy.FIRST:
+        return tagged[starts], np.arange(len(starts)), forms
+    if policy is WordPolicy.LAST:
+        return tagged[ends], np.arange(len(starts)), forms
+    return tagged, word_of_row, forms[word_of_row]
+
+
+def _word_forms(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Integer id per word of its token-id tuple, exact: words are grouped by length, and each
+    length's (words, length) matrix of token ids is deduplicated with `np.unique(axis=0)`."""
+    lengths = ends - starts + 1
+    forms = np.empty(len(starts), dtype=np.int64)
+    next_id = 0
+    for length in np.unique(lengths):
+        which = np.flatnonzero(lengths == length)
+        matrix = tokens[starts[which][:, None] + np.arange(length)[None, :]]  # (words, length)
+        uniq, inverse = np.unique(matrix, axis=0, return_inverse=True)
+        forms[which] = next_id + inverse.reshape(-1)
+        next_id += len(uniq)
+    return forms
+
+
+def load_word_rows(
+    trace: Trace,
+    policy: WordPolicy | str = WordPolicy.FIRST,
+    *,
+    rows_per_chunk: int = 1 << 20,
+) -> WordRows:
+    """Stream the trace and keep its tagged rows, then select per word.
+
+    Only tagged rows are kept (about L*k bytes each), and selection happens after the chunks
+    are joined, so a word or sentence straddling two chunks is handled like any other.
+    """
+    if not (trace.has("word_index") and trace.has("upos")):
+        raise RoutelensError(
+            f"the trace at {trace.path} has no part-of-speech columns (word_index, upos); trace a .conllu "
+            "corpus, or raw text with `routelens trace ... --tagger spacy`."
+        )
+    parts = []
+    for chunk in trace.iter_chunks(columns=["word_index", "upos"], rows=rows_per_chunk):
+        keep = (chunk.word_index >= 0) & (chunk.upos >= 0)
+        parts.append(
+            (
+                chunk.doc_id[keep],
+                chunk.word_index[keep],
+                chunk.upos[keep],
+                chunk.token_id[keep],
+                chunk.experts[keep],
+            )
+        )
+    if not parts or sum(len(p[0]) for p in parts) == 0:
+        raise RoutelensError(
+            f"the trace at {trace.path} has no tagged tokens; check that its corpus carries UPOS tags."
+        )
+    doc_id, word_index, upos, token_id, experts = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+    rows, word, form = select_word_rows(doc_id, word_index, upos, token_id, policy)
+    num_words = int(word[-1]) + 1 if len(word) else 0
+    return WordRows(experts[rows], upos[rows], doc_id[rows], form, word, num_words)
+
+
+def analyze_pos(
+    trace: Trace | str | Path,
+    *,
+    policy: WordPolicy | str = WordPolicy.FIRST,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """The whole POS analysis of a trace; `options` are further `PosConfig` fields.
+
+    Returns the `pos` dict: specialization {layer: {tag: {expert, max_share, kl, p_value, n}}},
+    shares {layer: {tag: [share per expert]}}, probe {...}, ablation {single, prefix, drop},
+    tsne {...}, counts {tag: rows}, and the settings used. Layer keys are the trace's true
+    layer indices written as strings.
+    """
+    config = PosConfig(policy=policy, seed=seed, **options)
+    if not isinstance(trace, Trace):
+        trace = open_trace(trace)
+    words = load_word_rows(trace, config.policy)
+    return analyze_word_rows(words, trace.layers, trace.num_experts, trace.top_k, config, progress=progress)
+
+
+def analyze_word_rows(
+    words: WordRows,
+    layers: list[int],
+    num_experts: int,
+    top_k: int,
+    config: PosConfig,
+    *,
+    progress: bool = True,
+) -> dict:
+    """`analyze_pos` on rows already selected (tests and benchmarks build them directly)."""
+    from routelens.analysis.pos_map import path_map
+    from routelens.analysis.pos_specialization import (
+        permutation_pvalues,
+        shares_from_counts,
+        tag_expert_counts,
+    )
+    from routelens.cli.common import progress_bar
+
+    T = len(UPOS_TAGS)
+    L = len(layers)
+    assert words.experts.shape[1:] == (L, top_k), (words.experts.shape, L, top_k)
+    present = np.flatnonzero(np.bincount(words.tags, minlength=T))
+    tag_totals = np.bincount(words.tags, minlength=T)
+    result: dict = {
+        "policy": str(config.policy),
+        "features": str(config.features),
+        "num_words": words.num_words,
+        "num_rows": len(words.tags),
+        "num_documents": len(np.unique(words.doc_id)),
+        "chance_share": top_k / num_experts,
+        "layers": [int(x) for x in layers],
+        "num_experts": int(num_experts),
+        "top_k": int(top_k),
+        "permutations": config.permutations,
+        "counts": {UPOS_TAGS[t]: int(tag_totals[t]) for t in present},
+        "config": {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(config).items()},
+    }
+    steps = 2 + (ablation_fits(L) if config.ablation else 0) + (1 if config.tsne_points else 0)
+    with progress_bar(disable=not progress, transient=True) as bar:
+        task = bar.add_task("POS analysis", total=steps, status="specialization")
+
+        def advance(status: str = "") -> None:
+            bar.update(task, advance=1, status=status)
+
+        counts = tag_expert_counts(words.experts, words.tags, T, num_experts)  # (L, T, E)
+        shares = shares_from_counts(counts, tag_totals)  # (L, T, E)
+        kl, pvalues = permutation_pvalues(
+            words.experts,
+            words.tags,
+            T,
+            num_experts,
+            permutations=config.permutations,
+            seed=config.seed,
+        )
+        result["specialization"], result["shares"] = _specialization_tables(
+            layers, present, shares, kl, pvalues, tag_totals
+        )
+        advance("probe")
+        split = split_by_document(words.doc_id, test_size=config.test_size, seed=config.seed)
+        result["probe"] = run_probe(
+            words.experts, words.tags, words.form, words.doc_id, num_experts, features=config.features,
+            hidden=config.hidden, max_epochs=config.max_epochs, seed=config.seed, split=split,
+        )  # fmt: skip
+        result["probe"]["tags"] = [UPOS_TAGS[t] for t in present]
+        advance("ablation" if config.ablation else "path map")
+        if config.ablation:
+            result["ablation"] = layer_ablation(
+                words.experts, words.tags, split, num_experts, layers, features=config.features,
+                max_train_rows=config.ablation_rows, seed=config.seed, progress=lambda: advance("ablation"),
+            )  # fmt: skip
+        if config.tsne_points:
+            result["tsne"] = path_map(
+                words.experts, words.tags, num_experts, UPOS_TAGS, features=config.features,
+                points=config.tsne_points, seed=config.seed,
+            )  # fmt: skip
+            advance("done")
+    return result
+
+
+def _specialization_tables(layers, present, shares, kl, pvalues, tag_totals) -> tuple[dict, dict]:
+    spec: dict = {}
+    table: dict = {}
+    for li, layer in enumerate(layers):
+        spec[str(layer)] = {}
+        table[str(layer)] = {}
+        for t in present:
+            row = shares[li, t]  # (E,)
+            best = int(np.argmax(row))
+            spec[str(layer)][UPOS_TAGS[t]] = {
+                "expert": best,
+                "max_share": float(row[best]),
+                "kl": float(kl[li, t]),
+                "p_value": float(pvalues[li, t]),
+                "n": int(tag_totals[t]),
+            }
+            table[str(layer)][UPOS_TAGS[t]] = [round(float(x), 5) for x in row]
+    return spec, table
+
+
+def top_specialized(result: dict, n: int = 10) -> list[tuple[str, str, dict]]:
+    """The (layer, tag, entry) triples with the largest max_share, for summaries and the CLI."""
+    rows = [(layer, tag, entry) for layer, tags in result["specialization"].items() for tag, entry in tags.items()]
+    return sorted(rows, key=lambda r: (-r[2]["max_share"], r[2]["p_value"]))[:n]
+
+
+def __getattr__(name: str):
+    # The figure functions live in pos_figures (matplotlib is imported only when one is used).
+    if name in ("specialization_figure", "ablation_figure", "path_map_figure"):
+        from routelens.analysis import pos_figures
+
+        return getattr(pos_figures, name)
+    raise AttributeError(name)
