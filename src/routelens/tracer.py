@@ -28,7 +28,7 @@ import torch
 
 from routelens.corpus import CorpusKind, CorpusSpec, Document, iter_documents, parse_corpus_spec
 from routelens.errors import RoutelensError
-from routelens.store.reader import Trace, open_trace
+from routelens.store.reader import UPOS_CODE, Trace, open_trace
 from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, trace_schema
 from routelens.store.writer import TraceWriter, new_manifest
 
@@ -48,6 +48,9 @@ class TraceConfig:
     tagger: str | None = None  # "spacy[:MODEL]": tag raw text with UPOS (needs routelens[pos])
     overwrite: bool = False
     progress: bool = True
+    ray: str | None = None  # None: this process; "local": a Ray instance of its own; "auto"/ADDRESS: a cluster
+    ray_workers: int | None = None  # model actors; default one per GPU of the cluster, else one per spare CPU
+    ray_gpus_per_worker: float | None = None  # default 1 when the cluster has GPUs, else 0 (CPU actors)
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "shard_tokens"):
@@ -59,10 +62,14 @@ class TraceConfig:
             raise RoutelensError(f"--dtype {self.dtype!r} is unknown; use auto, {', '.join(DTYPES)}.")
         if self.weights_dtype not in ("float16", "float32"):
             raise RoutelensError(f"weights dtype {self.weights_dtype!r} is unknown; use float16 or float32.")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
+        if self.device.startswith("cuda") and self.ray is None and not torch.cuda.is_available():
             raise RoutelensError(f"--device {self.device}: no CUDA device is available here; use --device cpu.")
         if self.tagger is not None and not self.tagger.startswith("spacy"):
             raise RoutelensError(f"--tagger {self.tagger!r} is unknown; use spacy or spacy:MODEL.")
+        if self.ray_workers is not None and self.ray_workers < 1:
+            raise RoutelensError(f"--ray-workers must be at least 1 (got {self.ray_workers}).")
+        if self.ray_gpus_per_worker is not None and self.ray_gpus_per_worker < 0:
+            raise RoutelensError(f"--ray-gpus-per-worker must be >= 0 (got {self.ray_gpus_per_worker}).")
 
 
 @dataclass
@@ -102,7 +109,12 @@ def trace(
     config = TraceConfig(**{**(asdict(config) if config else {}), **overrides})
     specs = _parse_specs(corpora)
     _preflight(specs)
-    hf_model, tokenizer = load_model(model, config)
+    if config.ray is not None:  # the driver needs the model's structure only: no weights in its memory
+        from routelens.scale.ray_trace import load_skeleton
+
+        hf_model, tokenizer = load_skeleton(model, config)
+    else:
+        hf_model, tokenizer = load_model(model, config)
     from routelens.capture import describe_model
 
     routing = describe_model(hf_model)
@@ -110,7 +122,7 @@ def trace(
         "model": str(model),
         "config_sha256": config_sha256(hf_model.config),
         "corpora": [_corpus_identity(s) for s in specs],
-        **{k: v for k, v in asdict(config).items() if k not in ("overwrite", "progress", "device")},
+        **{k: v for k, v in asdict(config).items() if k not in ("overwrite", "progress", "device") and not k.startswith("ray")},
     }
     writer = TraceWriter(out, identity, overwrite=config.overwrite)
     previous = writer.previous_manifest()
@@ -140,8 +152,13 @@ def trace(
     )  # fmt: skip
     writer.write_manifest(base)
     writer.write_vocab(vocab_strings(tokenizer))
-    runner = _Runner(hf_model, tokenizer, routing, config, specs, writer)
-    totals = runner.run()
+    if config.ray is not None:  # same plan and compute on a pool of Ray actors (routelens.scale)
+        from routelens.scale.ray_trace import trace_on_ray
+
+        totals = trace_on_ray(str(model), routing, config, specs, writer)
+    else:
+        runner = _Runner(hf_model, tokenizer, routing, config, specs, writer)
+        totals = runner.run()
     base.update(complete=True, totals=totals["totals"], corpora=totals["corpora"])
     writer.write_manifest(base)
     return open_trace(out)
@@ -228,6 +245,7 @@ class _Runner:
         )  # fmt: skip
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.domains = pa.array([s.name for s in specs], pa.string())
+        self.upos_code = UPOS_CODE
 
     def run(self) -> dict:
         from routelens.cli.common import progress_bar

@@ -16,10 +16,16 @@ app = new_app("Record, analyze and exploit the routing of Mixture-of-Experts lan
 
 # Modules under routelens.cli that define `register(app)`; order is the order in --help.
 COMMANDS = [
+    "demo_cmd",
     "trace_cmd",
     "analyze_cmd",
     "simulate_cmd",
     "report_cmd",
+    "corpus_cmd",
+    "inspect_cmd",
+    "upcycle_cmd",
+    "train_cmd",
+    "eval_cmd",
 ]
 
 for _name in COMMANDS:

@@ -33,6 +33,14 @@ def trace_command(
     shard_tokens: Annotated[int, typer.Option(help="Target rows per Parquet shard.")] = 1 << 18,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a trace of another model or corpus in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Trace on Ray (routelens[ray]): a pool of model actors; "
+                                      "starts a local Ray instance unless --ray-address is given.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (implies --ray): auto (the cluster "
+                                                    "`ray start` made here), HOST:PORT or ray://HOST:10001.")] = None,
+    ray_workers: Annotated[int | None, typer.Option(help="Model actors (default: one per GPU of the cluster, "
+                                                    "else one per CPU but one).")] = None,
+    ray_gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per model actor (default: 1 when the "
+                                                              "cluster has GPUs, else 0: CPU actors).")] = None,
 ) -> None:
     """Run a MoE model over corpora and record, for every token and MoE layer, the experts the router
     chose and the weights the model applied.
@@ -42,13 +50,18 @@ def trace_command(
         routelens trace ./my-moe --corpus web=c4.txt --corpus code=github.txt --out trace/ --max-tokens 100000
 
         routelens trace ./my-moe --corpus ud=en_ewt-ud-dev.conllu --out trace-pos/ --seq-len 256
+
+        routelens trace ./my-moe --corpus web=c4.jsonl --out trace/ --ray                      # local Ray, all GPUs
+
+        routelens trace ./my-moe --corpus web=c4.jsonl --out /nfs/trace/ --ray-address auto --ray-workers 16
     """
     from routelens.tracer import TraceConfig, summarize, trace
 
     config = TraceConfig(
         seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
         dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
-        progress=not quiet,
+        progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
+        ray_gpus_per_worker=ray_gpus_per_worker,
     )  # fmt: skip
     tr = trace(model, corpus, out, config)
     info = summarize(tr.path)

@@ -1,0 +1,65 @@
+"""`routelens eval`: loss and perplexity per corpus, under an optional expert capacity and top-k."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from routelens.cli.common import console
+
+
+def eval_command(
+    model: Annotated[Path, typer.Argument(help="Model directory (e.g. written by `routelens train`).")],
+    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")],
+    capacity_factor: Annotated[float | None, typer.Option(help="Expert capacity factor: ceil(tokens x k / E x CF) slots per expert per batch (default: unlimited).")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Experts per token at evaluation (default: the model's).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Window length (default: the training one, else 128).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass; capacity is computed over one batch.")] = 32,
+    max_tokens: Annotated[int, typer.Option(help="At most this many tokens per corpus (0: all).")] = 100_000,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Evaluate a MoE model: loss and perplexity per corpus, and the share of token-expert
+    assignments dropped per layer when experts have a capacity (the ST-MoE train-CF vs eval-CF study).
+
+    Examples:
+
+        routelens eval my-moe/ --corpus math=corpus/math.txt --capacity-factor 1.0 --top-k 2
+
+        routelens eval my-moe/ -c code=corpus/code.txt -c prose=corpus/prose.txt --top-k 1 --capacity-factor 0.5 --json cf05.json
+    """
+    from routelens.models.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(
+        capacity_factor=capacity_factor, top_k=top_k, seq_len=seq_len, batch_size=batch_size,
+        max_tokens=max_tokens or None, progress=not quiet,
+    )  # fmt: skip
+    result = evaluate(model, corpus, config)
+    cf = "unlimited" if result["capacity_factor"] is None else f"{result['capacity_factor']:g}"
+    table = Table(title=f"{model}: top-{result['top_k']} of {result['num_experts']}, capacity factor {cf}", title_justify="left")
+    for col in ("corpus", "tokens", "loss", "perplexity"):
+        table.add_column(col, justify="left" if col == "corpus" else "right")
+    for name, v in result["domains"].items():
+        table.add_row(name, f"{v['tokens']:,}", f"{v['loss']:.4f}", f"{v['perplexity']:.2f}")
+    table.add_row("[bold]all", f"{sum(v['tokens'] for v in result['domains'].values()):,}", f"{result['loss']:.4f}", f"{result['perplexity']:.2f}")
+    console.print(table)
+    drops = Table(title="dropped by capacity, per MoE layer", title_justify="left")
+    for col in ("layer", "assignments dropped", "tokens fully dropped"):
+        drops.add_column(col, justify="right")
+    for layer, d, f in zip(result["moe_layers"], result["dropped_share"], result["fully_dropped_share"]):
+        drops.add_row(str(layer), f"{d:.2%}", f"{f:.2%}")
+    console.print(drops)
+    if json_file is not None:
+        tmp = json_file.with_name(json_file.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, json_file)
+        console.print(f"wrote {json_file}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

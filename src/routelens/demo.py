@@ -1,0 +1,132 @@
+"""`routelens demo`: everything routelens does, on a model it builds itself, in one command.
+
+    corpus/   the embedded multi-domain corpus (code, prose, math, data)
+    model/    a small Mixtral-architecture model trained on it (cached: reused when its
+              training config is unchanged), with checkpoints/ along the way
+    trace/    its routing over held-out text of every domain
+    pos/      its routing over the prose domain, tagged with UPOS by spaCy when installed
+    analysis.json, report.html (+ report_figures/)
+
+Every step is the library function that the matching command calls, so the demo is also a
+worked example of the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from routelens.cli.common import err_console
+
+
+@dataclass
+class DemoConfig:
+    out: Path = Path("routelens-demo")
+    trace_tokens: int = 60_000  # per domain
+    pos_tokens: int = 40_000  # of tagged prose for the POS analyses
+    saturation_tokens: int = 4_000  # per domain, for each kept checkpoint
+    seq_len: int = 256
+    steps: int | None = None  # override the demo model's training steps (tests use a handful)
+    progress: bool = True
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            from routelens.errors import RoutelensError
+
+            raise RoutelensError(f"--out {self.out} is a file; give a directory for the demo.")
+
+
+def _say(message: str, progress: bool) -> None:
+    if progress:
+        err_console.print(f"[bold cyan]demo[/] {message}", highlight=False)
+
+
+def run_demo(config: DemoConfig | None = None) -> Path:
+    """Build, train, trace, analyze and report; returns the path of report.html."""
+    from dataclasses import replace
+
+    import routelens
+    from routelens.analysis import analyze, router_saturation, write_json
+    from routelens.corpus.builtin import write_builtin_corpus
+    from routelens.models import train as training
+    from routelens.report import write_report
+    from routelens.simulate import simulate_all
+
+    config = config or DemoConfig()
+    out, quiet = config.out, not config.progress
+    out.mkdir(parents=True, exist_ok=True)
+
+    _say("writing the embedded corpus", config.progress)
+    corpus = write_builtin_corpus(out / "corpus", progress=config.progress)
+    specs = [f"{name}={path}" for name, path in corpus.items()]
+
+    train_config = training.DEMO_CONFIG if config.steps is None else replace(training.DEMO_CONFIG, steps=config.steps)
+    model_dir = out / "model"
+    if _trained_with(model_dir, train_config):
+        _say(f"reusing the trained model in {model_dir}", config.progress)
+    else:
+        _say("training the demo model (about 4 minutes on 2 CPU cores)", config.progress)
+        training.train(specs, model_dir, train_config, progress=config.progress)
+
+    _say("tracing its routing", config.progress)
+    trace = routelens.trace(
+        str(model_dir), specs, out / "trace", seq_len=config.seq_len, max_tokens=config.trace_tokens,
+        overwrite=True, progress=config.progress,
+    )  # fmt: skip
+    analysis = analyze(trace, progress=config.progress)
+
+    pos_trace = _pos_trace(model_dir, corpus, out, config)
+    if pos_trace is not None:
+        from routelens.analysis.pos import analyze_pos
+
+        analysis["pos"] = analyze_pos(pos_trace, progress=config.progress)
+
+    checkpoints = sorted((model_dir / "checkpoints").glob("step-*"))
+    if checkpoints:
+        _say(f"router saturation over {len(checkpoints)} checkpoints", config.progress)
+        traces = [
+            routelens.trace(str(ckpt), specs, out / "saturation" / ckpt.name, seq_len=config.seq_len,
+                            max_tokens=config.saturation_tokens, overwrite=True, progress=False)
+            for ckpt in [*checkpoints, model_dir]
+        ]  # fmt: skip
+        analysis["saturation"] = router_saturation(traces, labels=[c.name for c in checkpoints] + ["final"], progress=False)
+
+    _say("simulating expert caching and expert-parallel load", config.progress)
+    analysis.update(simulate_all(trace, devices=4, batch_tokens=1024, progress=config.progress))
+    write_json(analysis, out / "analysis.json")
+    report = write_report(trace, analysis, out / "report.html", progress=config.progress)
+    return report
+
+
+def _trained_with(model_dir: Path, train_config) -> bool:
+    """True when model_dir holds a finished model trained with this config (training.json is written last)."""
+    record = model_dir / "training.json"
+    if not (record.is_file() and (model_dir / "config.json").is_file()):
+        return False
+    try:
+        saved = json.loads(record.read_text()).get("config", {})
+    except json.JSONDecodeError:
+        return False
+    return all(saved.get(k) == v for k, v in train_config.identity().items())
+
+
+def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):
+    """Trace the prose domain with spaCy UPOS tags, or None (with a note) when spaCy is absent."""
+    import routelens
+    from routelens.errors import RoutelensError
+
+    try:
+        from routelens.corpus.tagger import load_pipeline
+
+        load_pipeline()
+    except RoutelensError as exc:
+        _say(f"[yellow]skipping the part-of-speech analyses: {exc}[/]", config.progress)
+        return None
+    _say("tagging prose with spaCy and tracing it for the part-of-speech analyses", config.progress)
+    return routelens.trace(
+        str(model_dir), [f"prose={corpus['prose']}"], out / "pos", seq_len=config.seq_len,
+        max_tokens=config.pos_tokens, tagger="spacy", overwrite=True, progress=config.progress,
+    )  # fmt: skip
+

@@ -1,0 +1,1 @@
+"""Building MoE models: tokenizer, training, capacity factor, evaluation, upcycling, parameter accounting."""

@@ -1,0 +1,201 @@
+"""Evaluating a trained MoE: loss and perplexity per domain (optionally under an expert capacity or
+another top-k), the unigram baseline it must beat, and the health of its routing.
+
+`evaluate` backs `routelens eval`; `routing_health` answers "did training give balanced and
+informative routing?" on held-out text: the largest expert's share of assignments over the
+uniform share k/E... per layer (balanced: <= 2), and how often consecutive tokens keep the same
+first expert (informative: >= 2/E somewhere, twice the rate of random routing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from routelens.corpus import CorpusSpec
+from routelens.errors import RoutelensError
+from routelens.models.capacity import apply_capacity, moe_blocks
+from routelens.models.train_data import encode_documents, held_out_windows, read_corpora, windows_of
+
+
+# ---- pure metrics -------------------------------------------------------------------------------
+def unigram_loss(train_counts: np.ndarray, targets: np.ndarray) -> float:
+    """Cross-entropy (nats) of an add-one smoothed unigram model fitted on `train_counts` (vocab,)."""
+    probs = (train_counts + 1.0) / (train_counts.sum() + len(train_counts))
+    return float(-np.log(probs[targets]).mean())
+
+
+def max_load_ratio(top_k_index: np.ndarray, num_experts: int) -> np.ndarray:
+    """(tokens, layers, k) expert ids -> (layers,) largest expert's share of assignments / (1/E)."""
+    tokens, layers, k = top_k_index.shape
+    counts = np.stack([np.bincount(top_k_index[:, layer].ravel(), minlength=num_experts) for layer in range(layers)])
+    return counts.max(axis=1) / (tokens * k) * num_experts
+
+
+def first_expert_repeat_rate(first: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(seqs, positions, layers) first-choice ids and (seqs, positions) validity -> (layers,) share of
+    consecutive valid token pairs whose first expert is the same."""
+    pair_ok = valid[:, 1:] & valid[:, :-1]  # (seqs, positions-1)
+    same = first[:, 1:] == first[:, :-1]  # (seqs, positions-1, layers)
+    return (same & pair_ok[..., None]).sum(axis=(0, 1)) / max(int(pair_ok.sum()), 1)
+
+
+# ---- model helpers ------------------------------------------------------------------------------
+def load_model_dir(model_dir: str | Path):
+    """(model, tokenizer, training.json dict or {}) of a directory written by `routelens train`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise RoutelensError(f"{path} holds no config.json; pass a model directory (e.g. one written by `routelens train`).")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    meta = json.loads((path / "training.json").read_text()) if (path / "training.json").is_file() else {}
+    return model, tokenizer, meta
+
+
+@torch.no_grad()
+def window_nll(model, windows: np.ndarray, batch_size: int, pad_id: int) -> tuple[float, int]:
+    """(sum of next-token NLL, number of predicted tokens) over (n, seq_len) windows; -1 = padding."""
+    total, count = 0.0, 0
+    for start in range(0, len(windows), batch_size):
+        ids = torch.from_numpy(windows[start : start + batch_size].astype(np.int64))  # (b, S)
+        valid = ids >= 0
+        logits = model(input_ids=ids.masked_fill(~valid, pad_id), use_cache=False).logits  # (b, S, V)
+        targets = ids[:, 1:].masked_fill(~valid[:, 1:], -100)
+        total += F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum").item()
+        count += int((targets != -100).sum())
+    return total, count
+
+
+@contextmanager
+def record_routing(model) -> Iterator[list[list[torch.Tensor]]]:
+    """Collect the top-k index each router returned, per MoE layer: out[layer] = [(tokens, k), ...]."""
+    blocks = moe_blocks(model)
+    out: list[list[torch.Tensor]] = [[] for _ in blocks]
+    handles = [
+        block.gate.register_forward_hook(lambda _m, _i, o, _s=slot: out[_s].append(o[2].detach()))
+        for slot, (_, block) in enumerate(blocks)
+    ]
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+@dataclass
+class EvalConfig:
+    capacity_factor: float | None = None  # expert capacity at eval (None: unlimited)
+    top_k: int | None = None  # experts per token at eval (None: the model's)
+    seq_len: int | None = None  # window length in tokens (None: the training seq_len, else 128)
+    batch_size: int = 32  # windows per forward: also the "batch" capacity is computed over
+    max_tokens: int | None = 100_000  # per corpus (None: all)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.seq_len is not None and self.seq_len < 2) or self.batch_size < 1:
+            raise RoutelensError(f"seq_len {self.seq_len} / batch_size {self.batch_size} too small; use >= 2 and >= 1.")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise RoutelensError(f"max_tokens {self.max_tokens} is below 2; raise --max-tokens.")
+
+
+def evaluate(model_dir: str | Path, corpus_specs: Sequence[str | CorpusSpec], config: EvalConfig | None = None) -> dict:
+    """Loss and perplexity per corpus, and the share of assignments dropped per MoE layer."""
+    from routelens.cli.common import progress_bar
+
+    config = config or EvalConfig()
+    model, tokenizer, meta = load_model_dir(model_dir)
+    seq_len = config.seq_len or int(meta.get("config", {}).get("seq_len", 128))
+    # ~16 characters per token bounds what must be read and tokenized for max_tokens
+    corpora = read_corpora(corpus_specs, min_docs=1, max_chars=None if config.max_tokens is None else 16 * config.max_tokens)
+    domains, total_nll, total_n = {}, 0.0, 0
+    with apply_capacity(model, config.capacity_factor, config.top_k) as stats, progress_bar(not config.progress) as bar:
+        task = bar.add_task("eval", total=len(corpora.domains), status="")
+        for name in corpora.domains:
+            stream = np.concatenate(encode_documents(tokenizer, corpora.documents[name]))
+            if config.max_tokens is not None:
+                stream = stream[: config.max_tokens]
+            nll, n = window_nll(model, windows_of(stream, seq_len, pad_last=True), config.batch_size, tokenizer.pad_token_id or 0)
+            if n == 0:
+                raise RoutelensError(f"corpus {name!r} holds no text to predict; give it at least two tokens of text.")
+            domains[name] = {"tokens": n, "loss": nll / n, "perplexity": float(np.exp(nll / n))}
+            total_nll, total_n = total_nll + nll, total_n + n
+            bar.update(task, advance=1, status=f"{name}: loss {nll / n:.3f}")
+    k = config.top_k or model.config.num_experts_per_tok
+    return {
+        "model": str(model_dir),
+        "capacity_factor": config.capacity_factor,
+        "top_k": k,
+        "num_experts": model.config.num_local_experts,
+        "seq_len": seq_len,
+        "batch_size": config.batch_size,
+        "loss": total_nll / total_n,
+        "perplexity": float(np.exp(total_nll / total_n)),
+        "domains": domains,
+        "moe_layers": stats.layers,
+        "dropped_share": stats.dropped_share().tolist(),
+        "fully_dropped_share": stats.fully_dropped_share().tolist(),
+    }
+
+
+@torch.no_grad()
+def routing_health(
+    model_dir: str | Path, corpus_specs: Sequence[str | CorpusSpec], *, max_tokens: int = 50_000, batch_size: int = 32
+) -> dict:
+    """Balance and informativeness of the routing on held-out text (the documents `train` held out,
+    rebuilt from `training.json`; all documents for a model without one), pooled over corpora.
+
+    Keys: layers, num_experts, top_k, tokens, max_load_ratio (per layer: largest expert's share /
+    uniform share), max_load_ratio_per_domain, first_repeat_rate (per layer), random_repeat_rate
+    (1/E), balanced (every layer <= 2), informative (some layer >= 2/E).
+    """
+    model, tokenizer, meta = load_model_dir(model_dir)
+    seq_len = int(meta.get("config", {}).get("seq_len", 128))
+    corpora = read_corpora(corpus_specs, min_docs=1)
+    encoded = {d: encode_documents(tokenizer, corpora.documents[d]) for d in corpora.domains}
+    if meta:
+        windows = held_out_windows(encoded, seq_len, int(meta["config"]["seed"]), int(meta["config"]["val_tokens"]))
+    else:
+        windows = {d: windows_of(np.concatenate(docs), seq_len, pad_last=True) for d, docs in encoded.items()}
+    E, k = model.config.num_local_experts, model.config.num_experts_per_tok
+    firsts, valids, per_domain, all_idx = [], [], {}, []
+    for domain, win in windows.items():
+        win = win[: max(1, max_tokens // seq_len)]
+        with record_routing(model) as routed:
+            for start in range(0, len(win), batch_size):
+                ids = torch.from_numpy(win[start : start + batch_size].astype(np.int64))
+                model(input_ids=ids.clamp(min=0), use_cache=False)
+        idx = np.stack([torch.cat(r).numpy() for r in routed], axis=1)  # (windows*S, layers, k)
+        valid = (win >= 0).reshape(-1)
+        per_domain[domain] = max_load_ratio(idx[valid], E).tolist()
+        all_idx.append(idx[valid])
+        firsts.append(idx[:, :, 0].reshape(len(win), seq_len, -1))
+        valids.append(win >= 0)
+    idx = np.concatenate(all_idx)
+    load = max_load_ratio(idx, E)
+    repeat = first_expert_repeat_rate(np.concatenate(firsts), np.concatenate(valids))
+    return {
+        "layers": moe_blocks_layers(model),
+        "num_experts": E,
+        "top_k": k,
+        "tokens": int(len(idx)),
+        "max_load_ratio": load.tolist(),
+        "max_load_ratio_per_domain": per_domain,
+        "first_repeat_rate": repeat.tolist(),
+        "random_repeat_rate": 1.0 / E,
+        "balanced": bool((load <= 2.0).all()),
+        "informative": bool((repeat >= 2.0 / E).any()),
+    }
+
+
+def moe_blocks_layers(model) -> list[int]:
+    return [layer for layer, _ in moe_blocks(model)]

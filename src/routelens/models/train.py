@@ -1,0 +1,354 @@
+"""Training a Mixtral-architecture MoE from scratch (or from an upcycled checkpoint) on corpora.
+
+The output directory is a standard `MixtralForCausalLM` checkpoint plus its byte-level BPE
+tokenizer (`AutoModelForCausalLM` / `AutoTokenizer` load it), `training.json` (config, steps,
+tokens, wall time, final loss, held-out loss per domain beside a unigram model's), and
+`checkpoints/step-XXXXXX/`: full checkpoints every `checkpoint_every` steps, kept for
+router-saturation analyses. The latest one also holds `optimizer.pt` and `trainer_state.pt`, so
+running the same command again after a kill continues where it stopped; the batch order is a pure
+function of (seed, step), so an interrupted-and-resumed run equals an uninterrupted one.
+
+Load balancing: tiny MoEs collapse onto a few experts unless pushed. transformers'
+`load_balancing_loss_func` pools the tokens of all layers before measuring balance, which lets one
+layer concentrate while another compensates; we apply the Switch loss E * sum_e f_e P_e to each
+layer and sum over layers (`BalanceLoss.PER_LAYER`), plus the ST-MoE router z-loss. (DeepSeek-V3's
+bias balancing would need a router bias that a standard Mixtral checkpoint cannot hold.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from routelens.corpus import CorpusSpec
+from routelens.errors import RoutelensError
+from routelens.models.capacity import apply_capacity
+from routelens.models.evaluate import routing_health, unigram_loss, window_nll
+from routelens.models.tokenizer import train_tokenizer
+from routelens.models.train_data import build_train_data, read_corpora
+
+__all__ = ["DEMO_CONFIG", "BalanceLoss", "TrainConfig", "balance_loss", "router_z_loss", "routing_health", "train"]
+
+
+class BalanceLoss(StrEnum):
+    PER_LAYER = "per-layer"  # Switch loss on each layer's tokens, summed over layers
+    POOLED = "pooled"  # transformers' load_balancing_loss_func: all layers' tokens pooled
+
+
+@dataclass
+class TrainConfig:
+    experts: int = 8  # num_local_experts
+    top_k: int = 2  # num_experts_per_tok
+    layers: int = 4  # decoder layers, each with a sparse MoE block
+    hidden: int = 128  # hidden_size
+    intermediate: int | None = None  # expert FFN width; None: 2 x hidden
+    heads: int = 4  # attention heads (as many key/value heads)
+    seq_len: int = 128  # tokens per training window
+    batch_size: int = 32  # windows per step
+    steps: int | None = 500  # step cap; the LR schedule spans it
+    minutes: float | None = None  # wall-clock budget (stops early; with steps=None the schedule spans it)
+    lr: float = 3e-3  # peak AdamW learning rate
+    warmup_steps: int = 30  # linear warm-up, then cosine decay to lr / 10
+    weight_decay: float = 0.1  # on matrices only
+    aux_loss_coef: float = 0.01  # load-balancing loss weight
+    z_loss_coef: float = 1e-3  # router z-loss weight
+    balance: BalanceLoss = BalanceLoss.PER_LAYER  # how balance is measured
+    capacity_factor: float | None = None  # train-time expert capacity (None: unlimited)
+    checkpoint_every: int = 100  # steps between kept checkpoints
+    keep_checkpoints: int = 0  # keep only the last N checkpoints (0: all)
+    seed: int = 0  # initialisation, data split and order
+    vocab_size: int = 2048  # BPE vocabulary (specials included)
+    val_tokens: int = 20_000  # held-out tokens per domain
+    init: str | None = None  # start from this MixtralForCausalLM directory (e.g. `routelens upcycle`)
+
+    def __post_init__(self) -> None:
+        self.balance = BalanceLoss(self.balance)
+        positive = ("experts", "top_k", "layers", "hidden", "heads", "batch_size", "checkpoint_every", "vocab_size", "val_tokens")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise RoutelensError(f"{name} = {getattr(self, name)} must be at least 1; pass a positive --{name.replace('_', '-')}.")
+        if self.top_k > self.experts:
+            raise RoutelensError(f"top-k {self.top_k} exceeds the {self.experts} experts; use --top-k <= --experts.")
+        if self.hidden % self.heads:
+            raise RoutelensError(f"hidden {self.hidden} is not divisible by heads {self.heads}; pick e.g. --heads 4.")
+        if self.seq_len < 8:
+            raise RoutelensError(f"seq_len {self.seq_len} is too short; use --seq-len 128.")
+        if self.steps is None and self.minutes is None:
+            raise RoutelensError("neither steps nor minutes given; pass --steps N or --minutes M.")
+        if (self.steps is not None and self.steps < 1) or (self.minutes is not None and self.minutes <= 0):
+            raise RoutelensError(f"steps {self.steps} / minutes {self.minutes} must be positive.")
+        if self.capacity_factor is not None and self.capacity_factor <= 0:
+            raise RoutelensError(f"capacity factor {self.capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
+        if min(self.lr, self.aux_loss_coef + 1, self.z_loss_coef + 1, self.weight_decay + 1) <= 0 or self.lr <= 0:
+            raise RoutelensError(f"lr {self.lr} must be positive and loss coefficients non-negative.")
+
+    def to_json(self) -> dict:
+        return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def identity(self) -> dict:
+        """The fields that change what is trained (not how long one run may take or what is kept)."""
+        return {k: v for k, v in self.to_json().items() if k not in ("minutes", "keep_checkpoints", "checkpoint_every")}
+
+
+# The model `routelens demo` trains: ~3.7M parameters, about 3.5 minutes on 2 CPU cores.
+DEMO_CONFIG = TrainConfig(
+    experts=8, top_k=2, layers=4, hidden=128, intermediate=256, heads=4, seq_len=128, batch_size=32,
+    steps=400, lr=3e-3, warmup_steps=30, aux_loss_coef=0.01, z_loss_coef=1e-3, checkpoint_every=100,
+)  # fmt: skip
+
+
+# ---- losses (pure) ------------------------------------------------------------------------------
+def balance_loss(router_logits: Sequence[torch.Tensor], top_k: int, mode: BalanceLoss = BalanceLoss.PER_LAYER) -> torch.Tensor:
+    """Switch-Transformer balance loss E * sum_e f_e * P_e from per-layer (tokens, E) router logits.
+
+    f_e: share of the top-k assignments given to expert e; P_e: mean router probability of e. Both
+    uniform gives 1 per layer. PER_LAYER sums the per-layer losses; POOLED measures f and P over all
+    layers' tokens together (transformers' definition, divided by k) and returns one value.
+    """
+    E = router_logits[0].shape[-1]
+    per_layer_f, per_layer_p = [], []
+    for logits in router_logits:
+        probs = torch.softmax(logits.float(), dim=-1)  # (tokens, E)
+        chosen = torch.topk(probs, top_k, dim=-1).indices  # (tokens, k)
+        f = torch.zeros(E, device=probs.device).scatter_add_(0, chosen.reshape(-1), torch.ones(chosen.numel(), device=probs.device))
+        per_layer_f.append(f / chosen.numel())
+        per_layer_p.append(probs.mean(0))
+    f, p = torch.stack(per_layer_f), torch.stack(per_layer_p)  # (layers, E)
+    if BalanceLoss(mode) is BalanceLoss.POOLED:
+        return E * (f.mean(0) * p.mean(0)).sum()
+    return E * (f * p).sum()
+
+
+def router_z_loss(router_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2, summed over layers."""
+    return sum(torch.logsumexp(logits.float(), dim=-1).pow(2).mean() for logits in router_logits)
+
+
+def lr_at(config: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Linear warm-up, then cosine decay to lr/10 over the steps (or the minutes when no step cap)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.steps is not None:
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    else:
+        progress = elapsed_s / (config.minutes * 60)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---- model and checkpoints ----------------------------------------------------------------------
+def build_model(config: TrainConfig, tokenizer):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    mc = MixtralConfig(
+        vocab_size=len(tokenizer), hidden_size=config.hidden, intermediate_size=config.intermediate or 2 * config.hidden,
+        num_hidden_layers=config.layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
+        num_local_experts=config.experts, num_experts_per_tok=config.top_k, max_position_embeddings=max(2048, config.seq_len),
+        tie_word_embeddings=True, router_aux_loss_coef=config.aux_loss_coef, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, sliding_window=None,
+    )  # fmt: skip
+    torch.manual_seed(config.seed)
+    return MixtralForCausalLM(mc)
+
+
+def _load_pretrained(path: Path, what: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise RoutelensError(f"{what} {path} holds no config.json; pass a MixtralForCausalLM directory.")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if type(model).__name__ != "MixtralForCausalLM":
+        raise RoutelensError(f"{what} {path} is a {type(model).__name__}; training needs a MixtralForCausalLM (see `routelens upcycle`).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        raise RoutelensError(f"{what} {path} has no tokenizer files; save the tokenizer beside the model.") from None
+    return model, tokenizer
+
+
+def _latest_checkpoint(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "optimizer.pt").is_file())
+    return done[-1] if done else None
+
+
+def _save_pretrained(model, tokenizer, path: Path) -> None:
+    """save_pretrained without transformers' own shard-writing progress bar (ours is running)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _save_checkpoint(root: Path, model, tokenizer, optimizer, state: dict, keep: int) -> Path:
+    final = root / f"step-{state['step']:06d}"
+    tmp = root / f"{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_pretrained(model, tokenizer, tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    older = sorted(p for p in root.glob("step-*") if p.is_dir() and p != final and not p.name.endswith(".tmp"))
+    for p in older:  # resuming needs only the newest optimizer state
+        (p / "optimizer.pt").unlink(missing_ok=True)
+    if keep > 0:
+        for p in (older + [final])[:-keep]:
+            shutil.rmtree(p)
+    return final
+
+
+def _check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
+    mine = config.identity()
+    diff = [k for k in mine if saved.get(k) != mine[k]]
+    if diff:
+        raise RoutelensError(
+            f"{where} was trained with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); "
+            "re-run with the same options to resume, or pick another --out."
+        )
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def train(corpus_specs: Sequence[str | CorpusSpec], out_dir: str | Path, config: TrainConfig | None = None, progress: bool = True) -> Path:
+    """Train (or resume, or return the finished) model in `out_dir`; returns `out_dir`."""
+    from routelens.cli.common import progress_bar
+
+    config = config or TrainConfig()
+    out = Path(out_dir)
+    if (out / "training.json").is_file():
+        _check_same_run(json.loads((out / "training.json").read_text())["config"], config, out)
+        return out
+    ckpt_root = out / "checkpoints"
+    if out.exists() and any(out.iterdir()) and not ckpt_root.is_dir():
+        raise RoutelensError(f"{out} is not empty and holds no training run; pick an empty or new --out.")
+    t_start = time.perf_counter()
+    corpora = read_corpora(corpus_specs)
+    resume = _latest_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
+    if resume is not None:
+        state = torch.load(resume / "trainer_state.pt", weights_only=False)
+        _check_same_run(state["config"], config, out)
+        model, tokenizer = _load_pretrained(resume, "checkpoint")
+    else:
+        state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "history": []}
+        if config.init:
+            model, tokenizer = _load_pretrained(Path(config.init), "--init")
+        else:
+            tokenizer = train_tokenizer(corpora.interleaved(), config.vocab_size)
+            model = build_model(config, tokenizer)
+    state["config"] = config.identity()
+    data = build_train_data(
+        corpora, tokenizer, seq_len=config.seq_len, seed=config.seed, val_tokens=config.val_tokens, vocab_size=len(tokenizer)
+    )  # fmt: skip
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+    if resume is not None:
+        optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=False))
+        torch.set_rng_state(state["torch_rng"])
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    k = model.config.num_experts_per_tok
+    steps_cap = config.steps if config.steps is not None else 1 << 40
+    run_start, elapsed_before = time.perf_counter(), state["elapsed_s"]
+    recent: list[float] = []
+    run_tokens = 0
+    model.train()
+    capacity = apply_capacity(model, config.capacity_factor) if config.capacity_factor is not None else nullcontext()
+    with capacity, progress_bar(not progress) as bar:
+        task = bar.add_task("train", total=config.steps, completed=state["step"], status="")
+        while state["step"] < steps_cap:
+            elapsed = elapsed_before + time.perf_counter() - run_start
+            if config.minutes is not None and elapsed >= config.minutes * 60:
+                break
+            step = state["step"]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step, elapsed)
+            windows, epoch, offset = data.batch(step, config.batch_size)
+            ids = torch.from_numpy(windows.astype(np.int64))  # (B, S)
+            out_ = model(input_ids=ids, output_router_logits=True, use_cache=False)
+            ce = F.cross_entropy(out_.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+            bal = balance_loss(out_.router_logits, k, config.balance)
+            z = router_z_loss(out_.router_logits)
+            loss = ce + config.aux_loss_coef * bal + config.z_loss_coef * z
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            bal, z = bal.detach(), z.detach()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            state["step"], state["tokens"] = step + 1, state["tokens"] + ids.numel()
+            state["data_position"] = {"epoch": epoch, "window": offset + config.batch_size}
+            recent = (recent + [ce.item()])[-20:]
+            state["history"].append({"step": step + 1, "loss": recent[-1], "balance": bal.item(), "z": z.item()})
+            run_tokens += ids.numel()
+            rate = run_tokens / max(time.perf_counter() - run_start, 1e-9)
+            bar.update(task, completed=step + 1, status=f"loss {np.mean(recent):.3f}  {rate / 1000:.1f}k tok/s")
+            last = state["step"] >= steps_cap
+            if state["step"] % config.checkpoint_every == 0 or last:
+                state["elapsed_s"] = elapsed_before + time.perf_counter() - run_start
+                state["torch_rng"] = torch.get_rng_state()
+                _save_checkpoint(ckpt_root, model, tokenizer, optimizer, state, config.keep_checkpoints)
+    state["elapsed_s"] = elapsed_before + time.perf_counter() - run_start
+    if config.steps is None or state["step"] < steps_cap:  # stopped by the clock: keep the last step too
+        state["torch_rng"] = torch.get_rng_state()
+        _save_checkpoint(ckpt_root, model, tokenizer, optimizer, state, config.keep_checkpoints)
+    return _finish(out, model, tokenizer, data, config, state, recent, t_start)
+
+
+def _finish(out: Path, model, tokenizer, data, config: TrainConfig, state: dict, recent: list[float], t_start: float) -> Path:
+    """Held-out losses, the final checkpoint at the top of `out`, then `training.json` (written last)."""
+    model.eval()
+    pooled = sum(data.unigram_counts.values())
+    val = {}
+    for domain, windows in data.val.items():
+        nll, n = window_nll(model, windows, config.batch_size, tokenizer.pad_token_id or 0)
+        targets = windows[:, 1:][windows[:, 1:] >= 0]
+        val[domain] = {
+            "tokens": n,
+            "loss": nll / n,
+            "unigram_loss": unigram_loss(pooled, targets),
+            "domain_unigram_loss": unigram_loss(data.unigram_counts[domain], targets),
+        }
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_pretrained(model, tokenizer, tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+    n_params = sum(p.numel() for p in model.parameters())
+    meta = {
+        "config": config.to_json(),
+        "model": {"architecture": "MixtralForCausalLM", "parameters": n_params, "vocab_size": len(tokenizer)},
+        "steps": state["step"],
+        "tokens": state["tokens"],
+        "train_tokens_per_domain": data.train_tokens,
+        "train_seconds": state["elapsed_s"],
+        "wall_seconds": time.perf_counter() - t_start,
+        "tokens_per_second": state["tokens"] / max(state["elapsed_s"], 1e-9),
+        "final_loss": float(np.mean(recent[-10:])) if recent else (state["history"] or [{"loss": None}])[-1]["loss"],
+        "val": val,
+        "history": state["history"],
+        "checkpoints": sorted(p.name for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp")),
+    }
+    tmp_json = out / "training.json.tmp"
+    tmp_json.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp_json, out / "training.json")
+    return out

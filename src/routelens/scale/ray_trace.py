@@ -1,0 +1,251 @@
+"""Tracing on Ray: the single-process tracer's plan and compute, spread over a pool of model actors.
+
+    documents --read, tokenize, plan (one Ray task, on the driver's node)--> one row per shard
+      --map_batches(pool of model actors: one per GPU, or CPU actors)--> part-{i:05d}.parquet
+      --> a small row per shard back to the driver --> manifest.json, written once at the end
+
+The plan is `tracer._Runner._shards`, the very generator the single-process tracer uses, run in
+one sequential task: doc ids are the same global numbering, shards hold the same windows and an
+actor computes a shard with `_Runner._compute`, the same batches in the same order. So a Ray
+trace holds exactly the rows of a single-process trace, in the same shard files (`part-i` is the
+plan's shard i, whichever actor wrote it). Actors write shards atomically; Ray Data restarts dead
+actors and retries their shard, and a killed driver's run resumes on re-run by skipping every
+shard present on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from routelens.corpus import CorpusSpec
+from routelens.errors import RoutelensError
+from routelens.scale.shards import existing_shards, write_shard_atomic
+from routelens.store.writer import TraceWriter, shard_name
+from routelens.tracer import DTYPES, TraceConfig, _Runner, _Shard, load_model
+
+INSTALL_HINT = "pip install 'routelens[ray]'"
+
+
+def require_ray():
+    """The `ray` module, or one clear line saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RoutelensError(f"--ray needs Ray Data, which is not installed; run: {INSTALL_HINT}") from None
+    return ray
+
+
+def load_skeleton(model: str | os.PathLike, config: TraceConfig):
+    """The model's modules on the meta device (no weights) and its tokenizer, for the driver.
+
+    The driver only describes the routing and writes the manifest; the weights live in the
+    actors, so a model larger than the driver's memory can still be traced.
+    """
+    require_ray()
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name = str(model)
+    if (Path(name).exists() or name.startswith((".", "/", "~"))) and not (Path(name) / "config.json").is_file():
+        raise RoutelensError(f"no model at {name} (no config.json); give a model directory or a hub id.")
+    try:
+        hf_config = AutoConfig.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        dtype = DTYPES[config.dtype] if config.dtype != "auto" else (getattr(hf_config, "dtype", None) or torch.float32)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RoutelensError(f"could not load model {name!r}: {first}") from None
+    return skeleton.eval(), tokenizer
+
+
+# -- the two stages -----------------------------------------------------------------------------
+def _shard_counts(shard: _Shard, num_domains: int) -> tuple[np.ndarray, np.ndarray]:
+    """Documents and tokens per domain in one shard (shards hold whole documents)."""
+    docs = np.zeros(num_domains, np.int64)
+    tokens = np.zeros(num_domains, np.int64)
+    for w in shard.windows:
+        docs[w.domain] += w.start == 0
+        tokens[w.domain] += len(w.ids)
+    return docs, tokens
+
+
+def _plan_shards(_seed, *, model: str, routing, config: TraceConfig, specs: list[CorpusSpec], done: dict) -> Iterator[dict]:
+    """Ray Data UDF: read and tokenize the corpora, yield one row per shard of the plan.
+
+    Shards already on disk (`done`: {index: next_doc}) travel as an empty payload, only for
+    their counts; one ending at another document than the plan says means another plan wrote it.
+    """
+    from transformers import AutoTokenizer
+
+    planner = _Runner(None, AutoTokenizer.from_pretrained(model), routing, config, specs, None)
+    scratch = [{"documents": 0, "tokens": 0} for _ in specs]  # the plan's own tallies; totals come from the rows
+    for shard in planner._shards(scratch):
+        if shard.index in done and done[shard.index] != shard.next_doc:
+            raise RoutelensError(
+                f"shard {shard_name(shard.index)} was written with other shard boundaries; "
+                "pass --overwrite to start again."
+            )
+        docs, tokens = _shard_counts(shard, len(specs))
+        payload = b"" if shard.index in done else pickle.dumps(shard, protocol=5)
+        yield {
+            "index": np.array([shard.index], np.int64),
+            "rows": np.array([shard.rows], np.int64),
+            "next_doc": np.array([shard.next_doc], np.int64),
+            "docs": docs[None],  # (1, domains)
+            "tokens": tokens[None],  # (1, domains)
+            "payload": np.array([payload], dtype=object),
+        }
+
+
+class ShardTracer:
+    """Ray Data actor: holds the model, turns planned shards into Parquet shards on disk."""
+
+    def __init__(self, model: str, routing, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, gpus: float):
+        local = replace(config, device="cuda" if gpus > 0 else "cpu", ray=None, progress=False)
+        hf_model, tokenizer = load_model(model, local)
+        self.runner = _Runner(hf_model, tokenizer, routing, local, specs, None)
+        self.shard_dir = Path(shard_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sizes = np.zeros(len(batch["index"]), np.int64)
+        for i, (index, payload) in enumerate(zip(batch["index"], batch["payload"])):
+            if len(payload) == 0:  # written by an earlier run
+                sizes[i] = (self.shard_dir / shard_name(int(index))).stat().st_size
+                continue
+            shard: _Shard = pickle.loads(payload)
+            table = self.runner._compute(shard)
+            sizes[i] = write_shard_atomic(self.shard_dir, shard.index, table, {"next_doc": shard.next_doc, "rows": shard.rows})
+        return {k: batch[k] for k in ("index", "rows", "next_doc", "docs", "tokens")} | {"bytes": sizes}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def _connect(ray, config: TraceConfig) -> bool:
+    """Join or start Ray; True when this call started it (and so must shut it down)."""
+    if ray.is_initialized():  # e.g. a notebook or test that already called ray.init
+        return False
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    try:
+        if config.ray == "local":  # GPUs are detected; CPUs: enough for the actors asked for + the planner
+            cpus = max(os.cpu_count() or 1, (config.ray_workers or 1) + 1)
+            ray.init(num_cpus=cpus, **quiet)
+        else:
+            ray.init(address=config.ray, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RoutelensError(f"could not reach Ray at --ray-address {config.ray!r}: {first}; start it with `ray start`.") from None
+    return True
+
+
+def _pool(ray, config: TraceConfig) -> tuple[int, float]:
+    """(actors, GPUs per actor): one actor per GPU when the cluster has GPUs, else one per spare CPU."""
+    resources = ray.cluster_resources()
+    gpus = config.ray_gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+    if gpus > resources.get("GPU", 0):
+        raise RoutelensError(
+            f"--ray-gpus-per-worker {gpus:g} asks for more GPUs than the cluster has ({resources.get('GPU', 0):g}); "
+            "lower it, or add GPU nodes."
+        )
+    if config.ray_workers is not None:
+        return config.ray_workers, gpus
+    if gpus > 0:
+        return max(1, int(resources["GPU"] // gpus)), gpus
+    return max(1, int(resources.get("CPU", 2)) - 1), gpus  # one CPU stays with the planner
+
+
+def _user_error(exc: BaseException) -> RoutelensError | None:
+    """The RoutelensError a Ray task raised, under Ray's wrapping of it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RoutelensError):
+            return RoutelensError(str(exc).strip().splitlines()[-1].removeprefix("routelens.errors.RoutelensError: "))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _quietly(batches: Iterator) -> Iterator:
+    """Iterate Ray Data output without its start/finish log lines and planning warnings."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("ray.data")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # The actor pool sees one input (the planner's seed row) when Ray Data plans the run.
+            warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+            yield from batches
+    finally:
+        log.setLevel(level)
+
+
+def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpec], writer: TraceWriter) -> dict:
+    """Run the plan on Ray into `writer`'s directory; returns {"totals", "corpora"} for the manifest."""
+    ray = require_ray()
+    from routelens.cli.common import progress_bar
+
+    started = _connect(ray, config)
+    try:
+        workers, gpus = _pool(ray, config)
+        done = {i: meta.get("next_doc") for i, meta in existing_shards(writer.shard_dir).items()}
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours below counts tokens; Ray's would interleave with it
+        context.print_on_execution_start = False
+        # The planner reads the corpora where the command runs: pin it to the driver's node. It
+        # must stay its own stage: fused into the actors' stage, one task would feed one actor
+        # (and every actor would inherit the pinning); its distinct remote args (max_calls=1: a
+        # worker that ran the plan is not reused) keep Ray Data from fusing the two.
+        here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
+        planned = ray.data.from_items([{"seed": 0}]).map_batches(
+            _plan_shards, batch_size=1, num_cpus=1, label_selector=here, max_calls=1,
+            fn_kwargs={"model": model, "routing": routing, "config": config, "specs": specs, "done": done},
+        ).repartition(target_num_rows_per_block=1)  # one shard per block: blocks are what actors share out
+        traced = planned.map_batches(
+            ShardTracer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus or None, num_cpus=1,
+            fn_constructor_kwargs={"model": model, "routing": routing, "config": config, "specs": specs,
+                                   "shard_dir": str(writer.shard_dir), "gpus": gpus},
+        )  # fmt: skip
+        totals = {"tokens": 0, "documents": 0, "shards": 0, "bytes": 0}
+        docs = np.zeros(len(specs), np.int64)
+        tokens = np.zeros(len(specs), np.int64)
+        budget = config.max_tokens * len(specs) if config.max_tokens else None
+        with progress_bar(not config.progress) as bar:
+            task = bar.add_task(f"tracing on Ray ({workers} actors)", total=budget, status="")
+            try:
+                for batch in _quietly(traced.iter_batches(batch_size=None, batch_format="numpy")):
+                    for i in range(len(batch["index"])):
+                        totals["shards"] += 1
+                        totals["tokens"] += int(batch["rows"][i])
+                        totals["bytes"] += int(batch["bytes"][i])
+                        docs += batch["docs"][i]
+                        tokens += batch["tokens"][i]
+                        bar.update(task, advance=int(batch["rows"][i]), status=f"{totals['tokens']:,} tokens")
+            except Exception as exc:
+                user = _user_error(exc)
+                if user is None:
+                    raise
+                raise user from None
+    finally:
+        if started:
+            ray.shutdown()
+    if totals["tokens"] == 0:
+        raise RoutelensError("the corpora produced no tokens; check the files.")
+    totals["documents"] = int(docs.sum())
+    totals["bytes_per_token_layer"] = totals["bytes"] / (totals["tokens"] * len(routing.moe_layers))
+    corpora = [
+        {"name": s.name, "source": s.source, "kind": str(s.kind), "documents": int(d), "tokens": int(t)}
+        for s, d, t in zip(specs, docs, tokens)
+    ]
+    return {"totals": totals, "corpora": corpora}

@@ -1,0 +1,172 @@
+"""Expert capacity: the slot formula, the priority order, exact equality when nothing is dropped,
+the planted share dropped when capacity is tiny, and residual-only outputs for dropped tokens."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import MixtralForCausalLM
+from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+from routelens.errors import RoutelensError
+from routelens.models.capacity import apply_capacity, capacity_keep_mask, expert_capacity
+from tests.conftest import tiny_mixtral_config
+
+
+def _model(**overrides) -> MixtralForCausalLM:
+    torch.manual_seed(0)
+    return MixtralForCausalLM(tiny_mixtral_config(**overrides)).eval()
+
+
+def _keep_reference(index: np.ndarray, num_experts: int, capacity: int) -> np.ndarray:
+    """Brute force: walk choice ranks, then tokens, filling each expert's slots."""
+    used = [0] * num_experts
+    keep = np.zeros(index.shape, bool)
+    for rank in range(index.shape[1]):
+        for token in range(index.shape[0]):
+            e = index[token, rank]
+            if used[e] < capacity:
+                used[e] += 1
+                keep[token, rank] = True
+    return keep
+
+
+def test_capacity_formula():
+    assert expert_capacity(10, 4, 2, 1.0) == 5  # 10 x 2 / 4
+    assert expert_capacity(10, 4, 2, 1.25) == 7  # ceil(6.25)
+    assert expert_capacity(4096, 8, 1, 1.0) == 512  # Switch: tokens / E
+    assert expert_capacity(4096, 8, 2, 2.0) == 2048
+    with pytest.raises(RoutelensError, match="capacity factor 0"):
+        expert_capacity(10, 4, 2, 0)
+
+
+@pytest.mark.parametrize("k,capacity", [(1, 3), (2, 5), (3, 2), (2, 100)])
+def test_keep_mask_matches_brute_force(k, capacity):
+    rng = np.random.default_rng(k * 100 + capacity)
+    index = np.stack([rng.choice(6, size=k, replace=False) for _ in range(40)])  # (tokens, k)
+    got = capacity_keep_mask(torch.from_numpy(index), 6, capacity).numpy()
+    assert got.shape == (40, k)
+    np.testing.assert_array_equal(got, _keep_reference(index, 6, capacity))
+
+
+def test_huge_capacity_equals_unpatched_model_exactly():
+    model = _model()
+    ids = torch.randint(0, 300, (3, 17))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with apply_capacity(model, capacity_factor=1e6) as stats:
+            got = model(input_ids=ids).logits
+    assert torch.equal(ref, got)
+    assert stats.dropped.sum() == 0 and stats.tokens.tolist() == [51, 51]
+    assert stats.assignments.tolist() == [102, 102]
+
+
+def _planted_block(tokens: int, hidden: int = 32):
+    """A block whose router sends every token first to expert 0, second to expert 1."""
+    block = MixtralSparseMoeBlock(tiny_mixtral_config(hidden_size=hidden)).eval()
+    torch.manual_seed(1)
+    for p in block.experts.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    with torch.no_grad():
+        block.gate.weight.zero_()
+        block.gate.weight[0, 0], block.gate.weight[1, 0] = 10.0, 5.0
+    h = torch.randn(1, tokens, hidden) * 0.1
+    h[..., 0] = 1.0  # logits: expert 0 = 10, expert 1 = 5, others 0
+    return block, h
+
+
+@pytest.mark.parametrize("cf", [0.25, 0.5, 1.0])
+def test_tiny_capacity_drops_the_planted_share(cf):
+    tokens = 20
+    block, h = _planted_block(tokens)
+    capacity = math.ceil(tokens * 2 / 8 * cf)  # experts 0 and 1 each receive all 20 tokens
+    with torch.no_grad():
+        ref = block(h)
+        with apply_capacity(block, capacity_factor=cf) as stats:
+            got = block(h)
+    assert stats.dropped_share()[0] == pytest.approx((tokens - capacity) / tokens)
+    assert stats.fully_dropped_share()[0] == pytest.approx((tokens - capacity) / tokens)
+    # tokens in token order get the slots: the first `capacity` are untouched, the rest get zero
+    assert torch.equal(got[0, :capacity], ref[0, :capacity])
+    assert torch.count_nonzero(got[0, capacity:]) == 0 and torch.count_nonzero(ref[0, capacity:]) > 0
+
+
+def test_second_choice_dropped_keeps_first_weight():
+    """Priority by rank: expert 1 is everyone's second choice but token 0's first choice."""
+    block, h = _planted_block(4)
+    with torch.no_grad():
+        h[0, 0, 1] = 4.0  # token 0 only: a feature that expert 1 weighs heavily
+        block.gate.weight[1, 1] = 10.0
+        probs = torch.softmax(block.gate.weight @ h[0].T, dim=0).T  # (tokens, E)
+        assert probs[0].argmax() == 1 and probs[1].argmax() == 0
+        # capacity ceil(4 x 2 / 8 x 0.25) = 1: expert 1's slot goes to token 0's first choice
+        with apply_capacity(block, capacity_factor=0.25):
+            got = block(h)[0]
+        flat = h[0]
+        gate_up = block.experts.gate_up_proj
+        down = block.experts.down_proj
+
+        def expert(e, x):
+            g, u = (x @ gate_up[e].T).chunk(2, dim=-1)
+            return (torch.nn.functional.silu(g) * u) @ down[e].T
+
+        top2 = torch.topk(probs[0], 2)
+        w0 = top2.values[0] / top2.values.sum()  # renormalised first weight, kept as is (no renormalisation after drops)
+        torch.testing.assert_close(got[0], w0 * expert(1, flat[0]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], (probs[1, 0] / torch.topk(probs[1], 2).values.sum()) * expert(0, flat[1]), rtol=1e-5, atol=1e-6)
+        assert torch.count_nonzero(got[2:]) == 0
+
+
+def test_dropped_tokens_pass_through_residual_only():
+    """In a full model, a decoder layer's output for a fully dropped token equals its residual
+    stream after attention (the input of post_attention_layernorm)."""
+    model = _model()
+    layer = model.model.layers[0]
+    seen = {}
+    pre = layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: seen.__setitem__("residual", i[0].detach()))
+    post = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", (o[0] if isinstance(o, tuple) else o).detach()))
+    try:
+        ids = torch.randint(0, 300, (2, 16))
+        with torch.no_grad(), apply_capacity(model, capacity_factor=0.1) as stats:
+            model(input_ids=ids)
+    finally:
+        pre.remove()
+        post.remove()
+    capacity = math.ceil(32 * 2 / 8 * 0.1)  # 1 slot per expert: at most 8 assignments of 64 survive
+    assert stats.dropped[0] >= 64 - 8 and stats.tokens_fully_dropped[0] >= 32 - 8
+    out, residual = seen["out"].reshape(32, -1), seen["residual"].reshape(32, -1)
+    same = (out == residual).all(dim=-1)  # (tokens,)
+    assert int(same.sum()) == stats.tokens_fully_dropped[0] and capacity == 1
+
+
+def test_top_k_override_and_restore():
+    model = _model()
+    ids = torch.randint(0, 300, (2, 9))
+    block = model.model.layers[1].mlp
+    received = []
+    hook = block.experts.register_forward_hook(lambda m, i, o: received.append((i[1].clone(), i[2].clone())))
+    try:
+        with torch.no_grad(), apply_capacity(model, top_k=1):
+            model(input_ids=ids)
+    finally:
+        hook.remove()
+    index, weights = received[0]
+    assert index.shape == (18, 1) and torch.equal(weights, torch.ones(18, 1))
+    assert block.gate.top_k == 2 and "forward" not in vars(block)  # restored
+    with pytest.raises(RuntimeError, match="boom"), apply_capacity(model, capacity_factor=1.0, top_k=3):
+        assert block.gate.top_k == 3 and "forward" in vars(block)
+        raise RuntimeError("boom")
+    assert block.gate.top_k == 2 and "forward" not in vars(block)
+
+
+def test_bad_values_name_the_fix():
+    model = _model()
+    with pytest.raises(RoutelensError, match="top-k 9"), apply_capacity(model, top_k=9):
+        pass
+    with pytest.raises(RoutelensError, match="capacity factor -1"), apply_capacity(model, capacity_factor=-1):
+        pass
+    with pytest.raises(RoutelensError, match="MixtralSparseMoeBlock"), apply_capacity(torch.nn.Linear(2, 2)):
+        pass
