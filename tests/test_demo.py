@@ -1,0 +1,76 @@
+"""`routelens demo` end to end at a tiny scale: corpus, training, trace, analyses, report, and the
+trained model reused by the next run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import routelens
+from routelens.cli.main import app
+from routelens.demo import DemoConfig, run_demo
+from routelens.errors import RoutelensError
+
+TINY = dict(steps=3, trace_tokens=1_500, pos_tokens=800, saturation_tokens=300, seq_len=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "routelens-demo"
+    report = run_demo(DemoConfig(out=out, **TINY))
+    return out, report
+
+
+def test_demo_writes_model_trace_and_report(demo):
+    out, report = demo
+    assert report == out / "report.html" and report.stat().st_size > 10_000
+    html = report.read_text()
+    assert "<svg" in html and "Traceback" not in html
+    assert {"corpus", "model", "trace"} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "corpus").glob("*.txt")) == ["code.txt", "data.txt", "math.txt", "prose.txt"]
+
+    meta = json.loads((out / "model" / "training.json").read_text())
+    assert meta["steps"] == 3 and meta["model"]["architecture"] == "MixtralForCausalLM"
+    trace = routelens.open_trace(out / "trace")
+    assert trace.manifest["complete"] and trace.num_experts == 8 and trace.top_k == 2
+    assert set(trace.domains) == {"code", "prose", "math", "data"}
+    # every domain traced up to its budget
+    for c in trace.manifest["corpora"]:
+        assert 0 < c["tokens"] <= TINY["trace_tokens"]
+
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert {"distribution", "locality", "cache", "balance"} <= set(analysis)
+    assert len(analysis["saturation"]["checkpoints"]) == len(meta["checkpoints"]) + 1
+
+
+def test_demo_pos_section_when_spacy_is_installed(demo):
+    from routelens.corpus.tagger import load_pipeline
+
+    try:
+        load_pipeline()
+    except RoutelensError as exc:
+        pytest.skip(str(exc))
+    out, _ = demo
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "pos" in analysis and routelens.open_trace(out / "pos").manifest["complete"]
+
+
+def test_second_run_reuses_the_trained_model(demo):
+    out, _ = demo
+    stamp = (out / "model" / "training.json").stat().st_mtime_ns
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output
+    assert (out / "model" / "training.json").stat().st_mtime_ns == stamp
+
+
+def test_out_must_be_a_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RoutelensError, match="is a file"):
+        DemoConfig(out=tmp_path / "file")
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "file"), "--quiet"])
+    assert result.exit_code == 2 and "is a file" in result.output
