@@ -62,7 +62,9 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     corpus = write_builtin_corpus(out / "corpus", progress=config.progress)
     specs = [f"{name}={path}" for name, path in corpus.items()]
 
-    train_config = training.DEMO_CONFIG if config.steps is None else replace(training.DEMO_CONFIG, steps=config.steps)
+    train_config = training.DEMO_CONFIG
+    if config.steps is not None:  # a shorter run keeps checkpoints at the same proportions
+        train_config = replace(train_config, steps=config.steps, checkpoint_every=max(1, config.steps // 4))
     model_dir = out / "model"
     if _trained_with(model_dir, train_config):
         _say(f"reusing the trained model in {model_dir}", config.progress)
@@ -83,7 +85,9 @@ def run_demo(config: DemoConfig | None = None) -> Path:
 
         analysis["pos"] = analyze_pos(pos_trace, progress=config.progress)
 
-    checkpoints = sorted((model_dir / "checkpoints").glob("step-*"))
+    # The last checkpoint holds the final weights: the final model stands for it.
+    final_step = json.loads((model_dir / "training.json").read_text())["steps"]
+    checkpoints = [c for c in sorted((model_dir / "checkpoints").glob("step-*")) if c.name != f"step-{final_step:06d}"]
     if checkpoints:
         _say(f"router saturation over {len(checkpoints)} checkpoints", config.progress)
         traces = [

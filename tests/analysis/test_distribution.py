@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from routelens.analysis import analyze, js_divergence
-from routelens.analysis.distribution import DistributionAccumulator, bootstrap_shares
+from routelens.analysis.distribution import DistributionAccumulator, bootstrap_shares, domain_distance
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
 from tests.analysis.planted import make_chunk, random_experts
 
@@ -86,3 +86,47 @@ def test_bootstrap_resamples_whole_documents():
     boot = bootstrap_shares(docs, 300, np.random.default_rng(0))
     assert set(np.round(boot[:, 0, 0], 6)) == {0.0, 0.5, 1.0}
     assert 0.35 < (boot[:, 0, 0] == 0.5).mean() < 0.65  # multinomial(2, 1/2): P(1, 1) = 1/2
+
+
+def test_units_bound_memory_with_exact_totals_and_a_close_bootstrap():
+    # 3 domains, 1200 documents of 5..60 tokens; each document has its own skewed first-choice
+    # distribution (documents vary more than tokens), domain "a" skewed towards expert 0.
+    rng = np.random.default_rng(11)
+    E, L, k = 6, 2, 2
+    lengths = rng.integers(5, 61, size=1200)
+    doc_dom = rng.integers(0, 3, size=len(lengths))
+    rows = []
+    for n, d in zip(lengths, doc_dom):
+        p = rng.dirichlet(np.full(E, 0.7)) if d else 0.5 * np.eye(E)[0] + 0.5 * rng.dirichlet(np.full(E, 0.7))
+        first = rng.choice(E, size=(n, L), p=p)
+        second = (first + rng.integers(1, E, size=(n, L))) % E
+        rows.append(np.stack([first, second], axis=-1))
+    experts = np.concatenate(rows).astype(np.uint8)
+    chunk = make_chunk(lengths, experts, domain=np.repeat(doc_dom, lengths))
+    small, large = DistributionAccumulator(3, L, E, k, units=16), DistributionAccumulator(3, L, E, k, units=10_000)
+    for lo in range(0, len(chunk), 997):  # documents straddle chunk boundaries
+        sl = slice(lo, lo + 997)
+        for acc in (small, large):
+            acc.update(chunk.experts[sl], chunk.domain[sl], chunk.doc_id[sl])
+    assert small.U == 16 and small.documents().tolist() == large.documents().tolist() == np.bincount(doc_dom).tolist()
+    assert np.array_equal(small.by_choice(), large.by_choice()) and np.array_equal(small.totals(), large.totals())
+    assert small.tokens.tolist() == large.tokens.tolist()
+
+    docs, dom = large.doc_counts()  # one unit per document, in trace order
+    assert len(docs) == len(lengths) and dom.tolist() == doc_dom.tolist()
+    units, unit_dom = small.doc_counts()
+    assert len(units) == 3 * 16 and np.bincount(unit_dom).tolist() == [16, 16, 16]
+    for d in range(3):  # unit u of a domain = sum of its documents j with j mod U = u
+        mine = docs[dom == d]
+        want = np.stack([mine[u::16].sum(axis=0) for u in range(16)])
+        assert np.array_equal(units[unit_dom == d], want)
+
+    totals = large.totals()
+    by_doc = domain_distance(totals, docs, dom, replicates=2000, seed=0)
+    by_unit = domain_distance(totals, units, unit_dom, replicates=2000, seed=0)
+    assert np.array_equal(by_doc["js"], by_unit["js"])
+    width_doc, width_unit = by_doc["high"] - by_doc["low"], by_unit["high"] - by_unit["low"]
+    ratio = width_unit[0, 1] / width_doc[0, 1]  # the planted pair a-b, both layers
+    assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
+    assert np.all(by_unit["low"][0, 1] > 0)
+    np.testing.assert_allclose(by_unit["low"][0, 1], by_doc["low"][0, 1], atol=0.5 * width_doc[0, 1].max())

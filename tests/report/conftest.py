@@ -58,7 +58,12 @@ def extras(layers: list[str], num_experts: int, top_k: int) -> dict:
     cache = {p: {x: {str(c): c / num_experts for c in caps} for x in layers} for p in ("lru", "belady")}
     balance = {p: {cf: {"dropped": d, "imbalance_max_mean": 1.2} for cf, d in (("1.0", 0.05), ("2.0", 0.0))}
                for p in ("round_robin", "balanced")}  # fmt: skip
-    return {"pos": pos, "cache": cache, "balance": balance}
+    saturation = {
+        "checkpoints": ["step-100", "step-200", "final"], "tokens": [500, 500, 500], "layers": [int(x) for x in layers],
+        "topk": {x: [0.31 + 0.01 * i, 0.62, 1.0] for i, x in enumerate(layers)},
+        "top1": {x: [0.2, 0.5, 1.0] for x in layers}, "baseline": {"topk": top_k / num_experts, "top1": 1 / num_experts},
+    }  # fmt: skip
+    return {"pos": pos, "saturation": saturation, "cache": cache, "balance": balance}
 
 
 @dataclass

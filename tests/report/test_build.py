@@ -17,10 +17,10 @@ from tests.report.conftest import LAYERS, make_trace
 EXPECTED_FIGURES = [
     "distribution", "distribution-first", "distribution-per-token", "domain-distance-by-layer",
     "domain-distance-heatmaps", "locality-by-layer", "locality-by-distance", "vocabulary", "coactivation",
-    "confidence-top1_weight", "pos-specialization", "pos-ablation", "pos-path-map", "cache", "balance",
+    "confidence-top1_weight", "pos-specialization", "pos-ablation", "pos-path-map", "saturation", "cache", "balance",
 ]  # fmt: skip
 SECTIONS = ["summary", "distribution", "domain-distance", "locality", "token-view", "vocabulary", "coactivation",
-            "confidence", "pos", "cache", "balance"]  # fmt: skip
+            "confidence", "pos", "saturation", "cache", "balance"]  # fmt: skip
 
 
 def figure_svgs(text: str) -> list[str]:
@@ -55,6 +55,16 @@ def test_locality_table_carries_the_analysis_values(built):
                 assert pct(loc[domain][layer][kind]) in table
                 assert f"perm. {pct(perm[domain][layer][kind])}" in table
     assert table.count("12.5%") == len(LAYERS) and table.count("46.4%") == len(LAYERS)  # the random baselines
+
+
+def test_saturation_table_carries_every_checkpoint(built):
+    section = built.text.split('<section id="saturation">')[1].split("</section>")[0]
+    sat = built.analysis["saturation"]
+    for label in sat["checkpoints"]:
+        assert f"<th>{label}</th>" in section
+    for layer in map(str, LAYERS):
+        for value in sat["topk"][layer]:
+            assert pct(value) in section
 
 
 def test_page_is_self_contained(built):

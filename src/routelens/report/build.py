@@ -37,6 +37,7 @@ SECTIONS: list[tuple[Callable[[S.ReportContext], Section | None], str, str]] = [
     (S.coactivation, "coactivation", "`routelens analyze` (needs top-k > 1)"),
     (X.confidence, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
     (X.pos, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
+    (X.saturation, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
     (X.cache, "cache", "`routelens simulate cache --json`, passed as a further --json"),
     (X.balance, "balance", "`routelens simulate balance --json`, passed as a further --json"),
 ]

@@ -216,3 +216,43 @@ def balance(ctx: ReportContext) -> Section | None:
         "in a random order."
     )
     return Section("balance", "Expert-parallel load", note, body)
+
+
+def saturation(ctx: ReportContext) -> Section | None:
+    """Router saturation (OLMoE): agreement of each checkpoint's routing with the final one's."""
+    result = ctx.analysis.get("saturation")
+    if not isinstance(result, dict) or not result.get("checkpoints") or not result.get("topk"):
+        return None
+    labels = [str(c) for c in result["checkpoints"]]
+    layers = [layer for layer in ctx.layers if layer in result["topk"]] or list(result["topk"])
+    baseline = result.get("baseline") or {}
+    kinds = [("topk", f"top-{ctx.top_k} overlap with the final routing")] + (
+        [("top1", "same first expert as the final routing")] if ctx.top_k > 1 and result.get("top1") else []
+    )
+    x = np.arange(len(labels))
+    with style():
+        fig = new_figure(4.4 * len(kinds) + 0.4, 2.9)
+        axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
+        for ax, (kind, title) in zip(axes, kinds):
+            for i, layer in enumerate(layers):
+                ax.plot(x, [float(v) for v in result[kind][layer]], "-o", ms=2.5, lw=1.2,
+                        color=DOMAIN_COLORS[i % len(DOMAIN_COLORS)], label=f"layer {layer}")  # fmt: skip
+            if baseline.get(kind) is not None:
+                ax.axhline(float(baseline[kind]), **BASELINE, label="random")
+            ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+            ax.set_title(title)
+            ax.set_ylim(0, 1.02)
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        axes[0].set_ylabel("agreement with the final checkpoint")
+        axes[-1].legend(loc="lower right", ncol=1 + len(layers) // 8)
+    body = figure(ctx.sink.add(fig, "saturation"), "Routing of each training checkpoint against the final model's, on the same tokens; "
+                  "dashed: the agreement of random routing.")  # fmt: skip
+    rows = [[esc(layer)] + [pct(v) for v in result["topk"][layer]] for layer in layers]
+    body += f"<h3>Top-{ctx.top_k} overlap with the final checkpoint</h3>" + table(["layer"] + [esc(c) for c in labels], rows)
+    note = (
+        "When does a router settle? Each checkpoint traced over the same tokens as the final model: the share of a "
+        "token's top-k experts that the final model also chooses (OLMoE's router saturation). Agreement near the "
+        "random line means the router has not yet found its assignment; early saturation means later training "
+        "refines the experts more than the routing."
+    )
+    return Section("saturation", "Router saturation during training", note, body)
