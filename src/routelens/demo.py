@@ -118,6 +118,8 @@ def _trained_with(model_dir: Path, train_config) -> bool:
 
 def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):
     """Trace the prose domain with spaCy UPOS tags, or None (with a note) when spaCy is absent."""
+    from rich.markup import escape
+
     import routelens
     from routelens.errors import RoutelensError
 
@@ -126,7 +128,7 @@ def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):
 
         load_pipeline()
     except RoutelensError as exc:
-        _say(f"[yellow]skipping the part-of-speech analyses: {exc}[/]", config.progress)
+        _say(f"[yellow]skipping the part-of-speech analyses: {escape(str(exc))}[/]", config.progress)
         return None
     _say("tagging prose with spaCy and tracing it for the part-of-speech analyses", config.progress)
     return routelens.trace(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
@@ -21,7 +22,7 @@ class UserErrorGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except RoutelensError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None  # typer >= 0.24 vendors click: only its own Exit sets the code
 
 

@@ -9,6 +9,7 @@ itself here, so that `routelens --help` lists them all.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from routelens.cli.common import new_app
 
@@ -30,6 +31,18 @@ COMMANDS = [
 
 for _name in COMMANDS:
     importlib.import_module(f"routelens.cli.{_name}").register(app)
+
+
+def _one_line_summaries() -> None:
+    """`routelens --help` lists each command by its docstring's first paragraph, unwrapped:
+    the source wraps at 120 columns, the terminal at its own width."""
+    for info in app.registered_commands:
+        doc = inspect.getdoc(info.callback) or ""
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+
+
+_one_line_summaries()
 
 
 def main() -> None:

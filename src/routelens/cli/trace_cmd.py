@@ -18,7 +18,7 @@ def trace_command(
         typer.Option(
             "--corpus", "-c",
             help="NAME=PATH, repeatable. PATH: .txt (blank-line separated documents), .jsonl (field text), "
-            ".parquet (column text), .conllu (gold UPOS), or hf:DATASET[/CONFIG]:SPLIT[:COLUMN].",
+            ".parquet (column text), .conllu (gold UPOS), or hf:DATASET\\[/CONFIG]:SPLIT\\[:COLUMN].",
         ),
     ],  # fmt: skip
     out: Annotated[Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")],
