@@ -65,6 +65,47 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
             f"vocabulary specialization (min count {meta['params']['min_count']}): "
             f"{min(vocab):.3f} .. {max(vocab):.3f} over layers (uniform routing tends to {k / E:.3f})"
         )
+    if result.get("pos"):
+        _print_pos(result["pos"], shown)
+
+
+def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
+    """Most frequent tags' top expert and share per layer, then the probe against its baselines."""
+    spec, counts = pos.get("specialization") or {}, pos.get("counts") or {}
+    layers = [n for n in shown if n in spec]
+    if layers:
+        table = Table(
+            title=f"Part of speech: the expert taking most of each tag (chance k/E = {_pct(pos.get('chance_share'))}; "
+            "* p < 0.01 against shuffled tags)",
+            title_justify="left",
+        )
+        table.add_column("tag")
+        table.add_column("tokens", justify="right")
+        for name in layers:
+            table.add_column(f"layer {name}", justify="right")
+        tags = sorted(spec[layers[0]], key=lambda t: -int(counts.get(t, 0)))[:tags_shown]
+        for tag in tags:
+            cells = []
+            for name in layers:
+                e = spec[name].get(tag)
+                star = "*" if e and e.get("p_value") is not None and e["p_value"] < 0.01 else ""
+                cells.append("-" if not e else f"e{e['expert']} {_pct(e['max_share'])}{star}")
+            table.add_row(tag, f"{int(counts.get(tag, 0)):,}", *cells)
+        console.print(table)
+    probe = pos.get("probe")
+    if probe:
+        console.print(
+            f"routing-path probe: accuracy {_pct(probe['accuracy'])} (macro-F1 {_pct(probe.get('macro_f1'))}); "
+            f"majority tag {_pct(probe['baseline_majority'])}, word form {_pct(probe['baseline_word'])}, "
+            f"shuffled paths {_pct(probe['shuffled'])}"
+        )
+    ablation = pos.get("ablation")
+    if ablation and ablation.get("single"):
+        best = max(ablation["single"], key=lambda name: ablation["single"][name])
+        console.print(
+            f"layer ablation (linear probes): best single layer {best} ({_pct(ablation['single'][best])}), all layers "
+            f"{_pct(ablation.get('full'))}" + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else "")
+        )
 
 
 def _spread(names: list[str], n: int) -> list[str]:
