@@ -43,6 +43,22 @@ def test_synthetic_trace_round_trip_and_streaming(tmp_path):
     assert list(np.unique(whole.domain)) == [0, 1]
 
 
+def test_chunks_are_joined_from_small_parquet_reads(tmp_path, monkeypatch):
+    # Parquet is decoded a few rows at a time (bounded Arrow memory) and joined into chunks of
+    # `rows` rows within each shard: the same chunks as reading `rows` at once.
+    from routelens.store import reader
+
+    spec = SyntheticSpec(num_docs=30, doc_len=(1, 40), layers=(0, 3), num_experts=8, top_k=2, seed=2)
+    tr = open_trace(write_synthetic_trace(tmp_path / "t", spec))
+    want = [len(b) for s in tr.shards for b in pq.ParquetFile(s).iter_batches(batch_size=50)]
+    whole = tr.load(["weights"])  # read in one piece per shard
+    monkeypatch.setattr(reader, "READ_ROWS", 7)
+    parts = list(tr.iter_chunks(["weights"], rows=50))
+    assert [len(p) for p in parts] == want and len(want) > len(tr.shards)
+    for name in ("doc_id", "position", "token_id", "experts", "weights"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))
+
+
 def test_planted_repeat_probability(tmp_path):
     spec = SyntheticSpec(num_docs=200, doc_len=100, repeat=0.4, num_experts=8, seed=3)
     chunk = open_trace(write_synthetic_trace(tmp_path / "t", spec)).load()

@@ -2,7 +2,10 @@
 streaming pass over the trace, returned as one JSON-ready dict (schema: docs/analysis-json.md).
 
 Each analysis is an accumulator fed chunk by chunk, so memory is bounded by the chunk size plus
-small per-document state; the dict is assembled at the end. `write_json` saves it atomically.
+state that does not grow with the number of tokens (per-domain resampling units capped at
+`distribution.UNIT_BUDGET`, counts bounded by vocabulary, layers and experts, the open document
+of the permutation baseline); the dict is assembled at the end. `write_json` saves it
+atomically. `benchmarks/bench_scale.py` checks that peak memory stays flat when a trace doubles.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ ALL = "all"  # key of the pooled domains
 class AnalyzeConfig:
     min_count: int = 10  # occurrences a token id needs to enter vocabulary specialization
     max_distance: int = 64  # locality against distance d = 1..max_distance
-    bootstrap: int = 200  # bootstrap replicates over documents for domain distances (0: none)
+    bootstrap: int = 200  # bootstrap replicates over documents (resampling units) for domain distances (0: none)
     seed: int = 0  # seeds the permutation baseline and the bootstrap
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
-    rows: int = 1 << 20  # rows per chunk read from the trace (larger reads decode faster)
+    rows: int = 1 << 20  # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it)
 
     def __post_init__(self):
         checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1}

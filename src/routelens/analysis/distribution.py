@@ -159,20 +159,24 @@ class DistributionAccumulator:
         self._units[d], self._first[d] = grown, first
 
     # -- results ---------------------------------------------------------------------------
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Units of all domains in the order of their first document: (order, domains)."""
+        first = np.concatenate([self._first[d][: self._filled(d)] for d in range(self.D)])
+        dom = np.repeat(np.arange(self.D, dtype=np.int32), [self._filled(d) for d in range(self.D)])
+        order = np.argsort(first, kind="stable")
+        return order, dom[order]
+
     def doc_choice_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(units, L, C, E) int64 expert counts per resampling unit and choice category, and
         (units,) domains, units in the order of their first document. A unit is one document
         while its domain has at most U documents."""
-        counts = [self._units[d][: self._filled(d)] for d in range(self.D)]
-        first = np.concatenate([self._first[d][: self._filled(d)] for d in range(self.D)])
-        dom = np.repeat(np.arange(self.D, dtype=np.int32), [len(c) for c in counts])
-        order = np.argsort(first, kind="stable")
-        return np.concatenate(counts)[order], dom[order]
+        order, dom = self._order()
+        return np.concatenate([self._units[d][: self._filled(d)] for d in range(self.D)])[order], dom
 
     def doc_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(units, L, E) int64 expert counts per resampling unit over all choices, and (units,) domains."""
-        docs, dom = self.doc_choice_counts()
-        return docs.sum(axis=2), dom
+        order, dom = self._order()
+        return np.concatenate([self._units[d][: self._filled(d)].sum(axis=2) for d in range(self.D)])[order], dom
 
     def by_choice(self) -> np.ndarray:
         """(D, L, C, E) int64 counts per domain: [..., 0, :] first choice, [..., 1, :] second."""

@@ -33,6 +33,7 @@ class TokenExpertCounter:
         # sparse: sorted unique keys (token * L + layer) * E + expert, with counts
         self._sparse: list[tuple[np.ndarray, np.ndarray]] = []
         self._sparse_size = 0
+        self._sparse_layer: np.ndarray | None = None  # layer of each merged key (see layer_cells)
 
     def update(self, token_id: np.ndarray, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
         """token_id (n,), experts (n, L, k) or `et` = the same as (k, L, n): every (token, layer,
@@ -44,6 +45,8 @@ class TokenExpertCounter:
         if top >= self.V:
             self._grow(top + 1)
         self.occurrences += np.bincount(token_id, minlength=self.V)
+        if self.dense and self._counts.dtype == np.int32 and self.occurrences.max() > np.iinfo(np.int32).max:
+            self._counts = self._counts.astype(np.int64)  # N(t, e) <= N(t): widen before a count can wrap
         if self.dense:
             # One layer at a time: the bincount's output (V * E cells) stays in cache, which
             # makes it several times faster than one bincount over all layers.
@@ -59,6 +62,7 @@ class TokenExpertCounter:
             keys, counts = np.unique((base[None] + et).ravel(), return_counts=True)
             self._sparse.append((keys, counts))
             self._sparse_size += len(keys)
+            self._sparse_layer = None
             if self._sparse_size > 4 * len(keys) + (1 << 22):
                 self._sparse = [self._merged()]
                 self._sparse_size = len(self._sparse[0][0])
@@ -67,7 +71,7 @@ class TokenExpertCounter:
         V = max(V, 2 * self.V)
         self.occurrences = np.concatenate([self.occurrences, np.zeros(V - self.V, dtype=np.int64)])
         if self.dense and self.L * V * self.E <= DENSE_LIMIT:
-            grown = np.zeros((self.L, V * self.E), dtype=np.int32)
+            grown = np.zeros((self.L, V * self.E), dtype=self._counts.dtype)
             grown[:, : self._counts.shape[1]] = self._counts
             self._counts = grown
         elif self.dense:  # too large now: continue sparse
@@ -95,6 +99,26 @@ class TokenExpertCounter:
         uniq, inverse = np.unique(keys, return_inverse=True)
         return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
 
+    def layer_counts(self, layer: int) -> np.ndarray:
+        """Dense counters only: (V * E,) counts of one layer, cell token * E + expert."""
+        assert self.dense, "layer_counts needs dense counts"
+        return self._counts[layer]
+
+    def layer_cells(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-zero counts of one layer as (token, expert, count) arrays, sorted by token then expert."""
+        if self.dense:
+            cell = np.flatnonzero(self._counts[layer])
+            token, expert = np.divmod(cell, self.E)
+            return token, expert, self._counts[layer, cell].astype(np.int64)
+        if len(self._sparse) != 1 or self._sparse_layer is None:  # merge once, index layers once
+            self._sparse = [self._merged()]
+            self._sparse_size = len(self._sparse[0][0])
+            self._sparse_layer = ((self._sparse[0][0] // self.E) % self.L).astype(np.int32)
+        keys, counts = self._sparse[0]
+        sel = np.flatnonzero(self._sparse_layer == layer)
+        token, expert = np.divmod(keys[sel], self.L * self.E)
+        return token, expert % self.E, counts[sel]
+
     def triplets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Non-zero counts as (layer, token, expert, count) arrays, sorted by layer then token."""
         if self.dense:
@@ -107,30 +131,40 @@ class TokenExpertCounter:
 
 
 def specialization(counter: TokenExpertCounter, min_count: int) -> np.ndarray:
-    """(L,) mean over token ids with N(t) >= min_count of max_e N(t, e) / N(t); NaN if none."""
-    layer, token, _, count = counter.triplets()
-    best = np.zeros((counter.L, counter.V), dtype=np.int64)
-    np.maximum.at(best, (layer, token), count)
+    """(L,) mean over token ids with N(t) >= min_count of max_e N(t, e) / N(t); NaN if none.
+    One layer at a time, so the temporaries are a layer's counts, not all of them."""
     keep = counter.occurrences >= max(min_count, 1)
     if not keep.any():
         return np.full(counter.L, np.nan)
-    return (best[:, keep] / counter.occurrences[keep]).mean(axis=1)
+    occ = counter.occurrences[keep]
+    shares = np.empty((counter.L, len(occ)), order="F")  # (L, kept ids), laid out (and so summed) as before
+    for layer in range(counter.L):
+        if counter.dense:
+            best = counter.layer_counts(layer).reshape(counter.V, counter.E).max(axis=1)
+        else:
+            token, _, count = counter.layer_cells(layer)
+            best = np.zeros(counter.V, dtype=np.int64)
+            np.maximum.at(best, token, count)
+        shares[layer] = best[keep] / occ
+    return shares.mean(axis=1)
 
 
 def typical_tokens(counter: TokenExpertCounter, min_count: int, top: int = TOP_TOKENS) -> list[list[list[tuple[int, float, int]]]]:
     """Per layer and expert, the `top` token ids with the highest N(t, e) / N(t) (ties: higher
     count first) among ids with N(t) >= min_count: [layer][expert] -> [(token, share, count)]."""
-    layer, token, expert, count = counter.triplets()
-    occ = counter.occurrences[token]
-    keep = occ >= max(min_count, 1)
-    layer, token, expert, count, occ = layer[keep], token[keep], expert[keep], count[keep], occ[keep]
-    share = count / occ
-    order = np.lexsort((token, -count, -share, expert, layer))  # group by (layer, expert), best first
-    layer, token, expert, count, share = layer[order], token[order], expert[order], count[order], share[order]
-    group = layer * counter.E + expert
-    starts = np.searchsorted(group, np.arange(counter.L * counter.E))
-    rank = np.arange(len(group)) - starts[group] if len(group) else np.zeros(0, dtype=np.int64)
-    out: list[list[list[tuple[int, float, int]]]] = [[[] for _ in range(counter.E)] for _ in range(counter.L)]
-    for i in np.flatnonzero(rank < top):  # at most L * E * top rows
-        out[int(layer[i])][int(expert[i])].append((int(token[i]), float(share[i]), int(count[i])))
+    out: list[list[list[tuple[int, float, int]]]] = []
+    for layer in range(counter.L):  # one layer's cells at a time
+        token, expert, count = counter.layer_cells(layer)
+        occ = counter.occurrences[token]
+        keep = occ >= max(min_count, 1)
+        token, expert, count, occ = token[keep], expert[keep], count[keep], occ[keep]
+        share = count / occ
+        order = np.lexsort((token, -count, -share, expert))  # group by expert, best first
+        token, expert, count, share = token[order], expert[order], count[order], share[order]
+        starts = np.searchsorted(expert, np.arange(counter.E))
+        rank = np.arange(len(expert)) - starts[expert] if len(expert) else np.zeros(0, dtype=np.int64)
+        rows: list[list[tuple[int, float, int]]] = [[] for _ in range(counter.E)]
+        for i in np.flatnonzero(rank < top):  # at most E * top rows
+            rows[int(expert[i])].append((int(token[i]), float(share[i]), int(count[i])))
+        out.append(rows)
     return out

@@ -27,17 +27,14 @@ import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import torch
 
 from routelens.errors import RoutelensError
+from routelens.models import UpcycleMode
 
 
-class UpcycleMode(StrEnum):
-    COPY = "copy"  # every expert = the dense FFN; outputs equal the dense model's
-    SPLIT = "split"  # the FFN's neurons partitioned into E experts; the sum of all experts = the FFN
 
 
 # Dense families whose decoder layer is Mixtral's minus the MoE: RMSNorm, RoPE attention, SwiGLU FFN.

@@ -15,7 +15,10 @@ are packed onto devices by descending load, each onto the least loaded device wi
 evenly across its replicas, and each replica has the full per-expert capacity.
 
 The kernels below are pure numpy functions of count arrays; `simulate_balance` streams a trace
-into per-batch expert counts (batches x layers x E integers) and applies them.
+into per-batch expert counts and applies them, with memory that does not grow with the trace:
+counts are held for a group of batches at a time (`memory_bytes`; one group, hence one pass over
+the trace, unless batches x layers x E x 4 bytes exceeds it), and the shuffled order is drawn
+token by token without storing a permutation (`ShuffledBatches`).
 """
 
 from __future__ import annotations
@@ -131,48 +134,137 @@ def imbalance(loads: np.ndarray) -> np.ndarray:
 
 
 # -- over a trace ------------------------------------------------------------------------------
-def _gather_counts(trace: Trace, batch_tokens: int, shuffle_seed: int | None):
-    """Per-batch counts (batches, layers, E) for trace order and, if seeded, a shuffled order."""
-    T, L, E = trace.num_tokens, len(trace.layers), trace.num_experts
-    nb = -(-T // batch_tokens)
-    perm = np.random.default_rng(shuffle_seed).permutation(T) if shuffle_seed is not None else None
-    real = np.zeros(nb * L * E, np.int64)
-    shuf = np.zeros(nb * L * E, np.int64) if perm is not None else None
-    offset = 0
-    layer_key = (np.arange(L) * E)[None, :, None]  # (1, layers, 1)
-    for chunk in trace.iter_chunks():
-        n = len(chunk)
-        if chunk.experts.size and int(chunk.experts.max()) >= E:
-            raise RoutelensError(f"the trace at {trace.path} routes to expert ids >= num_experts={E}; re-trace it.")
-        g = np.arange(offset, offset + n)
-        for out, pos in ((real, g), (shuf, None if perm is None else perm[g])):
-            if out is None:
-                continue
-            key = (pos // batch_tokens)[:, None, None] * (L * E) + layer_key + chunk.experts  # (n, layers, k)
-            out += np.bincount(key.reshape(-1), minlength=nb * L * E)
-        offset += n
-    sizes = np.bincount(np.arange(T) // batch_tokens, minlength=nb)
-    shape = (nb, L, E)
-    return real.reshape(shape), None if shuf is None else shuf.reshape(shape), sizes
+DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once (trace and shuffled orders)
 
 
-def _summarise(counts, sizes, placement, top_k, cfs) -> dict:
-    """Metrics of one layer and placement: {cf: {...}} (pure)."""
+class ShuffledBatches:
+    """The batch of every token under one seeded uniformly random order of the tokens, handed out
+    token by token in trace order, without storing the order.
+
+    Batches of a random order are a uniformly random partition of the tokens into groups of the
+    batch sizes. Tokens are labelled in blocks: the number of a block's tokens that fall in each
+    batch is one multivariate hypergeometric draw from the batches' free slots, and those labels
+    are shuffled over the block's tokens; this is exactly the joint law of the labels under a
+    uniform permutation. State: the free slots (8 bytes per batch) and one block of labels (at
+    least 16 per batch, so each draw's O(batches) cost is amortised). Blocks are fixed by the
+    trace length and batch size, so the labels do not depend on how the trace is chunked.
+    """
+
+    def __init__(self, tokens: int, batch_tokens: int, seed: int):
+        nb = -(-tokens // batch_tokens)
+        self.free = np.full(nb, batch_tokens, np.int64)
+        self.free[-1] = tokens - (nb - 1) * batch_tokens
+        self.left = tokens
+        self.block = max(1 << 16, 16 * nb)
+        self.rng = np.random.default_rng(seed)
+        self._labels = np.zeros(0, np.int64)
+        self._pos = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """Batches (n,) of the next n tokens in trace order."""
+        parts = []
+        while n:
+            if self._pos == len(self._labels):
+                m = min(self.block, self.left)
+                counts = self.rng.multivariate_hypergeometric(self.free, m)
+                self.free -= counts
+                self.left -= m
+                self._labels = np.repeat(np.arange(len(self.free)), counts)
+                self.rng.shuffle(self._labels)
+                self._pos = 0
+            m = min(n, len(self._labels) - self._pos)
+            parts.append(self._labels[self._pos : self._pos + m])
+            self._pos += m
+            n -= m
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
+def _batch_sums(counts, sizes, placement, top_k, cfs) -> dict:
+    """Sums over a group of batches (pure): (batches, E) counts -> what `_metrics` averages."""
     E = counts.shape[1]
     replicas = placement.sum(axis=1)
     loads = device_loads(counts, placement)  # (batches, D)
     ratio = imbalance(loads)
-    out = {}
-    for cf in cfs:
-        dropped = dropped_assignments(counts, expert_capacity(sizes, top_k, E, cf), replicas)
-        out[str(cf)] = {
-            "dropped": float(dropped.sum()) / float(sizes.sum() * top_k),
-            "imbalance_max_mean": float(ratio.mean()),
-            "imbalance_max_mean_worst": float(ratio.max()),
-            "max_device_assignments": float(loads.max(axis=1).mean()),
-            "mean_device_assignments": float(loads.mean()),
-            "dropped_assignments": int(dropped.sum()),
+    return {
+        "ratio": float(ratio.sum()),
+        "ratio_max": float(ratio.max()),
+        "max_load": float(loads.max(axis=1).sum()),
+        "load": float(loads.sum()),
+        "dropped": [int(dropped_assignments(counts, expert_capacity(sizes, top_k, E, cf), replicas).sum()) for cf in cfs],
+    }
+
+
+def _add_sums(total: dict | None, part: dict) -> dict:
+    if total is None:
+        return part
+    return {
+        "ratio": total["ratio"] + part["ratio"],
+        "ratio_max": max(total["ratio_max"], part["ratio_max"]),
+        "max_load": total["max_load"] + part["max_load"],
+        "load": total["load"] + part["load"],
+        "dropped": [a + b for a, b in zip(total["dropped"], part["dropped"])],
+    }
+
+
+def _metrics(sums: dict, batches: int, tokens: int, devices: int, top_k: int, cfs) -> dict:
+    """Metrics of one layer and placement over all batches: {cf: {...}}."""
+    return {
+        str(cf): {
+            "dropped": float(dropped) / float(tokens * top_k),
+            "imbalance_max_mean": sums["ratio"] / batches,
+            "imbalance_max_mean_worst": sums["ratio_max"],
+            "max_device_assignments": sums["max_load"] / batches,
+            "mean_device_assignments": sums["load"] / (batches * devices),
+            "dropped_assignments": int(dropped),
         }
+        for cf, dropped in zip(cfs, sums["dropped"])
+    }
+
+
+def _stream_counts(trace: Trace, batch_tokens: int, lo: int, hi: int, shuffled: ShuffledBatches | None,
+                   loads: np.ndarray | None, rows: int):  # fmt: skip
+    """One pass over the trace: per-batch counts (layers, hi - lo, E) int32 of batches lo..hi-1 in
+    trace order and, with `shuffled`, in the shuffled order; adds per-layer expert loads into
+    `loads` (layers, E) when given. Counting goes one layer at a time, so a bincount's output is
+    one layer's (batches, E) cells, never the whole group's."""
+    L, E, B, G = len(trace.layers), trace.num_experts, batch_tokens, hi - lo
+    real = np.zeros((L, G, E), np.int32)
+    shuf = np.zeros((L, G, E), np.int32) if shuffled is not None else None
+    offset = 0
+    for chunk in trace.iter_chunks(rows=rows):
+        n, x = len(chunk), chunk.experts
+        if x.size and int(x.max()) >= E:
+            raise RoutelensError(f"the trace at {trace.path} routes to expert ids >= num_experts={E}; re-trace it.")
+        if loads is not None:
+            loads += np.bincount(((np.arange(L) * E)[None, :, None] + x).reshape(-1), minlength=L * E).reshape(L, E)
+        a, b = max(offset, lo * B), min(offset + n, hi * B)  # rows of this chunk in batches lo..hi-1
+        if a < b:
+            first, span = a // B, (b - 1) // B - a // B + 1
+            _count(real[:, first - lo : first - lo + span], (np.arange(a, b) // B - first) * E, x[a - offset : b - offset])
+        if shuffled is not None:
+            label = shuffled.take(n)
+            keep = (label >= lo) & (label < hi)
+            _count(shuf, (label[keep] - lo) * E, x[keep])
+        offset += n
+    return real, shuf
+
+
+def _count(out: np.ndarray, base: np.ndarray, experts: np.ndarray) -> None:
+    """out (L, batches, E) += counts of experts (m, L, k) whose batch offsets * E are `base` (m,)."""
+    L, nb, E = out.shape
+    for layer in range(L):
+        key = (base[:, None] + experts[:, layer]).reshape(-1)
+        np.add(out[layer], np.bincount(key, minlength=nb * E).reshape(nb, E), out=out[layer], casting="unsafe")
+
+
+def _placements(config: BalanceConfig, loads: np.ndarray, num_experts: int, redundant: int) -> list:
+    """Per placement and layer index, the (E, D) replica counts; `loads` (layers, E)."""
+    out = []
+    for name in config.placements:
+        if name is Placement.ROUND_ROBIN:
+            out.append([round_robin_placement(num_experts, config.devices)] * len(loads))
+        else:
+            out.append([balanced_placement(layer_loads, config.devices, redundant) for layer_loads in loads])
     return out
 
 
@@ -186,45 +278,64 @@ def simulate_balance(
     redundant_experts: int | None = None,
     compare_shuffled: bool = True,
     seed: int = 0,
+    memory_bytes: int = DEFAULT_MEMORY,
+    rows: int = 1 << 20,
 ) -> dict:
     """Expert-parallel load of `trace` per placement and capacity factor.
 
     Returns `balance` {placement: {cf: {dropped, imbalance_max_mean}}} (dropped: share of all
     assignments, all layers; imbalance: mean over layers and batches of max/mean device load),
     `balance_detail` {placement: {layer: {cf: metrics}}}, `balance_shuffled` (as `balance`, tokens
-    in a seeded random order) and `balance_meta`.
+    in a seeded random order) and `balance_meta`. Per-batch counts are held for groups of about
+    `memory_bytes` (one pass over the trace per group; one group unless the trace is very long).
     """
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     placements = (placements,) if isinstance(placements, str) else placements
     cfs = (cfs,) if isinstance(cfs, int | float) else cfs
     config = BalanceConfig(devices, batch_tokens, tuple(cfs), tuple(placements), redundant_experts)
-    E, k = trace.num_experts, trace.top_k
+    T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_experts, trace.top_k, config.batch_tokens
+    if T == 0:
+        raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     redundant = config.devices if config.redundant_experts is None else config.redundant_experts
-    real, shuf, sizes = _gather_counts(trace, config.batch_tokens, seed if compare_shuffled else None)
+    nb = -(-T // B)
+    sizes = np.full(nb, B, np.int64)
+    sizes[-1] = T - (nb - 1) * B
+    orders = 2 if compare_shuffled else 1
+    group = max(1, memory_bytes // (orders * L * E * 4))  # batches whose counts are held at once
+    loads = np.zeros((L, E), np.int64)
+    per_placement: list | None = None
+    sums: dict = {}  # (order, placement index, layer index) -> running sums
+    for lo in range(0, nb, group):  # one pass over the trace per group of batches
+        hi = min(nb, lo + group)
+        labels = ShuffledBatches(T, B, seed) if compare_shuffled else None
+        real, shuf = _stream_counts(trace, B, lo, hi, labels, loads if lo == 0 else None, rows)
+        if per_placement is None:  # the trace's own loads are known after the first pass
+            per_placement = _placements(config, loads, E, redundant)
+        for order, counts in (("real", real), ("shuffled", shuf)):
+            if counts is None:
+                continue
+            for p, by_layer in enumerate(per_placement):
+                for li in range(L):
+                    part = _batch_sums(counts[li], sizes[lo:hi], by_layer[li], k, config.cfs)
+                    sums[order, p, li] = _add_sums(sums.get((order, p, li)), part)
     out: dict = {"balance": {}, "balance_detail": {}}
-    if shuf is not None:
+    if compare_shuffled:
         out["balance_shuffled"] = {}
     replicas_meta: dict = {}
-    for placement_name in config.placements:
-        per_layer, per_layer_shuf = {}, {}
-        for li, layer in enumerate(trace.layers):
-            if placement_name is Placement.ROUND_ROBIN:
-                placement = round_robin_placement(E, config.devices)
-            else:
-                placement = balanced_placement(real[:, li].sum(axis=0), config.devices, redundant)
-                replicas_meta[str(layer)] = placement.sum(axis=1).tolist()
-            per_layer[str(layer)] = _summarise(real[:, li], sizes, placement, k, config.cfs)
-            if shuf is not None:
-                per_layer_shuf[str(layer)] = _summarise(shuf[:, li], sizes, placement, k, config.cfs)
-        out["balance_detail"][placement_name.value] = per_layer
-        out["balance"][placement_name.value] = _pool(per_layer, config.cfs)
-        if shuf is not None:
-            out["balance_shuffled"][placement_name.value] = _pool(per_layer_shuf, config.cfs)
+    for p, name in enumerate(config.placements):
+        if name is Placement.BALANCED:
+            replicas_meta = {str(layer): per_placement[p][li].sum(axis=1).tolist() for li, layer in enumerate(trace.layers)}
+        detail = {str(layer): _metrics(sums["real", p, li], nb, T, config.devices, k, config.cfs) for li, layer in enumerate(trace.layers)}
+        out["balance_detail"][name.value] = detail
+        out["balance"][name.value] = _pool(detail, config.cfs)
+        if compare_shuffled:
+            shuffled = {str(layer): _metrics(sums["shuffled", p, li], nb, T, config.devices, k, config.cfs) for li, layer in enumerate(trace.layers)}
+            out["balance_shuffled"][name.value] = _pool(shuffled, config.cfs)
     out["balance_meta"] = {
         "devices": config.devices,
         "batch_tokens": config.batch_tokens,
-        "batches": int(len(sizes)),
-        "tokens": int(sizes.sum()),
+        "batches": int(nb),
+        "tokens": int(T),
         "redundant_experts": redundant,
         "capacity_per_expert": {str(cf): int(expert_capacity([config.batch_tokens], k, E, cf)[0]) for cf in config.cfs},
         "balanced_replicas": replicas_meta,

@@ -6,10 +6,17 @@ for it to be loaded. Replaying the trace in order, as a decoder meets its tokens
 every policy, layer and capacity the share of expert requests served from the cache; comparing
 with a shuffled replay of the same tokens shows what routing locality buys. The arithmetic is
 in `cache_kernels.replay`; this module feeds it a trace and turns counters into metrics.
+
+Memory does not grow with the trace: the layer streams are first spilled to a temporary folder
+(`spill.spill_layers`: the expert ids, uncompressed, under $TMPDIR or `tmp_dir`), then each
+layer is replayed from disk in blocks of about `memory_bytes`, the cache states carried from
+block to block (`CacheState`); Belady's next-use indices are a backward pass over the layer's
+file (`spill.next_use_file`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +24,14 @@ import numpy as np
 
 from routelens.errors import RoutelensError
 from routelens.simulate.cache_kernels import (
-    COLD_MISSES, HITS, MISSES, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, next_use_indices, replay,
+    COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, replay,
 )  # fmt: skip
 from routelens.simulate.policies import Policy
-from routelens.simulate.streams import DEFAULT_MEMORY, iter_layer_streams, shuffled
+from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
 from routelens.store import Trace, open_trace
 
 ALL_POLICIES = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PREFETCH)
+DEFAULT_MEMORY = 256 << 20  # bytes of one block of a layer stream replayed at a time, with its next-use indices
 
 
 @dataclass
@@ -96,46 +104,61 @@ def simulate_cache(
     dtype_bytes: float = 2.0,
     memory_bytes: int = DEFAULT_MEMORY,
     progress: bool = False,
+    tmp_dir: str | Path | None = None,
 ) -> dict:
     """Replay every layer of `trace` through an expert cache per policy and capacity.
 
     Returns `cache` {policy: {layer: {capacity: hit_rate}}}, `cache_detail` (same nesting, a
     dict of metrics per capacity, see `cache_metrics`), `cache_gap` {layer: {capacity: Belady
     minus LRU hit rate}} when both ran, and `cache_meta`. Layers and capacities are string keys.
+    The layer streams are spilled under `tmp_dir` (default: the system's temporary folder,
+    $TMPDIR): tokens x layers x k bytes; memory holds blocks of about `memory_bytes`.
     """
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     policies = (policies,) if isinstance(policies, str) else policies
     config = CacheConfig(tuple(policies), None if capacities is None else tuple(capacities),
                          reset_per_document, shuffle, seed, expert_bytes, dtype_bytes)  # fmt: skip
     E, k, T = trace.num_experts, trace.top_k, trace.num_tokens
+    if T == 0:
+        raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     caps = config.capacities or tuple(range(1, E + 1))
     if caps[-1] > E:
         raise RoutelensError(f"cache capacity {caps[-1]} exceeds the {E} experts of a layer; pass --capacity 1..{E}.")
     size = expert_size_bytes(trace, config)
     cache: dict = {p.value: {} for p in config.policies}
     detail: dict = {p.value: {} for p in config.policies}
+    order = "trace" if not config.shuffle else "documents" if config.reset_per_document else "shuffled"
+    itemsize = 1 if E <= 256 else 2
+    block = max(MIN_ROWS, memory_bytes // (k * (itemsize + 4 + 8 + 8) + 2))  # ids, next use on disk and decoded
+    belady = Policy.BELADY in config.policies
     from routelens.cli.common import progress_bar
 
-    with progress_bar(disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar, tempfile.TemporaryDirectory(prefix="routelens-cache-", dir=tmp_dir) as tmp:
         task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")
-        for stream in iter_layer_streams(trace, memory_bytes=memory_bytes):
-            if config.shuffle:
-                stream = shuffled(stream, seed=config.seed, within_documents=config.reset_per_document)
-            segment_start = stream.doc_start.copy() if config.reset_per_document else np.zeros(T, np.bool_)
-            segment_start[0] = True
-            next_use = next_use_indices(stream.experts, segment_start) if Policy.BELADY in config.policies else None
-            layer = str(stream.layer)
-            for policy in config.policies:
-                cache[policy.value][layer], detail[policy.value][layer] = {}, {}
-                for capacity in caps:
-                    bar.update(task, status=f"layer {layer} {policy.value} C={capacity}")
-                    counters = replay(stream.experts, segment_start, policy, capacity, CacheState.empty(E, k),
-                                      next_use if policy is Policy.BELADY else None)  # fmt: skip
-                    metrics = cache_metrics(counters, T, k, size)
-                    cache[policy.value][layer][str(capacity)] = metrics["hit_rate"]
-                    detail[policy.value][layer][str(capacity)] = metrics
-                    bar.advance(task)
-            del next_use
+        bar.update(task, status=f"spilling the layer streams ({order} order)")
+        spilled = spill_layers(trace, Path(tmp), order=order, seed=config.seed)
+        for i, true_layer in enumerate(spilled.layers):
+            layer = str(true_layer)
+            bar.update(task, status=f"layer {layer}")
+            nxt_path = next_use_file(spilled, i, reset_per_document=config.reset_per_document, rows=block) if belady else None
+            runs = [(p, c) for p in config.policies for c in caps]
+            states = [CacheState.empty(E, k) for _ in runs]
+            counters = np.zeros((len(runs), NUM_COUNTERS), np.int64)
+            for lo, experts, starts in spilled.blocks(i, block):
+                segment_start = starts if config.reset_per_document else np.zeros(len(starts), np.bool_)
+                segment_start[0] |= lo == 0
+                nxt = read_next_use(nxt_path, T, k, lo, len(experts)) if belady else None
+                for r, (policy, capacity) in enumerate(runs):
+                    counters[r] += replay(experts, segment_start, policy, capacity, states[r],
+                                          nxt if policy is Policy.BELADY else None)  # fmt: skip
+            spilled.remove(i)
+            if nxt_path is not None:
+                nxt_path.unlink()
+            for r, (policy, capacity) in enumerate(runs):
+                metrics = cache_metrics(counters[r], T, k, size)
+                cache[policy.value].setdefault(layer, {})[str(capacity)] = metrics["hit_rate"]
+                detail[policy.value].setdefault(layer, {})[str(capacity)] = metrics
+            bar.advance(task, len(runs))
     out = {"cache": cache, "cache_detail": detail}
     if Policy.LRU in config.policies and Policy.BELADY in config.policies:
         lru, opt = cache[Policy.LRU.value], cache[Policy.BELADY.value]

@@ -249,16 +249,28 @@ def next_use_indices(experts: np.ndarray, segment_start: np.ndarray, base: int =
     same answer with ~3x the memory in temporaries; it is kept as the reference in tests.
     """
     experts = np.ascontiguousarray(experts)
-    T, k = experts.shape
     num_experts = int(experts.max()) + 1 if experts.size else 1
+    return next_use_block(experts, segment_start, np.full(num_experts, NEVER, np.int64), base)
+
+
+def next_use_block(experts: np.ndarray, segment_start: np.ndarray, last: np.ndarray, base: int) -> np.ndarray:
+    """`next_use_indices` of one block of a longer stream, blocks fed from the last to the first.
+
+    `last` (E,) int64 carries, from the blocks after this one, the index of each expert's next
+    access (NEVER at first) and is updated in place; `base` is the index of the block's first
+    access in the whole stream. Concatenating the blocks' outputs gives `next_use_indices` of
+    the whole stream, so a stream on disk is scanned with memory for one block.
+    """
+    experts = np.ascontiguousarray(experts)
+    T, k = experts.shape
+    assert experts.size == 0 or int(experts.max()) < len(last), "expert id beyond len(last)"
     out = np.empty(T * k, np.int64)
-    _next_use(experts.reshape(-1), np.ascontiguousarray(segment_start, dtype=np.bool_), k, num_experts, base, out)
+    _next_use(experts.reshape(-1), np.ascontiguousarray(segment_start, dtype=np.bool_), k, last, base, out)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _next_use(flat, segment_start, k, num_experts, base, out):
-    last = np.full(num_experts, NEVER, np.int64)
+def _next_use(flat, segment_start, k, last, base, out):
     for a in range(flat.shape[0] - 1, -1, -1):
         e = flat[a]
         out[a] = last[e]

@@ -1,10 +1,9 @@
-"""Per-layer expert streams read from a trace, and the shuffled-order control.
+"""Per-layer expert streams of a trace gathered in memory, and the shuffled-order control on them.
 
-A cache is simulated per layer over that layer's whole stream (Belady needs to look ahead to
-the end of it), so the simulator gathers `(tokens, k)` expert ids per layer: 1 byte per id when
-E <= 256, i.e. tokens x k bytes per layer (100M tokens at k=2: 200 MB), plus 8 bytes per access
-for Belady's next-use indices while that layer is replayed. Layers are gathered as many at a
-time as fit in `memory_bytes`; a trace larger than that is read once per group of layers.
+For small traces, notebooks and tests: a layer's whole stream is held as `(tokens, k)` ids (1
+byte per id when E <= 256), as many layers per pass over the trace as fit in `memory_bytes`, so
+memory grows with the trace. The simulators do not use this: `simulate_cache` spills the
+streams to disk and replays them in blocks (`spill.py`), with memory independent of the tokens.
 """
 
 from __future__ import annotations
@@ -51,12 +50,12 @@ def iter_layer_streams(trace: Trace, *, memory_bytes: int = DEFAULT_MEMORY, rows
             prev_doc, offset = doc[-1], offset + n
         assert offset == T, (offset, T)
         for g, i in enumerate(idx):
-            _validate(trace, experts[g])
+            validate_experts(trace, experts[g])
             yield LayerStream(trace.layers[i], experts[g], doc_start)
 
 
-def _validate(trace: Trace, experts: np.ndarray) -> None:
-    """Expert ids (tokens, k) within 0..E-1 and distinct within each token, as top-k routing makes them."""
+def validate_experts(trace: Trace, experts: np.ndarray) -> None:
+    """Expert ids (tokens, k), or (tokens, layers, k), within 0..E-1 and distinct within each token, as top-k routing makes them."""
     E = trace.num_experts
     if experts.size and int(experts.max()) >= E:
         raise RoutelensError(

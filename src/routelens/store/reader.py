@@ -27,6 +27,7 @@ UPOS_TAGS = (
 UPOS_CODE = {tag: i for i, tag in enumerate(UPOS_TAGS)}
 
 BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
+READ_ROWS = 1 << 16  # rows decoded from Parquet at a time (see Trace.iter_chunks)
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TraceChunk:
 
     def __len__(self) -> int:
         return len(self.doc_id)
+
+    def slice(self, start: int, stop: int) -> TraceChunk:
+        """Rows start:stop (views, no copy)."""
+        return TraceChunk(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop]) for f in fields(self)})
 
     @classmethod
     def concat(cls, chunks: Sequence[TraceChunk]) -> TraceChunk:
@@ -125,9 +130,24 @@ class Trace:
         if missing:
             hint = " (trace with --store-probs)" if "probs" in missing else ""
             raise RoutelensError(f"the trace at {self.path} has no column {', '.join(missing)}{hint}.")
+        # Parquet decodes nested lists with several bytes of level and buffer state per value,
+        # and holds it for a whole batch: 1M rows x 32 layers x top-2 with weights take ~1.2 GB
+        # of Arrow memory, 64K rows ~0.2 GB (and decode faster). So read small batches and join
+        # them into chunks of `rows` rows in numpy (one copy), within each shard as before.
+        step = min(rows, READ_ROWS)
         for shard in self.shards:
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=rows, columns=wanted):
-                yield self._to_chunk(batch)
+            pending: list[TraceChunk] = []
+            have = 0
+            for batch in pq.ParquetFile(shard).iter_batches(batch_size=step, columns=wanted):
+                pending.append(self._to_chunk(batch))
+                have += batch.num_rows
+                if have >= rows:
+                    whole = pending[0] if len(pending) == 1 else TraceChunk.concat(pending)
+                    yield whole.slice(0, rows)
+                    pending = [whole.slice(rows, have)] if have > rows else []
+                    have -= rows
+            if pending:
+                yield pending[0] if len(pending) == 1 else TraceChunk.concat(pending)
 
     def load(self, columns: Sequence[str] | None = None) -> TraceChunk:
         """The whole trace in memory (fine for small traces; analyses stream instead)."""
