@@ -118,3 +118,21 @@ def test_single_process_resumes_a_ray_trace(ray_instance, tiny_mixtral, corpora,
     finished = routelens.trace(str(tiny_mixtral), corpora, out, TraceConfig(**SETTINGS))
     assert_same_rows(finished, reference)
     assert finished.manifest["totals"] == reference.manifest["totals"]
+
+
+def test_a_dead_actor_s_shard_is_retried_and_never_half_written(ray_instance, tiny_mixtral, corpora, reference, tmp_path, monkeypatch):
+    import ray.cloudpickle
+
+    import routelens.scale.ray_trace as ray_trace
+    from tests.scale import crashing
+
+    ray.cloudpickle.register_pickle_by_value(crashing)
+    marker = tmp_path / "crashed"
+    monkeypatch.setattr(crashing.CrashOnceShardTracer, "marker", str(marker))
+    monkeypatch.setattr(ray_trace, "ShardTracer", crashing.CrashOnceShardTracer)
+    out = tmp_path / "crash"
+    got = routelens.trace(str(tiny_mixtral), corpora, out, TraceConfig(**SETTINGS, ray="local", ray_workers=2))
+    assert marker.exists()  # an actor did die in the middle of shard 2
+    assert_same_rows(got, reference)
+    assert got.manifest["totals"] == reference.manifest["totals"]
+    assert not list((out / "shards").glob(".*.tmp"))

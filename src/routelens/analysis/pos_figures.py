@@ -64,7 +64,7 @@ def ablation_figure(pos: dict):
     ablation = pos["ablation"]
     layers = [str(x) for x in pos["layers"]]
     x = np.arange(len(layers))
-    fig = _figure(max(5.0, 0.45 * len(layers) + 2.5), 3.6)
+    fig = _figure(max(6.6, 0.45 * len(layers) + 4.1), 3.6)
     ax = fig.subplots()
     ax.plot(
         x,
@@ -99,7 +99,7 @@ def ablation_figure(pos: dict):
     ax.set_xlabel("MoE layer")
     ax.set_ylabel("test accuracy (held-out sentences)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the axes: never over a line
     ax.set_title("Which layers' routing carries part of speech", fontsize=10)
     return fig
 

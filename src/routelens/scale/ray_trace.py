@@ -240,6 +240,10 @@ def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpe
     finally:
         if started:
             ray.shutdown()
+    # Every actor has finished: temporary files left now are those of actors that died mid-write
+    # (their shard was retried and written whole by another attempt).
+    for stale in writer.shard_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     if totals["tokens"] == 0:
         raise RoutelensError("the corpora produced no tokens; check the files.")
     totals["documents"] = int(docs.sum())
