@@ -113,6 +113,21 @@ def _worse(policy, v, best, recency, freq, nxt):
     return recency[v] < recency[best]  # LRU, PREFETCH, and every tie-break
 
 
+@numba.njit(cache=True, inline="always")
+def _evict(policy, protect, tg, cached, prefetched, recency, freq, nxt):
+    """Evict the worst cached expert under `policy` among those with protect[v] != tg; returns it,
+    or -1 when every cached expert is protected (nothing evicted)."""
+    victim = -1
+    for v in range(cached.shape[0]):
+        if cached[v] and protect[v] != tg:
+            if victim < 0 or _worse(policy, v, victim, recency, freq, nxt):
+                victim = v
+    if victim >= 0:
+        cached[victim] = False
+        prefetched[victim] = False
+    return victim
+
+
 @numba.njit(cache=True, nogil=True)
 def _replay(experts, segment_start, next_use, policy, capacity,
             cached, recency, freq, nxt, seen, prefetched, successor, scalars, counters):  # fmt: skip
@@ -152,14 +167,8 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                     counters[MISSES] += 1
                     if not seen[e]:
                         counters[COLD_MISSES] += 1
-                    if size >= capacity:
-                        victim = -1
-                        for v in range(E):
-                            if cached[v]:
-                                if victim < 0 or _worse(policy, v, victim, recency, freq, nxt):
-                                    victim = v
-                        cached[victim] = False
-                        prefetched[victim] = False
+                    if size >= capacity:  # nothing protected: stamps are >= -1, never -2
+                        _evict(policy, stamp, -2, cached, prefetched, recency, freq, nxt)
                         size -= 1
                     cached[e] = True
                     size += 1
@@ -192,14 +201,8 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 counters[MISSES] += 1
                 if not seen[e]:
                     counters[COLD_MISSES] += 1
-                if size >= capacity:
-                    victim = -1
-                    for v in range(E):
-                        if cached[v] and stamp[v] != tg:
-                            if victim < 0 or _worse(policy, v, victim, recency, freq, nxt):
-                                victim = v
-                    cached[victim] = False
-                    prefetched[victim] = False
+                if size >= capacity:  # this token's own experts are protected
+                    _evict(policy, stamp, tg, cached, prefetched, recency, freq, nxt)
                     size -= 1
                 cached[e] = True
                 size += 1
@@ -220,16 +223,9 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 p = successor[first, j]
                 if p < 0 or cached[p]:
                     continue
-                if size >= capacity:
-                    victim = -1
-                    for v in range(E):
-                        if cached[v] and pstamp[v] != tg:
-                            if victim < 0 or recency[v] < recency[victim]:
-                                victim = v
-                    if victim < 0:
+                if size >= capacity:  # the predicted experts are protected; LRU among the rest
+                    if _evict(LRU, pstamp, tg, cached, prefetched, recency, freq, nxt) < 0:
                         break
-                    cached[victim] = False
-                    prefetched[victim] = False
                     size -= 1
                 cached[p] = True
                 size += 1
