@@ -25,8 +25,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from routelens.corpus.builtin import write_builtin_corpus
-    from routelens.models import train as training
-    from routelens.models.evaluate import routing_health
+    from routelens.training import train as training
+    from routelens.training.evaluate import routing_health
 
     work = Path(tempfile.mkdtemp(prefix="routelens-bench-demo-"))
     corpus_dir = args.corpus or work / "corpus"

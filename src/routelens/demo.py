@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from routelens.cli.common import err_console
+from routelens.progress import status
 
 
 @dataclass
@@ -39,8 +39,7 @@ class DemoConfig:
 
 
 def _say(message: str, progress: bool) -> None:
-    if progress:
-        err_console.print(f"[bold cyan]demo[/] {message}", highlight=False)
+    status(f"[bold cyan]demo[/] {message}", show=progress)
 
 
 def run_demo(config: DemoConfig | None = None) -> Path:
@@ -50,7 +49,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     import routelens
     from routelens.analysis import analyze, router_saturation, write_json
     from routelens.corpus.builtin import write_builtin_corpus
-    from routelens.models import train as training
+    from routelens.training import train as training
     from routelens.report import write_report
     from routelens.simulate import simulate_all
 

@@ -248,7 +248,7 @@ class _Runner:
         self.upos_code = UPOS_CODE
 
     def run(self) -> dict:
-        from routelens.cli.common import progress_bar
+        from routelens.progress import progress_bar
         from routelens.store.reader import UPOS_CODE
 
         self.upos_code = UPOS_CODE

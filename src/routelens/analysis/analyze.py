@@ -85,7 +85,7 @@ def analyze(
 
 
 def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     D, L, E, k = len(tr.domains), len(tr.layers), tr.num_experts, tr.top_k
     stride = max(1, math.ceil(total / cfg.distance_tokens))

@@ -206,7 +206,7 @@ def analyze_word_rows(
         shares_from_counts,
         tag_expert_counts,
     )
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     T = len(UPOS_TAGS)
     L = len(layers)

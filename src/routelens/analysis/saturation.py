@@ -61,7 +61,7 @@ def router_saturation(
     first_final = np.concatenate(firsts)[order]  # (n, L)
     mask_final = np.concatenate(masks)[order]  # (n, L, W)
 
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     topk = np.zeros((len(traces), L))
     top1 = np.zeros((len(traces), L))

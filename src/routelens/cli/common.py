@@ -1,4 +1,5 @@
-"""What every command shares: the consoles, the one-line user-error convention, progress bars."""
+"""What every command shares: the consoles and the one-line user-error convention (progress bars
+live in the library, `routelens.progress`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from routelens.errors import RoutelensError
+from routelens.progress import console as err_console
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 class UserErrorGroup(TyperGroup):
@@ -36,17 +36,3 @@ def new_app(help: str) -> typer.Typer:
         rich_markup_mode="rich",
     )
 
-
-def progress_bar(disable: bool = False, *, transient: bool = False) -> Progress:
-    """A rich progress bar with counts, rates and time left; `disable` silences it (tests, pipes)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=disable,
-        transient=transient,
-    )

@@ -33,7 +33,7 @@ def eval_command(
 
         routelens eval my-moe/ -c code=corpus/code.txt -c prose=corpus/prose.txt --top-k 1 --capacity-factor 0.5 --json cf05.json
     """
-    from routelens.models.evaluate import EvalConfig, evaluate
+    from routelens.training.evaluate import EvalConfig, evaluate
 
     config = EvalConfig(
         capacity_factor=capacity_factor, top_k=top_k, seq_len=seq_len, batch_size=batch_size,

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from routelens.cli.common import console
-from routelens.models.inspect import Precision, inspect_model
+from routelens.training.params import Precision, inspect_model
 
 
 def _human(n: float, unit: str = "") -> str:

@@ -49,7 +49,7 @@ def train_command(
 
         routelens train -c web=c4.txt --out upcycled-ft/ --init upcycled/ --steps 200
     """
-    from routelens.models.train import TrainConfig, train
+    from routelens.training.train import TrainConfig, train
 
     config = TrainConfig(
         experts=experts, top_k=top_k, layers=layers, hidden=hidden, intermediate=intermediate, heads=heads,
@@ -64,7 +64,7 @@ def train_command(
 
 def _balance(value: str):
     from routelens.errors import RoutelensError
-    from routelens.models.train import BalanceLoss
+    from routelens.training.train import BalanceLoss
 
     try:
         return BalanceLoss(value)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from routelens.cli.common import console
-from routelens.models import UpcycleMode
+from routelens.training import UpcycleMode
 
 _MODE_HELP = (
     "copy: every expert = the dense FFN (outputs equal the dense model's). split: the FFN's neurons cut into E "
@@ -42,7 +42,7 @@ def upcycle_cmd(
         routelens upcycle dense/ --experts 8 --top-k 2 --mode copy --out moe/
         routelens upcycle dense/ --experts 4 --top-k 2 --mode split --out moe-split/
     """
-    from routelens.models.upcycle import upcycle
+    from routelens.training.upcycle import upcycle
 
     path = upcycle(dense_dir, out, experts=experts, top_k=top_k, mode=mode, seed=seed, overwrite=overwrite, progress=True)
     console.print(f"wrote a MixtralForCausalLM ({experts} experts, top-{top_k}, {mode.value}) to {path}", highlight=False)

@@ -85,7 +85,7 @@ def write_builtin_corpus(
     if out.exists() and not out.is_dir():
         raise RoutelensError(f"--out {out} is a file; give a directory for the corpus files.")
     out.mkdir(parents=True, exist_ok=True)
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     paths: dict[str, Path] = {}
     with progress_bar(disable=not progress, transient=True) as bar:

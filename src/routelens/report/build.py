@@ -77,7 +77,7 @@ def write_report(
     PNG (dpi 200) and PDF copies of every figure go to `figures_dir` (default: `<stem>_figures/`
     beside the HTML). `token_view_layers` are true layer indices (default: first, middle, last).
     """
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     check_analysis(trace, analysis)

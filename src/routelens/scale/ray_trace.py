@@ -194,7 +194,7 @@ def _quietly(batches: Iterator) -> Iterator:
 def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpec], writer: TraceWriter) -> dict:
     """Run the plan on Ray into `writer`'s directory; returns {"totals", "corpora"} for the manifest."""
     ray = require_ray()
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     started = _connect(ray, config)
     try:

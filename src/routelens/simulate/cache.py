@@ -131,7 +131,7 @@ def simulate_cache(
     itemsize = 1 if E <= 256 else 2
     block = max(MIN_ROWS, memory_bytes // (k * (itemsize + 4 + 8 + 8) + 2))  # ids, next use on disk and decoded
     belady = Policy.BELADY in config.policies
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     with progress_bar(disable=not progress) as bar, tempfile.TemporaryDirectory(prefix="routelens-cache-", dir=tmp_dir) as tmp:
         task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")

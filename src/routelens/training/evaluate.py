@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
-from routelens.models.capacity import apply_capacity, moe_blocks
-from routelens.models.train_data import encode_documents, held_out_windows, read_corpora, windows_of
+from routelens.training.capacity import apply_capacity, moe_blocks
+from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
 
 
 # ---- pure metrics -------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class EvalConfig:
 
 def evaluate(model_dir: str | Path, corpus_specs: Sequence[str | CorpusSpec], config: EvalConfig | None = None) -> dict:
     """Loss and perplexity per corpus, and the share of assignments dropped per MoE layer."""
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     config = config or EvalConfig()
     model, tokenizer, meta = load_model_dir(model_dir)

@@ -1,6 +1,6 @@
 """Sparse upcycling: turn a dense Llama/Mistral/Qwen2-style checkpoint into a Mixtral MoE checkpoint.
 
-    from routelens.models.upcycle import upcycle
+    from routelens.training.upcycle import upcycle
     upcycle("dense/", "moe/", experts=8, top_k=2, mode="copy")   # then: routelens train --init moe/
 
 Everything but the feed-forward blocks is copied unchanged (embeddings, attention, norms, lm_head);
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from routelens.errors import RoutelensError
-from routelens.models import UpcycleMode
+from routelens.training import UpcycleMode
 
 
 
@@ -177,7 +177,7 @@ def upcycle(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, MixtralForCausalLM
 
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     cfg = UpcycleConfig(experts=experts, top_k=top_k, mode=mode, seed=seed)
     dense_dir, out = Path(dense_dir), Path(out_dir)

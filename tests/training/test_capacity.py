@@ -12,7 +12,7 @@ from transformers import MixtralForCausalLM
 from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
 from routelens.errors import RoutelensError
-from routelens.models.capacity import apply_capacity, capacity_keep_mask, expert_capacity
+from routelens.training.capacity import apply_capacity, capacity_keep_mask, expert_capacity
 from tests.conftest import tiny_mixtral_config
 
 

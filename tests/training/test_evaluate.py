@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
-from routelens.models.evaluate import EvalConfig, evaluate, first_expert_repeat_rate, max_load_ratio, routing_health
-from tests.models.test_train import write_micro_corpus
+from routelens.training.evaluate import EvalConfig, evaluate, first_expert_repeat_rate, max_load_ratio, routing_health
+from tests.training.test_train import write_micro_corpus
 
 
 def test_max_load_ratio_planted():

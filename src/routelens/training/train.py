@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
-from routelens.models.capacity import apply_capacity
-from routelens.models.evaluate import routing_health, unigram_loss, window_nll
-from routelens.models.tokenizer import train_tokenizer
-from routelens.models.train_data import build_train_data, read_corpora
+from routelens.training.capacity import apply_capacity
+from routelens.training.evaluate import routing_health, unigram_loss, window_nll
+from routelens.training.tokenizer import train_tokenizer
+from routelens.training.train_data import build_train_data, read_corpora
 
 __all__ = ["DEMO_CONFIG", "BalanceLoss", "TrainConfig", "balance_loss", "router_z_loss", "routing_health", "train"]
 
@@ -228,7 +228,7 @@ def _check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
 # ---- the loop -----------------------------------------------------------------------------------
 def train(corpus_specs: Sequence[str | CorpusSpec], out_dir: str | Path, config: TrainConfig | None = None, progress: bool = True) -> Path:
     """Train (or resume, or return the finished) model in `out_dir`; returns `out_dir`."""
-    from routelens.cli.common import progress_bar
+    from routelens.progress import progress_bar
 
     config = config or TrainConfig()
     out = Path(out_dir)

@@ -14,9 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
-import routelens.models.train as train_mod
+import routelens.training.train as train_mod
 from routelens.errors import RoutelensError
-from routelens.models.train import BalanceLoss, TrainConfig, balance_loss, lr_at, router_z_loss, train
+from routelens.training.train import BalanceLoss, TrainConfig, balance_loss, lr_at, router_z_loss, train
 from tests.conftest import SAMPLE_TEXT, save_tiny_model, tiny_mixtral_config
 
 MICRO = TrainConfig(

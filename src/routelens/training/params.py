@@ -1,6 +1,6 @@
 """Parameter accounting of a (MoE) causal LM from its config alone: total vs. active per token.
 
-    from routelens.models.inspect import inspect_model
+    from routelens.training.params import inspect_model
     report = inspect_model("path/to/model")     # a local dir, a config.json, or a hub id
     report.total_params, report.active_params, report.memory_bytes()["bf16"]
 

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from routelens.errors import RoutelensError
-from routelens.models.tokenizer import train_tokenizer
+from routelens.training.tokenizer import train_tokenizer
 from tests.conftest import SAMPLE_TEXT
 
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
-from routelens.models.inspect import (
+from routelens.training.params import (
     Component,
     build_on_meta,
     component_of,

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
-from routelens.models.upcycle import (
+from routelens.training.upcycle import (
     UpcycleConfig,
     UpcycleMode,
     expert_weights,
