@@ -1,0 +1,270 @@
+"""Atomic writes: every file and folder routelens produces appears whole or not at all.
+
+A run that dies half-way (Ctrl-C, out of memory, a killed job) must leave the previous output, not
+a truncated one that a later command reads as if it were complete. So every writer builds its
+output under a temporary name in the target's own folder (a rename is atomic only within one file
+system) and renames it over the target once it is whole:
+
+- `write_text`, `write_bytes`, `write_json`: a small file in one call.
+- `atomic_path(target)`: a context manager yielding a temporary path for writers that want a path
+  of their own (Parquet shards, `torch.save`, safetensors); renamed over `target` on success,
+  removed on failure.
+- `atomic_dir(target)`: a whole folder (a report's figures, a model directory), built in a
+  temporary sibling and swapped in; the old folder is removed only once the new one is in place.
+- `temp_dir(folder, tag)`: a scratch folder removed at the end (the cache simulator's spill).
+
+Two details make the outputs behave like ordinary files:
+
+- Permissions follow the user's umask. `mkstemp`/`mkdtemp` create private 0600/0700 entries (right
+  for scratch, wrong for a result another user should read), so a finished output is chmod'ed to
+  `0o666 & ~umask` (files) or `0o777 & ~umask` (folders), what `open()`/`mkdir` would have given.
+- Temporary names carry `routelens-{pid}-` (e.g. `.analysis.json.routelens-4242-x1y2z3.tmp`). A
+  killed process cannot clean up after itself, so every writer first calls `clean_stale` on its
+  folder, which removes the temporaries of processes that no longer exist and never those of a
+  live one (another run writing beside us). A PID reused by an unrelated process only delays the
+  cleanup; it never removes a live writer's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from routelens.errors import RoutelensError
+
+TAG = "routelens"
+# `{lead}routelens[-word]-{pid}-{random}[.suffix]`: the PID of the writer that owns the name.
+# The greedy `.*` takes the last such part, so a target that is itself called `routelens-7-...` is
+# not mistaken for the temporary of process 7.
+_PID_RE = re.compile(rf"^.*{TAG}(?:-[a-z]+)?-(\d+)-[^/]*$")
+_umask_lock = threading.Lock()
+
+
+# -- permissions ---------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process' umask, read without changing it where the OS allows.
+
+    Linux reports it in /proc/self/status; elsewhere `os.umask` must set it to read it, so it is set
+    to the strictest value for that instant (a file another thread creates meanwhile is private,
+    never too open) and put back under a lock.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open()` gives a new file under the current umask."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode `mkdir` gives a new folder under the current umask."""
+    return 0o777 & ~current_umask()
+
+
+# -- temporary names and their cleanup -------------------------------------------------------------
+def temp_prefix(lead: str) -> str:
+    """A temporary-name prefix that records this process: `{lead}routelens-{pid}-`."""
+    return f"{lead}{TAG}-{os.getpid()}-"
+
+
+def _sibling_lead(target: Path) -> str:
+    # Hidden, and named after the target, so that `ls` does not show it and a person sees whose it is.
+    return f".{target.name}."
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (one of another user counts as alive)."""
+    if pid <= 0:
+        return True  # not a PID we wrote: never treat it as dead
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # unknown: keep the files
+    return True
+
+
+def owner_pid(name: str) -> int | None:
+    """The PID recorded in a routelens temporary name, or None for any other name."""
+    m = _PID_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def clean_stale(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+    """Remove the routelens temporaries under `folder` (matching the glob `pattern`) whose writer
+    process is gone; return what was removed. Live writers' temporaries and every name that is not
+    a routelens temporary are left alone."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        candidates = list(folder.glob(pattern))
+    except OSError:
+        return removed
+    for entry in candidates:
+        pid = owner_pid(entry.name)
+        if pid is None or pid_alive(pid):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            pass  # another run cleaned it first
+        except OSError:
+            continue  # not ours to remove (permissions): leave it
+        removed.append(entry)
+    return removed
+
+
+def _clean_beside(target: Path) -> None:
+    clean_stale(target.parent, f"{glob_escape(_sibling_lead(target))}{TAG}-*")
+
+
+def glob_escape(text: str) -> str:
+    """`text` with glob metacharacters made literal (a file may be called `run[1].json`)."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+# -- files ---------------------------------------------------------------------------------------
+def _check_file_target(target: Path) -> None:
+    if target.is_dir():
+        raise RoutelensError(f"{target} is a directory; give a file name inside it, such as {target / 'out.json'}.")
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it is renamed over `target` with the
+    umask's file mode, on any failure it is removed and `target` keeps its old content.
+
+    The temporary file exists (empty) when the body starts, so that no other writer can take the
+    name; writers that open a path for writing (Parquet, `torch.save`, safetensors) overwrite it.
+    `suffix` keeps an extension some writers insist on (e.g. ".parquet").
+    """
+    target = Path(target)
+    _check_file_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_beside(target)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(_sibling_lead(target)), suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `target` atomically; return the path."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def write_text(target: str | os.PathLike, text: str, *, encoding: str = "utf-8", newline: str | None = "\n") -> Path:
+    """Write `text` to `target` atomically; return the path. Lines end in `\\n` on every OS unless
+    `newline` says otherwise (None: the platform's)."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding=encoding, newline=newline) as fh:
+            fh.write(text)
+    return target
+
+
+def json_text(payload: Any, *, indent: int | None = 1, allow_nan: bool = False, newline: bool = False, **dumps: Any) -> str:
+    """`payload` as JSON text. NaN and infinity are refused by default: they are not JSON, and a
+    reader in another language would fail on them."""
+    text = json.dumps(payload, indent=indent, allow_nan=allow_nan, **dumps)
+    return text + "\n" if newline else text
+
+
+def write_json(target: str | os.PathLike, payload: Any, *, indent: int | None = 1, allow_nan: bool = False,
+               newline: bool = False, **dumps: Any) -> Path:  # fmt: skip
+    """Write `payload` as JSON to `target` atomically; return the path. The text is serialised
+    before anything touches the disk, so a value that cannot be written leaves no file at all."""
+    return write_text(target, json_text(payload, indent=indent, allow_nan=allow_nan, newline=newline, **dumps))
+
+
+# -- folders -------------------------------------------------------------------------------------
+def _make_temp_dir(folder: Path, prefix: str, suffix: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=folder))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished folder `new` at `target` (same file system), replacing an older folder only
+    once `new` is whole: the old one is renamed aside, the new one renamed in, then the old removed."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise RoutelensError(f"{target} is a file, not a folder; remove it or choose another output folder.")
+    os.chmod(new, dir_mode())
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = _make_temp_dir(target.parent, temp_prefix(_sibling_lead(target)), ".old")
+    os.replace(target, old)  # POSIX rename may replace an empty folder: the unique name stays ours
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)  # put the old output back rather than leave nothing
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; on success it replaces `target` (see
+    `replace_dir`), on any failure it is removed and `target` is untouched."""
+    target = Path(target)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise RoutelensError(f"{target} is a file, not a folder; remove it or choose another output folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_beside(target)
+    tmp = _make_temp_dir(target.parent, temp_prefix(_sibling_lead(target)), ".tmp")
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def temp_dir(folder: str | os.PathLike | None = None, tag: str = "tmp") -> Iterator[Path]:
+    """A scratch folder `routelens-{tag}-{pid}-*` under `folder` (default: the system's temporary
+    folder, $TMPDIR), removed at the end; the scratch of dead runs there is removed first."""
+    folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    if not re.fullmatch(r"[a-z]+", tag):
+        raise ValueError(f"temp_dir tag {tag!r} must be lower-case letters")  # internal: callers pass literals
+    lead = f"{TAG}-{tag}-"
+    clean_stale(folder, f"{lead}*")
+    path = _make_temp_dir(folder, f"{lead}{os.getpid()}-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

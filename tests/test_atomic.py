@@ -1,0 +1,168 @@
+"""`routelens.atomic`: outputs appear whole or not at all, with the user's umask, and the
+temporaries of killed runs are removed by the next run while a live run's are kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from routelens import atomic
+from routelens.errors import RoutelensError
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test and restore the previous one."""
+    old = os.umask(0o022)
+    os.umask(old)
+
+    def set_(mask: int) -> None:
+        os.umask(mask)
+
+    yield set_
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if atomic.TAG in p.name)
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+def test_outputs_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
+    umask(mask)
+    assert atomic.current_umask() == mask
+    assert mode(atomic.write_json(tmp_path / "a.json", {"x": 1})) == file_mode
+    assert mode(atomic.write_text(tmp_path / "a.txt", "hi")) == file_mode
+    with atomic.atomic_path(tmp_path / "w.bin") as tmp:
+        tmp.write_bytes(b"\0")
+    assert mode(tmp_path / "w.bin") == file_mode
+    with atomic.atomic_dir(tmp_path / "figs") as d:
+        (d / "f.png").write_bytes(b"png")
+    assert mode(tmp_path / "figs") == dir_mode
+    assert mode(tmp_path / "figs" / "f.png") == file_mode
+    assert leftovers(tmp_path) == []
+
+
+def test_current_umask_does_not_change_it(umask):
+    umask(0o027)
+    for _ in range(3):
+        assert atomic.current_umask() == 0o027
+    assert os.umask(0o027) == 0o027
+
+
+def test_json_formatting_and_nan_refused(tmp_path):
+    path = atomic.write_json(tmp_path / "r.json", {"a": [1, 2]})
+    assert path.read_text() == json.dumps({"a": [1, 2]}, indent=1)
+    atomic.write_json(path, {"a": 1}, indent=2, newline=True)
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+    with pytest.raises(ValueError):
+        atomic.write_json(path, {"a": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 1}  # the old content survives a refused value
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_mid_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.bin"
+    atomic.write_bytes(target, b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_mid_folder_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "model"
+    with atomic.atomic_dir(target) as d:
+        (d / "weights").write_text("v1")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_dir(target) as d:
+            (d / "weights").write_text("v2 half")
+            raise KeyboardInterrupt
+    assert (target / "weights").read_text() == "v1"
+    with atomic.atomic_dir(target) as d:
+        (d / "other").write_text("v3")
+    assert sorted(p.name for p in target.iterdir()) == ["other"]  # replaced whole, not merged
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_kind_of_target_is_a_user_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RoutelensError, match="is a file"):
+        with atomic.atomic_dir(tmp_path / "f"):
+            pass
+    with pytest.raises(RoutelensError, match="is a directory"):
+        atomic.write_text(tmp_path, "x")
+
+
+# A child that opens every kind of temporary, reports their names and waits to be killed.
+CHILD = """
+import sys, time
+from pathlib import Path
+from routelens import atomic
+out = Path(sys.argv[1])
+with atomic.atomic_path(out / "a.json") as f, atomic.atomic_dir(out / "figs") as d, atomic.temp_dir(out, "cache") as c:
+    print(f.name, d.name, c.name, flush=True)
+    time.sleep(60)
+"""
+
+
+def spawn(folder):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], stdout=subprocess.PIPE, text=True)
+    names = child.stdout.readline().split()
+    assert len(names) == 3, names
+    return child, names
+
+
+def test_a_killed_runs_temporaries_are_cleaned_and_a_live_runs_are_not(tmp_path):
+    live, live_names = spawn(tmp_path)
+    try:
+        dead, dead_names = spawn(tmp_path)
+        dead.kill()
+        dead.wait()
+        assert leftovers(tmp_path) == sorted(dead_names + live_names)
+        assert all(atomic.owner_pid(n) == dead.pid for n in dead_names)
+        # The next writes of each kind clean their own kind of leftover.
+        atomic.write_json(tmp_path / "a.json", {})
+        with atomic.atomic_dir(tmp_path / "figs"):
+            pass
+        with atomic.temp_dir(tmp_path, "cache"):
+            pass
+        assert leftovers(tmp_path) == sorted(live_names)
+        assert atomic.clean_stale(tmp_path) == []  # nothing else is stale; the live run's are kept
+    finally:
+        live.kill()
+        live.wait()
+    removed = atomic.clean_stale(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(live_names)
+    assert leftovers(tmp_path) == []
+
+
+def test_clean_stale_touches_only_routelens_temporaries(tmp_path):
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(child.stdout)
+    keep = [".notes.txt.tmp", "routelens-lock", ".a.json.routelens-lock", f"data-{gone}-x", f".a.json.routelens-{os.getpid()}-ab.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    stale = tmp_path / f".routelens-1-x.json.routelens-{gone}-zz.tmp"  # the last PID in the name counts
+    stale.write_text("x")
+    assert atomic.owner_pid(stale.name) == gone
+    assert atomic.clean_stale(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_glob_metacharacters_in_a_target_name(tmp_path):
+    target = tmp_path / "run[1].json"
+    atomic.write_json(target, {"ok": True})
+    assert json.loads(target.read_text()) == {"ok": True}
+    assert leftovers(tmp_path) == []
