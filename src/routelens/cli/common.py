@@ -1,5 +1,5 @@
-"""What every command shares: the consoles and the one-line user-error convention (progress bars
-live in the library, `routelens.progress`)."""
+"""What every command shares: the consoles, the one-line user-error convention and help pages that
+show flags as flags (progress bars live in the library, `routelens.progress`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,30 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from routelens.errors import RoutelensError
 from routelens.progress import console as err_console
 
 console = Console()
+
+
+def _show_flags_as_flags() -> None:
+    """typer's rich help panel (0.29) asks every option for a type label, flags included, so
+    `--pos` and `--help` read `<bool>` as if they took a value; its plain formatter already leaves
+    flags out. Give flags no label, for every command at once (tests/cli/test_help.py)."""
+    if getattr(TyperOption.display_type_rich, "_routelens_flags", False):
+        return
+    typed = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag or self.count else typed(self, ctx)
+
+    display_type_rich._routelens_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_show_flags_as_flags()
 
 
 class UserErrorGroup(TyperGroup):
