@@ -166,3 +166,21 @@ def test_glob_metacharacters_in_a_target_name(tmp_path):
     atomic.write_json(target, {"ok": True})
     assert json.loads(target.read_text()) == {"ok": True}
     assert leftovers(tmp_path) == []
+
+
+def test_the_cache_simulators_spill_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    from routelens.simulate.cache import simulate_cache
+    from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+
+    trace = tmp_path / "trace"
+    write_synthetic_trace(trace, SyntheticSpec(num_docs=3, doc_len=(5, 9), layers=(0,), num_experts=4, top_k=1, seed=0))
+    spill = tmp_path / "spill"
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    stale = spill / f"routelens-cache-{gone}-abc"
+    stale.mkdir(parents=True)
+    (stale / "layer-0.bin").write_bytes(b"\0" * 64)
+    live = spill / f"routelens-cache-{os.getpid()}-def"  # another simulation still running (here: ours)
+    live.mkdir()
+    result = simulate_cache(trace, tmp_dir=spill)
+    assert result["cache"]  # the simulation ran
+    assert sorted(p.name for p in spill.iterdir()) == [live.name]

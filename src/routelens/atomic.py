@@ -255,13 +255,14 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextmanager
-def temp_dir(folder: str | os.PathLike | None = None, tag: str = "tmp") -> Iterator[Path]:
+def temp_dir(folder: str | os.PathLike | None = None, tag: str = "tmp", *, hidden: bool = False) -> Iterator[Path]:
     """A scratch folder `routelens-{tag}-{pid}-*` under `folder` (default: the system's temporary
-    folder, $TMPDIR), removed at the end; the scratch of dead runs there is removed first."""
+    folder, $TMPDIR), removed at the end; the scratch of dead runs there is removed first.
+    `hidden` puts a dot in front, for scratch inside a user's output folder."""
     folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
     if not re.fullmatch(r"[a-z]+", tag):
         raise ValueError(f"temp_dir tag {tag!r} must be lower-case letters")  # internal: callers pass literals
-    lead = f"{TAG}-{tag}-"
+    lead = f"{'.' if hidden else ''}{TAG}-{tag}-"
     clean_stale(folder, f"{lead}*")
     path = _make_temp_dir(folder, f"{lead}{os.getpid()}-")
     try:

@@ -165,3 +165,27 @@ def test_top1_with_many_experts(tmp_path):
     locality = text.split('<section id="locality">')[1]
     assert "First choice" in locality and "First or second" not in locality and "0.3%" in locality  # 1/300
     assert re.findall(r'class="chip"', text).__len__() == 300  # one legend colour per expert
+
+
+def test_outputs_follow_the_umask_and_dead_runs_leftovers_are_removed(tmp_path, built):
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    stale_dir = tmp_path / f".r_figures.routelens-{gone}-abc.tmp"  # a killed run's figure folder
+    (stale_dir / "half").mkdir(parents=True)
+    stale_html = tmp_path / f".r.html.routelens-{gone}-abc.tmp"
+    stale_html.write_text("half a page")
+    live = tmp_path / f".r_figures.routelens-{os.getpid()}-xyz.tmp"  # a run still writing (here: ours)
+    live.mkdir()
+    old = os.umask(0o022)
+    try:
+        out = write_report(built.trace, {"vocabulary": built.analysis["vocabulary"]}, tmp_path / "r.html", progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "r_figures").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "r_figures").iterdir()} == {0o644}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.html", "r_figures", live.name])

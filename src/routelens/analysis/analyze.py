@@ -10,10 +10,7 @@ atomically. `benchmarks/bench_scale.py` checks that peak memory stays flat when 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from routelens.analysis.vocabulary import (
     specialization,
     typical_tokens,
 )
+from routelens.atomic import write_json as write_json_atomic
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
@@ -230,14 +228,4 @@ def write_json(result: dict, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise RoutelensError(f"--json {path} is a directory; give a file name such as {path / 'analysis.json'}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, result, indent=1)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from routelens.atomic import write_json
 from routelens.cli.common import console
 
 
@@ -55,9 +54,8 @@ def eval_command(
         drops.add_row(str(layer), f"{d:.2%}", f"{f:.2%}")
     console.print(drops)
     if json_file is not None:
-        tmp = json_file.with_name(json_file.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, json_file)
+        # A diverged model's loss is NaN/inf: written as before (Python reads it back) rather than lost.
+        write_json(json_file, result, indent=2, allow_nan=True)
         console.print(f"wrote {json_file}")
 
 

@@ -202,9 +202,9 @@ def _check_json_path(path: Path | None) -> None:
 def _write_json(path: Path | None, result: dict) -> None:
     if path is None:
         return
-    from routelens.store.writer import write_json_atomic
+    from routelens.atomic import write_json
 
-    write_json_atomic(path, result)
+    write_json(path, result, indent=2, newline=True, allow_nan=True)  # the formatting of earlier versions
     console.print(f"[green]wrote[/] {path}")
 
 

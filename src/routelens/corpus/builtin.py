@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 
+from routelens.atomic import write_text
 from routelens.corpus.gen_data import data_documents
 from routelens.corpus.gen_stdlib import code_documents, prose_documents
 from routelens.corpus.mathgen import math_documents
@@ -93,13 +94,7 @@ def write_builtin_corpus(
         for domain in chosen:
             bar.update(task, status=domain.value)
             path = out / f"{domain.value}.txt"
-            tmp = out / f".{domain.value}.txt.tmp-{os.getpid()}"
-            try:
-                with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                    fh.write("\n\n".join(domain_documents(domain, seed, size_bytes)) + "\n")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            write_text(path, "\n\n".join(domain_documents(domain, seed, size_bytes)) + "\n")
             paths[domain.value] = path
             bar.advance(task)
     return paths

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import routelens
+from routelens.atomic import atomic_dir, atomic_path
 from routelens.errors import RoutelensError
 from routelens.report import sections as S
 from routelens.report import sections_extra as X
@@ -90,10 +89,9 @@ def write_report(
     view = list(token_view_layers) if token_view_layers else [int(x) for x in spread_layers(layers, 3)]
     layer_columns(trace, view)  # a wrong --layers fails before any work
 
-    figures_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_figures = Path(tempfile.mkdtemp(prefix=f".{figures_dir.name}.", dir=figures_dir.parent))
-    tmp_html = out_html.with_name(f".{out_html.name}.tmp")
-    try:
+    # The HTML file and the figure folder are built under temporary names (the leftovers of a killed
+    # run are removed here first) and renamed into place once whole: figures first, then the page.
+    with atomic_path(out_html) as tmp_html, atomic_dir(figures_dir) as tmp_figures:
         ctx = S.ReportContext(
             trace=trace, analysis=analysis, sink=FigureSink(tmp_figures), layers=layers,
             domains=list(trace.domains), num_experts=trace.num_experts, top_k=trace.top_k, view_layers=view,
@@ -112,11 +110,6 @@ def write_report(
                 summary.body += "<h3>Not in this report</h3><ul class=\"skipped\">" + "".join(f"<li>{n}</li>" for n in ctx.notes) + "</ul>"
             bar.advance(task)
         tmp_html.write_text(_page(trace, [summary, *built]), encoding="utf-8")
-        _replace_dir(tmp_figures, figures_dir)
-        os.replace(tmp_html, out_html)
-    finally:
-        shutil.rmtree(tmp_figures, ignore_errors=True)
-        tmp_html.unlink(missing_ok=True)
     return out_html
 
 
@@ -137,20 +130,6 @@ def _code(text: str) -> str:
     """Escape `text`, rendering its `backticked` parts as code."""
     parts = esc(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target`, replacing an older one only once `new` is whole."""
-    if target.exists():
-        if not target.is_dir():
-            raise RoutelensError(f"{target} is a file; remove it or pass another figures folder.")
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def _page(trace: Trace, sections: list[Section]) -> str:

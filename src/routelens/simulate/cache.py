@@ -16,12 +16,12 @@ file (`spill.next_use_file`).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from routelens.atomic import temp_dir
 from routelens.errors import RoutelensError
 from routelens.simulate.cache_kernels import (
     COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, replay,
@@ -133,7 +133,7 @@ def simulate_cache(
     belady = Policy.BELADY in config.policies
     from routelens.progress import progress_bar
 
-    with progress_bar(disable=not progress) as bar, tempfile.TemporaryDirectory(prefix="routelens-cache-", dir=tmp_dir) as tmp:
+    with progress_bar(disable=not progress) as bar, temp_dir(tmp_dir, "cache") as tmp:
         task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")
         bar.update(task, status=f"spilling the layer streams ({order} order)")
         spilled = spill_layers(trace, Path(tmp), order=order, seed=config.seed)

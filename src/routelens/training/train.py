@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from routelens.atomic import atomic_dir, temp_dir, write_json
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.training.capacity import apply_capacity
@@ -199,13 +200,10 @@ def _save_pretrained(model, tokenizer, path: Path) -> None:
 
 def _save_checkpoint(root: Path, model, tokenizer, optimizer, state: dict, keep: int) -> Path:
     final = root / f"step-{state['step']:06d}"
-    tmp = root / f"{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tokenizer, tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(state, tmp / "trainer_state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:  # a killed save leaves the previous checkpoint, never half of one
+        _save_pretrained(model, tokenizer, tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(state, tmp / "trainer_state.pt")
     older = sorted(p for p in root.glob("step-*") if p.is_dir() and p != final and not p.name.endswith(".tmp"))
     for p in older:  # resuming needs only the newest optimizer state
         (p / "optimizer.pt").unlink(missing_ok=True)
@@ -327,12 +325,10 @@ def _finish(out: Path, model, tokenizer, data, config: TrainConfig, state: dict,
             "unigram_loss": unigram_loss(pooled, targets),
             "domain_unigram_loss": unigram_loss(data.unigram_counts[domain], targets),
         }
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _save_pretrained(model, tokenizer, tmp)
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
+    with temp_dir(out, "final", hidden=True) as tmp:
+        _save_pretrained(model, tokenizer, tmp)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
     n_params = sum(p.numel() for p in model.parameters())
     meta = {
         "config": config.to_json(),
@@ -348,7 +344,6 @@ def _finish(out: Path, model, tokenizer, data, config: TrainConfig, state: dict,
         "history": state["history"],
         "checkpoints": sorted(p.name for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp")),
     }
-    tmp_json = out / "training.json.tmp"
-    tmp_json.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_json, out / "training.json")
+    # A diverged run's NaN losses are written as before (Python reads them back) rather than lost.
+    write_json(out / "training.json", meta, indent=2, allow_nan=True)
     return out

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from routelens.atomic import atomic_dir
 from routelens.errors import RoutelensError
 from routelens.training import UpcycleMode
 
@@ -210,29 +211,12 @@ def upcycle(
         if moe_config.tie_word_embeddings:
             moe.tie_weights()
         bar.update(task, advance=1, status="saving")
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(out) as tmp:  # an existing `out` is replaced only once the new one is complete
             moe.save_pretrained(tmp)
             for name in TOKENIZER_FILES:
                 if (dense_dir / name).is_file():
                     shutil.copy2(dense_dir / name, tmp / name)
             record = {"source": str(dense_dir), "source_model_type": dense_config.model_type, **asdict(cfg)}
             (tmp / "upcycle.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-            _move_into_place(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         bar.update(task, advance=1, status="done")
     return out
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename `tmp` to `out`, replacing an existing `out` only once the new one is complete."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
