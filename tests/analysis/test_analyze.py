@@ -132,3 +132,21 @@ def test_bad_input_names_the_value(small_trace, tmp_path):
         analyze(write_synthetic_trace(tmp_path / "t", spec), progress=False)
     with pytest.raises(RoutelensError, match="is a directory"):
         write_json({}, tmp_path)
+
+
+def test_config_and_overrides_build_the_same_analysis(small_trace):
+    from routelens.analysis import AnalyzeConfig
+
+    config = AnalyzeConfig(bootstrap=0, max_distance=2, progress=False)
+    by_config = analyze(small_trace, config)
+    by_override = analyze(small_trace, AnalyzeConfig(bootstrap=7), bootstrap=0, max_distance=2, progress=False)
+    assert by_config["meta"]["params"] == by_override["meta"]["params"]
+    assert by_config["meta"]["params"]["max_distance"] == 2 and config.bootstrap == 0
+    assert by_config["locality"] == by_override["locality"]
+
+
+def test_unknown_override_names_it_and_the_valid_ones(small_trace):
+    with pytest.raises(RoutelensError, match=r"unknown option 'max_distnace' for AnalyzeConfig; valid options are .*max_distance"):
+        analyze(small_trace, max_distnace=3)
+    with pytest.raises(RoutelensError, match="config must be of type AnalyzeConfig, not dict"):
+        analyze(small_trace, {"bootstrap": 0})

@@ -49,3 +49,15 @@ def test_saturation_command(trace, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["topk"]["5"] == [1.0, 1.0]
     assert "100.0% (100.0%)" in result.output
+
+
+def test_json_dash_writes_the_result_alone_to_stdout(trace, tmp_path):
+    runner = CliRunner()
+    to_file = tmp_path / "a.json"
+    assert runner.invoke(app, ["analyze", str(trace), "--bootstrap", "0", "--json", str(to_file), "-q"]).exit_code == 0
+    result = runner.invoke(app, ["analyze", str(trace), "--bootstrap", "0", "--json", "-", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads(to_file.read_text())  # no table around it
+    assert not (tmp_path / "-").exists()
+    sat = runner.invoke(app, ["saturation", str(trace), str(trace), "--json", "-", "-q"])
+    assert sat.exit_code == 0 and json.loads(sat.stdout)["topk"]["5"] == [1.0, 1.0]

@@ -70,3 +70,13 @@ def test_user_errors_are_one_line_and_exit_2(trace, tmp_path, args, fragment):
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
     assert not (tmp_path / "missing").exists()
+
+
+def test_json_dash_writes_the_result_alone_to_stdout(trace, tmp_path):
+    base = ["simulate", "balance", str(trace), "-D", "2", "-B", "100", "--cf", "1.0"]
+    assert runner.invoke(app, [*base, "--json", str(tmp_path / "b.json")]).exit_code == 0
+    result = runner.invoke(app, [*base, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads((tmp_path / "b.json").read_text())
+    both = runner.invoke(app, ["simulate", "all", str(trace), "-p", "lru", "-C", "2", "-D", "2", "--json", "-", "-q"])
+    assert both.exit_code == 0 and {"cache", "balance"} <= set(json.loads(both.stdout))

@@ -133,3 +133,17 @@ def test_document_starts_survive_chunk_boundaries(markov_trace):
         assert la == lb and np.array_equal(xa, xb) and np.array_equal(da, db)
         assert xa.shape == (tr.num_tokens, tr.top_k)  # (tokens, k)
     assert whole[0][2].sum() == 40 and whole[0][2][::500].all()  # 40 documents of 500 tokens
+
+
+def test_simulate_all_routes_each_override_to_its_config(markov_trace):
+    from routelens.simulate import BalanceConfig, CacheConfig, simulate_all, simulate_balance
+
+    out = simulate_all(markov_trace, policies=("lru",), capacities=(2,), devices=2, batch_tokens=100, cfs=(1.0,), seed=3)
+    alone = cache_with_control(markov_trace, CacheConfig(policies=("lru",), capacities=(2,), seed=3))
+    assert out["cache"] == alone["cache"] and out["cache_shuffled"] == alone["cache_shuffled"]
+    balance = simulate_balance(markov_trace, BalanceConfig(devices=2, batch_tokens=100, cfs=(1.0,), seed=3))
+    assert out["balance"] == balance["balance"] and out["balance_meta"]["devices"] == 2
+    with pytest.raises(RoutelensError, match=r"unknown option 'device' for simulate_all; valid options are .*devices"):
+        simulate_all(markov_trace, device=2)
+    with pytest.raises(RoutelensError, match=r"unknown option 'capacity' for CacheConfig; valid options are policies, capacities"):
+        simulate_cache(markov_trace, capacity=2)

@@ -16,6 +16,9 @@ from routelens.analysis.analyze import (
 )
 from routelens.analysis.distribution import js_divergence
 from routelens.analysis.locality import random_baseline
-from routelens.analysis.saturation import router_saturation
+from routelens.analysis.saturation import SaturationConfig, router_saturation
 
-__all__ = ["ALL", "AnalyzeConfig", "analyze", "js_divergence", "random_baseline", "router_saturation", "to_json_ready", "write_json"]
+__all__ = [
+    "ALL", "AnalyzeConfig", "SaturationConfig", "analyze", "js_divergence", "random_baseline", "router_saturation",
+    "to_json_ready", "write_json",
+]  # fmt: skip

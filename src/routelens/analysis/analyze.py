@@ -31,6 +31,7 @@ from routelens.analysis.vocabulary import (
     typical_tokens,
 )
 from routelens.atomic import write_json as write_json_atomic
+from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
@@ -39,12 +40,14 @@ ALL = "all"  # key of the pooled domains
 
 @dataclass
 class AnalyzeConfig:
-    min_count: int = 10  # occurrences a token id needs to enter vocabulary specialization
-    max_distance: int = 64  # locality against distance d = 1..max_distance
-    bootstrap: int = 200  # bootstrap replicates over documents (resampling units) for domain distances (0: none)
-    seed: int = 0  # seeds the permutation baseline and the bootstrap
+    pos: bool = setting(False, "Also run the part-of-speech analyses (needs a trace with UPOS).")
+    min_count: int = setting(10, "Occurrences a token id needs to count in vocabulary specialization.")
+    max_distance: int = setting(64, "Locality is also measured at distances 1..N.")
+    bootstrap: int = setting(200, "Bootstrap replicates over documents for domain distances (0: none).")
+    seed: int = setting(0, "Seed of the permutation baseline and the bootstrap.")
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
     rows: int = 1 << 20  # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it)
+    progress: bool = True
 
     def __post_init__(self):
         checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1}
@@ -54,20 +57,11 @@ class AnalyzeConfig:
                 raise RoutelensError(f"{name}={value!r} is invalid; pass an integer >= {low}.")
 
 
-def analyze(
-    trace: Trace | str | Path,
-    *,
-    pos: bool = False,
-    min_count: int = 10,
-    max_distance: int = 64,
-    bootstrap: int = 200,
-    seed: int = 0,
-    progress: bool = True,
-    distance_tokens: int = 1 << 20,
-    rows: int = 1 << 20,
-) -> dict:
-    """All routing analyses of `trace` as one JSON-ready dict (see docs/analysis-json.md)."""
-    config = AnalyzeConfig(min_count, max_distance, bootstrap, seed, distance_tokens, rows)
+def analyze(trace: Trace | str | Path, config: AnalyzeConfig | None = None, **overrides) -> dict:
+    """All routing analyses of `trace` as one JSON-ready dict (see docs/analysis-json.md);
+    keyword overrides set AnalyzeConfig fields, e.g. `analyze(trace, bootstrap=0, progress=False)`."""
+    config = build_config(AnalyzeConfig, config, overrides)
+    progress = config.progress
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     if ALL in tr.domains:
         raise RoutelensError(f"the trace at {tr.path} has a domain named {ALL!r}, which the analysis uses for the pooled domains; rename that corpus.")
@@ -75,10 +69,10 @@ def analyze(
     if total == 0:
         raise RoutelensError(f"the trace at {tr.path} holds no tokens; trace a non-empty corpus.")
     result = _stream(tr, config, total, progress)
-    if pos:
+    if config.pos:
         from routelens.analysis.pos import analyze_pos
 
-        result["pos"] = analyze_pos(tr, seed=seed, progress=progress)
+        result["pos"] = analyze_pos(tr, seed=config.seed, progress=progress)
     return result
 
 

@@ -27,6 +27,7 @@ from routelens.analysis.pos_probe import (
     run_probe,
     split_by_document,
 )
+from routelens.config import build_config
 from routelens.errors import RoutelensError
 from routelens.store.reader import UPOS_TAGS, Trace, open_trace
 
@@ -169,21 +170,16 @@ def load_word_rows(
 
 
 def analyze_pos(
-    trace: Trace | str | Path,
-    *,
-    policy: WordPolicy | str = WordPolicy.FIRST,
-    seed: int = 0,
-    progress: bool = True,
-    **options,
+    trace: Trace | str | Path, config: PosConfig | None = None, *, progress: bool = True, **overrides
 ) -> dict:
-    """The whole POS analysis of a trace; `options` are further `PosConfig` fields.
+    """The whole POS analysis of a trace; keyword overrides set `PosConfig` fields.
 
     Returns the `pos` dict: specialization {layer: {tag: {expert, max_share, kl, p_value, n}}},
     shares {layer: {tag: [share per expert]}}, probe {...}, ablation {single, prefix, drop},
     tsne {...}, counts {tag: rows}, and the settings used. Layer keys are the trace's true
     layer indices written as strings.
     """
-    config = PosConfig(policy=policy, seed=seed, **options)
+    config = build_config(PosConfig, config, overrides)
     if not isinstance(trace, Trace):
         trace = open_trace(trace)
     words = load_word_rows(trace, config.policy)

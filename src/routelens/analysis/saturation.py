@@ -10,10 +10,12 @@ memory (tokens x layers x k bytes); the other checkpoints stream.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from routelens.analysis.pairs import popcount, topk_mask
+from routelens.config import build_config
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
@@ -33,11 +35,23 @@ def _check_same_model(traces: Sequence[Trace]) -> None:
                 )
 
 
-def router_saturation(
-    traces: Sequence[Trace | str], *, labels: Sequence[str] | None = None, rows: int = 1 << 20, progress: bool = True
-) -> dict:
+@dataclass
+class SaturationConfig:
+    labels: tuple[str, ...] | None = None  # one per trace; None: the trace folders' names
+    rows: int = 1 << 20  # rows per chunk read at once
+    progress: bool = True
+
+    def __post_init__(self):
+        self.labels = None if self.labels is None else tuple(str(label) for label in self.labels)
+        if self.rows < 1:
+            raise RoutelensError(f"rows={self.rows} must be at least 1.")
+
+
+def router_saturation(traces: Sequence[Trace | str], config: SaturationConfig | None = None, **overrides) -> dict:
     """Per layer, agreement of each checkpoint's routing with the final checkpoint's (the last
-    trace). See docs/analysis-json.md for the keys."""
+    trace); keyword overrides set SaturationConfig fields. See docs/analysis-json.md for the keys."""
+    config = build_config(SaturationConfig, config, overrides)
+    labels, rows, progress = config.labels, config.rows, config.progress
     traces = [open_trace(t) if not isinstance(t, Trace) else t for t in traces]
     if len(traces) < 2:
         raise RoutelensError(f"router saturation needs at least 2 checkpoint traces, got {len(traces)}; pass the final one last.")

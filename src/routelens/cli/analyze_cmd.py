@@ -10,19 +10,22 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from routelens.cli.common import console
+from routelens.analysis.analyze import AnalyzeConfig
+from routelens.cli.common import console, print_json, to_stdout
+from routelens.cli.options import cli_config, config_option
 
 SHOWN_LAYERS = 6  # layers in the printed locality table unless --all-layers
+JSON_HELP = "Write the full result to this JSON file (atomic); - for stdout (then no tables)."
 
 
 def analyze_command(
     trace: Annotated[Path, typer.Argument(help="Trace directory (from `routelens trace`).")],
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full result to this JSON file (atomic).")] = None,
-    pos: Annotated[bool, typer.Option("--pos", help="Also run the part-of-speech analyses (needs a trace with UPOS).")] = False,
-    min_count: Annotated[int, typer.Option(help="Occurrences a token id needs to count in vocabulary specialization.")] = 10,
-    max_distance: Annotated[int, typer.Option(help="Locality is also measured at distances 1..N.")] = 64,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates over documents for domain distances (0: none).")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the permutation baseline and the bootstrap.")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help=JSON_HELP)] = None,
+    pos: bool = config_option(AnalyzeConfig, "pos", "--pos"),
+    min_count: int = config_option(AnalyzeConfig, "min_count", "--min-count"),
+    max_distance: int = config_option(AnalyzeConfig, "max_distance", "--max-distance"),
+    bootstrap: int = config_option(AnalyzeConfig, "bootstrap", "--bootstrap"),
+    seed: int = config_option(AnalyzeConfig, "seed", "--seed"),
     all_layers: Annotated[bool, typer.Option("--all-layers", help="Print every layer in the locality table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -39,9 +42,12 @@ def analyze_command(
     """
     from routelens.analysis import analyze, write_json
 
-    result = analyze(
-        trace, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap, seed=seed, progress=not quiet
-    )
+    config = cli_config(AnalyzeConfig, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap,
+                        seed=seed, progress=not quiet)  # fmt: skip
+    result = analyze(trace, config)
+    if to_stdout(json_path):
+        print_json(result, indent=1)
+        return
     print_summary(result, all_layers=all_layers)
     if json_path is not None:
         write_json(result, json_path)
@@ -166,7 +172,7 @@ def _print_locality(result: dict, shown: list[str]) -> None:
 
 def saturation_command(
     traces: Annotated[list[Path], typer.Argument(help="Traces of checkpoints of one model over one corpus, the final checkpoint last.")],
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result to this JSON file (atomic).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help=JSON_HELP.replace("full ", ""))] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Router saturation: per layer, how much of each checkpoint's top-k routing already agrees
@@ -177,6 +183,9 @@ def saturation_command(
     from routelens.analysis import router_saturation, write_json
 
     result = router_saturation(traces, progress=not quiet)
+    if to_stdout(json_path):
+        print_json(result, indent=1)
+        return
     table = Table(title="Router saturation: share of top-k (top-1) also chosen at the final checkpoint", title_justify="left")
     table.add_column("layer")
     for label in result["checkpoints"]:

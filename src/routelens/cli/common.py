@@ -3,6 +3,10 @@ show flags as flags (progress bars live in the library, `routelens.progress`).""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Any
+
 import click
 import typer
 from rich.console import Console
@@ -13,6 +17,20 @@ from routelens.errors import RoutelensError
 from routelens.progress import console as err_console
 
 console = Console()
+
+STDOUT = "-"  # `--json -`: the JSON goes to stdout instead of a file
+
+
+def to_stdout(path: str | Path | None) -> bool:
+    return path is not None and str(path) == STDOUT
+
+
+def print_json(payload: Any, **fmt: Any) -> None:
+    """The JSON alone on stdout (no markup, no wrapping), formatted as the command's file would be."""
+    from routelens.atomic import json_text
+
+    sys.stdout.write(json_text(payload, **fmt) + "\n")
+    sys.stdout.flush()
 
 
 def _show_flags_as_flags() -> None:

@@ -5,48 +5,53 @@ Thin layer over `routelens.simulate`: parse options, run, print rich tables, wri
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from routelens.cli.common import console, new_app
+from routelens.cli.common import console, new_app, print_json, to_stdout
+from routelens.cli.options import cli_config, config_option
 from routelens.errors import RoutelensError
+from routelens.simulate.balance import BalanceConfig
+from routelens.simulate.cache import CacheConfig
 from routelens.simulate.policies import Placement, Policy
 
 simulate_app = new_app("Simulate expert caching (offloading) and expert-parallel load over a trace.")
 
 TraceArg = Annotated[Path, typer.Argument(help="Trace directory written by `routelens trace`.")]
-JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON to this file (atomically).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the shuffled-order control.")]
-PolicyOpt = Annotated[list[Policy] | None, typer.Option("--policy", "-p", help="Cache policy, repeatable (default: all).")]
-CapacityOpt = Annotated[
-    list[int] | None, typer.Option("--capacity", "-C", help="Experts cached per layer, repeatable (default: 1..E).")
-]
-ResetOpt = Annotated[bool, typer.Option("--reset-per-document", help="Empty the cache at every document start.")]
+JSON_HELP = "Write the results as JSON to this file (atomically); - for stdout (then no tables)."
+JsonOpt = Annotated[Path | None, typer.Option("--json", help=JSON_HELP)]
 ShuffledOpt = Annotated[bool, typer.Option("--shuffled/--no-shuffled", help="Also replay a shuffled order (locality control).")]
-ExpertBytesOpt = Annotated[int | None, typer.Option(help="Bytes of one expert (default: manifest expert_params x --dtype-bytes).")]
-DtypeBytesOpt = Annotated[float, typer.Option(help="Bytes per expert parameter, e.g. 2 for bf16, 0.5 for 4-bit.")]
 PerLayerOpt = Annotated[bool, typer.Option("--per-layer", help="Print one table per layer instead of the mean over layers.")]
-DevicesOpt = Annotated[int, typer.Option("--devices", "-D", help="Expert-parallel devices.")]
-BatchOpt = Annotated[int, typer.Option("--batch-tokens", "-B", help="Tokens per batch, consecutive in trace order.")]
-CfOpt = Annotated[list[float] | None, typer.Option("--cf", help="Capacity factor, repeatable (default: 1.0 1.25 2.0).")]
-PlacementOpt = Annotated[list[Placement] | None, typer.Option("--placement", help="Expert placement, repeatable (default: both).")]
-RedundantOpt = Annotated[int | None, typer.Option(help="Spare expert slots for replicas in `balanced` (default: one per device).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+# Options whose default and help are the configs' fields (one place: routelens.simulate).
+policy_option = partial(config_option, CacheConfig, "policies", "--policy", "-p")
+capacity_option = partial(config_option, CacheConfig, "capacities", "--capacity", "-C")
+reset_option = partial(config_option, CacheConfig, "reset_per_document", "--reset-per-document")
+expert_bytes_option = partial(config_option, CacheConfig, "expert_bytes", "--expert-bytes")
+dtype_bytes_option = partial(config_option, CacheConfig, "dtype_bytes", "--dtype-bytes")
+devices_option = partial(config_option, BalanceConfig, "devices", "--devices", "-D")
+batch_option = partial(config_option, BalanceConfig, "batch_tokens", "--batch-tokens", "-B")
+cf_option = partial(config_option, BalanceConfig, "cfs", "--cf")
+placement_option = partial(config_option, BalanceConfig, "placements", "--placement")
+redundant_option = partial(config_option, BalanceConfig, "redundant_experts", "--redundant-experts")
+seed_option = partial(config_option, CacheConfig, "seed", "--seed")
 
 
 @simulate_app.command("cache")
 def cache_command(
     trace: TraceArg,
-    policy: PolicyOpt = None,
-    capacity: CapacityOpt = None,
-    reset_per_document: ResetOpt = False,
+    policy: list[Policy] | None = policy_option(),
+    capacity: list[int] | None = capacity_option(),
+    reset_per_document: bool = reset_option(),
     shuffled: ShuffledOpt = True,
-    seed: SeedOpt = 0,
-    expert_bytes: ExpertBytesOpt = None,
-    dtype_bytes: DtypeBytesOpt = 2.0,
+    seed: int = seed_option(),
+    expert_bytes: int | None = expert_bytes_option(),
+    dtype_bytes: float = dtype_bytes_option(),
     per_layer: PerLayerOpt = False,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
@@ -62,22 +67,23 @@ def cache_command(
     from routelens.simulate import cache_with_control, simulate_cache
 
     _check_json_path(json_path)
-    kwargs = dict(policies=tuple(policy or Policy), capacities=capacity, reset_per_document=reset_per_document,
-                  expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
-    result = cache_with_control(trace, **kwargs) if shuffled else simulate_cache(trace, **kwargs)
-    print_cache(result, per_layer=per_layer)
-    _write_json(json_path, result)
+    config = cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
+                        expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
+    result = (cache_with_control if shuffled else simulate_cache)(trace, config)
+    if not _emit_stdout(json_path, result):
+        print_cache(result, per_layer=per_layer)
+        _write_json(json_path, result)
 
 
 @simulate_app.command("balance")
 def balance_command(
     trace: TraceArg,
-    devices: DevicesOpt = 8,
-    batch_tokens: BatchOpt = 4096,
-    cf: CfOpt = None,
-    placement: PlacementOpt = None,
-    redundant_experts: RedundantOpt = None,
-    seed: SeedOpt = 0,
+    devices: int = devices_option(),
+    batch_tokens: int = batch_option(),
+    cf: list[float] | None = cf_option(),
+    placement: list[Placement] | None = placement_option(),
+    redundant_experts: int | None = redundant_option(),
+    seed: int = seed_option(),
     json_path: JsonOpt = None,
 ) -> None:
     """Expert-parallel load: assignments dropped under each capacity factor and max/mean device load,
@@ -90,27 +96,29 @@ def balance_command(
     from routelens.simulate import simulate_balance
 
     _check_json_path(json_path)
-    result = simulate_balance(trace, devices, batch_tokens, tuple(cf or (1.0, 1.25, 2.0)), tuple(placement or Placement),
-                              redundant_experts=redundant_experts, seed=seed)  # fmt: skip
-    print_balance(result)
-    _write_json(json_path, result)
+    config = cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
+                        redundant_experts=redundant_experts, seed=seed)  # fmt: skip
+    result = simulate_balance(trace, config)
+    if not _emit_stdout(json_path, result):
+        print_balance(result)
+        _write_json(json_path, result)
 
 
 @simulate_app.command("all")
 def all_command(
     trace: TraceArg,
-    json_path: Annotated[Path, typer.Option("--json", help="Write cache and balance results to this JSON file.")],
-    policy: PolicyOpt = None,
-    capacity: CapacityOpt = None,
-    reset_per_document: ResetOpt = False,
-    expert_bytes: ExpertBytesOpt = None,
-    dtype_bytes: DtypeBytesOpt = 2.0,
-    devices: DevicesOpt = 8,
-    batch_tokens: BatchOpt = 4096,
-    cf: CfOpt = None,
-    placement: PlacementOpt = None,
-    redundant_experts: RedundantOpt = None,
-    seed: SeedOpt = 0,
+    json_path: Annotated[Path, typer.Option("--json", help=JSON_HELP.replace("the results", "cache and balance results"))],
+    policy: list[Policy] | None = policy_option(),
+    capacity: list[int] | None = capacity_option(),
+    reset_per_document: bool = reset_option(),
+    expert_bytes: int | None = expert_bytes_option(),
+    dtype_bytes: float = dtype_bytes_option(),
+    devices: int = devices_option(),
+    batch_tokens: int = batch_option(),
+    cf: list[float] | None = cf_option(),
+    placement: list[Placement] | None = placement_option(),
+    redundant_experts: int | None = redundant_option(),
+    seed: int = seed_option(),
     quiet: QuietOpt = False,
 ) -> None:
     """Both simulators with their shuffled controls, into one JSON file (keys `cache*`, `balance*`).
@@ -122,15 +130,15 @@ def all_command(
     from routelens.simulate import simulate_all
 
     _check_json_path(json_path)
-    result = simulate_all(
-        trace, policies=tuple(policy or Policy), capacities=capacity, reset_per_document=reset_per_document,
-        expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, devices=devices, batch_tokens=batch_tokens,
-        cfs=tuple(cf or (1.0, 1.25, 2.0)), placements=tuple(placement or Placement),
-        redundant_experts=redundant_experts, seed=seed, progress=not quiet,
-    )  # fmt: skip
-    print_cache(result, per_layer=False)
-    print_balance(result)
-    _write_json(json_path, result)
+    cache = cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
+                       expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
+    balance = cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
+                         redundant_experts=redundant_experts, seed=seed)  # fmt: skip
+    result = simulate_all(trace, cache, balance)
+    if not _emit_stdout(json_path, result):
+        print_cache(result, per_layer=False)
+        print_balance(result)
+        _write_json(json_path, result)
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -194,8 +202,15 @@ def _human_bytes(n: float) -> str:
     return f"{n:,.0f} B"
 
 
+def _emit_stdout(path: Path | None, result: dict) -> bool:
+    """`--json -`: the JSON alone on stdout, as the file would hold it; True when done so."""
+    if to_stdout(path):
+        print_json(result, indent=2, allow_nan=True)
+    return to_stdout(path)
+
+
 def _check_json_path(path: Path | None) -> None:
-    if path is not None and not path.parent.is_dir():
+    if path is not None and not to_stdout(path) and not path.parent.is_dir():
         raise RoutelensError(f"--json {path}: folder {path.parent} does not exist; create it or choose another path.")
 
 

@@ -28,33 +28,50 @@ from pathlib import Path
 
 import numpy as np
 
+from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.policies import Placement
 from routelens.store import Trace, open_trace
 
 
+
+
+DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once (trace and shuffled orders)
+
+
 @dataclass
 class BalanceConfig:
-    devices: int = 8  # expert-parallel devices D
-    batch_tokens: int = 4096  # tokens per batch B, consecutive in trace order
-    cfs: tuple[float, ...] = (1.0, 1.25, 2.0)  # capacity factors: capacity = floor(B * k / E * CF) per expert
-    placements: tuple[Placement, ...] = (Placement.ROUND_ROBIN, Placement.BALANCED)
-    redundant_experts: int | None = None  # extra expert slots for replicas (balanced); None: one per device
+    devices: int = setting(8, "Expert-parallel devices.")
+    batch_tokens: int = setting(4096, "Tokens per batch, consecutive in trace order.")
+    cfs: tuple[float, ...] = setting(
+        (1.0, 1.25, 2.0), "Capacity factor (capacity = floor(B x k / E x CF) per expert), repeatable."
+    )
+    placements: tuple[Placement, ...] = setting((Placement.ROUND_ROBIN, Placement.BALANCED), "Expert placement, repeatable.")
+    redundant_experts: int | None = setting(
+        None, "Spare expert slots for replicas in `balanced`.", shown_default="one per device"
+    )
+    compare_shuffled: bool = True  # also measure a seeded shuffled order (the locality control)
+    seed: int = setting(0, "Seed of the shuffled-order control.")
+    memory_bytes: int = DEFAULT_MEMORY  # per-batch counts held at once (one pass over the trace per group)
+    rows: int = 1 << 20  # rows per chunk read at once
 
     def __post_init__(self):
         if self.devices < 1:
             raise RoutelensError(f"--devices {self.devices} must be at least 1.")
         if self.batch_tokens < 1:
             raise RoutelensError(f"--batch-tokens {self.batch_tokens} must be at least 1 token.")
-        self.cfs = tuple(float(c) for c in self.cfs)
+        self.cfs = tuple(float(c) for c in ((self.cfs,) if isinstance(self.cfs, int | float) else self.cfs))
         if not self.cfs or min(self.cfs) <= 0:
             raise RoutelensError(f"capacity factors {list(self.cfs)} must be positive, e.g. --cf 1.25.")
         try:
-            self.placements = tuple(Placement(p) for p in self.placements)
+            placements = (self.placements,) if isinstance(self.placements, str) else self.placements
+            self.placements = tuple(Placement(p) for p in placements)
         except ValueError as exc:
             raise RoutelensError(f"{exc}; choose among {', '.join(p.value for p in Placement)}.") from None
         if self.redundant_experts is not None and self.redundant_experts < 0:
             raise RoutelensError(f"--redundant-experts {self.redundant_experts} must be 0 or more.")
+        if self.memory_bytes < 1 or self.rows < 1:
+            raise RoutelensError(f"memory_bytes={self.memory_bytes} and rows={self.rows} must be positive.")
 
 
 # -- pure kernels ----------------------------------------------------------------------------
@@ -134,7 +151,6 @@ def imbalance(loads: np.ndarray) -> np.ndarray:
 
 
 # -- over a trace ------------------------------------------------------------------------------
-DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once (trace and shuffled orders)
 
 
 class ShuffledBatches:
@@ -268,20 +284,9 @@ def _placements(config: BalanceConfig, loads: np.ndarray, num_experts: int, redu
     return out
 
 
-def simulate_balance(
-    trace: Trace | str | Path,
-    devices: int = 8,
-    batch_tokens: int = 4096,
-    cfs=(1.0, 1.25, 2.0),
-    placements=(Placement.ROUND_ROBIN, Placement.BALANCED),
-    *,
-    redundant_experts: int | None = None,
-    compare_shuffled: bool = True,
-    seed: int = 0,
-    memory_bytes: int = DEFAULT_MEMORY,
-    rows: int = 1 << 20,
-) -> dict:
-    """Expert-parallel load of `trace` per placement and capacity factor.
+def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = None, **overrides) -> dict:
+    """Expert-parallel load of `trace` per placement and capacity factor; keyword overrides set
+    BalanceConfig fields, e.g. `simulate_balance(trace, devices=8, batch_tokens=4096, cfs=(1.0,))`.
 
     Returns `balance` {placement: {cf: {dropped, imbalance_max_mean}}} (dropped: share of all
     assignments, all layers; imbalance: mean over layers and batches of max/mean device load),
@@ -289,10 +294,9 @@ def simulate_balance(
     in a seeded random order) and `balance_meta`. Per-batch counts are held for groups of about
     `memory_bytes` (one pass over the trace per group; one group unless the trace is very long).
     """
+    config = build_config(BalanceConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
-    placements = (placements,) if isinstance(placements, str) else placements
-    cfs = (cfs,) if isinstance(cfs, int | float) else cfs
-    config = BalanceConfig(devices, batch_tokens, tuple(cfs), tuple(placements), redundant_experts)
+    compare_shuffled, seed, memory_bytes, rows = config.compare_shuffled, config.seed, config.memory_bytes, config.rows
     T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_experts, trace.top_k, config.batch_tokens
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")

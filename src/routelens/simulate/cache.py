@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from routelens.atomic import temp_dir
+from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.cache_kernels import (
     COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, replay,
@@ -36,17 +37,25 @@ DEFAULT_MEMORY = 256 << 20  # bytes of one block of a layer stream replayed at a
 
 @dataclass
 class CacheConfig:
-    policies: tuple[Policy, ...] = ALL_POLICIES  # replacement policies to simulate
-    capacities: tuple[int, ...] | None = None  # experts resident per layer; None: every size 1..E
-    reset_per_document: bool = False  # empty the cache (and policy memory) at each document start
+    policies: tuple[Policy, ...] = setting(ALL_POLICIES, "Cache policy, repeatable.")
+    capacities: tuple[int, ...] | None = setting(
+        None, "Experts cached per layer, repeatable.", shown_default="1..E"
+    )  # None: every size 1..E
+    reset_per_document: bool = setting(False, "Empty the cache (and policy memory) at every document start.")
     shuffle: bool = False  # replay tokens in a seeded random order instead of trace order
-    seed: int = 0  # seed of the shuffled order
-    expert_bytes: int | None = None  # bytes of one expert; None: from the manifest's expert_params
-    dtype_bytes: float = 2.0  # bytes per parameter when sizing experts from expert_params (bf16)
+    seed: int = setting(0, "Seed of the shuffled-order control.")
+    expert_bytes: int | None = setting(
+        None, "Bytes of one expert.", shown_default="manifest expert_params x --dtype-bytes"
+    )  # None: from the manifest's expert_params
+    dtype_bytes: float = setting(2.0, "Bytes per expert parameter, e.g. 2 for bf16, 0.5 for 4-bit.")
+    memory_bytes: int = DEFAULT_MEMORY  # one block of a layer stream replayed at a time, with its next-use indices
+    progress: bool = False
+    tmp_dir: str | Path | None = None  # where the layer streams are spilled; None: $TMPDIR
 
     def __post_init__(self):
+        policies = (self.policies,) if isinstance(self.policies, str) else self.policies  # one named alone
         try:
-            self.policies = tuple(Policy(p) for p in self.policies)
+            self.policies = tuple(Policy(p) for p in policies)
         except ValueError as exc:
             choices = ", ".join(p.value for p in Policy)
             raise RoutelensError(f"{exc}; choose policies among {choices}.") from None
@@ -60,6 +69,8 @@ class CacheConfig:
             raise RoutelensError(f"expert_bytes={self.expert_bytes} must be positive; pass the bytes of one expert.")
         if self.dtype_bytes <= 0:
             raise RoutelensError(f"dtype_bytes={self.dtype_bytes} must be positive, e.g. 2 for bf16 weights.")
+        if self.memory_bytes < 1:
+            raise RoutelensError(f"memory_bytes={self.memory_bytes} must be positive.")
 
 
 def expert_size_bytes(trace: Trace, config: CacheConfig) -> int | None:
@@ -92,21 +103,9 @@ def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: i
     return out
 
 
-def simulate_cache(
-    trace: Trace | str | Path,
-    policies=ALL_POLICIES,
-    capacities=None,
-    reset_per_document: bool = False,
-    shuffle: bool = False,
-    seed: int = 0,
-    *,
-    expert_bytes: int | None = None,
-    dtype_bytes: float = 2.0,
-    memory_bytes: int = DEFAULT_MEMORY,
-    progress: bool = False,
-    tmp_dir: str | Path | None = None,
-) -> dict:
-    """Replay every layer of `trace` through an expert cache per policy and capacity.
+def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None, **overrides) -> dict:
+    """Replay every layer of `trace` through an expert cache per policy and capacity; keyword
+    overrides set CacheConfig fields, e.g. `simulate_cache(trace, policies=("lru",), capacities=(2,))`.
 
     Returns `cache` {policy: {layer: {capacity: hit_rate}}}, `cache_detail` (same nesting, a
     dict of metrics per capacity, see `cache_metrics`), `cache_gap` {layer: {capacity: Belady
@@ -114,10 +113,9 @@ def simulate_cache(
     The layer streams are spilled under `tmp_dir` (default: the system's temporary folder,
     $TMPDIR): tokens x layers x k bytes; memory holds blocks of about `memory_bytes`.
     """
+    config = build_config(CacheConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
-    policies = (policies,) if isinstance(policies, str) else policies
-    config = CacheConfig(tuple(policies), None if capacities is None else tuple(capacities),
-                         reset_per_document, shuffle, seed, expert_bytes, dtype_bytes)  # fmt: skip
+    memory_bytes, progress, tmp_dir = config.memory_bytes, config.progress, config.tmp_dir
     E, k, T = trace.num_experts, trace.top_k, trace.num_tokens
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")

@@ -4,41 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routelens.simulate.balance import simulate_balance
-from routelens.simulate.cache import ALL_POLICIES, simulate_cache
+from routelens.config import build_config, split_overrides
+from routelens.simulate.balance import BalanceConfig, simulate_balance
+from routelens.simulate.cache import CacheConfig, simulate_cache
 from routelens.store import Trace, open_trace
 
 
-def cache_with_control(trace: Trace, *, seed: int = 0, **cache_kwargs) -> dict:
+def cache_with_control(trace: Trace | str | Path, config: CacheConfig | None = None, **overrides) -> dict:
     """`simulate_cache` in trace order, plus `cache_shuffled` {policy: {layer: {capacity: hit_rate}}}
     from the same tokens in a seeded random order: the difference is what locality buys."""
-    out = simulate_cache(trace, seed=seed, **cache_kwargs)
-    control = simulate_cache(trace, shuffle=True, seed=seed, **{**cache_kwargs, "progress": False})
+    config = build_config(CacheConfig, config, overrides)
+    out = simulate_cache(trace, config)
+    control = simulate_cache(trace, config, shuffle=True, progress=False)
     out["cache_shuffled"] = control["cache"]
     return out
 
 
 def simulate_all(
-    trace: Trace | str | Path,
-    *,
-    policies=ALL_POLICIES,
-    capacities=None,
-    reset_per_document: bool = False,
-    expert_bytes: int | None = None,
-    dtype_bytes: float = 2.0,
-    devices: int = 8,
-    batch_tokens: int = 4096,
-    cfs=(1.0, 1.25, 2.0),
-    placements=("round_robin", "balanced"),
-    redundant_experts: int | None = None,
-    seed: int = 0,
-    progress: bool = False,
+    trace: Trace | str | Path, cache: CacheConfig | None = None, balance: BalanceConfig | None = None, **overrides
 ) -> dict:
-    """Cache and balance results in one dict: keys `cache*` and `balance*`."""
+    """Cache and balance results in one dict: keys `cache*` and `balance*`. Keyword overrides set
+    the fields of CacheConfig and BalanceConfig (one both have, such as `seed`, sets both)."""
+    cache_overrides, balance_overrides = split_overrides(overrides, CacheConfig, BalanceConfig, what="simulate_all")
+    cache = build_config(CacheConfig, cache, cache_overrides)
+    balance = build_config(BalanceConfig, balance, balance_overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
-    out = cache_with_control(
-        trace, policies=policies, capacities=capacities, reset_per_document=reset_per_document,
-        expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=progress,
-    )  # fmt: skip
-    out.update(simulate_balance(trace, devices, batch_tokens, cfs, placements, redundant_experts=redundant_experts, seed=seed))
+    out = cache_with_control(trace, cache)
+    out.update(simulate_balance(trace, balance))
     return out
