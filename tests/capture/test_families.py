@@ -13,8 +13,8 @@ from tests.capture.tiny_moe import CONFIGS
 H = 32  # hidden size of every tiny config
 
 
-def test_every_required_family_is_registered():
-    assert set(SUPPORTED) == set(CONFIGS)
+def test_every_required_family_is_supported():
+    assert set(CONFIGS) <= set(SUPPORTED)
 
 
 @pytest.mark.parametrize(

@@ -1,146 +1,160 @@
-"""Registry of the MoE families routelens can record, one small adapter per family.
+"""Where routelens records a MoE model's routing, found from the model's structure.
 
-Each adapter names the family's router class (the one transformers lists in the model's
-`_can_record_outputs["router_logits"]`), says in one line how that router selects and weights
-experts, and reads the router's forward output into `(top_k_index, top_k_weights, logits)`.
-Most families return `(router_logits, top_k_weights, top_k_index)` and need nothing more; the
-adapters below exist only where a family differs. Nothing here recomputes a selection the
-model already made, except where the router exposes logits only (DBRX), and there the model's
-own routing method is called on those logits.
+In transformers 5 a MoE block calls `experts(hidden_states, top_k_index, top_k_weights)`: those
+inputs are exactly what the experts computed with, so routelens records them with a forward
+pre-hook on the experts module. The blocks are found from the model itself: a module named
+`experts` whose forward takes (hidden states, indices, weights), beside a router of a class the
+model lists in `_can_record_outputs["router_logits"]` (or a hash router, which routes by token
+id). A new family that follows this convention needs no code here.
 
-`describe_model` walks a model once, finds its router modules, and derives the `RoutingSpec`
-(true decoder-layer indices, E, k, parameters of one expert) from the modules themselves, so
-dense layers mixed with MoE layers (Jamba, Qwen2-MoE `mlp_only_layers`, DeepSeek
-`first_k_dense_replace`, Llama4 `moe_layers`) need no per-family bookkeeping.
+The small `ADAPTERS` table covers families that deviate: Llama 4 scales the experts' *inputs*
+(read at its router), and the hand-written one-line rules of the families routelens documented
+first. Routers that take top-k with `sorted=False` are detected from their source: the
+recorder orders their k by weight, so that the first choice comes first.
+
+`describe_model` derives the `RoutingSpec` (true decoder-layer indices, E, k per layer, zero
+experts, hash-routed layers, parameters of one expert) from the modules, so dense layers mixed
+with MoE layers need no per-family bookkeeping. It works on a meta-device skeleton too.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import torch
 from torch import nn
 
+from routelens.capture.catalog import family_name
+from routelens.capture.rules import derived_rule
 from routelens.errors import UnsupportedModelError
 
-# (index (tokens, k), weights (tokens, k), logits (tokens, E))
-RouterReading = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-Reader = Callable[[nn.Module, nn.Module, object], RouterReading]
+# (index (tokens, k), weights (tokens, k)) read from a router's output, for adapters
+Reader = Callable[[nn.Module, nn.Module, object], tuple[torch.Tensor, torch.Tensor]]
 
-# A router's decoder layer: `model.layers.7.mlp.gate`, DBRX `transformer.blocks.7.ffn.router`.
+# An experts module's decoder layer: `model.layers.7.mlp.experts`, DBRX `transformer.blocks.7.ffn.experts`.
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|blocks|h)\.(\d+)\.")
+_ROUTER_NAME = re.compile(r"(Router|Gate|Gating)$")
 
 
 class Scoring(StrEnum):
-    """How a family turns router logits into the full per-expert distribution (`probs`)."""
+    """How a family turns what its router outputs into the full per-expert distribution (`probs`)."""
 
     SOFTMAX = "softmax"
     SIGMOID = "sigmoid"
+    PROBS = "probs"  # the router already outputs the distribution
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
+        if self is Scoring.PROBS:
+            return logits
         return logits.softmax(dim=-1) if self is Scoring.SOFTMAX else logits.sigmoid()
 
 
 @dataclass(frozen=True)
 class RoutingSpec:
-    """What routelens records from one model: its MoE layers and routing rule."""
+    """What routelens records from one model: its MoE layers and routing rule.
+
+    Layers whose k is below `top_k` are padded with `no_expert_id` and weight 0; ids
+    `num_experts .. num_experts + num_zero_experts - 1` are zero-computation experts.
+    """
 
     family: str  # e.g. "mixtral", "deepseek_v3"
     rule: str  # one line: how selection and weights are computed
     moe_layers: list[int]  # true decoder-layer indices of the MoE layers (dense layers skipped)
-    num_experts: int  # routed experts E (shared experts not counted)
-    top_k: int  # experts chosen per token
+    num_experts: int  # routed experts E (shared and zero-computation experts not counted)
+    top_k: int  # experts chosen per token (the largest k where k differs per layer)
     expert_params: int  # parameters of ONE routed expert, from the experts module's weight shapes
+    top_k_per_layer: list[int] = field(default_factory=list)  # k of each MoE layer; filled when empty
+    num_zero_experts: int = 0  # zero-computation (identity) experts, ids E .. E+Z-1
+    hash_routed_layers: list[int] = field(default_factory=list)  # MoE layers routed by token id
 
     def __post_init__(self):
         assert self.moe_layers == sorted(set(self.moe_layers)), self.moe_layers
-        assert 1 <= self.top_k <= self.num_experts, (self.top_k, self.num_experts)
+        if not self.top_k_per_layer:
+            object.__setattr__(self, "top_k_per_layer", [self.top_k] * len(self.moe_layers))
+        assert len(self.top_k_per_layer) == len(self.moe_layers), (self.top_k_per_layer, self.moe_layers)
+        assert self.top_k == max(self.top_k_per_layer, default=self.top_k), (self.top_k, self.top_k_per_layer)
+        assert 1 <= self.top_k <= self.num_experts + self.num_zero_experts, (self.top_k, self.num_experts)
+        assert self.num_zero_experts >= 0 and set(self.hash_routed_layers) <= set(self.moe_layers)
+
+    @property
+    def no_expert_id(self) -> int:
+        """The id of an empty slot (docs/trace-format.md): one past the last expert, weight 0."""
+        return self.num_experts + self.num_zero_experts
 
 
 @dataclass(frozen=True)
-class FamilyAdapter:
-    """How to read one family's router."""
+class Adapter:
+    """How one family deviates from the convention; None fields keep the derived behaviour."""
 
-    family: str  # routelens' name for the family (the HF model_type of its canonical model)
-    router: str  # class name of the router module, as in `_can_record_outputs`
-    rule: str  # one line, stored in the trace manifest
-    scoring: Scoring  # full distribution for `probs`
-    read: Reader  # (router, owner MoE block, router output) -> (index, weights, logits)
-    best_first: bool = True  # False where the router's top-k is unsorted: take() sorts by weight
+    rule: str | None = None  # one line, formatted with the config's switches
+    scoring: Scoring | None = None
+    read: Reader | None = None  # read (index, weights) from the router's output instead of the experts' inputs
 
 
-def _read_triple(router: nn.Module, owner: nn.Module, output) -> RouterReading:
-    """`(router_logits, top_k_weights, top_k_index)`, the transformers 5 router convention."""
-    logits, weights, index = output
-    return index, weights, logits
-
-
-def _read_llama4(router: nn.Module, owner: nn.Module, output) -> RouterReading:
+def _read_llama4(router: nn.Module, owner: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor]:
     """Llama4's router returns `(router_scores (tokens, E), router_logits)`: sigmoid of the top-k
-    logits scattered into a (tokens, E) matrix that scales each expert's *input*. The indices
-    are not returned, so the router's own `torch.topk(router_logits, top_k, dim=1)` is repeated
-    on the very tensor it ran on (deterministic, same op: the same indices, best first)."""
+    logits scattered into a (tokens, E) matrix that scales each expert's *input*, so the experts
+    never see indices. The router's own `torch.topk(router_logits, top_k, dim=1)` is repeated on
+    the very tensor it ran on (deterministic, same op: the same indices, best first)."""
     scores, logits = output
     index = torch.topk(logits, router.top_k, dim=1).indices
-    return index, scores.gather(1, index), logits
-
-
-def _read_dbrx(router: nn.Module, owner: nn.Module, output) -> RouterReading:
-    """DBRX's router module exposes logits only; selection happens in the FFN's
-    `route_tokens_to_experts` (softmax -> top-k -> divide by the p-norm of the k). Calling that
-    same method on the logits applies the family's own rule, so it follows upstream changes."""
-    weights, index = owner.route_tokens_to_experts(output)
-    return index, weights, output
-
-
-def _adapter(family: str, router: str, rule: str, scoring: Scoring = Scoring.SOFTMAX, *, read: Reader = _read_triple,
-             best_first: bool = True) -> FamilyAdapter:  # fmt: skip
-    return FamilyAdapter(family, router, rule, scoring, read, best_first)
+    return index, scores.gather(1, index)
 
 
 _SOFTMAX_RENORM = "fp32 softmax over E -> top-k -> renormalise over the k"
 _SOFTMAX_MAYBE_RENORM = "fp32 softmax over E -> top-k -> renormalise only if norm_topk_prob={norm}"
 
-ADAPTERS: tuple[FamilyAdapter, ...] = (
-    _adapter("mixtral", "MixtralTopKRouter", _SOFTMAX_RENORM),
-    _adapter("qwen2_moe", "Qwen2MoeTopKRouter", _SOFTMAX_MAYBE_RENORM + "; plus a sigmoid-gated shared expert"),
-    _adapter("qwen3_moe", "Qwen3MoeTopKRouter", _SOFTMAX_MAYBE_RENORM),
-    _adapter("olmoe", "OlmoeTopKRouter", _SOFTMAX_MAYBE_RENORM),
-    _adapter("phimoe", "PhimoeTopKRouter", "sparsemixer top-2: first = argmax of logits, second = argmax of the "
-             "rest; each weight = softmax over the logits within 2*router_jitter_noise (relative) of that choice, "
-             "taken at it"),  # fmt: skip
-    _adapter("deepseek_v2", "DeepseekV2TopkRouter", "fp32 softmax over E -> top-k ({topk_method}; "
-             "group_limited_greedy keeps the topk_group groups of highest max score) -> "
-             "x routed_scaling_factor={scale}, no renormalisation; plus shared experts",
-             best_first=False),  # fmt: skip
-    _adapter("deepseek_v3", "DeepseekV3TopkRouter", "sigmoid scores; selection on scores + e_score_correction_bias, "
-             "best topk_group groups by top-2 sum; weights = unbiased scores, renormalised if norm_topk_prob={norm}, "
-             "x routed_scaling_factor={scale}; plus shared experts", Scoring.SIGMOID, best_first=False),  # fmt: skip
-    _adapter("gpt_oss", "GptOssTopKRouter", "top-k of biased logits -> softmax over the k"),
-    _adapter("granitemoe", "GraniteMoeTopKRouter", "top-k of logits -> softmax over the k"),
-    _adapter("dbrx", "DbrxRouter", "softmax over E -> top-k -> divide by the p-norm of the k "
-             "(p=moe_normalize_expert_weights={p})", read=_read_dbrx),  # fmt: skip
-    _adapter("jamba", "JambaTopKRouter", "fp32 softmax over E -> top-k, no renormalisation"),
-    _adapter("llama4", "Llama4Router", "top-k of logits -> sigmoid of the k logits, scaling the expert's input; "
-             "plus a shared expert", Scoring.SIGMOID, read=_read_llama4),  # fmt: skip
-)
-BY_ROUTER: dict[str, FamilyAdapter] = {a.router: a for a in ADAPTERS}
-SUPPORTED = tuple(a.family for a in ADAPTERS)
+# keyed by router class name, as in `_can_record_outputs`
+ADAPTERS: dict[str, Adapter] = {
+    "MixtralTopKRouter": Adapter(_SOFTMAX_RENORM),
+    "Qwen2MoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM + "; plus a sigmoid-gated shared expert"),
+    "Qwen3MoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM),
+    "OlmoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM),
+    "PhimoeTopKRouter": Adapter("sparsemixer top-2: first = argmax of logits, second = argmax of the rest; each "
+                                "weight = softmax over the logits within 2*router_jitter_noise (relative) of that "
+                                "choice, taken at it"),  # fmt: skip
+    "DeepseekV2TopkRouter": Adapter("fp32 softmax over E -> top-k ({topk_method}; group_limited_greedy keeps the "
+                                    "topk_group groups of highest max score) -> x routed_scaling_factor={scale}, "
+                                    "no renormalisation; plus shared experts"),  # fmt: skip
+    "DeepseekV3TopkRouter": Adapter("sigmoid scores; selection on scores + e_score_correction_bias, best topk_group "
+                                    "groups by top-2 sum; weights = unbiased scores, renormalised if "
+                                    "norm_topk_prob={norm}, x routed_scaling_factor={scale}; plus shared experts",
+                                    Scoring.SIGMOID),  # fmt: skip
+    "GptOssTopKRouter": Adapter("top-k of biased logits -> softmax over the k"),
+    "GraniteMoeTopKRouter": Adapter("top-k of logits -> softmax over the k"),
+    "DbrxRouter": Adapter("softmax over E -> top-k -> divide by the p-norm of the k (p=moe_normalize_expert_weights={p})"),
+    "JambaTopKRouter": Adapter("fp32 softmax over E -> top-k, no renormalisation"),
+    "Llama4Router": Adapter("top-k of logits -> sigmoid of the k logits, scaling the expert's input; plus a shared "
+                            "expert", Scoring.SIGMOID, _read_llama4),  # fmt: skip
+    "Gemma4TextRouter": Adapter(scoring=Scoring.PROBS),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class RouterSite:
-    """One router module in a model, with the MoE block that owns it."""
+    """One MoE block of a model: its router, its experts and how routelens reads them."""
 
     layer: int  # true decoder-layer index
-    name: str  # qualified module name, e.g. "model.layers.3.mlp.gate"
+    name: str  # qualified name of the experts module, e.g. "model.layers.3.mlp.experts"
     router: nn.Module
-    owner: nn.Module  # the MoE block holding `router` and `experts`
-    adapter: FamilyAdapter
+    owner: nn.Module  # the module holding `experts` (and, mostly, the router)
+    experts: nn.Module
+    adapter: Adapter
+    logits_index: int  # where the router's output holds its logits (`OutputRecorder.index`)
+    top_k: int
+    num_experts: int
+    num_zero_experts: int
+    hash_routed: bool  # the router selects by token id
+    best_first: bool  # False where the router's top-k is unsorted: take() sorts by weight
+
+    @property
+    def reads_router(self) -> bool:
+        return self.adapter.read is not None
 
 
 def _architecture(model: nn.Module) -> str:
@@ -148,56 +162,159 @@ def _architecture(model: nn.Module) -> str:
     return archs[0] if archs else type(model).__name__
 
 
+def _text_config(model: nn.Module):
+    config = getattr(model, "config", None)
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _recorded_routers(model: nn.Module) -> dict[type, int]:
+    """Router classes the model's own classes record `router_logits` from, with the output index."""
+    found: dict[type, int] = {}
+    for module in model.modules():
+        entry = (getattr(type(module), "_can_record_outputs", None) or {}).get("router_logits")
+        for item in entry if isinstance(entry, (list, tuple)) else [entry]:
+            cls = getattr(item, "target_class", item)
+            if isinstance(cls, type):
+                found.setdefault(cls, int(getattr(item, "index", 0) or 0))
+    return found
+
+
+def _takes_routing(experts: nn.Module) -> bool:
+    """True where the experts' forward takes (hidden_states, top_k_index, top_k_weights)."""
+    params = [p for p in inspect.signature(type(experts).forward).parameters.values() if p.name != "self"]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+def _first_int(*candidates) -> int | None:
+    for obj, names in candidates:
+        for name in names:
+            value = getattr(obj, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _source(*classes: type) -> str:
+    text = []
+    for cls in classes:
+        try:
+            text.append(inspect.getsource(cls))
+        except (OSError, TypeError):
+            pass
+    return "\n".join(text)
+
+
+def _router_of(owner: nn.Module, recorded: dict[type, int]) -> nn.Module | None:
+    """The router beside an experts module: a recorded router class (or the owner itself, where
+    the whole block is what transformers records), else a child named like a router."""
+    if isinstance(owner, tuple(recorded)):
+        return owner
+    children = list(owner.named_children())
+    for _, child in children:
+        if isinstance(child, tuple(recorded)):
+            return child
+    for name, child in children:
+        if name in ("gate", "router") or _ROUTER_NAME.search(type(child).__name__):
+            return child
+    return None
+
+
 def find_routers(model: nn.Module) -> list[RouterSite]:
-    """Every router module of a supported family in `model`, ordered by decoder layer."""
+    """Every MoE block of `model` routelens can record, ordered by decoder layer."""
+    recorded = _recorded_routers(model)
     modules = dict(model.named_modules())
+    text = _text_config(model)
     sites = []
-    for name, module in modules.items():
-        adapter = BY_ROUTER.get(type(module).__name__)
-        if adapter is None:
+    for name, experts in modules.items():
+        if not recorded or name.rsplit(".", 1)[-1] != "experts" or not list(experts.parameters()):
+            continue
+        owner = modules[name.rsplit(".", 1)[0]] if "." in name else model
+        router = _router_of(owner, recorded)
+        if router is None:
+            continue
+        adapter = ADAPTERS.get(type(router).__name__, Adapter())
+        if adapter.read is None and not _takes_routing(experts):
             continue
         layer = _LAYER_RE.search(name)
-        assert layer is not None, f"router {name} sits outside a decoder layer"
-        owner = modules[name.rsplit(".", 1)[0]] if "." in name else model
-        sites.append(RouterSite(int(layer.group(1)), name, module, owner, adapter))
+        assert layer is not None, f"experts {name} sit outside a decoder layer"
+        top_k = _first_int((router, ["top_k"]), (owner, ["top_k", "num_experts_per_tok"]),
+                           (experts, ["top_k"]), (text, ["num_experts_per_tok", "top_k_experts", "moe_topk"]))  # fmt: skip
+        num_experts = _first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]),
+                                 (owner, ["num_experts"]), (text, ["num_local_experts", "num_experts"]))  # fmt: skip
+        assert top_k and num_experts, f"no top_k / num_experts on {name}"
+        zero = _first_int((experts, ["zero_expert_num"]), (text, ["zero_expert_num"])) or 0
+        forward = inspect.signature(type(router).forward).parameters
+        sites.append(RouterSite(
+            layer=int(layer.group(1)), name=name, router=router, owner=owner, experts=experts, adapter=adapter,
+            logits_index=recorded.get(type(router), 0), top_k=top_k, num_experts=num_experts,
+            num_zero_experts=zero, hash_routed="input_ids" in forward,
+            best_first="sorted=False" not in _source(type(router), type(owner)),
+        ))  # fmt: skip
     if not sites:
+        from routelens.capture.unsupported import why_unsupported
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        reason = why_unsupported(model_type) if model_type else None
+        detail = f" ({reason})" if reason else ""
         raise UnsupportedModelError(
-            f"{_architecture(model)} has no MoE layer routelens can record; supported: {', '.join(SUPPORTED)}. "
-            "Pass a Mixture-of-Experts causal LM of one of these families."
+            f"{_architecture(model)} has no MoE layer routelens can record{detail}; supported: "
+            f"{', '.join(supported_families())}. Pass a Mixture-of-Experts model of one of these families "
+            "(`routelens families` lists them)."
         )
-    families = {s.adapter.family for s in sites}
-    assert len(families) == 1, f"one model mixes router families {families}"
     sites.sort(key=lambda s: s.layer)
     assert len({s.layer for s in sites}) == len(sites), [s.name for s in sites]
     return sites
 
 
-def _top_k(site: RouterSite) -> int:
-    return int(getattr(site.router, "top_k", None) or site.owner.top_k)
+def supported_families() -> tuple[str, ...]:
+    """Model types of the installed transformers that routelens records (every MoE family not listed
+    in `routelens.capture.unsupported`)."""
+    from routelens.capture.catalog import moe_families
+    from routelens.capture.unsupported import UNSUPPORTED
+
+    return tuple(f.model_type for f in moe_families() if f.model_type not in UNSUPPORTED)
+
+
+def _expert_params(experts: nn.Module, num_experts: int, num_zero: int) -> int:
+    """Parameters of one routed expert. Fused weights carry the experts on their first axis: (E, ...)
+    or (E + Z, ...) where zero experts have rows, or E blocks stacked (DBRX (E * ffn, H)); shared
+    experts live outside `experts` and are not counted."""
+    total = 0
+    for p in experts.parameters():
+        rows = p.shape[0] if p.dim() else 1
+        if rows in (num_experts, num_experts + num_zero) and num_zero:
+            total += p.numel() // rows
+        else:
+            assert p.numel() % num_experts == 0, (tuple(p.shape), num_experts)
+            total += p.numel() // num_experts
+    return total
 
 
 def describe_model(model: nn.Module) -> RoutingSpec:
     """The routing routelens will record from `model`: family, rule, MoE layers, E, k, expert size.
 
-    Raises `UnsupportedModelError` naming the architecture when the model has no known router.
+    Raises `UnsupportedModelError` naming the architecture when the model has no MoE block it can read.
     """
     sites = find_routers(model)
     first = sites[0]
-    experts = first.owner.experts
-    num_experts = int(experts.num_experts)
-    # Fused expert weights carry E on their first axis (DBRX stacks E blocks on axis 0), so one
-    # expert's share is the total over E; shared experts live outside `experts` and are not counted.
-    total = sum(p.numel() for p in experts.parameters())
-    assert total % num_experts == 0, (total, num_experts)
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    rule = first.adapter.rule.format(
+    num_experts = max(s.num_experts for s in sites)
+    num_zero = max(s.num_zero_experts for s in sites)
+    text = _text_config(model)
+    family = family_name(type(first.router)) or str(getattr(text, "model_type", type(model).__name__))
+    template = first.adapter.rule or derived_rule(first.router, first.owner, text)
+    rule = template.format(
         norm=getattr(text, "norm_topk_prob", None),
         scale=getattr(text, "routed_scaling_factor", None),
         topk_method=getattr(text, "topk_method", None),
         p=getattr(getattr(text, "ffn_config", None), "moe_normalize_expert_weights", None),
     )
+    ks = [s.top_k for s in sites]
+    hashed = [s.layer for s in sites if s.hash_routed]
+    if hashed and "hash" not in rule:
+        rule += f"; layers {hashed} route by token id (a fixed token -> experts table)"
     return RoutingSpec(
-        family=first.adapter.family, rule=rule, moe_layers=[s.layer for s in sites],
-        num_experts=num_experts, top_k=_top_k(first), expert_params=total // num_experts,
+        family=family, rule=rule, moe_layers=[s.layer for s in sites], num_experts=num_experts, top_k=max(ks),
+        expert_params=_expert_params(first.experts, first.num_experts, first.num_zero_experts),
+        top_k_per_layer=ks, num_zero_experts=num_zero, hash_routed_layers=hashed,
     )  # fmt: skip

@@ -1,14 +1,19 @@
-"""Record what a MoE model's routers decided, with forward hooks that live only inside `with`.
+"""Record what a MoE model's experts computed with, with hooks that live only inside `with`.
 
     with RoutingRecorder(model) as rec:
         model(input_ids, attention_mask=mask)
         routing = rec.take()          # experts (L, B*T, k), weights (L, B*T, k)
 
-A forward hook on every router module keeps references to the indices and weights the router
-returned (detached, on their device: no copy, no host sync per layer); `take()` concatenates
-and stacks them once per call. The order of tokens is the order the routers saw them: B*T
-flattened row-major over (batch, time), forward passes one after another. Padding positions are
-routed like any token and returned too; dropping them is the caller's job (it has the mask).
+A forward pre-hook on every experts module keeps references to the `top_k_index` and
+`top_k_weights` it was called with (detached, on their device: no copy, no host sync per layer);
+families whose experts never see indices (Llama 4) are read at the router instead. `take()`
+concatenates and stacks them once per call. The order of tokens is the order the experts saw
+them: B*T flattened row-major over (batch, time), forward passes one after another. Padding
+positions are routed like any token and returned too; dropping them is the caller's job.
+
+Layers with fewer than `spec.top_k` experts per token are padded with `spec.no_expert_id` and
+weight 0; so is any index at or beyond it (the sentinel some experts implementations use for
+masked tokens), which is therefore never recorded as an expert.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from routelens.capture.families import RouterSite, RoutingSpec, describe_model, find_routers
+from routelens.capture.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
 from routelens.errors import RoutelensError
 
 
@@ -34,8 +39,23 @@ class Routing:
         assert self.experts.shape == self.weights.shape, (self.experts.shape, self.weights.shape)
 
 
+def _experts_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(top_k_index, top_k_weights)` from a call `experts(hidden_states, top_k_index, top_k_weights)`,
+    positional or by keyword."""
+    rest = list(args[1:3])
+    if len(rest) < 2:
+        named = [v for k, v in kwargs.items() if k != "hidden_states" and torch.is_tensor(v)]
+        rest += named[: 2 - len(rest)]
+    index, weights = rest
+    return index, weights
+
+
+def _logits(output, index: int) -> torch.Tensor:
+    return output[index] if isinstance(output, (tuple, list)) else output
+
+
 class RoutingRecorder:
-    """Context manager that hooks a model's routers; `take()` returns what they decided."""
+    """Context manager that hooks a model's MoE blocks; `take()` returns what their experts computed with."""
 
     def __init__(self, model: nn.Module, spec: RoutingSpec | None = None, *, store_probs: bool = False):
         self.model = model
@@ -48,18 +68,28 @@ class RoutingRecorder:
                 f"the RoutingSpec lists MoE layers {list(self.spec.moe_layers)} but the model's routers sit in "
                 f"layers {found}; build the spec with describe_model(model) for this model."
             )
-        self._best_first = self._sites[0].adapter.best_first
-        self._scoring = self._sites[0].adapter.scoring
+        first = self._sites[0]
+        derived = Scoring.SIGMOID if self.spec.rule.startswith("sigmoid") else Scoring.SOFTMAX
+        self._scoring = first.adapter.scoring or derived
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        # per MoE layer, one (index, weights, logits|None) per forward pass since the last take()
-        self._buffer: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = []
+        # per MoE layer, one (index, weights) per forward pass since the last take(); logits apart
+        self._buffer: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        self._logits: list[list[torch.Tensor]] = []
 
     def __enter__(self) -> RoutingRecorder:
         assert not self._handles, "RoutingRecorder is not re-entrant"
         self._buffer = [[] for _ in self._sites]
+        self._logits = [[] for _ in self._sites]
         try:
             for slot, site in enumerate(self._sites):
-                self._handles.append(site.router.register_forward_hook(self._hook(slot, site)))
+                if site.reads_router:
+                    self._handles.append(site.router.register_forward_hook(self._router_hook(slot, site)))
+                else:
+                    self._handles.append(
+                        site.experts.register_forward_pre_hook(self._experts_hook(slot), with_kwargs=True)
+                    )
+                    if self.store_probs:
+                        self._handles.append(site.router.register_forward_hook(self._logits_hook(slot, site)))
         except BaseException:
             self._remove()
             raise
@@ -68,6 +98,7 @@ class RoutingRecorder:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._remove()
         self._buffer = []
+        self._logits = []
 
     def _remove(self) -> None:
         try:
@@ -76,13 +107,32 @@ class RoutingRecorder:
         finally:
             self._handles = []
 
-    def _hook(self, slot: int, site: RouterSite):
-        read, router, owner, keep_logits = site.adapter.read, site.router, site.owner, self.store_probs
+    def _experts_hook(self, slot: int):
         buffer = self._buffer[slot]
 
+        def hook(module, args, kwargs):
+            index, weights = _experts_inputs(args, kwargs)
+            buffer.append((index.detach(), weights.detach()))
+
+        return hook
+
+    def _logits_hook(self, slot: int, site: RouterSite):
+        logits, at = self._logits[slot], site.logits_index
+
         def hook(module, args, output):
-            index, weights, logits = read(router, owner, output)
-            buffer.append((index.detach(), weights.detach(), logits.detach() if keep_logits else None))
+            logits.append(_logits(output, at).detach())
+
+        return hook
+
+    def _router_hook(self, slot: int, site: RouterSite):
+        read, router, owner, keep_logits = site.adapter.read, site.router, site.owner, self.store_probs
+        buffer, logits, at = self._buffer[slot], self._logits[slot], site.logits_index
+
+        def hook(module, args, output):
+            index, weights = read(router, owner, output)
+            buffer.append((index.detach(), weights.detach()))
+            if keep_logits:
+                logits.append(_logits(output, at).detach())
 
         return hook
 
@@ -94,36 +144,48 @@ class RoutingRecorder:
         if len(set(counts)) != 1:
             missing = [s.name for s, n in zip(self._sites, counts) if n < max(counts)]
             raise RoutelensError(
-                f"routers {missing} did not run in every forward pass (calls per layer {counts}); a fused kernel "
+                f"experts {missing} did not run in every forward pass (calls per layer {counts}); a fused kernel "
                 "probably replaced the MoE block: load the model without hub kernels (use_kernels=False)."
             )
-        per_layer = [self._layer(b) for b in self._buffer]
-        for b in self._buffer:
+        per_layer = [self._layer(site, b, lg) for site, b, lg in zip(self._sites, self._buffer, self._logits)]
+        for b, lg in zip(self._buffer, self._logits):
             b.clear()
+            lg.clear()
         # layers may sit on different devices (device_map="auto"): gather on the first layer's
         device = per_layer[0][0].device
         experts = torch.stack([p[0].to(device) for p in per_layer])  # (L, tokens, k)
         weights = torch.stack([p[1].to(device) for p in per_layer])  # (L, tokens, k)
         probs = torch.stack([p[2].to(device) for p in per_layer]) if self.store_probs else None  # (L, tokens, E)
-        if not self._best_first:
-            # These routers take top-k with sorted=False; order the k by weight, largest first,
-            # so that index 0 is the first choice as the trace format promises.
-            weights, order = weights.sort(dim=-1, descending=True, stable=True)
-            experts = experts.gather(-1, order)
-        # Some experts implementations mark masked tokens with the sentinel index E; routers never
-        # emit it, and a trace must never hold it.
-        assert experts.numel() == 0 or int(experts.max()) < self.spec.num_experts, "sentinel expert id recorded"
         return Routing(experts=experts, weights=weights, probs=probs)
 
-    def _layer(self, calls) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        k, num_experts = self.spec.top_k, self.spec.num_experts
-        if not calls:
-            empty = torch.empty(0, k)
-            probs = torch.empty(0, num_experts) if self.store_probs else None
-            return empty.long(), empty, probs
-        index = torch.cat([c[0].reshape(-1, k) for c in calls]).long()  # (tokens, k)
-        weights = torch.cat([c[1].reshape(-1, k) for c in calls]).float()  # (tokens, k)
+    def _layer(self, site: RouterSite, calls, logits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        k, num_experts, empty_id = self.spec.top_k, self.spec.num_experts, self.spec.no_expert_id
         probs = None
         if self.store_probs:
-            probs = self._scoring.apply(torch.cat([c[2].reshape(-1, num_experts) for c in calls]))  # (tokens, E)
+            probs = (
+                self._scoring.apply(torch.cat([c.reshape(-1, c.shape[-1])[:, :num_experts] for c in logits]))
+                if logits
+                else torch.empty(0, num_experts)
+            )  # (tokens, E)
+        if not calls:
+            empty = torch.empty(0, k)
+            return empty.long(), empty, probs
+        width = site.top_k
+        index = torch.cat([c[0].reshape(-1, width) for c in calls]).long()  # (tokens, k of this layer)
+        weights = torch.cat([c[1].reshape(-1, width) for c in calls]).float()
+        # an index at or past the empty id is the experts implementation's masked-token sentinel:
+        # those experts never ran, so the slot is recorded as empty
+        masked = index >= empty_id
+        if bool(masked.any()):
+            index = index.masked_fill(masked, empty_id)
+            weights = weights.masked_fill(masked, 0.0)
+        if width < k:  # a layer with a smaller k than the largest: pad with empty slots
+            index = torch.cat([index, index.new_full((index.shape[0], k - width), empty_id)], dim=1)
+            weights = torch.cat([weights, weights.new_zeros((weights.shape[0], k - width))], dim=1)
+        if not site.best_first:
+            # These routers take top-k with sorted=False; order the k by weight, largest first,
+            # so that index 0 is the first choice as the trace format promises (empty slots last).
+            key = weights.masked_fill(index == empty_id, float("-inf"))
+            order = key.sort(dim=-1, descending=True, stable=True).indices
+            index, weights = index.gather(-1, order), weights.gather(-1, order)
         return index, weights, probs
