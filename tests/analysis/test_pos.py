@@ -170,7 +170,7 @@ def test_config_errors_name_the_value(bad, message):
 
 
 def test_figures_render_from_the_json_round_trip(planted_result):
-    from routelens.analysis import pos
+    from routelens.report.figures import pos  # the report draws the analysis' figures
 
     result = json.loads(json.dumps(planted_result))
     heat = pos.specialization_figure(result, ["3", "7"])

@@ -126,8 +126,6 @@ def test_bad_token_view_layer_names_the_choices(tmp_path, built):
 
 
 def test_failure_leaves_no_partial_output(tmp_path, built, monkeypatch):
-    import routelens.report.sections as S
-
     out = tmp_path / "r.html"
     write_report(built.trace, {}, out, progress=False)
     before = out.read_bytes()
@@ -136,7 +134,6 @@ def test_failure_leaves_no_partial_output(tmp_path, built, monkeypatch):
     def boom(ctx):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(S, "vocabulary", boom)
     monkeypatch.setattr("routelens.report.build.SECTIONS", [(boom, "vocabulary", "")])
     with pytest.raises(RuntimeError):
         write_report(built.trace, built.analysis, out, progress=False)

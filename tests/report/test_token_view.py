@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from routelens.errors import RoutelensError
-from routelens.report.numbers import expert_colors, tint
+from routelens.report.colors import expert_colors, tint
 from routelens.report.token_view import collect_samples, render_token_view, token_text
 from tests.report.conftest import LAYERS, SPECIAL, make_trace
 

@@ -9,7 +9,8 @@ token's experts across all MoE layers) encode syntax? Given a trace with gold or
 - the routing-path probe against its baselines, and the layer ablation (`pos_probe`),
 - the t-SNE path map with per-tag silhouettes (`pos_map`).
 
-The figures for the report take the returned dict (`pos_figures`, re-exported here).
+The report draws its figures from the returned dict (`routelens.report.figures.pos`); nothing here
+needs matplotlib.
 """
 
 from __future__ import annotations
@@ -289,12 +290,3 @@ def top_specialized(result: dict, n: int = 10) -> list[tuple[str, str, dict]]:
     """The (layer, tag, entry) triples with the largest max_share, for summaries and the CLI."""
     rows = [(layer, tag, entry) for layer, tags in result["specialization"].items() for tag, entry in tags.items()]
     return sorted(rows, key=lambda r: (-r[2]["max_share"], r[2]["p_value"]))[:n]
-
-
-def __getattr__(name: str):
-    # The figure functions live in pos_figures (matplotlib is imported only when one is used).
-    if name in ("specialization_figure", "ablation_figure", "path_map_figure"):
-        from routelens.analysis import pos_figures
-
-        return getattr(pos_figures, name)
-    raise AttributeError(name)

@@ -18,27 +18,36 @@ from pathlib import Path
 import routelens
 from routelens.atomic import atomic_dir, atomic_path
 from routelens.errors import RoutelensError
-from routelens.report import sections as S
-from routelens.report import sections_extra as X
 from routelens.report.figures_io import FigureSink, style
 from routelens.report.html import Section, esc, page
-from routelens.report.numbers import spread_layers
+from routelens.report.sections.balance import balance_section
+from routelens.report.sections.cache import cache_section
+from routelens.report.sections.coactivation import coactivation_section
+from routelens.report.sections.confidence import confidence_section
+from routelens.report.sections.context import ReportContext, spread_layers
+from routelens.report.sections.distribution import distribution_section, domain_distance_section
+from routelens.report.sections.locality import locality_section
+from routelens.report.sections.pos import pos_section
+from routelens.report.sections.saturation import saturation_section
+from routelens.report.sections.summary import summary_section
+from routelens.report.sections.tokens import token_view_section
+from routelens.report.sections.vocabulary import vocabulary_section
 from routelens.report.token_view import layer_columns
 from routelens.store import Trace, open_trace
 
 # (builder, what it needs, how to get it when absent) in page order; the summary comes first.
-SECTIONS: list[tuple[Callable[[S.ReportContext], Section | None], str, str]] = [
-    (S.distribution, "distribution", "`routelens analyze`"),
-    (S.domain_distance, "domain_distance", "`routelens analyze` on a trace of two or more domains"),
-    (S.locality, "locality", "`routelens analyze`"),
-    (S.token_view, "token view", ""),
-    (S.vocabulary, "vocabulary", "`routelens analyze`"),
-    (S.coactivation, "coactivation", "`routelens analyze` (needs top-k > 1)"),
-    (X.confidence, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
-    (X.pos, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
-    (X.saturation, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
-    (X.cache, "cache", "`routelens simulate cache --json`, passed as a further --json"),
-    (X.balance, "balance", "`routelens simulate balance --json`, passed as a further --json"),
+SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
+    (distribution_section, "distribution", "`routelens analyze`"),
+    (domain_distance_section, "domain_distance", "`routelens analyze` on a trace of two or more domains"),
+    (locality_section, "locality", "`routelens analyze`"),
+    (token_view_section, "token view", ""),
+    (vocabulary_section, "vocabulary", "`routelens analyze`"),
+    (coactivation_section, "coactivation", "`routelens analyze` (needs top-k > 1)"),
+    (confidence_section, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
+    (pos_section, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
+    (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
+    (cache_section, "cache", "`routelens simulate cache --json`, passed as a further --json"),
+    (balance_section, "balance", "`routelens simulate balance --json`, passed as a further --json"),
 ]
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
@@ -92,7 +101,7 @@ def write_report(
     # The HTML file and the figure folder are built under temporary names (the leftovers of a killed
     # run are removed here first) and renamed into place once whole: figures first, then the page.
     with atomic_path(out_html) as tmp_html, atomic_dir(figures_dir) as tmp_figures:
-        ctx = S.ReportContext(
+        ctx = ReportContext(
             trace=trace, analysis=analysis, sink=FigureSink(tmp_figures), layers=layers,
             domains=list(trace.domains), num_experts=trace.num_experts, top_k=trace.top_k, view_layers=view,
         )  # fmt: skip
@@ -105,7 +114,7 @@ def write_report(
                 if section is not None:
                     built.append(section)
                 bar.advance(task)
-            summary = S.summary(ctx)
+            summary = summary_section(ctx)
             if ctx.notes:
                 summary.body += "<h3>Not in this report</h3><ul class=\"skipped\">" + "".join(f"<li>{n}</li>" for n in ctx.notes) + "</ul>"
             bar.advance(task)
@@ -113,7 +122,7 @@ def write_report(
     return out_html
 
 
-def _build(builder, key: str, how: str, ctx: S.ReportContext) -> Section | None:
+def _build(builder, key: str, how: str, ctx: ReportContext) -> Section | None:
     try:
         section = builder(ctx)
     except _SHAPE_ERRORS as exc:

@@ -17,7 +17,7 @@ import numpy as np
 
 from routelens.errors import RoutelensError
 from routelens.report.html import esc
-from routelens.report.numbers import expert_colors, tint
+from routelens.report.colors import expert_colors, tint
 from routelens.store import Trace
 
 

@@ -1,8 +1,10 @@
-"""Matplotlib figures of the POS analysis, drawn from the `pos` result dict alone.
+"""Figures of the part-of-speech analysis, drawn from the `pos` result dict alone: expert share per
+tag, the layer ablation of the routing-path probe, and the t-SNE map of routing paths.
 
 Each function takes the dict returned by `analyze_pos` (or read back from `--json`, where all
 keys are strings) and returns a `matplotlib.figure.Figure` built without pyplot, so the report
-can save it in any format and no global figure state leaks between calls.
+can save it in any format and no global figure state leaks between calls. They live in the
+report, not beside the analysis, so that the analysis package never needs matplotlib.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def path_map_figure(pos: dict):
     labels = np.asarray(tsne["labels"])
     fig = _figure(7.0, 5.5)
     ax = fig.subplots()
-    tags = sorted(set(labels.tolist()), key=lambda t: -(labels == t).sum())
+    # Most frequent first; ties by name, so that colours do not depend on the hash seed of `set`.
+    tags = sorted(set(labels.tolist()), key=lambda t: (-(labels == t).sum(), t))
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
