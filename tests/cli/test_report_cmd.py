@@ -1,5 +1,5 @@
-"""`routelens report`, driven through typer's CliRunner: saved analyses merged, layers chosen,
-user errors as one line with exit code 2."""
+"""`routelens report`, driven through typer's CliRunner: inputs by name (--analysis, --cache,
+--balance) and the old repeated --json, layers chosen, user errors as one line with exit code 2."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def setup(tmp_path_factory):
     analysis = analyze(trace, bootstrap=0, progress=False)
     (root / "analysis.json").write_text(json.dumps({k: analysis[k] for k in ("meta", "locality", "locality_baseline", "distribution")}))
     (root / "sim.json").write_text(json.dumps({k: v for k, v in extras(["0", "7"], 8, 2).items() if k == "balance"}))
+    sim = extras(["0", "7"], 8, 2)
+    meta = {"tokens": trace.num_tokens, "num_experts": 8, "top_k": 2}
+    # As `routelens simulate all` writes them: both results in one file, each with its own meta.
+    both = {"cache": sim["cache"], "cache_meta": meta, "balance": sim["balance"], "balance_meta": {"tokens": trace.num_tokens}}
+    (root / "all.json").write_text(json.dumps(both))
+    (root / "cache.json").write_text(json.dumps({"cache": sim["cache"], "cache_meta": meta}))
+    (root / "other_cache.json").write_text(json.dumps({"cache": sim["cache"], "cache_meta": {**meta, "tokens": 5}}))
     return root
 
 
@@ -42,6 +49,39 @@ def test_report_from_saved_json_files(setup, tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "r_figures").iterdir()).count(".png") == 3
 
 
+def test_report_from_inputs_by_name(setup, tmp_path):
+    out = tmp_path / "r.html"
+    args = ["report", str(setup / "trace"), "-o", str(out), "--analysis", str(setup / "analysis.json"),
+            "--cache", str(setup / "cache.json"), "--balance", str(setup / "sim.json"), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "computing" not in result.output
+    assert sections(out) == ["summary", "distribution", "locality", "token-view", "cache", "balance"]
+
+
+def test_one_simulate_all_file_feeds_cache_and_balance(setup, tmp_path):
+    out = tmp_path / "r.html"
+    args = ["report", str(setup / "trace"), "-o", str(out), "--analysis", str(setup / "analysis.json"),
+            "--cache", str(setup / "all.json"), "--balance", str(setup / "all.json"), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sections(out)[-2:] == ["cache", "balance"]
+    # --cache takes only the cache keys: without --balance, no balance section from the same file.
+    only_cache = CliRunner().invoke(app, args[:-3] + ["-q"])
+    assert only_cache.exit_code == 0, only_cache.output
+    assert sections(out)[-1] == "cache" and "balance" not in sections(out)
+
+
+def test_named_and_old_inputs_give_the_same_report(setup, tmp_path):
+    new, old = tmp_path / "new.html", tmp_path / "old.html"
+    common = ["report", str(setup / "trace"), "--layers", "7", "-q"]
+    a = CliRunner().invoke(app, [*common, "-o", str(new), "--analysis", str(setup / "analysis.json"), "--balance", str(setup / "sim.json")])
+    b = CliRunner().invoke(app, [*common, "-o", str(old), "--json", str(setup / "analysis.json"), "--json", str(setup / "sim.json")])
+    assert a.exit_code == b.exit_code == 0, a.output + b.output
+    stamp = re.compile(r"on \d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+    assert stamp.sub("", new.read_text()) == stamp.sub("", old.read_text())
+
+
 def test_report_computes_the_analysis_when_not_given(setup, tmp_path):
     out = tmp_path / "sub" / "r.html"
     result = CliRunner().invoke(app, ["report", str(setup / "trace"), "-o", str(out), "--json", str(setup / "sim.json"), "-q"])
@@ -59,6 +99,11 @@ def test_report_computes_the_analysis_when_not_given(setup, tmp_path):
         (["--json", "bad.json"], "bad.json is not valid JSON"),
         (["--json", "list.json"], "holds a list, not an analysis object"),
         (["--json", "other.json"], "num_experts=16 but the trace"),
+        (["--analysis", "missing.json"], "--analysis missing.json: no such file; write it with `routelens analyze"),
+        (["--analysis", "other.json"], "num_experts=16 but the trace"),
+        (["--cache", "list.json"], "--cache list.json holds a list"),
+        (["--cache", "other.json"], "--cache other.json holds no `cache` result; pass the file `routelens simulate cache"),
+        (["--balance", "missing.json"], "--balance missing.json: no such file; write it with `routelens simulate balance"),
     ],
 )
 def test_user_errors_exit_2(setup, tmp_path, monkeypatch, extra, message):
@@ -72,7 +117,19 @@ def test_user_errors_exit_2(setup, tmp_path, monkeypatch, extra, message):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_results_of_another_trace_are_refused(setup, tmp_path):
+    args = ["report", str(setup / "trace"), "-o", str(tmp_path / "r.html"), "--analysis", str(setup / "analysis.json"),
+            "--cache", str(setup / "other_cache.json"), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--cache" in result.output and "tokens=5 but the trace" in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_help_has_examples():
     result = CliRunner().invoke(app, ["report", "--help"])
     assert result.exit_code == 0
     assert "routelens report trace/ -o report.html" in result.output and "--layers" in result.output
+    for flag in ("--analysis", "--cache", "--balance", "--json"):
+        assert flag in result.output
+    assert "Old spelling" in result.output

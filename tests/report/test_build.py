@@ -115,7 +115,7 @@ def test_malformed_section_is_skipped_with_a_note(tmp_path, built):
 
 def test_analysis_of_another_trace_is_refused(tmp_path, built):
     trace = make_trace(tmp_path / "t", layers=(0, 1))
-    with pytest.raises(RoutelensError, match="layers=.*omit --json"):
+    with pytest.raises(RoutelensError, match="layers=.*leave out --analysis and --json"):
         write_report(trace, built.analysis, tmp_path / "r.html", progress=False)
     assert not (tmp_path / "r.html").exists()
 

@@ -23,28 +23,67 @@ def parse_layers(text: str | None) -> list[int] | None:
         raise RoutelensError(f"--layers {text!r} is not a comma-separated list of layer indices; write e.g. --layers 0,15,31.") from None
 
 
+# The named inputs: flag -> (the result's key, the command that writes the file).
+RESULTS = {
+    "--cache": ("cache", "routelens simulate cache TRACE --json {path}"),
+    "--balance": ("balance", "routelens simulate balance TRACE --json {path}"),
+}
+
+
+def read_json_object(path: Path, flag: str = "--json", writer: str = "routelens analyze TRACE --json {path}",
+                     what: str = "an analysis object") -> dict:  # fmt: skip
+    """The JSON object in `path`, or a one-line error naming `flag` and the command that writes it."""
+    how = writer.format(path=path)
+    if not path.is_file():
+        raise RoutelensError(f"{flag} {path}: no such file; write it with `{how}`.")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RoutelensError(f"{flag} {path} is not valid JSON ({exc}); write it again with `{how}`.") from None
+    if not isinstance(payload, dict):
+        raise RoutelensError(f"{flag} {path} holds a {type(payload).__name__}, not {what}; pass the file `{how}` wrote.")
+    return payload
+
+
 def load_analyses(paths: list[Path]) -> dict:
-    """Merge the JSON objects of `paths` (later files win on a shared key)."""
+    """Merge the JSON objects of `paths` (later files win on a shared key): the old `--json` spelling."""
     merged: dict = {}
     for path in paths:
-        if not path.is_file():
-            raise RoutelensError(f"--json {path}: no such file; write it with `routelens analyze TRACE --json {path}`.")
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RoutelensError(f"--json {path} is not valid JSON ({exc}); write it again with `routelens analyze --json`.") from None
-        if not isinstance(payload, dict):
-            raise RoutelensError(f"--json {path} holds a {type(payload).__name__}, not an analysis object; pass the file `routelens analyze --json` wrote.")
-        merged.update(payload)
+        merged.update(read_json_object(path))
     return merged
+
+
+def load_result(path: Path, flag: str, trace) -> dict:
+    """The keys of one simulator's result (`cache`, `cache_*`; `balance`, `balance_*`) from `path`,
+    refused when the file holds no such result or was computed on a trace of another shape.
+
+    Only the simulator's own keys are taken, so the file of `routelens simulate all` can be passed
+    to both --cache and --balance, and no input overwrites another's keys."""
+    key, writer = RESULTS[flag]
+    payload = read_json_object(path, flag, writer, what=f"a `{key}` result")
+    if not isinstance(payload.get(key), dict):
+        raise RoutelensError(f"{flag} {path} holds no `{key}` result; pass the file `{writer.format(path=path)}` wrote.")
+    meta = payload.get(f"{key}_meta") or {}
+    mine = {"tokens": trace.num_tokens, "num_experts": trace.num_experts, "top_k": trace.top_k}
+    for name, value in mine.items():
+        if name in meta and meta[name] != value:
+            raise RoutelensError(f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
+                                 f"{name}={value}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
+    return {k: v for k, v in payload.items() if k == key or k.startswith(f"{key}_")}
 
 
 def report_command(
     trace: Annotated[Path, typer.Argument(help="Trace directory (from `routelens trace`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write; figures go to <stem>_figures/ beside it.")] = Path("report.html"),
+    analysis_path: Annotated[Path | None, typer.Option(
+        "--analysis", help="Saved analysis (`routelens analyze --json`) to reuse instead of recomputing.")] = None,
+    cache_path: Annotated[Path | None, typer.Option(
+        "--cache", help="Expert-cache results (`routelens simulate cache --json`, or `simulate all`).")] = None,
+    balance_path: Annotated[Path | None, typer.Option(
+        "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
-        "--json", help="Saved analysis JSON to reuse instead of recomputing; repeat to add `routelens simulate` "
-        "or other results (later files win on shared keys).")] = None,
+        "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
+        "keys); prefer --analysis, --cache and --balance.")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="True layer indices of the token view, comma-separated (default: first, middle, last).")] = None,
     pos: Annotated[bool, typer.Option("--pos", help="When computing the analysis here, include the part-of-speech analyses.")] = False,
     figures: Annotated[Path | None, typer.Option("--figures", help="Folder for the PNG/PDF copies of the figures (default: <stem>_figures/ beside the HTML).")] = None,
@@ -58,18 +97,22 @@ def report_command(
 
         routelens report trace/ -o report.html
 
-        routelens analyze trace/ --json analysis.json && routelens report trace/ --json analysis.json -o report.html
+        routelens analyze trace/ --json analysis.json && routelens report trace/ --analysis analysis.json -o report.html
 
-        routelens report trace/ --json analysis.json --json simulate.json --layers 0,15,31 -o report.html
+        routelens report trace/ --analysis analysis.json --cache cache.json --balance balance.json --layers 0,15,31 -o report.html
     """
     from routelens import open_trace
     from routelens.report import check_analysis, write_report
 
     tr = open_trace(trace)
     view_layers = parse_layers(layers)
-    analysis = load_analyses(list(json_paths or []))
+    analysis = read_json_object(analysis_path, "--analysis") if analysis_path is not None else {}
+    analysis.update(load_analyses(list(json_paths or [])))
     if analysis:
         check_analysis(tr, analysis)  # fail on a mismatched file before any computing
+    for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
+        if path is not None:
+            analysis.update(load_result(path, flag, tr))
     if "distribution" not in analysis:
         from routelens.analysis import analyze
 

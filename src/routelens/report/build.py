@@ -46,8 +46,8 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
     (confidence_section, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
     (pos_section, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
     (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
-    (cache_section, "cache", "`routelens simulate cache --json`, passed as a further --json"),
-    (balance_section, "balance", "`routelens simulate balance --json`, passed as a further --json"),
+    (cache_section, "cache", "`routelens simulate cache --json cache.json`, passed as `--cache cache.json`"),
+    (balance_section, "balance", "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`"),
 ]
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
@@ -67,7 +67,7 @@ def check_analysis(trace: Trace, analysis: dict) -> None:
         if theirs[key] != value:
             raise RoutelensError(
                 f"the analysis has {key}={theirs[key]} but the trace at {trace.path} has {key}={value}; "
-                "pass the analysis of this trace (or omit --json to compute it)."
+                "pass the analysis of this trace (or leave out --analysis and --json to compute it here)."
             )
 
 
