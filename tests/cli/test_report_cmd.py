@@ -49,35 +49,37 @@ def test_report_from_saved_json_files(setup, tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "r_figures").iterdir()).count(".png") == 3
 
 
-def test_report_from_inputs_by_name(setup, tmp_path):
-    out = tmp_path / "r.html"
-    args = ["report", str(setup / "trace"), "-o", str(out), "--analysis", str(setup / "analysis.json"),
-            "--cache", str(setup / "cache.json"), "--balance", str(setup / "sim.json"), "-q"]  # fmt: skip
+def report(setup, out, *inputs: str) -> str:
+    """Run `routelens report` on the fixture's trace with `inputs` (flag, file of the fixture, ...) and
+    `--layers 7`; return its output, once it has exited with 0."""
+    args = ["report", str(setup / "trace"), "-o", str(out), "--layers", "7", "-q"]
+    for flag, name in zip(inputs[::2], inputs[1::2]):
+        args += [flag, str(setup / name)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "computing" not in result.output
+    return result.output
+
+
+def test_report_from_inputs_by_name(setup, tmp_path):
+    out = tmp_path / "r.html"
+    output = report(setup, out, "--analysis", "analysis.json", "--cache", "cache.json", "--balance", "sim.json")
+    assert "computing" not in output
     assert sections(out) == ["summary", "distribution", "locality", "token-view", "cache", "balance"]
 
 
 def test_one_simulate_all_file_feeds_cache_and_balance(setup, tmp_path):
     out = tmp_path / "r.html"
-    args = ["report", str(setup / "trace"), "-o", str(out), "--analysis", str(setup / "analysis.json"),
-            "--cache", str(setup / "all.json"), "--balance", str(setup / "all.json"), "-q"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    report(setup, out, "--analysis", "analysis.json", "--cache", "all.json", "--balance", "all.json")
     assert sections(out)[-2:] == ["cache", "balance"]
     # --cache takes only the cache keys: without --balance, no balance section from the same file.
-    only_cache = CliRunner().invoke(app, args[:-3] + ["-q"])
-    assert only_cache.exit_code == 0, only_cache.output
+    report(setup, out, "--analysis", "analysis.json", "--cache", "all.json")
     assert sections(out)[-1] == "cache" and "balance" not in sections(out)
 
 
 def test_named_and_old_inputs_give_the_same_report(setup, tmp_path):
     new, old = tmp_path / "new.html", tmp_path / "old.html"
-    common = ["report", str(setup / "trace"), "--layers", "7", "-q"]
-    a = CliRunner().invoke(app, [*common, "-o", str(new), "--analysis", str(setup / "analysis.json"), "--balance", str(setup / "sim.json")])
-    b = CliRunner().invoke(app, [*common, "-o", str(old), "--json", str(setup / "analysis.json"), "--json", str(setup / "sim.json")])
-    assert a.exit_code == b.exit_code == 0, a.output + b.output
+    report(setup, new, "--analysis", "analysis.json", "--balance", "sim.json")
+    report(setup, old, "--json", "analysis.json", "--json", "sim.json")
     stamp = re.compile(r"on \d{4}-\d{2}-\d{2} \d{2}:\d{2}")
     assert stamp.sub("", new.read_text()) == stamp.sub("", old.read_text())
 
