@@ -131,7 +131,7 @@ def test_a_killed_runs_temporaries_are_cleaned_and_a_live_runs_are_not(tmp_path)
         dead.kill()
         dead.wait()
         assert leftovers(tmp_path) == sorted(dead_names + live_names)
-        assert all(atomic.owner_pid(n) == dead.pid for n in dead_names)
+        assert all(atomic.owner(n) == (dead.pid, atomic.HOST) for n in dead_names)
         # The next writes of each kind clean their own kind of leftover.
         atomic.write_json(tmp_path / "a.json", {})
         with atomic.atomic_dir(tmp_path / "figs"):
@@ -151,12 +151,15 @@ def test_a_killed_runs_temporaries_are_cleaned_and_a_live_runs_are_not(tmp_path)
 def test_clean_stale_touches_only_routelens_temporaries(tmp_path):
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = int(child.stdout)
-    keep = [".notes.txt.tmp", "routelens-lock", ".a.json.routelens-lock", f"data-{gone}-x", f".a.json.routelens-{os.getpid()}-ab.tmp"]
+    elsewhere = "0123ab" if atomic.HOST != "0123ab" else "ab0123"  # another machine or PID namespace
+    keep = [".notes.txt.tmp", "routelens-lock", ".a.json.routelens-lock", f"data-{gone}-x",
+            atomic.temp_prefix(".a.json.") + "ab.tmp",  # ours: alive
+            f".a.json.routelens-{gone}-{elsewhere}-ab.tmp"]  # its PID means nothing here  # fmt: skip
     for name in keep:
         (tmp_path / name).write_text("x")
-    stale = tmp_path / f".routelens-1-x.json.routelens-{gone}-zz.tmp"  # the last PID in the name counts
+    stale = tmp_path / (atomic.temp_prefix(f".routelens-1-{atomic.HOST}-x.json.", pid=gone) + "zz.tmp")  # the last PID counts
     stale.write_text("x")
-    assert atomic.owner_pid(stale.name) == gone
+    assert atomic.owner(stale.name) == (gone, atomic.HOST)
     assert atomic.clean_stale(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
 
@@ -176,10 +179,10 @@ def test_the_cache_simulators_spill_of_a_killed_run_is_removed_by_the_next(tmp_p
     write_synthetic_trace(trace, SyntheticSpec(num_docs=3, doc_len=(5, 9), layers=(0,), num_experts=4, top_k=1, seed=0))
     spill = tmp_path / "spill"
     gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
-    stale = spill / f"routelens-cache-{gone}-abc"
+    stale = spill / f"routelens-cache-{gone}-{atomic.HOST}-abc"
     stale.mkdir(parents=True)
     (stale / "layer-0.bin").write_bytes(b"\0" * 64)
-    live = spill / f"routelens-cache-{os.getpid()}-def"  # another simulation still running (here: ours)
+    live = spill / f"routelens-cache-{os.getpid()}-{atomic.HOST}-def"  # another simulation still running (here: ours)
     live.mkdir()
     result = simulate_cache(trace, tmp_dir=spill)
     assert result["cache"]  # the simulation ran

@@ -18,19 +18,24 @@ Two details make the outputs behave like ordinary files:
 - Permissions follow the user's umask. `mkstemp`/`mkdtemp` create private 0600/0700 entries (right
   for scratch, wrong for a result another user should read), so a finished output is chmod'ed to
   `0o666 & ~umask` (files) or `0o777 & ~umask` (folders), what `open()`/`mkdir` would have given.
-- Temporary names carry `routelens-{pid}-` (e.g. `.analysis.json.routelens-4242-x1y2z3.tmp`). A
-  killed process cannot clean up after itself, so every writer first calls `clean_stale` on its
+- Temporary names carry `routelens-{pid}-{host}-` (e.g. `.analysis.json.routelens-4242-3fa9c1-x1y2.tmp`).
+  A killed process cannot clean up after itself, so every writer first calls `clean_stale` on its
   folder, which removes the temporaries of processes that no longer exist and never those of a
-  live one (another run writing beside us). A PID reused by an unrelated process only delays the
-  cleanup; it never removes a live writer's files.
+  live one (another run writing beside us). `host` names the machine and PID namespace that wrote
+  the name: on a shared file system (NFS, a volume mounted in several containers) a PID only
+  means something where it was issued, so temporaries from elsewhere are left to their own host.
+  A PID reused by an unrelated process only delays the cleanup; it never removes a live writer's
+  files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -41,10 +46,22 @@ from typing import Any
 from routelens.errors import RoutelensError
 
 TAG = "routelens"
-# `{lead}routelens[-word]-{pid}-{random}[.suffix]`: the PID of the writer that owns the name.
-# The greedy `.*` takes the last such part, so a target that is itself called `routelens-7-...` is
-# not mistaken for the temporary of process 7.
-_PID_RE = re.compile(rf"^.*{TAG}(?:-[a-z]+)?-(\d+)-[^/]*$")
+# `{lead}routelens[-word]-{pid}-{host}-{random}[.suffix]`: the writer that owns the name. The greedy
+# `.*` takes the last such part, so a target that is itself called `routelens-7-...` is not
+# mistaken for the temporary of process 7.
+_OWNER_RE = re.compile(rf"^.*{TAG}(?:-[a-z]+)?-(\d+)-([0-9a-f]{{6}})-[^/]*$")
+
+
+def _host_tag() -> str:
+    """Six hex digits of the host name and the PID namespace: where this process' PID is valid."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.sha1(f"{socket.gethostname()}:{namespace}".encode()).hexdigest()[:6]
+
+
+HOST = _host_tag()
 _umask_lock = threading.Lock()
 
 
@@ -80,9 +97,10 @@ def dir_mode() -> int:
 
 
 # -- temporary names and their cleanup -------------------------------------------------------------
-def temp_prefix(lead: str) -> str:
-    """A temporary-name prefix that records this process: `{lead}routelens-{pid}-`."""
-    return f"{lead}{TAG}-{os.getpid()}-"
+def temp_prefix(lead: str, *, pid: int | None = None) -> str:
+    """A temporary-name prefix that records its writer: `{lead}routelens-{pid}-{host}-` (this
+    process unless `pid` is given)."""
+    return f"{lead}{TAG}-{os.getpid() if pid is None else pid}-{HOST}-"
 
 
 def _sibling_lead(target: Path) -> str:
@@ -91,7 +109,9 @@ def _sibling_lead(target: Path) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists (one of another user counts as alive)."""
+    """Whether a process with this PID exists on this host (one of another user counts as alive)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is no probe elsewhere (on Windows it signals the process)
     if pid <= 0:
         return True  # not a PID we wrote: never treat it as dead
     if pid == os.getpid():
@@ -107,16 +127,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def owner_pid(name: str) -> int | None:
-    """The PID recorded in a routelens temporary name, or None for any other name."""
-    m = _PID_RE.match(name)
-    return int(m.group(1)) if m else None
+def owner(name: str) -> tuple[int, str] | None:
+    """(PID, host tag) recorded in a routelens temporary name, or None for any other name."""
+    m = _OWNER_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def clean_stale(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
     """Remove the routelens temporaries under `folder` (matching the glob `pattern`) whose writer
-    process is gone; return what was removed. Live writers' temporaries and every name that is not
-    a routelens temporary are left alone."""
+    process is gone; return what was removed. Live writers' temporaries, those written on another
+    host and every name that is not a routelens temporary are left alone."""
     folder = Path(folder)
     removed: list[Path] = []
     try:
@@ -124,8 +144,8 @@ def clean_stale(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
     except OSError:
         return removed
     for entry in candidates:
-        pid = owner_pid(entry.name)
-        if pid is None or pid_alive(pid):
+        who = owner(entry.name)
+        if who is None or who[1] != HOST or pid_alive(who[0]):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -256,7 +276,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def temp_dir(folder: str | os.PathLike | None = None, tag: str = "tmp", *, hidden: bool = False) -> Iterator[Path]:
-    """A scratch folder `routelens-{tag}-{pid}-*` under `folder` (default: the system's temporary
+    """A scratch folder `routelens-{tag}-{pid}-{host}-*` under `folder` (default: the system's temporary
     folder, $TMPDIR), removed at the end; the scratch of dead runs there is removed first.
     `hidden` puts a dot in front, for scratch inside a user's output folder."""
     folder = Path(folder) if folder is not None else Path(tempfile.gettempdir())
@@ -264,7 +284,7 @@ def temp_dir(folder: str | os.PathLike | None = None, tag: str = "tmp", *, hidde
         raise ValueError(f"temp_dir tag {tag!r} must be lower-case letters")  # internal: callers pass literals
     lead = f"{'.' if hidden else ''}{TAG}-{tag}-"
     clean_stale(folder, f"{lead}*")
-    path = _make_temp_dir(folder, f"{lead}{os.getpid()}-")
+    path = _make_temp_dir(folder, f"{lead}{os.getpid()}-{HOST}-")
     try:
         yield path
     finally:

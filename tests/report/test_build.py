@@ -170,12 +170,14 @@ def test_outputs_follow_the_umask_and_dead_runs_leftovers_are_removed(tmp_path, 
     import subprocess
     import sys
 
+    from routelens.atomic import temp_prefix
+
     gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
-    stale_dir = tmp_path / f".r_figures.routelens-{gone}-abc.tmp"  # a killed run's figure folder
+    stale_dir = tmp_path / (temp_prefix(".r_figures.", pid=gone) + "abc.tmp")  # a killed run's figure folder
     (stale_dir / "half").mkdir(parents=True)
-    stale_html = tmp_path / f".r.html.routelens-{gone}-abc.tmp"
+    stale_html = tmp_path / (temp_prefix(".r.html.", pid=gone) + "abc.tmp")
     stale_html.write_text("half a page")
-    live = tmp_path / f".r_figures.routelens-{os.getpid()}-xyz.tmp"  # a run still writing (here: ours)
+    live = tmp_path / (temp_prefix(".r_figures.") + "xyz.tmp")  # a run still writing (here: ours)
     live.mkdir()
     old = os.umask(0o022)
     try:
