@@ -40,7 +40,7 @@ TAG_FREQ = {
 
 
 def planted_rows(words: int, layers: int, experts: int, top_k: int, seed: int = 0):
-    from routelens.store.reader import UPOS_TAGS
+    from routelens.corpus.upos import UPOS_TAGS
     from tests.analysis.pos_planted import random_routing
 
     rng = np.random.default_rng(seed)
@@ -99,7 +99,8 @@ def bench(shape: str, words: int, workdir: Path) -> None:
         split_by_document,
     )
     from routelens.analysis.pos_specialization import permutation_pvalues
-    from routelens.store.reader import UPOS_TAGS, open_trace
+    from routelens.corpus.upos import UPOS_TAGS
+    from routelens.store.reader import open_trace
     from tests.analysis.pos_planted import write_pos_trace
 
     L, E, k = (int(x) for x in shape.split("x"))

@@ -17,17 +17,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from routelens.config import build_config, setting
 from routelens.progress import status
 
 
 @dataclass
 class DemoConfig:
-    out: Path = Path("routelens-demo")
-    trace_tokens: int = 60_000  # per domain
+    out: Path = setting(Path("routelens-demo"), "Directory for corpus/, model/, trace/ and report.html.")
+    trace_tokens: int = setting(60_000, "Tokens per domain to trace and analyze.")
     pos_tokens: int = 40_000  # of tagged prose for the POS analyses
     saturation_tokens: int = 4_000  # per domain, for each kept checkpoint
     seq_len: int = 256
-    steps: int | None = None  # override the demo model's training steps (tests use a handful)
+    steps: int | None = setting(
+        None, "Training steps of the demo model.", shown_default="the tuned demo setting"
+    )  # tests use a handful
     progress: bool = True
 
     def __post_init__(self):
@@ -42,8 +45,9 @@ def _say(message: str, progress: bool) -> None:
     status(f"[bold cyan]demo[/] {message}", show=progress)
 
 
-def run_demo(config: DemoConfig | None = None) -> Path:
-    """Build, train, trace, analyze and report; returns the path of report.html."""
+def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
+    """Build, train, trace, analyze and report; returns the path of report.html. Keyword
+    overrides set DemoConfig fields, e.g. `run_demo(out="/tmp/demo", trace_tokens=20_000)`."""
     from dataclasses import replace
 
     import routelens
@@ -53,7 +57,7 @@ def run_demo(config: DemoConfig | None = None) -> Path:
     from routelens.report import write_report
     from routelens.simulate import simulate_all
 
-    config = config or DemoConfig()
+    config = build_config(DemoConfig, config, overrides)
     out, quiet = config.out, not config.progress
     out.mkdir(parents=True, exist_ok=True)
 
@@ -112,7 +116,7 @@ def _trained_with(model_dir: Path, train_config) -> bool:
         saved = json.loads(record.read_text()).get("config", {})
     except json.JSONDecodeError:
         return False
-    return all(saved.get(k) == v for k, v in train_config.identity().items())
+    return not train_config.differences(saved)
 
 
 def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):

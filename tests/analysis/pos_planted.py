@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from routelens.store.reader import UPOS_TAGS, TraceChunk
+from routelens.corpus.upos import UPOS_TAGS
+from routelens.store.reader import TraceChunk
 from routelens.store.schema import expert_id_numpy, trace_schema
 from routelens.store.writer import TraceWriter, new_manifest
 from routelens.synthetic import chunk_table

@@ -17,7 +17,8 @@ from routelens.analysis.pos import (
     select_word_rows,
 )
 from routelens.errors import RoutelensError
-from routelens.store.reader import UPOS_TAGS, open_trace
+from routelens.corpus.upos import UPOS_TAGS
+from routelens.store.reader import open_trace
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
 from tests.analysis.pos_planted import planted_words, random_routing, write_pos_trace
 

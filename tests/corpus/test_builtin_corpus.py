@@ -9,9 +9,7 @@ import json
 import random
 
 import pytest
-from typer.testing import CliRunner
 
-from routelens.cli.main import app
 from routelens.corpus import iter_documents
 from routelens.corpus.builtin import (
     BuiltinDomain,
@@ -150,14 +148,3 @@ def test_bad_arguments_are_user_errors(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RoutelensError, match="is a file"):
         write_builtin_corpus(tmp_path / "file", size_bytes=1000)
-
-
-def test_cli_writes_the_corpus_and_reports_errors_in_one_line(tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["corpus", "builtin", "--out", str(tmp_path / "c"), "--size-kb", "5", "--domain", "math", "--domain", "data"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["data.txt", "math.txt"]
-    assert f"--corpus math={tmp_path / 'c' / 'math.txt'}" in result.output.replace("\n", "")
-    assert (tmp_path / "c" / "math.txt").read_text().startswith("Question: ")
-    bad = runner.invoke(app, ["corpus", "builtin", "--out", str(tmp_path / "d"), "--size-kb", "0"])
-    assert bad.exit_code == 2 and "--size-kb 0 is not positive" in bad.output

@@ -3,19 +3,17 @@ capacity drops through `routelens eval`, and `routelens train` on the command li
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from typer.testing import CliRunner
 
-from routelens.cli.main import app
 from routelens.errors import RoutelensError
 from routelens.training.evaluate import EvalConfig, evaluate, first_expert_repeat_rate, max_load_ratio, routing_health
-from tests.training.test_train import write_micro_corpus
+from routelens.training.train import train
+from tests.training.test_train import MICRO, write_micro_corpus
 
 
 def test_max_load_ratio_planted():
@@ -44,20 +42,8 @@ def test_first_expert_repeat_rate_planted():
 def micro_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("micro")
     specs = write_micro_corpus(root / "corpus")
-    out = root / "model"
-    result = CliRunner().invoke(
-        app, ["train", *sum((["--corpus", s] for s in specs), []), "--out", str(out), "--experts", "4", "--top-k", "2",
-              "--layers", "2", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4", "--steps", "4",
-              "--checkpoint-every", "2", "--vocab-size", "300", "--val-tokens", "200", "--quiet"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    out = train(specs, root / "model", MICRO, progress=False, steps=4, checkpoint_every=2)
     return out, specs
-
-
-def test_train_cli_writes_a_loadable_model(micro_model):
-    out, _ = micro_model
-    meta = json.loads((out / "training.json").read_text())
-    assert meta["steps"] == 4 and meta["config"]["experts"] == 4 and meta["checkpoints"] == ["step-000002", "step-000004"]
 
 
 def test_evaluate_equals_the_models_own_loss(micro_model):
@@ -82,21 +68,6 @@ def test_evaluate_equals_the_models_own_loss(micro_model):
     assert result["dropped_share"] == [0.0, 0.0] and result["capacity_factor"] is None
 
 
-def test_eval_cli_capacity_drops_and_json(micro_model, tmp_path):
-    out, specs = micro_model
-    args = ["eval", str(out), *sum((["--corpus", s] for s in specs), []), "--max-tokens", "400", "--quiet"]
-    free = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "free.json")])
-    tight = CliRunner().invoke(app, [*args, "--capacity-factor", "0.25", "--top-k", "1", "--json", str(tmp_path / "cf.json")])
-    assert free.exit_code == 0 and tight.exit_code == 0, free.output + tight.output
-    assert "perplexity" in free.output and "dropped by capacity" in tight.output
-    a, b = (json.loads((tmp_path / f).read_text()) for f in ("free.json", "cf.json"))
-    assert set(a["domains"]) == {"code", "prose"} and a["top_k"] == 2 and b["top_k"] == 1
-    # CF 0.25 of top-1 leaves room for a quarter of the assignments: at least 3/4 dropped
-    assert all(d >= 0.75 - 1e-9 for d in b["dropped_share"]) and all(d == 0 for d in a["dropped_share"])
-    assert b["fully_dropped_share"] == pytest.approx(b["dropped_share"])  # top-1: a dropped assignment is the token
-    assert b["loss"] != a["loss"]
-
-
 def test_routing_health_keys_and_bounds(micro_model):
     out, specs = micro_model
     health = routing_health(out, specs, max_tokens=500)
@@ -106,9 +77,9 @@ def test_routing_health_keys_and_bounds(micro_model):
     assert health["balanced"] == all(r <= 2.0 for r in health["max_load_ratio"])
 
 
-def test_eval_errors_are_one_line(micro_model, tmp_path):
-    out, specs = micro_model
+def test_eval_errors_are_user_errors(micro_model, tmp_path):
+    _, specs = micro_model
     with pytest.raises(RoutelensError, match="no config.json"):
         evaluate(tmp_path, specs)
-    result = CliRunner().invoke(app, ["eval", str(out), "--corpus", specs[0], "--capacity-factor", "0", "--quiet"])
-    assert result.exit_code == 2 and "capacity factor 0" in result.output and "Traceback" not in result.output
+    with pytest.raises(RoutelensError, match="unknown option 'top' for EvalConfig; valid options are capacity_factor, top_k"):
+        evaluate(tmp_path, specs, top=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from transformers import (
     DeepseekV2Config,
@@ -14,9 +12,7 @@ from transformers import (
     Qwen2MoeConfig,
     Qwen3MoeConfig,
 )
-from typer.testing import CliRunner
 
-from routelens.cli.main import app
 from routelens.errors import RoutelensError
 from routelens.training.params import (
     Component,
@@ -162,20 +158,3 @@ def test_component_names():
         "lm_head.weight": Component.LM_HEAD,
     }
     assert {n: component_of(n) for n in cases} == cases
-
-
-def test_cli_json_and_tables(mixtral_dir, tmp_path):
-    runner = CliRunner()
-    result = runner.invoke(app, ["inspect", str(mixtral_dir), "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
-    assert data["total_params"] == 46_702_792_704 and data["active_params"] == 12_879_925_248
-    assert data["memory_bytes"]["fp32"] == 4 * data["total_params"]
-    assert data["components"]["experts_routed"]["active"] * 4 == data["components"]["experts_routed"]["total"]
-    text = runner.invoke(app, ["inspect", str(mixtral_dir / "config.json")])
-    assert text.exit_code == 0 and "total 46.70B, active 12.88B per token" in text.output
-    missing = runner.invoke(app, ["inspect", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 2 and "no model at" in missing.output
-    (tmp_path / "empty").mkdir()
-    empty = runner.invoke(app, ["inspect", str(tmp_path / "empty")])
-    assert empty.exit_code == 2 and "has no config.json" in empty.output

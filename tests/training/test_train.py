@@ -20,7 +20,7 @@ from routelens.training.train import BalanceLoss, TrainConfig, balance_loss, lr_
 from tests.conftest import SAMPLE_TEXT, save_tiny_model, tiny_mixtral_config
 
 MICRO = TrainConfig(
-    experts=4, top_k=2, layers=2, hidden=32, heads=2, seq_len=32, batch_size=4, steps=6, warmup_steps=2,
+    num_experts=4, top_k=2, num_layers=2, hidden=32, heads=2, seq_len=32, batch_size=4, steps=6, warmup_steps=2,
     checkpoint_every=2, vocab_size=300, val_tokens=200,
 )  # fmt: skip
 
@@ -110,7 +110,8 @@ def test_train_micro_model_end_to_end(tmp_path):
     assert model.config.num_local_experts == 4 and model.config.num_experts_per_tok == 2 and len(tok) == 300
     meta = json.loads((out / "training.json").read_text())
     assert meta["steps"] == 8 and meta["tokens"] == 8 * 4 * 32
-    assert meta["config"]["experts"] == 4 and set(meta["val"]) == {"code", "prose"}
+    assert meta["config"]["num_experts"] == 4 and meta["config"]["num_layers"] == 2 and set(meta["val"]) == {"code", "prose"}
+    assert meta["config"]["experts"] == 4 and meta["config"]["layers"] == 2  # the earlier keys, still written
     for v in meta["val"].values():
         assert v["tokens"] > 0 and v["loss"] > 0 and v["unigram_loss"] > 0 and v["domain_unigram_loss"] <= v["unigram_loss"] + 1e-9
     assert meta["checkpoints"] == ["step-000002", "step-000004", "step-000006", "step-000008"]
@@ -175,7 +176,7 @@ def test_init_from_mixtral_dir_and_capacity_training(tmp_path):
 def test_user_errors(tmp_path):
     specs = write_micro_corpus(tmp_path / "corpus")
     with pytest.raises(RoutelensError, match="top-k 5"):
-        TrainConfig(experts=4, top_k=5)
+        TrainConfig(num_experts=4, top_k=5)
     with pytest.raises(RoutelensError, match="hidden 30"):
         TrainConfig(hidden=30, heads=4)
     with pytest.raises(RoutelensError, match="--steps N or --minutes M"):
@@ -189,3 +190,14 @@ def test_user_errors(tmp_path):
         train(specs, tmp_path / "x", dataclasses.replace(MICRO, init=str(tmp_path / "nowhere")), progress=False)
     with pytest.raises(RoutelensError, match="repeat"):
         train([specs[0], specs[0]], tmp_path / "y", MICRO, progress=False)
+    with pytest.raises(RoutelensError, match="unknown option 'experts' for TrainConfig; valid options are num_experts"):
+        train(specs, tmp_path / "z", MICRO, progress=False, experts=4)
+
+
+def test_a_config_saved_under_the_earlier_names_is_the_same_run():
+    saved = json.loads(json.dumps(MICRO.to_json()))
+    old = {k: v for k, v in saved.items() if k not in ("num_experts", "num_layers")}  # as written before the rename
+    assert old["experts"] == 4 and old["layers"] == 2
+    assert MICRO.differences(old) == [] and MICRO.differences(saved) == []
+    other = dataclasses.replace(MICRO, num_experts=8)
+    assert other.differences(old) == ["num_experts"]

@@ -30,7 +30,8 @@ from routelens.analysis.pos_probe import (
 )
 from routelens.config import build_config
 from routelens.errors import RoutelensError
-from routelens.store.reader import UPOS_TAGS, Trace, open_trace
+from routelens.corpus.upos import UPOS_TAGS
+from routelens.store.reader import Trace, open_trace
 
 
 class WordPolicy(StrEnum):

@@ -11,7 +11,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from routelens.errors import RoutelensError
 from routelens.progress import console as err_console
@@ -23,6 +23,22 @@ STDOUT = "-"  # `--json -`: the JSON goes to stdout instead of a file
 
 def to_stdout(path: str | Path | None) -> bool:
     return path is not None and str(path) == STDOUT
+
+
+class BareJsonCommand(TyperCommand):
+    """A command whose `--json` may still be given bare, as `info` and `inspect` took it before
+    `--json FILE` (a bare `--json` means `--json -`: stdout). typer's options cannot take an
+    optional value, so a bare `--json` (last, or followed by another option) gets its `-` here."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and args[i] != "--":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if args[i] == "--json" and (following is None or (following.startswith("-") and following != STDOUT)):
+                args.insert(i + 1, STDOUT)
+            i += 1
+        return super().parse_args(ctx, args)
 
 
 def print_json(payload: Any, **fmt: Any) -> None:

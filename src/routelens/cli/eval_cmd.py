@@ -9,18 +9,20 @@ import typer
 from rich.table import Table
 
 from routelens.atomic import write_json
-from routelens.cli.common import console
+from routelens.cli.common import console, print_json, to_stdout
+from routelens.cli.options import cli_config, config_option
+from routelens.training.configs import EvalConfig
 
 
 def eval_command(
     model: Annotated[Path, typer.Argument(help="Model directory (e.g. written by `routelens train`).")],
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")],
-    capacity_factor: Annotated[float | None, typer.Option(help="Expert capacity factor: ceil(tokens x k / E x CF) slots per expert per batch (default: unlimited).")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Experts per token at evaluation (default: the model's).")] = None,
-    seq_len: Annotated[int | None, typer.Option(help="Window length (default: the training one, else 128).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass; capacity is computed over one batch.")] = 32,
-    max_tokens: Annotated[int, typer.Option(help="At most this many tokens per corpus (0: all).")] = 100_000,
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file.")] = None,
+    capacity_factor: float | None = config_option(EvalConfig, "capacity_factor", "--capacity-factor"),
+    top_k: int | None = config_option(EvalConfig, "top_k", "--top-k"),
+    seq_len: int | None = config_option(EvalConfig, "seq_len", "--seq-len"),
+    batch_size: int = config_option(EvalConfig, "batch_size", "--batch-size"),
+    max_tokens: int = config_option(EvalConfig, "max_tokens", "--max-tokens"),
+    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file; - for stdout (then no tables).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate a MoE model: loss and perplexity per corpus, and the share of token-expert
@@ -32,13 +34,14 @@ def eval_command(
 
         routelens eval my-moe/ -c code=corpus/code.txt -c prose=corpus/prose.txt --top-k 1 --capacity-factor 0.5 --json cf05.json
     """
-    from routelens.training.evaluate import EvalConfig, evaluate
+    from routelens.training.evaluate import evaluate
 
-    config = EvalConfig(
-        capacity_factor=capacity_factor, top_k=top_k, seq_len=seq_len, batch_size=batch_size,
-        max_tokens=max_tokens or None, progress=not quiet,
-    )  # fmt: skip
+    config = cli_config(EvalConfig, capacity_factor=capacity_factor, top_k=top_k, seq_len=seq_len,
+                        batch_size=batch_size, max_tokens=max_tokens, progress=not quiet)  # fmt: skip
     result = evaluate(model, corpus, config)
+    if to_stdout(json_file):
+        print_json(result, indent=2, allow_nan=True)  # as the file is written below
+        return
     cf = "unlimited" if result["capacity_factor"] is None else f"{result['capacity_factor']:g}"
     table = Table(title=f"{model}: top-{result['top_k']} of {result['num_experts']}, capacity factor {cf}", title_justify="left")
     for col in ("corpus", "tokens", "loss", "perplexity"):

@@ -1,19 +1,19 @@
 """`routelens inspect MODEL`: parameters and weight memory, total and active per token, from the config.
 
     routelens inspect path/to/model
-    routelens inspect path/to/config.json --json
+    routelens inspect path/to/config.json --json params.json
     routelens inspect mistralai/Mixtral-8x7B-v0.1 --top-k 1
 """
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from routelens.cli.common import console
+from routelens.cli.common import BareJsonCommand, console, print_json, to_stdout
 from routelens.training.params import Precision, inspect_model
 
 
@@ -26,7 +26,9 @@ def _human(n: float, unit: str = "") -> str:
 
 def inspect(
     model: Annotated[str, typer.Argument(help="A local model directory, a config.json file, or a hub id owner/name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write one JSON object to this file instead of tables; - or a bare --json: stdout.")
+    ] = None,
     top_k: Annotated[
         int | None, typer.Option("--top-k", help="Count active parameters for this top-k instead of the config's.")
     ] = None,
@@ -39,11 +41,18 @@ def inspect(
     Memory is weights only, at 4/2/1/0.5 bytes per parameter (no quantization scales).
 
         routelens inspect path/to/model
-        routelens inspect path/to/config.json --json
+        routelens inspect path/to/config.json --json params.json
+        routelens inspect path/to/config.json --json -
     """
     report = inspect_model(model, top_k=top_k)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+    if to_stdout(json_path):
+        print_json(report.to_json(), indent=2)
+        return
+    if json_path is not None:
+        from routelens.atomic import write_json
+
+        write_json(json_path, report.to_json(), indent=2, newline=True)
+        console.print(f"[green]wrote[/] {json_path}")
         return
     moe = (
         f"{len(report.moe_layers)} of {report.num_layers} layers MoE, {report.num_experts} experts, top-{report.top_k}, "
@@ -75,4 +84,4 @@ def inspect(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect)
+    app.command("inspect", cls=BareJsonCommand)(inspect)

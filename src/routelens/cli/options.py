@@ -41,35 +41,45 @@ def _shown(value: Any) -> str:
     return str(value.value if isinstance(value, Enum) else value)
 
 
-def config_option(cls: type, name: str, *flags: str, **option: Any) -> Any:
-    """A typer Option (`param: T = config_option(...)`) with the field's default and help.
-
-    A tuple default becomes None on the command line (repeatable option: "the config's default")
-    and is spelled out in the help; `shown_default` metadata words a default that is not a value.
-    Extra keyword arguments go to typer.Option (e.g. `show_default=False`).
-    """
+def field_help(cls: type, name: str) -> str:
+    """The field's help text, with its default spelled out where --help could not show it (a
+    tuple, or a `shown_default` such as "1..E")."""
     f = config_field(cls, name)
     help_text = f.metadata.get(HELP)
     if help_text is None:
         raise KeyError(f"{cls.__name__}.{name} has no help text; declare it with routelens.config.setting")
     default = field_default(cls, name)
-    default = ... if default is dataclasses.MISSING else default  # typer's spelling of "required"
     shown = f.metadata.get(SHOWN_DEFAULT)
+    if shown is None and isinstance(default, tuple):
+        shown = " ".join(_shown(v) for v in default)
+    return help_text if shown is None else f"{help_text} \\[default: {shown}]"  # typer's words, escaped for rich
+
+
+def config_option(cls: type, name: str, *flags: str, **option: Any) -> Any:
+    """A typer Option (`param: T = config_option(...)`) with the field's default and help.
+
+    A tuple default becomes None on the command line (repeatable option: "the config's default"),
+    spelled out in the help as is a `shown_default` (a default that is not a value, e.g. "1..E").
+    Extra keyword arguments go to typer.Option.
+    """
+    f = config_field(cls, name)
+    default = field_default(cls, name)
+    default = ... if default is dataclasses.MISSING else default  # typer's spelling of "required"
     if isinstance(default, tuple):
-        shown = shown or " ".join(_shown(v) for v in default)
         default = None
-    if shown is not None:  # in typer's own words, bracket escaped for rich markup
-        help_text = f"{help_text} \\[default: {shown}]"
+    if default is None or SHOWN_DEFAULT in f.metadata:  # the help says it, or there is none to show
         option.setdefault("show_default", False)
-    return typer.Option(default, *flags, help=help_text, **option)
+    return typer.Option(default, *flags, help=field_help(cls, name), **option)
 
 
 def cli_config(cls: type[C], **values: Any) -> C:
-    """Build `cls` by keyword from parsed options: a None that stands for a non-None default is
-    left out (so the config's own default applies), lists become tuples."""
+    """Build `cls` by keyword from parsed options: None from a repeatable option (a tuple field)
+    is left out, so the config's own default applies; lists become tuples. Any other None is
+    passed on as a value (scalar options default to the field's own default, never to None
+    unless the field's is)."""
     kept = {}
     for name, value in values.items():
-        if value is None and field_default(cls, name) is not None:
+        if value is None and isinstance(field_default(cls, name), tuple):
             continue
         kept[name] = tuple(value) if isinstance(value, list) else value
     return build_config(cls, None, kept)

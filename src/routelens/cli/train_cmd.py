@@ -9,32 +9,39 @@ import typer
 from rich.table import Table
 
 from routelens.cli.common import console
+from routelens.cli.options import cli_config, config_option, field_help
+from routelens.training.configs import BalanceLoss, TrainConfig
+
+
+def option(name: str, *flags: str):
+    return config_option(TrainConfig, name, *flags)
 
 
 def train_command(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help` for PATH forms).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write; re-running the same command resumes it.")],
-    experts: Annotated[int, typer.Option(help="Experts per MoE layer (num_local_experts).")] = 8,
-    top_k: Annotated[int, typer.Option(help="Experts per token (num_experts_per_tok).")] = 2,
-    layers: Annotated[int, typer.Option(help="Decoder layers, each with a sparse MoE block.")] = 4,
-    hidden: Annotated[int, typer.Option(help="Hidden size.")] = 128,
-    intermediate: Annotated[int | None, typer.Option(help="Expert FFN width (default 2 x hidden).")] = None,
-    heads: Annotated[int, typer.Option(help="Attention heads (as many key/value heads).")] = 4,
-    seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 32,
-    steps: Annotated[int | None, typer.Option(help="Training steps (the LR schedule spans them); default 500 unless --minutes.")] = None,
-    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes; stops early (not deterministic).")] = None,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (warm-up, then cosine to lr/10).")] = 3e-3,
-    aux_loss_coef: Annotated[float, typer.Option(help="Load-balancing loss weight.")] = 0.01,
-    z_loss_coef: Annotated[float, typer.Option(help="Router z-loss weight.")] = 1e-3,
-    balance: Annotated[str, typer.Option(help="Balance loss: per-layer (summed over layers) or pooled (transformers').")] = "per-layer",
-    capacity_factor: Annotated[float | None, typer.Option(help="Train-time expert capacity factor (default: unlimited).")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints kept in OUT/checkpoints/.")] = 100,
-    keep_checkpoints: Annotated[int, typer.Option(help="Keep only the last N checkpoints (0: all).")] = 0,
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
-    val_tokens: Annotated[int, typer.Option(help="Held-out tokens per corpus for the validation loss.")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, data split and order.")] = 0,
-    init: Annotated[Path | None, typer.Option(help="Start from this MixtralForCausalLM directory (e.g. from `routelens upcycle`).")] = None,
+    num_experts: int = option("num_experts", "--num-experts", "--experts"),
+    top_k: int = option("top_k", "--top-k"),
+    num_layers: int = option("num_layers", "--num-layers", "--layers"),
+    hidden: int = option("hidden", "--hidden"),
+    intermediate: int | None = option("intermediate", "--intermediate"),
+    heads: int = option("heads", "--heads"),
+    seq_len: int = option("seq_len", "--seq-len"),
+    batch_size: int = option("batch_size", "--batch-size"),
+    # None, not the config's 500: with --minutes alone the schedule spans the wall-clock budget
+    steps: int | None = typer.Option(None, "--steps", help=field_help(TrainConfig, "steps"), show_default=False),
+    minutes: float | None = option("minutes", "--minutes"),
+    lr: float = option("lr", "--lr"),
+    aux_loss_coef: float = option("aux_loss_coef", "--aux-loss-coef"),
+    z_loss_coef: float = option("z_loss_coef", "--z-loss-coef"),
+    balance: BalanceLoss = option("balance", "--balance"),
+    capacity_factor: float | None = option("capacity_factor", "--capacity-factor"),
+    checkpoint_every: int = option("checkpoint_every", "--checkpoint-every"),
+    keep_checkpoints: int = option("keep_checkpoints", "--keep-checkpoints"),
+    vocab_size: int = option("vocab_size", "--vocab-size"),
+    val_tokens: int = option("val_tokens", "--val-tokens"),
+    seed: int = option("seed", "--seed"),
+    init: Path | None = option("init", "--init"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a MoE language model from scratch: a byte-level BPE tokenizer and a MixtralForCausalLM,
@@ -49,27 +56,18 @@ def train_command(
 
         routelens train -c web=c4.txt --out upcycled-ft/ --init upcycled/ --steps 200
     """
-    from routelens.training.train import TrainConfig, train
+    from routelens.training.train import train
 
-    config = TrainConfig(
-        experts=experts, top_k=top_k, layers=layers, hidden=hidden, intermediate=intermediate, heads=heads,
-        seq_len=seq_len, batch_size=batch_size, steps=steps if steps is not None or minutes is not None else 500,
-        minutes=minutes, lr=lr, aux_loss_coef=aux_loss_coef, z_loss_coef=z_loss_coef, balance=_balance(balance),
+    config = cli_config(
+        TrainConfig, num_experts=num_experts, top_k=top_k, num_layers=num_layers, hidden=hidden,
+        intermediate=intermediate, heads=heads, seq_len=seq_len, batch_size=batch_size, minutes=minutes, lr=lr,
+        aux_loss_coef=aux_loss_coef, z_loss_coef=z_loss_coef, balance=balance,
         capacity_factor=capacity_factor, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
         seed=seed, vocab_size=vocab_size, val_tokens=val_tokens, init=str(init) if init else None,
+        **({} if steps is None and minutes is None else {"steps": steps}),  # --minutes alone: no step cap
     )  # fmt: skip
     train(corpus, out, config, progress=not quiet)
     print_training_summary(out)
-
-
-def _balance(value: str):
-    from routelens.errors import RoutelensError
-    from routelens.training.train import BalanceLoss
-
-    try:
-        return BalanceLoss(value)
-    except ValueError:
-        raise RoutelensError(f"--balance {value!r} is unknown; use {' or '.join(b.value for b in BalanceLoss)}.") from None
 
 
 def print_training_summary(model_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """`routelens upcycle DENSE_DIR`: a dense Llama/Mistral/Qwen2 checkpoint -> a Mixtral MoE checkpoint.
 
-    routelens upcycle dense/ --experts 8 --top-k 2 --mode copy --out moe/
-    routelens upcycle dense/ --experts 4 --top-k 1 --mode split --out moe-split/ --seed 1
+    routelens upcycle dense/ --num-experts 8 --top-k 2 --mode copy --out moe/
+    routelens upcycle dense/ --num-experts 4 --top-k 1 --mode split --out moe-split/ --seed 1
     routelens train --init moe/ --corpus code=corpus/code.txt --out trained/
 """
 
@@ -13,23 +13,20 @@ from typing import Annotated
 import typer
 
 from routelens.cli.common import console
+from routelens.cli.options import cli_config, config_option
 from routelens.training import UpcycleMode
-
-_MODE_HELP = (
-    "copy: every expert = the dense FFN (outputs equal the dense model's). split: the FFN's neurons cut into E "
-    "experts of intermediate/E (all experts summed = the FFN; top-k routing is not)."
-)
+from routelens.training.configs import UpcycleConfig
 
 
 def upcycle_cmd(
     dense_dir: Annotated[
         Path, typer.Argument(help="Directory of a dense LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM.")
     ],
-    experts: Annotated[int, typer.Option("--experts", help="Routed experts per layer (E).")],
-    top_k: Annotated[int, typer.Option("--top-k", help="Experts each token is routed to (1..E).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for the Mixtral checkpoint (must be empty or absent).")],
-    mode: Annotated[UpcycleMode, typer.Option("--mode", help=_MODE_HELP)] = UpcycleMode.COPY,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the router initialisation and of split's neuron permutation.")] = 0,
+    num_experts: int = config_option(UpcycleConfig, "num_experts", "--num-experts", "--experts"),
+    top_k: int = config_option(UpcycleConfig, "top_k", "--top-k"),
+    out: Path = typer.Option(..., "--out", help="Directory for the Mixtral checkpoint (must be empty or absent)."),
+    mode: UpcycleMode = config_option(UpcycleConfig, "mode", "--mode"),
+    seed: int = config_option(UpcycleConfig, "seed", "--seed"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")] = False,
 ) -> None:
     """Sparse upcycling: copy a dense checkpoint's attention, embeddings and norms into a Mixtral model
@@ -39,13 +36,14 @@ def upcycle_cmd(
     trained further with `routelens train --init DIR`. Qwen2 checkpoints are accepted only when their
     attention biases are zero (Mixtral attention has none).
 
-        routelens upcycle dense/ --experts 8 --top-k 2 --mode copy --out moe/
-        routelens upcycle dense/ --experts 4 --top-k 2 --mode split --out moe-split/
+        routelens upcycle dense/ --num-experts 8 --top-k 2 --mode copy --out moe/
+        routelens upcycle dense/ --num-experts 4 --top-k 2 --mode split --out moe-split/
     """
     from routelens.training.upcycle import upcycle
 
-    path = upcycle(dense_dir, out, experts=experts, top_k=top_k, mode=mode, seed=seed, overwrite=overwrite, progress=True)
-    console.print(f"wrote a MixtralForCausalLM ({experts} experts, top-{top_k}, {mode.value}) to {path}", highlight=False)
+    config = cli_config(UpcycleConfig, num_experts=num_experts, top_k=top_k, mode=mode, seed=seed)
+    path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)
+    console.print(f"wrote a MixtralForCausalLM ({num_experts} experts, top-{top_k}, {config.mode.value}) to {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from routelens.corpus.readers import Document, Word
 from routelens.errors import RoutelensError
-from routelens.store.reader import UPOS_TAGS
+from routelens.corpus.upos import UPOS_TAGS
 
 _INSTALL = "pip install 'routelens[pos]'"
 # Only the components that decide `Token.pos_` run; the parser and NER would triple the time.

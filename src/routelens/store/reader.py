@@ -16,15 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS  # the corpus readers own the tag set (re-exported)
 from routelens.errors import RoutelensError
 from routelens.store.schema import FORMAT_NAME, MANIFEST, SHARD_DIR, VOCAB, nested_to_numpy
-
-# Universal Dependencies UPOS tags, in the order of the UD guidelines; codes index this tuple.
-UPOS_TAGS = (
-    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
-    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
-)  # fmt: skip
-UPOS_CODE = {tag: i for i, tag in enumerate(UPOS_TAGS)}
 
 BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
 READ_ROWS = 1 << 16  # rows decoded from Parquet at a time (see Trace.iter_chunks)

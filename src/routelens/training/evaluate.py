@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.training.capacity import apply_capacity, moe_blocks
+from routelens.training.configs import EvalConfig
 from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
 
 
@@ -92,27 +93,14 @@ def record_routing(model) -> Iterator[list[list[torch.Tensor]]]:
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
-@dataclass
-class EvalConfig:
-    capacity_factor: float | None = None  # expert capacity at eval (None: unlimited)
-    top_k: int | None = None  # experts per token at eval (None: the model's)
-    seq_len: int | None = None  # window length in tokens (None: the training seq_len, else 128)
-    batch_size: int = 32  # windows per forward: also the "batch" capacity is computed over
-    max_tokens: int | None = 100_000  # per corpus (None: all)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if (self.seq_len is not None and self.seq_len < 2) or self.batch_size < 1:
-            raise RoutelensError(f"seq_len {self.seq_len} / batch_size {self.batch_size} too small; use >= 2 and >= 1.")
-        if self.max_tokens is not None and self.max_tokens < 2:
-            raise RoutelensError(f"max_tokens {self.max_tokens} is below 2; raise --max-tokens.")
-
-
-def evaluate(model_dir: str | Path, corpus_specs: Sequence[str | CorpusSpec], config: EvalConfig | None = None) -> dict:
-    """Loss and perplexity per corpus, and the share of assignments dropped per MoE layer."""
+def evaluate(
+    model_dir: str | Path, corpus_specs: Sequence[str | CorpusSpec], config: EvalConfig | None = None, **overrides
+) -> dict:
+    """Loss and perplexity per corpus, and the share of assignments dropped per MoE layer; keyword
+    overrides set EvalConfig fields, e.g. `evaluate("moe/", specs, capacity_factor=1.0, top_k=1)`."""
     from routelens.progress import progress_bar
 
-    config = config or EvalConfig()
+    config = build_config(EvalConfig, config, overrides)
     model, tokenizer, meta = load_model_dir(model_dir)
     seq_len = config.seq_len or int(meta.get("config", {}).get("seq_len", 128))
     # ~16 characters per token bounds what must be read and tokenized for max_tokens

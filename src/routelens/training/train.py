@@ -17,7 +17,6 @@ bias balancing would need a router bias that a standard Mixtral checkpoint canno
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -25,8 +24,6 @@ import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -34,81 +31,16 @@ import torch
 import torch.nn.functional as F
 
 from routelens.atomic import atomic_dir, temp_dir, write_json
+from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.training.capacity import apply_capacity
+from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
 from routelens.training.evaluate import routing_health, unigram_loss, window_nll
 from routelens.training.tokenizer import train_tokenizer
 from routelens.training.train_data import build_train_data, read_corpora
 
 __all__ = ["DEMO_CONFIG", "BalanceLoss", "TrainConfig", "balance_loss", "router_z_loss", "routing_health", "train"]
-
-
-class BalanceLoss(StrEnum):
-    PER_LAYER = "per-layer"  # Switch loss on each layer's tokens, summed over layers
-    POOLED = "pooled"  # transformers' load_balancing_loss_func: all layers' tokens pooled
-
-
-@dataclass
-class TrainConfig:
-    experts: int = 8  # num_local_experts
-    top_k: int = 2  # num_experts_per_tok
-    layers: int = 4  # decoder layers, each with a sparse MoE block
-    hidden: int = 128  # hidden_size
-    intermediate: int | None = None  # expert FFN width; None: 2 x hidden
-    heads: int = 4  # attention heads (as many key/value heads)
-    seq_len: int = 128  # tokens per training window
-    batch_size: int = 32  # windows per step
-    steps: int | None = 500  # step cap; the LR schedule spans it
-    minutes: float | None = None  # wall-clock budget (stops early; with steps=None the schedule spans it)
-    lr: float = 3e-3  # peak AdamW learning rate
-    warmup_steps: int = 30  # linear warm-up, then cosine decay to lr / 10
-    weight_decay: float = 0.1  # on matrices only
-    aux_loss_coef: float = 0.01  # load-balancing loss weight
-    z_loss_coef: float = 1e-3  # router z-loss weight
-    balance: BalanceLoss = BalanceLoss.PER_LAYER  # how balance is measured
-    capacity_factor: float | None = None  # train-time expert capacity (None: unlimited)
-    checkpoint_every: int = 100  # steps between kept checkpoints
-    keep_checkpoints: int = 0  # keep only the last N checkpoints (0: all)
-    seed: int = 0  # initialisation, data split and order
-    vocab_size: int = 2048  # BPE vocabulary (specials included)
-    val_tokens: int = 20_000  # held-out tokens per domain
-    init: str | None = None  # start from this MixtralForCausalLM directory (e.g. `routelens upcycle`)
-
-    def __post_init__(self) -> None:
-        self.balance = BalanceLoss(self.balance)
-        positive = ("experts", "top_k", "layers", "hidden", "heads", "batch_size", "checkpoint_every", "vocab_size", "val_tokens")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise RoutelensError(f"{name} = {getattr(self, name)} must be at least 1; pass a positive --{name.replace('_', '-')}.")
-        if self.top_k > self.experts:
-            raise RoutelensError(f"top-k {self.top_k} exceeds the {self.experts} experts; use --top-k <= --experts.")
-        if self.hidden % self.heads:
-            raise RoutelensError(f"hidden {self.hidden} is not divisible by heads {self.heads}; pick e.g. --heads 4.")
-        if self.seq_len < 8:
-            raise RoutelensError(f"seq_len {self.seq_len} is too short; use --seq-len 128.")
-        if self.steps is None and self.minutes is None:
-            raise RoutelensError("neither steps nor minutes given; pass --steps N or --minutes M.")
-        if (self.steps is not None and self.steps < 1) or (self.minutes is not None and self.minutes <= 0):
-            raise RoutelensError(f"steps {self.steps} / minutes {self.minutes} must be positive.")
-        if self.capacity_factor is not None and self.capacity_factor <= 0:
-            raise RoutelensError(f"capacity factor {self.capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
-        if min(self.lr, self.aux_loss_coef + 1, self.z_loss_coef + 1, self.weight_decay + 1) <= 0 or self.lr <= 0:
-            raise RoutelensError(f"lr {self.lr} must be positive and loss coefficients non-negative.")
-
-    def to_json(self) -> dict:
-        return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in dataclasses.asdict(self).items()}
-
-    def identity(self) -> dict:
-        """The fields that change what is trained (not how long one run may take or what is kept)."""
-        return {k: v for k, v in self.to_json().items() if k not in ("minutes", "keep_checkpoints", "checkpoint_every")}
-
-
-# The model `routelens demo` trains: ~3.7M parameters, about 3.5 minutes on 2 CPU cores.
-DEMO_CONFIG = TrainConfig(
-    experts=8, top_k=2, layers=4, hidden=128, intermediate=256, heads=4, seq_len=128, batch_size=32,
-    steps=400, lr=3e-3, warmup_steps=30, aux_loss_coef=0.01, z_loss_coef=1e-3, checkpoint_every=100,
-)  # fmt: skip
 
 
 # ---- losses (pure) ------------------------------------------------------------------------------
@@ -155,8 +87,8 @@ def build_model(config: TrainConfig, tokenizer):
 
     mc = MixtralConfig(
         vocab_size=len(tokenizer), hidden_size=config.hidden, intermediate_size=config.intermediate or 2 * config.hidden,
-        num_hidden_layers=config.layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
-        num_local_experts=config.experts, num_experts_per_tok=config.top_k, max_position_embeddings=max(2048, config.seq_len),
+        num_hidden_layers=config.num_layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
+        num_local_experts=config.num_experts, num_experts_per_tok=config.top_k, max_position_embeddings=max(2048, config.seq_len),
         tie_word_embeddings=True, router_aux_loss_coef=config.aux_loss_coef, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, sliding_window=None,
     )  # fmt: skip
@@ -214,8 +146,7 @@ def _save_checkpoint(root: Path, model, tokenizer, optimizer, state: dict, keep:
 
 
 def _check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
-    mine = config.identity()
-    diff = [k for k in mine if saved.get(k) != mine[k]]
+    diff, saved = config.differences(saved), current_names(saved)
     if diff:
         raise RoutelensError(
             f"{where} was trained with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); "
@@ -224,11 +155,18 @@ def _check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
 
 
 # ---- the loop -----------------------------------------------------------------------------------
-def train(corpus_specs: Sequence[str | CorpusSpec], out_dir: str | Path, config: TrainConfig | None = None, progress: bool = True) -> Path:
-    """Train (or resume, or return the finished) model in `out_dir`; returns `out_dir`."""
+def train(
+    corpus_specs: Sequence[str | CorpusSpec],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    **overrides,
+) -> Path:
+    """Train (or resume, or return the finished) model in `out_dir`; returns `out_dir`. Keyword
+    overrides set TrainConfig fields, e.g. `train(specs, "moe/", num_experts=4, steps=100)`."""
     from routelens.progress import progress_bar
 
-    config = config or TrainConfig()
+    config = build_config(TrainConfig, config, overrides)
     out = Path(out_dir)
     if (out / "training.json").is_file():
         _check_same_run(json.loads((out / "training.json").read_text())["config"], config, out)

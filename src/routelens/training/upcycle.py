@@ -1,7 +1,7 @@
 """Sparse upcycling: turn a dense Llama/Mistral/Qwen2-style checkpoint into a Mixtral MoE checkpoint.
 
     from routelens.training.upcycle import upcycle
-    upcycle("dense/", "moe/", experts=8, top_k=2, mode="copy")   # then: routelens train --init moe/
+    upcycle("dense/", "moe/", num_experts=8, top_k=2, mode="copy")   # then: routelens train --init moe/
 
 Everything but the feed-forward blocks is copied unchanged (embeddings, attention, norms, lm_head);
 each layer's FFN becomes E experts and a freshly initialised router (normal, std = the dense
@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from routelens.atomic import atomic_dir
+from routelens.config import build_config
 from routelens.errors import RoutelensError
 from routelens.training import UpcycleMode
+from routelens.training.configs import UpcycleConfig
 
 
 
@@ -49,33 +50,11 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class UpcycleConfig:
-    experts: int  # E: routed experts per layer
-    top_k: int  # experts per token
-    mode: UpcycleMode = UpcycleMode.COPY
-    seed: int = 0  # router initialisation and (split) neuron permutation
-
-    def __post_init__(self):
-        object.__setattr__(self, "mode", _mode(self.mode))
-        if self.experts < 2:
-            raise RoutelensError(f"--experts {self.experts}: an MoE needs at least 2 experts; e.g. --experts 8.")
-        if not 1 <= self.top_k <= self.experts:
-            raise RoutelensError(f"--top-k {self.top_k} is outside 1..{self.experts} (the number of experts); e.g. --top-k 2.")
-
-
-def _mode(mode) -> UpcycleMode:
-    try:
-        return UpcycleMode(mode)
-    except ValueError:
-        raise RoutelensError(f"--mode {mode!r} is unknown; use copy or split.") from None
-
-
 def split_size(intermediate_size: int, experts: int) -> int:
     """Neurons per expert in split mode; the dense size must divide evenly."""
     if intermediate_size % experts:
         raise RoutelensError(
-            f"--mode split: the dense intermediate size {intermediate_size} is not divisible by --experts {experts}; "
+            f"--mode split: the dense intermediate size {intermediate_size} is not divisible by --num-experts {experts}; "
             f"choose a divisor of {intermediate_size} or use --mode copy."
         )
     return intermediate_size // experts
@@ -93,9 +72,9 @@ def expert_weights(
     inter = gate.shape[0]
     if cfg.mode is UpcycleMode.COPY:
         gate_up = torch.cat([gate, up], dim=0)  # (2I, H)
-        return gate_up.unsqueeze(0).repeat(cfg.experts, 1, 1), down.unsqueeze(0).repeat(cfg.experts, 1, 1)
-    part = split_size(inter, cfg.experts)
-    neurons = torch.randperm(inter, generator=generator).view(cfg.experts, part)  # (E, I/E) neuron ids
+        return gate_up.unsqueeze(0).repeat(cfg.num_experts, 1, 1), down.unsqueeze(0).repeat(cfg.num_experts, 1, 1)
+    part = split_size(inter, cfg.num_experts)
+    neurons = torch.randperm(inter, generator=generator).view(cfg.num_experts, part)  # (E, I/E) neuron ids
     gate_up = torch.cat([gate[neurons], up[neurons]], dim=1)  # (E, 2I/E, H)
     down_proj = down[:, neurons].permute(1, 0, 2).contiguous()  # (H, E, I/E) -> (E, H, I/E)
     return gate_up, down_proj
@@ -131,7 +110,7 @@ def mixtral_config(dense_config, cfg: UpcycleConfig, intermediate_size: int):
         pad_token_id=c.pad_token_id, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
         tie_word_embeddings=bool(c.tie_word_embeddings), rope_parameters=c.rope_parameters,
         sliding_window=getattr(c, "sliding_window", None) if c.model_type == "mistral" else None,
-        attention_dropout=c.attention_dropout, num_local_experts=cfg.experts, num_experts_per_tok=cfg.top_k,
+        attention_dropout=c.attention_dropout, num_local_experts=cfg.num_experts, num_experts_per_tok=cfg.top_k,
         dtype=c.dtype,
     )  # fmt: skip
 
@@ -156,7 +135,7 @@ def upcycled_state_dict(state: dict[str, torch.Tensor], num_layers: int, cfg: Up
         gate_up, down_proj = expert_weights(gate, up, down, cfg, generator)
         out[p + "experts.gate_up_proj"] = gate_up  # (E, 2I', H)
         out[p + "experts.down_proj"] = down_proj  # (E, H, I')
-        router = torch.randn(cfg.experts, gate.shape[1], generator=generator) * router_std  # (E, H)
+        router = torch.randn(cfg.num_experts, gate.shape[1], generator=generator) * router_std  # (E, H)
         out[p + "gate.weight"] = router.to(gate.dtype)
     return out
 
@@ -164,14 +143,14 @@ def upcycled_state_dict(state: dict[str, torch.Tensor], num_layers: int, cfg: Up
 def upcycle(
     dense_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    experts: int,
-    top_k: int,
-    mode: UpcycleMode | str = UpcycleMode.COPY,
-    seed: int = 0,
+    config: UpcycleConfig | None = None,
+    *,
     overwrite: bool = False,
     progress: bool = False,
+    **overrides,
 ) -> Path:
-    """Write a MixtralForCausalLM checkpoint (with the dense model's tokenizer files) to `out_dir`.
+    """Write a MixtralForCausalLM checkpoint (with the dense model's tokenizer files) to `out_dir`;
+    keyword overrides set UpcycleConfig fields (`num_experts` and `top_k` are required).
 
     The output is assembled in a temporary directory beside `out_dir` and renamed into place, so an
     interrupted run leaves nothing half-written. A non-empty `out_dir` is refused unless `overwrite`.
@@ -180,7 +159,7 @@ def upcycle(
 
     from routelens.progress import progress_bar
 
-    cfg = UpcycleConfig(experts=experts, top_k=top_k, mode=mode, seed=seed)
+    cfg = build_config(UpcycleConfig, config, overrides)
     dense_dir, out = Path(dense_dir), Path(out_dir)
     if not dense_dir.is_dir():
         raise RoutelensError(f"no directory {dense_dir}; give the dense model's checkpoint directory.")
@@ -192,7 +171,7 @@ def upcycle(
     _check_dense(dense_config, dense_dir)
     inter = dense_config.intermediate_size
     if cfg.mode is UpcycleMode.SPLIT:
-        inter = split_size(inter, cfg.experts)  # checked before the weights are loaded
+        inter = split_size(inter, cfg.num_experts)  # checked before the weights are loaded
 
     with progress_bar(disable=not progress, transient=True) as bar:
         task = bar.add_task("upcycle", total=3, status="loading the dense model")
@@ -216,7 +195,7 @@ def upcycle(
             for name in TOKENIZER_FILES:
                 if (dense_dir / name).is_file():
                     shutil.copy2(dense_dir / name, tmp / name)
-            record = {"source": str(dense_dir), "source_model_type": dense_config.model_type, **asdict(cfg)}
+            record = {"source": str(dense_dir), "source_model_type": dense_config.model_type, **cfg.to_json()}
             (tmp / "upcycle.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
         bar.update(task, advance=1, status="done")
     return out
