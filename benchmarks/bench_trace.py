@@ -48,7 +48,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, MixtralConfig
 
     import routelens
-    from routelens.tracer import TraceConfig
+    from routelens.trace import TraceConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-trace-"))
     texts = corpus_texts(args.tokens)
@@ -122,7 +122,7 @@ def main() -> None:
 
     plain()  # warm-up
     results = {"plain forward": best(plain), "routelens trace": best(traced), "common (logits->numpy)": best(common)}
-    info = routelens.tracer.summarize(work / "trace")
+    info = routelens.trace.summarize(work / "trace")
     base = total / results["plain forward"]
     print(f"tiny Mixtral (hidden 256, 4 layers, 8 experts, top-2), {total:,} tokens, "
           f"seq_len {args.seq_len}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")  # fmt: skip

@@ -89,7 +89,7 @@ def test_error_lines_keep_square_brackets(tmp_path, monkeypatch):
     def boom(*_a, **_k):
         raise RoutelensError("needs Ray; run: pip install 'routelens[ray]'")
 
-    monkeypatch.setattr("routelens.tracer.trace", boom)
+    monkeypatch.setattr("routelens.trace.trace", boom)
     (tmp_path / "c.txt").write_text("hello\n")
     result = CliRunner().invoke(app, ["trace", str(tmp_path), "--corpus", f"a={tmp_path / 'c.txt'}", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "routelens[ray]" in result.output

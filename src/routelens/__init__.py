@@ -9,13 +9,6 @@ __version__ = "0.1.0"
 
 from routelens.errors import RoutelensError, UnsupportedModelError  # noqa: E402
 from routelens.store import Trace, TraceChunk, open_trace  # noqa: E402
-
-
-def trace(*args, **kwargs):
-    """Run a MoE model over corpora and record its routing (see `routelens.tracer.trace`)."""
-    from routelens.tracer import trace as _trace
-
-    return _trace(*args, **kwargs)
-
+from routelens import trace  # noqa: E402  (the trace package; calling it runs routelens.trace.trace)
 
 __all__ = ["RoutelensError", "Trace", "TraceChunk", "UnsupportedModelError", "__version__", "open_trace", "trace"]

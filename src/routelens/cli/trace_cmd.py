@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from routelens.cli.common import console
+from routelens.trace.config import DeviceMap
 
 
 def trace_command(
@@ -40,7 +41,16 @@ def trace_command(
     ray_workers: Annotated[int | None, typer.Option(help="Model actors (default: one per GPU of the cluster, "
                                                     "else one per CPU but one).")] = None,
     ray_gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per model actor (default: 1 when the "
-                                                              "cluster has GPUs, else 0: CPU actors).")] = None,
+                                                              "cluster has GPUs, else 0: CPU actors; above 1 "
+                                                              "the model is spread over the actor's GPUs).")] = None,
+    device_map: Annotated[DeviceMap | None, typer.Option(help="Spread a model larger than one device over the GPUs, "
+                                                         "CPU memory and disk (accelerate); see docs/scaling.md.")] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Memory per device for --device-map, e.g. "
+                                                   "0=70GiB,1=70GiB,cpu=200GiB.")] = None,
+    offload_folder: Annotated[Path | None, typer.Option(help="Folder for the weights that fit no device "
+                                                        "(--device-map).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Load a model that ships its own "
+                                                    "code (auto_map in config.json): runs that code here.")] = False,
 ) -> None:
     """Run a MoE model over corpora and record, for every token and MoE layer, the experts the router
     chose and the weights the model applied.
@@ -54,14 +64,17 @@ def trace_command(
         routelens trace ./my-moe --corpus web=c4.jsonl --out trace/ --ray                      # local Ray, all GPUs
 
         routelens trace ./my-moe --corpus web=c4.jsonl --out /nfs/trace/ --ray-address auto --ray-workers 16
+
+        routelens trace ./big-moe --corpus web=c4.jsonl --out trace/ --device-map auto --max-memory 0=70GiB,1=70GiB,cpu=200GiB
     """
-    from routelens.tracer import TraceConfig, summarize, trace
+    from routelens.trace import TraceConfig, summarize, trace
 
     config = TraceConfig(
         seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
         dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
-        ray_gpus_per_worker=ray_gpus_per_worker,
+        ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,
+        offload_folder=offload_folder, trust_remote_code=trust_remote_code,
     )  # fmt: skip
     tr = trace(model, corpus, out, config)
     info = summarize(tr.path)
@@ -80,7 +93,7 @@ def info_command(
 
         routelens info trace/
     """
-    from routelens.tracer import dumps, summarize
+    from routelens.trace.summary import dumps, summarize
 
     info = summarize(path)
     if json_out:

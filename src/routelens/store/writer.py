@@ -1,10 +1,12 @@
 """Atomic, resumable writing of trace shards and the manifest.
 
 A trace directory holds `manifest.json`, `vocab.json` and `shards/part-{i:05d}.parquet`.
-Each shard is written to a temporary name and renamed, so a killed run leaves only whole
-shards behind. Shards are written strictly in order, so the complete ones always form a
-prefix 0..m-1, and each records in its Parquet metadata the document cursor after it:
-re-running the same command resumes from there with no token lost or duplicated.
+Every file is written under a temporary name and renamed (`routelens.atomic`), so a killed run
+leaves only whole files behind, with the user's umask. Each shard records in its Parquet
+metadata the document cursor after it. Shards may be written by several processes at once
+(Ray actors) and finish in any order, so the resume point is the set of shards on disk
+(`existing_shards`), each checked against the plan before it is skipped: re-running the same
+command resumes with no token lost or duplicated.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from routelens.atomic import atomic_path, write_json
 from routelens.errors import RoutelensError
 from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, SHARD_DIR, VOCAB
 
@@ -29,10 +31,32 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def write_shard(shard_dir: str | os.PathLike, index: int, table: pa.Table, meta: dict) -> int:
+    """Write shard `index` as `part-{index:05d}.parquet` atomically; returns its size in bytes.
+
+    The one shard writer, used in this process and by Ray actors. Its temporary name is unique
+    per attempt (a retried Ray task may race a dying one for the same shard), and the rename
+    makes the shard appear whole or not at all.
+    """
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "index": int(index), **meta}
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[SHARD_META_KEY] = json.dumps(meta).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    final = Path(shard_dir) / shard_name(index)
+    with atomic_path(final) as tmp:  # `.part-i.parquet.routelens-PID-*.tmp`: the writer clears `.*.tmp` on start
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["domain", "upos"])
+    return final.stat().st_size
+
+
+def existing_shards(shard_dir: str | os.PathLike) -> dict[int, dict]:
+    """{index: shard metadata} of every complete shard in `shard_dir`, in any order."""
+    found = {}
+    for path in sorted(Path(shard_dir).glob("part-*.parquet")):
+        meta = pq.read_schema(path).metadata or {}
+        if SHARD_META_KEY in meta:
+            info = json.loads(meta[SHARD_META_KEY])
+            found[int(info["index"])] = info
+    return found
 
 
 class TraceWriter:
@@ -90,14 +114,16 @@ class TraceWriter:
             (self.dir / name).unlink(missing_ok=True)
 
     # -- state -----------------------------------------------------------------------------
+    def existing_shards(self) -> dict[int, dict]:
+        """{index: metadata} of every complete shard on disk, in any order (the resume point)."""
+        return existing_shards(self.shard_dir)
+
     def completed_shards(self) -> list[dict]:
-        """Metadata of the complete shards 0..m-1 already on disk (the resume point)."""
-        done = []
-        index = 0
-        while (path := self.shard_dir / shard_name(index)).exists():
-            meta = pq.read_schema(path).metadata or {}
-            done.append(json.loads(meta[SHARD_META_KEY]))
-            index += 1
+        """Metadata of the complete shards 0..m-1 on disk (the prefix an in-order writer leaves)."""
+        found = self.existing_shards()
+        done: list[dict] = []
+        while len(done) in found:
+            done.append(found[len(done)])
         return done
 
     def previous_manifest(self) -> dict | None:
@@ -107,21 +133,13 @@ class TraceWriter:
     # -- writing ---------------------------------------------------------------------------
     def write_shard(self, index: int, table: pa.Table, meta: dict) -> int:
         """Write shard `index` atomically; returns its size in bytes."""
-        meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "index": index, **meta}
-        schema_meta = dict(table.schema.metadata or {})
-        schema_meta[SHARD_META_KEY] = json.dumps(meta).encode()
-        table = table.replace_schema_metadata(schema_meta)
-        final = self.shard_dir / shard_name(index)
-        tmp = self.shard_dir / f".{final.name}.tmp"
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["domain", "upos"])
-        os.replace(tmp, final)
-        return final.stat().st_size
+        return write_shard(self.shard_dir, index, table, meta)
 
     def write_manifest(self, manifest: dict) -> None:
-        write_json_atomic(self.dir / MANIFEST, {**manifest, "identity": self.identity})
+        write_json(self.dir / MANIFEST, {**manifest, "identity": self.identity}, indent=2, newline=True)
 
     def write_vocab(self, tokens: list[str]) -> None:
-        write_json_atomic(self.dir / VOCAB, {"tokens": tokens})
+        write_json(self.dir / VOCAB, {"tokens": tokens}, indent=2, newline=True)
 
 
 def new_manifest(

@@ -1,53 +1,15 @@
-"""End-to-end tracing: rows equal what the model computed, windows, resume, refusals, CLI errors."""
+"""End-to-end tracing in this process: rows equal what the model computed, windows, domains,
+probabilities, words and tags, storage, refusals."""
 
 from __future__ import annotations
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-import torch
-from typer.testing import CliRunner
 
 import routelens
-from routelens.cli.main import app
-from routelens.tracer import TraceConfig
-
-DOCS = [
-    "short one",
-    "The router sends each token to two of eight experts, and their outputs are combined by weight.",
-    "def f(x):\n    return x * 2\n\nprint(f(3))",
-    "a",
-    "Question: Solve 2*x + 3 = 11 for x. Answer: 4. " * 3,
-]
-
-
-def write_txt(path: Path, docs) -> str:
-    path.write_text("\n\n".join(d.replace("\n\n", "\n") for d in docs) + "\n")
-    return str(path)
-
-
-def experts_inputs(model, window_ids):
-    """Independent ground truth: the (indices, weights) each layer's experts module received."""
-    seen = []
-    handles = [
-        layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append((args[1].clone(), args[2].clone())))
-        for layer in model.model.layers
-    ]
-    try:
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([window_ids]))
-    finally:
-        for h in handles:
-            h.remove()
-    return np.stack([s[0].numpy() for s in seen], 1), np.stack([s[1].float().numpy() for s in seen], 1)
+from routelens.trace import TraceConfig
+from tests.trace.corpora import DOCS, experts_inputs, write_txt
 
 
 def test_trace_equals_the_models_own_expert_inputs(tiny_mixtral, tmp_path):
@@ -123,7 +85,7 @@ def test_conllu_tokens_keep_their_words_tag(tiny_mixtral, tmp_path):
 def test_bytes_per_token_layer_under_a_fifth_of_fp32_logits(tiny_mixtral, tmp_path):
     corpus = write_txt(tmp_path / "a.txt", DOCS * 60)
     tr = routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path / "t", progress=False)
-    info = routelens.tracer.summarize(tr.path)
+    info = routelens.trace.summarize(tr.path)
     assert info["tokens"] > 5000
     assert info["bytes_per_token_layer"] <= 32 / 5
 
@@ -138,83 +100,6 @@ def test_other_corpus_into_existing_trace_is_refused(tiny_mixtral, tmp_path):
     assert sorted(p.name for p in (tmp_path / "t" / "shards").iterdir()) == before
     tr = routelens.trace(str(tiny_mixtral), [f"web={b}"], tmp_path / "t", overwrite=True, progress=False)
     assert tr.manifest["corpora"][0]["documents"] == 2
-
-
-def _trace_cmd(model, corpus, out):
-    return [sys.executable, "-m", "routelens.cli.main", "trace", str(model), "--corpus", f"web={corpus}",
-            "--out", str(out), "--seq-len", "32", "--batch-size", "2", "--shard-tokens", "64", "--quiet"]  # fmt: skip
-
-
-@pytest.mark.slow
-def test_killed_trace_resumes_to_the_same_rows(tiny_mixtral, tmp_path):
-    corpus = write_txt(tmp_path / "a.txt", [f"{i} " + DOCS[i % len(DOCS)] for i in range(1200)])
-    routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path / "full", seq_len=32, batch_size=2,
-                    shard_tokens=64, progress=False)  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_trace_cmd(tiny_mixtral, corpus, tmp_path / "cut"), env=env, stderr=subprocess.DEVNULL)
-    shards = tmp_path / "cut" / "shards"
-    deadline = time.time() + 120
-    while not (shards / "part-00003.parquet").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    manifest = json.loads((tmp_path / "cut" / "manifest.json").read_text())
-    assert manifest["complete"] is False, "the run finished before it could be killed"
-    with pytest.raises(routelens.RoutelensError, match="incomplete"):
-        routelens.open_trace(tmp_path / "cut")
-    again = subprocess.run(_trace_cmd(tiny_mixtral, corpus, tmp_path / "cut"), env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-    a = ds.dataset(tmp_path / "full" / "shards").to_table().to_pylist()
-    b = ds.dataset(tmp_path / "cut" / "shards").to_table().to_pylist()
-    assert len(a) == len(b) and a == b
-
-
-runner = CliRunner()
-
-
-def test_cli_trace_and_info(tiny_mixtral, tmp_path):
-    corpus = write_txt(tmp_path / "a.txt", DOCS)
-    res = runner.invoke(app, ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "-q"])
-    assert res.exit_code == 0, res.output
-    assert "traced" in res.output
-    res = runner.invoke(app, ["info", str(tmp_path / "t")])
-    assert res.exit_code == 0 and "top-2 of 8" in res.output and "web" in res.output
-    res = runner.invoke(app, ["info", str(tmp_path / "t"), "--json"])
-    assert json.loads(res.output)["num_experts"] == 8
-
-
-@pytest.mark.parametrize(
-    "case, fragment",
-    [("missing_model", "no model at"), ("empty_corpus", "holds no text"), ("bad_conllu", "not valid CoNLL-U"),
-     ("bad_spec", "NAME=PATH"), ("dense_model", "LlamaForCausalLM"), ("missing_trace", "no routelens trace")],
-)  # fmt: skip
-def test_cli_errors_are_one_line_exit_2_and_write_nothing(case, fragment, tiny_mixtral, tmp_path):
-    corpus = write_txt(tmp_path / "a.txt", DOCS)
-    model, spec = str(tiny_mixtral), f"web={corpus}"
-    if case == "missing_model":
-        model = str(tmp_path / "nope")
-    elif case == "empty_corpus":
-        (tmp_path / "e.txt").write_text("\n\n  \n")
-        spec = f"web={tmp_path / 'e.txt'}"
-    elif case == "bad_conllu":
-        (tmp_path / "b.conllu").write_text("1\tw\tw\tNOUN\t_\t_\t0\troot\t_\t_\n\n1\tbroken\n\n")
-        spec = f"ud={tmp_path / 'b.conllu'}"
-    elif case == "bad_spec":
-        spec = corpus
-    elif case == "dense_model":
-        from tests.conftest import save_tiny_model
-        from transformers import LlamaConfig
-
-        model = str(save_tiny_model(tmp_path / "dense", LlamaConfig(hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)))  # fmt: skip
-    args = ["trace", model, "--corpus", spec, "--out", str(tmp_path / "out"), "-q"]
-    if case == "missing_trace":
-        args = ["info", str(tmp_path / "nothing")]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.output
-    assert not (tmp_path / "out").exists()
 
 
 def test_tagger_gives_raw_text_upos(tiny_mixtral, tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from routelens.scale.ray_trace import ShardTracer
+from routelens.trace.ray_backend import ShardTracer
 
 CRASH_SHARD = 2
 

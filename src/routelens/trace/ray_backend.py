@@ -1,16 +1,18 @@
-"""Tracing on Ray: the single-process tracer's plan and compute, spread over a pool of model actors.
+"""The Ray backend: the local backend's plan and compute, spread over a pool of model actors.
 
     documents --read, tokenize, plan (one Ray task, on the driver's node)--> one row per shard
-      --map_batches(pool of model actors: one per GPU, or CPU actors)--> part-{i:05d}.parquet
+      --map_batches(pool of model actors: one per GPU, G GPUs each, or CPU actors)--> part-{i:05d}.parquet
       --> a small row per shard back to the driver --> manifest.json, written once at the end
 
-The plan is `tracer._Runner._shards`, the very generator the single-process tracer uses, run in
-one sequential task: doc ids are the same global numbering, shards hold the same windows and an
-actor computes a shard with `_Runner._compute`, the same batches in the same order. So a Ray
-trace holds exactly the rows of a single-process trace, in the same shard files (`part-i` is the
-plan's shard i, whichever actor wrote it). Actors write shards atomically; Ray Data restarts dead
-actors and retries their shard, and a killed driver's run resumes on re-run by skipping every
-shard present on disk.
+The plan is `Planner.shards`, the very generator the local backend uses, run in one sequential
+task: doc ids are the same global numbering, shards hold the same windows, and an actor computes
+a shard with `ShardComputer.compute`, the same batches in the same order. So a Ray trace holds
+exactly the rows of a local trace, in the same shard files (`part-i` is the plan's shard i,
+whichever actor wrote it). An actor given more than one GPU spreads its model over them with a
+device map (as `--device-map` does in one process). Actors write shards with the store's atomic
+writer; Ray Data restarts dead actors and retries their shard, and a killed driver's run resumes
+on re-run by skipping every shard present on disk. This module depends on the trace core; the
+core never imports it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import numpy as np
 
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
-from routelens.scale.shards import existing_shards, write_shard_atomic
-from routelens.store.writer import TraceWriter, shard_name
-from routelens.tracer import DTYPES, TraceConfig, _Runner, _Shard, load_model
+from routelens.store.writer import TraceWriter, existing_shards, shard_name, write_shard
+from routelens.trace.compute import ShardComputer
+from routelens.trace.config import DeviceMap, TraceConfig
+from routelens.trace.loading import load_model, load_tokenizer
+from routelens.trace.plan import Planner, Shard, check_resumable
+from routelens.trace.totals import Totals
 
 INSTALL_HINT = "pip install 'routelens[ray]'"
 
@@ -42,67 +47,37 @@ def require_ray():
     return ray
 
 
-def load_skeleton(model: str | os.PathLike, config: TraceConfig):
-    """The model's modules on the meta device (no weights) and its tokenizer, for the driver.
+def actor_config(config: TraceConfig, gpus: float) -> TraceConfig:
+    """The settings an actor traces with: its own device(s), no Ray, no progress bar.
 
-    The driver only describes the routing and writes the manifest; the weights live in the
-    actors, so a model larger than the driver's memory can still be traced.
+    An actor with more than one GPU holds one copy of the model spread over its GPUs (Ray makes
+    them devices 0..G-1 inside the actor), with the user's --device-map or else `auto`; with one
+    GPU or none it computes on that device, unless a --device-map was asked for (e.g. to offload
+    to CPU memory what one GPU cannot hold).
     """
-    require_ray()
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    name = str(model)
-    if (Path(name).exists() or name.startswith((".", "/", "~"))) and not (Path(name) / "config.json").is_file():
-        raise RoutelensError(f"no model at {name} (no config.json); give a model directory or a hub id.")
-    try:
-        hf_config = AutoConfig.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        dtype = DTYPES[config.dtype] if config.dtype != "auto" else (getattr(hf_config, "dtype", None) or torch.float32)
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RoutelensError(f"could not load model {name!r}: {first}") from None
-    return skeleton.eval(), tokenizer
+    if gpus > 1 or config.device_map is not None:
+        return replace(config, device="cpu", device_map=config.device_map or DeviceMap.AUTO, ray=None, progress=False)
+    return replace(config, device="cuda" if gpus > 0 else "cpu", ray=None, progress=False)
 
 
 # -- the two stages -----------------------------------------------------------------------------
-def _shard_counts(shard: _Shard, num_domains: int) -> tuple[np.ndarray, np.ndarray]:
-    """Documents and tokens per domain in one shard (shards hold whole documents)."""
-    docs = np.zeros(num_domains, np.int64)
-    tokens = np.zeros(num_domains, np.int64)
-    for w in shard.windows:
-        docs[w.domain] += w.start == 0
-        tokens[w.domain] += len(w.ids)
-    return docs, tokens
-
-
-def _plan_shards(_seed, *, model: str, routing, config: TraceConfig, specs: list[CorpusSpec], done: dict) -> Iterator[dict]:
+def _plan_shards(_seed, *, model: str, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, done: dict) -> Iterator[dict]:
     """Ray Data UDF: read and tokenize the corpora, yield one row per shard of the plan.
 
-    Shards already on disk (`done`: {index: next_doc}) travel as an empty payload, only for
+    Shards already on disk (`done`: {index: metadata}) travel as an empty payload, only for
     their counts; one ending at another document than the plan says means another plan wrote it.
     """
-    from transformers import AutoTokenizer
-
-    planner = _Runner(None, AutoTokenizer.from_pretrained(model), routing, config, specs, None)
-    scratch = [{"documents": 0, "tokens": 0} for _ in specs]  # the plan's own tallies; totals come from the rows
-    for shard in planner._shards(scratch):
-        if shard.index in done and done[shard.index] != shard.next_doc:
-            raise RoutelensError(
-                f"shard {shard_name(shard.index)} was written with other shard boundaries; "
-                "pass --overwrite to start again."
-            )
-        docs, tokens = _shard_counts(shard, len(specs))
-        payload = b"" if shard.index in done else pickle.dumps(shard, protocol=5)
+    planner = Planner(load_tokenizer(model, config), config, specs)
+    for shard in planner.shards():
+        on_disk = check_resumable(shard, done, Path(shard_dir) / shard_name(shard.index))
+        docs, tokens = shard.counts(len(specs))
         yield {
             "index": np.array([shard.index], np.int64),
             "rows": np.array([shard.rows], np.int64),
             "next_doc": np.array([shard.next_doc], np.int64),
             "docs": docs[None],  # (1, domains)
             "tokens": tokens[None],  # (1, domains)
-            "payload": np.array([payload], dtype=object),
+            "payload": np.array([b"" if on_disk else pickle.dumps(shard, protocol=5)], dtype=object),
         }
 
 
@@ -110,9 +85,9 @@ class ShardTracer:
     """Ray Data actor: holds the model, turns planned shards into Parquet shards on disk."""
 
     def __init__(self, model: str, routing, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, gpus: float):
-        local = replace(config, device="cuda" if gpus > 0 else "cpu", ray=None, progress=False)
+        local = actor_config(config, gpus)
         hf_model, tokenizer = load_model(model, local)
-        self.runner = _Runner(hf_model, tokenizer, routing, local, specs, None)
+        self.computer = ShardComputer(hf_model, tokenizer, routing, local, specs)
         self.shard_dir = Path(shard_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -121,9 +96,9 @@ class ShardTracer:
             if len(payload) == 0:  # written by an earlier run
                 sizes[i] = (self.shard_dir / shard_name(int(index))).stat().st_size
                 continue
-            shard: _Shard = pickle.loads(payload)
-            table = self.runner._compute(shard)
-            sizes[i] = write_shard_atomic(self.shard_dir, shard.index, table, {"next_doc": shard.next_doc, "rows": shard.rows})
+            shard: Shard = pickle.loads(payload)
+            table = self.computer.compute(shard)
+            sizes[i] = write_shard(self.shard_dir, shard.index, table, {"next_doc": shard.next_doc, "rows": shard.rows})
         return {k: batch[k] for k in ("index", "rows", "next_doc", "docs", "tokens")} | {"bytes": sizes}
 
 
@@ -156,6 +131,8 @@ def _pool(ray, config: TraceConfig) -> tuple[int, float]:
             f"--ray-gpus-per-worker {gpus:g} asks for more GPUs than the cluster has ({resources.get('GPU', 0):g}); "
             "lower it, or add GPU nodes."
         )
+    if gpus > 1 and gpus != int(gpus):
+        raise RoutelensError(f"--ray-gpus-per-worker {gpus:g}: above 1 it must be a whole number of GPUs (the model is spread over them).")
     if config.ray_workers is not None:
         return config.ray_workers, gpus
     if gpus > 0:
@@ -197,9 +174,9 @@ def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpe
     from routelens.progress import progress_bar
 
     started = _connect(ray, config)
+    totals = Totals(specs)
     try:
         workers, gpus = _pool(ray, config)
-        done = {i: meta.get("next_doc") for i, meta in existing_shards(writer.shard_dir).items()}
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours below counts tokens; Ray's would interleave with it
         context.print_on_execution_start = False
@@ -210,28 +187,22 @@ def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpe
         here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
         planned = ray.data.from_items([{"seed": 0}]).map_batches(
             _plan_shards, batch_size=1, num_cpus=1, label_selector=here, max_calls=1,
-            fn_kwargs={"model": model, "routing": routing, "config": config, "specs": specs, "done": done},
+            fn_kwargs={"model": model, "config": config, "specs": specs, "shard_dir": str(writer.shard_dir),
+                       "done": writer.existing_shards()},
         ).repartition(target_num_rows_per_block=1)  # one shard per block: blocks are what actors share out
         traced = planned.map_batches(
             ShardTracer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus or None, num_cpus=1,
             fn_constructor_kwargs={"model": model, "routing": routing, "config": config, "specs": specs,
                                    "shard_dir": str(writer.shard_dir), "gpus": gpus},
         )  # fmt: skip
-        totals = {"tokens": 0, "documents": 0, "shards": 0, "bytes": 0}
-        docs = np.zeros(len(specs), np.int64)
-        tokens = np.zeros(len(specs), np.int64)
         budget = config.max_tokens * len(specs) if config.max_tokens else None
         with progress_bar(not config.progress) as bar:
             task = bar.add_task(f"tracing on Ray ({workers} actors)", total=budget, status="")
             try:
                 for batch in _quietly(traced.iter_batches(batch_size=None, batch_format="numpy")):
                     for i in range(len(batch["index"])):
-                        totals["shards"] += 1
-                        totals["tokens"] += int(batch["rows"][i])
-                        totals["bytes"] += int(batch["bytes"][i])
-                        docs += batch["docs"][i]
-                        tokens += batch["tokens"][i]
-                        bar.update(task, advance=int(batch["rows"][i]), status=f"{totals['tokens']:,} tokens")
+                        totals.add(batch["docs"][i], batch["tokens"][i], int(batch["bytes"][i]))
+                        bar.update(task, advance=int(batch["rows"][i]), status=totals.status())
             except Exception as exc:
                 user = _user_error(exc)
                 if user is None:
@@ -244,12 +215,4 @@ def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpe
     # (their shard was retried and written whole by another attempt).
     for stale in writer.shard_dir.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    if totals["tokens"] == 0:
-        raise RoutelensError("the corpora produced no tokens; check the files.")
-    totals["documents"] = int(docs.sum())
-    totals["bytes_per_token_layer"] = totals["bytes"] / (totals["tokens"] * len(routing.moe_layers))
-    corpora = [
-        {"name": s.name, "source": s.source, "kind": str(s.kind), "documents": int(d), "tokens": int(t)}
-        for s, d, t in zip(specs, docs, tokens)
-    ]
-    return {"totals": totals, "corpora": corpora}
+    return totals.manifest_part(len(routing.moe_layers))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import routelens
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
-from routelens.tracer import TraceConfig
+from routelens.trace import TraceConfig
 
 WEB = [f"The router sends token {i} to two of eight experts, then mixes their outputs. " * (1 + i % 4) for i in range(14)]
 CODE = [f"def f{i}(x):\n    return x * {i} + {i % 3}" for i in range(12)]
@@ -22,7 +22,7 @@ COLUMNS = ("doc_id", "domain", "position", "token_id", "experts", "weights")
 
 
 def test_missing_ray_is_one_line_with_the_install_command(monkeypatch):
-    from routelens.scale.ray_trace import require_ray
+    from routelens.trace.ray_backend import require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(RoutelensError, match=r"pip install 'routelens\[ray\]'"):
@@ -123,8 +123,8 @@ def test_single_process_resumes_a_ray_trace(ray_instance, tiny_mixtral, corpora,
 def test_a_dead_actor_s_shard_is_retried_and_never_half_written(ray_instance, tiny_mixtral, corpora, reference, tmp_path, monkeypatch):
     import ray.cloudpickle
 
-    import routelens.scale.ray_trace as ray_trace
-    from tests.scale import crashing
+    import routelens.trace.ray_backend as ray_trace
+    from tests.trace import crashing
 
     ray.cloudpickle.register_pickle_by_value(crashing)
     marker = tmp_path / "crashed"

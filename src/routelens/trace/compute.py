@@ -1,0 +1,106 @@
+"""Computing a shard: its windows through the model, the routers' decisions into a Parquet table.
+
+    windows --longest first, batch_size per pass, right-padded--> model body forward (the
+    RoutingRecorder hooks record each router's decision) --> rows of the non-padding tokens
+    --> (tokens, layers, k) experts and weights --> pa.Table in the trace schema
+
+The same object computes shards in this process and in each Ray actor, so both give the same
+batches in the same order. The model may be spread over devices and disk (device_map): the
+recorded routing is gathered and moved to the CPU before it becomes rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from routelens.corpus import CorpusSpec
+from routelens.store.reader import UPOS_TAGS
+from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, trace_schema
+from routelens.trace.config import TraceConfig
+from routelens.trace.loading import input_device
+from routelens.trace.plan import Shard, records_pos
+
+
+class ShardComputer:
+    """Holds a loaded model; `compute(shard)` returns the shard's rows as a table."""
+
+    def __init__(self, model, tokenizer, routing, config: TraceConfig, specs: list[CorpusSpec]):
+        self.model, self.routing, self.config = model, routing, config
+        self.L, self.E, self.k = len(routing.moe_layers), routing.num_experts, routing.top_k
+        self.with_pos = records_pos(specs, config)
+        self.schema = trace_schema(
+            self.L, self.E, self.k,
+            weights_dtype=config.weights_dtype, store_probs=config.store_probs, with_pos=self.with_pos,
+        )  # fmt: skip
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self.domains = pa.array([s.name for s in specs], pa.string())
+        self.device = input_device(model, config)
+
+    @torch.inference_mode()
+    def compute(self, shard: Shard) -> pa.Table:
+        from routelens.capture import RoutingRecorder
+
+        n, L, k, E = shard.rows, self.L, self.k, self.E
+        experts = np.empty((n, L, k), dtype=expert_id_numpy(E))  # (tokens, layers, k)
+        weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))  # (tokens, layers, k)
+        probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
+        # Longest windows first, so batches hold windows of similar length and little padding.
+        order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
+        body = getattr(self.model, self.model.base_model_prefix, self.model)  # the LM head is not needed
+        with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder:
+            for b in range(0, len(order), self.config.batch_size):
+                batch = [shard.windows[i] for i in order[b : b + self.config.batch_size]]
+                T = len(batch[0].ids)
+                ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), T), dtype=torch.long)
+                for r, w in enumerate(batch):
+                    ids[r, : len(w.ids)] = torch.from_numpy(w.ids)
+                    mask[r, : len(w.ids)] = 1
+                body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
+                got = recorder.take()
+                keep = mask.reshape(-1).bool().to(got.experts.device)
+                # (L, B*T, k) -> (real tokens, L, k), in batch-row order, on the CPU whatever
+                # device the layers ran on
+                e = got.experts[:, keep].permute(1, 0, 2).cpu().numpy()
+                wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
+                p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
+                at = 0
+                for w in batch:
+                    m = len(w.ids)
+                    experts[w.row : w.row + m] = e[at : at + m]
+                    weights[w.row : w.row + m] = wts[at : at + m]
+                    if probs is not None:
+                        probs[w.row : w.row + m] = p[at : at + m]
+                    at += m
+        return self._table(shard, experts, weights, probs)
+
+    def _table(self, shard: Shard, experts, weights, probs) -> pa.Table:
+        n = shard.rows
+        doc_id = np.empty(n, np.int64)
+        domain = np.empty(n, np.int32)
+        position = np.empty(n, np.int32)
+        token_id = np.empty(n, np.int32)
+        word_index = np.full(n, -1, np.int32)
+        upos = np.full(n, -1, np.int32)
+        for w in shard.windows:
+            sl = slice(w.row, w.row + len(w.ids))
+            doc_id[sl], domain[sl], token_id[sl] = w.doc_id, w.domain, w.ids
+            position[sl] = np.arange(w.start, w.start + len(w.ids))
+            if w.word_index is not None:
+                word_index[sl], upos[sl] = w.word_index, w.upos
+        columns = [
+            pa.array(doc_id),
+            pa.DictionaryArray.from_arrays(pa.array(domain), self.domains),
+            pa.array(position),
+            pa.array(token_id),
+            nested_array(experts, expert_id_type(self.E)),
+            nested_array(weights, pa.from_numpy_dtype(weights.dtype)),
+        ]
+        if probs is not None:
+            columns.append(nested_array(probs, pa.float16()))
+        if self.with_pos:
+            columns.append(pa.array(word_index, mask=word_index < 0))
+            columns.append(pa.DictionaryArray.from_arrays(pa.array(upos, mask=upos < 0), pa.array(UPOS_TAGS)))
+        return pa.Table.from_arrays(columns, schema=self.schema)

@@ -1,0 +1,112 @@
+"""`trace()`: the public entry point of the trace stage, from a model and corpora to a trace.
+
+    check inputs --> load (the model, or on Ray only its structure) --> describe the routing
+      --> open the output (resume, refuse or overwrite) --> manifest + vocab
+      --> the local backend or the Ray backend --> manifest with totals, marked complete
+
+Torch, transformers and Ray are imported only once a trace is really run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+
+from routelens.corpus import CorpusSpec
+from routelens.store.reader import Trace, open_trace
+from routelens.store.writer import TraceWriter, new_manifest
+from routelens.trace.config import TraceConfig
+from routelens.trace.plan import corpus_identity, parse_specs, preflight
+
+
+def trace(
+    model: str | os.PathLike,
+    corpora: Sequence[str | CorpusSpec] | Mapping[str, str],
+    out: str | os.PathLike,
+    config: TraceConfig | None = None,
+    **overrides,
+) -> Trace:
+    """Trace `model` (a local directory or hub id) over `corpora` into the directory `out`.
+
+    `corpora` is a list of `NAME=PATH` specs or a mapping {name: path}. Keyword overrides
+    set TraceConfig fields. Returns the opened trace. Re-running the same call after an
+    interruption resumes it; a finished trace is returned as is.
+    """
+    from routelens.capture import describe_model
+    from routelens.trace.loading import load_model, load_skeleton
+
+    config = TraceConfig(**{**(asdict(config) if config else {}), **overrides})
+    specs = parse_specs(corpora)
+    preflight(specs)
+    if config.ray is not None:  # the driver needs the model's structure only: no weights in its memory
+        from routelens.trace.ray_backend import require_ray
+
+        require_ray()
+        hf_model, tokenizer = load_skeleton(model, config)
+    else:
+        hf_model, tokenizer = load_model(model, config)
+    routing = describe_model(hf_model)
+    identity = {
+        "model": str(model),
+        "config_sha256": config_sha256(hf_model.config),
+        "corpora": [corpus_identity(s) for s in specs],
+        **config.identity(),
+    }
+    writer = TraceWriter(out, identity, overwrite=config.overwrite)
+    previous = writer.previous_manifest()
+    if previous and previous.get("complete") and previous.get("identity") == identity:
+        return open_trace(out)
+    base = new_manifest(
+        model={
+            "name_or_path": str(model),
+            "architecture": type(hf_model).__name__,
+            "model_type": hf_model.config.model_type,
+            "config_sha256": identity["config_sha256"],
+            "num_hidden_layers": getattr(hf_model.config, "num_hidden_layers", None),
+            "hidden_size": getattr(hf_model.config, "hidden_size", None),
+            "expert_params": routing.expert_params,
+        },
+        family=routing.family,
+        routing_rule=routing.rule,
+        moe_layers=routing.moe_layers,
+        num_experts=routing.num_experts,
+        top_k=routing.top_k,
+        corpora=[{"name": s.name, "source": s.source, "kind": str(s.kind)} for s in specs],
+        tokenizer={"name": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer)},
+        seq_len=config.seq_len,
+        extra={"batch_size": config.batch_size, "dtype": str(hf_model.dtype).removeprefix("torch."),
+               "weights_dtype": config.weights_dtype, "store_probs": config.store_probs,
+               "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing)},
+    )  # fmt: skip
+    writer.write_manifest(base)
+    writer.write_vocab(vocab_strings(tokenizer))
+    if config.ray is not None:
+        from routelens.trace.ray_backend import trace_on_ray
+
+        totals = trace_on_ray(str(model), routing, config, specs, writer)
+    else:
+        from routelens.trace.local import trace_locally
+
+        totals = trace_locally(hf_model, tokenizer, routing, config, specs, writer)
+    base.update(complete=True, **totals)
+    writer.write_manifest(base)
+    return open_trace(out)
+
+
+def _routing_layout(routing) -> dict:
+    """The routing shapes the capture reports beyond E and k (per-layer k, zero-computation
+    experts, hash-routed layers; docs/trace-format.md), for the manifest as they are."""
+    keys = ("top_k_per_layer", "num_zero_experts", "hash_routed_layers")
+    return {key: getattr(routing, key) for key in keys if hasattr(routing, key)}
+
+
+def config_sha256(model_config) -> str:
+    return hashlib.sha256(model_config.to_json_string(use_diff=False).encode()).hexdigest()
+
+
+def vocab_strings(tokenizer) -> list[str]:
+    """Display text of every token id (what the token view shows)."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in tokens]
