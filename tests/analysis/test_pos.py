@@ -185,16 +185,3 @@ def test_figures_render_from_the_json_round_trip(planted_result):
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.getvalue()[:4] == b"\x89PNG"
-
-
-def test_terminal_summary_shows_the_planted_expert_and_the_probe(planted_result, capsys):
-    from routelens.cli.analyze_cmd import _print_pos
-    from routelens.cli.common import console
-
-    with console.capture() as cap:
-        _print_pos(planted_result, ["0", "3", "7"])
-    text = cap.get()
-    punct = next(line for line in text.splitlines() if "PUNCT" in line)
-    assert "e5 100.0%*" in punct  # layer 3's plant, significant
-    assert f"accuracy {100 * planted_result['probe']['accuracy']:.1f}%" in text
-    assert "best single layer 3" in text and "most needed layer 3" in text

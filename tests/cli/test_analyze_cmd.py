@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from routelens.cli.main import app
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+from tests.analysis.test_pos import planted_result  # noqa: F401  (a fixture: the POS result of a planted trace)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,16 @@ def test_json_dash_writes_the_result_alone_to_stdout(trace, tmp_path):
     assert not (tmp_path / "-").exists()
     sat = runner.invoke(app, ["saturation", str(trace), str(trace), "--json", "-", "-q"])
     assert sat.exit_code == 0 and json.loads(sat.stdout)["topk"]["5"] == [1.0, 1.0]
+
+
+def test_terminal_summary_shows_the_planted_expert_and_the_probe(planted_result, capsys):
+    from routelens.cli.analyze_cmd import _print_pos
+    from routelens.cli.common import console
+
+    with console.capture() as cap:
+        _print_pos(planted_result, ["0", "3", "7"])
+    text = cap.get()
+    punct = next(line for line in text.splitlines() if "PUNCT" in line)
+    assert "e5 100.0%*" in punct  # layer 3's plant, significant
+    assert f"accuracy {100 * planted_result['probe']['accuracy']:.1f}%" in text
+    assert "best single layer 3" in text and "most needed layer 3" in text

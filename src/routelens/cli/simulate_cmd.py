@@ -67,8 +67,7 @@ def cache_command(
     from routelens.simulate import cache_with_control, simulate_cache
 
     _check_json_path(json_path)
-    config = cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
-                        expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
+    config = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet)
     result = (cache_with_control if shuffled else simulate_cache)(trace, config)
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=per_layer)
@@ -96,9 +95,7 @@ def balance_command(
     from routelens.simulate import simulate_balance
 
     _check_json_path(json_path)
-    config = cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
-                        redundant_experts=redundant_experts, seed=seed)  # fmt: skip
-    result = simulate_balance(trace, config)
+    result = simulate_balance(trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed))
     if not _emit_stdout(json_path, result):
         print_balance(result)
         _write_json(json_path, result)
@@ -113,12 +110,12 @@ def all_command(
     reset_per_document: bool = reset_option(),
     expert_bytes: int | None = expert_bytes_option(),
     dtype_bytes: float = dtype_bytes_option(),
+    seed: int = seed_option(),  # of both shuffled controls
     devices: int = devices_option(),
     batch_tokens: int = batch_option(),
     cf: list[float] | None = cf_option(),
     placement: list[Placement] | None = placement_option(),
     redundant_experts: int | None = redundant_option(),
-    seed: int = seed_option(),
     quiet: QuietOpt = False,
 ) -> None:
     """Both simulators with their shuffled controls, into one JSON file (keys `cache*`, `balance*`).
@@ -130,15 +127,22 @@ def all_command(
     from routelens.simulate import simulate_all
 
     _check_json_path(json_path)
-    cache = cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
-                       expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
-    balance = cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
-                         redundant_experts=redundant_experts, seed=seed)  # fmt: skip
-    result = simulate_all(trace, cache, balance)
+    cache = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet)
+    result = simulate_all(trace, cache, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed))
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=False)
         print_balance(result)
         _write_json(json_path, result)
+
+
+def _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet) -> CacheConfig:
+    return cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
+                      expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
+
+
+def _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed) -> BalanceConfig:
+    return cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
+                      redundant_experts=redundant_experts, seed=seed)  # fmt: skip
 
 
 # -- output --------------------------------------------------------------------------------------

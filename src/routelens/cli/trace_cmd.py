@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from routelens.cli.common import console
+from routelens.cli.common import BareJsonCommand, console, to_stdout
 from routelens.trace.config import DeviceMap
 
 
@@ -87,7 +87,9 @@ def trace_command(
 
 def info_command(
     path: Annotated[Path, typer.Argument(help="Trace directory.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the summary as JSON to this file; - or a bare --json: stdout.")
+    ] = None,
 ) -> None:
     """Summarise a trace: tokens per domain, layers, experts, storage per token-layer.
 
@@ -96,8 +98,14 @@ def info_command(
     from routelens.trace.summary import dumps, summarize
 
     info = summarize(path)
-    if json_out:
+    if to_stdout(json_out):
         console.print_json(dumps(info))
+        return
+    if json_out is not None:
+        from routelens.atomic import write_text
+
+        write_text(json_out, dumps(info) + "\n")
+        console.print(f"[green]wrote[/] {json_out}")
         return
     table = Table(title=f"routelens trace {info['path']}", show_header=False, title_justify="left")
     rows = [
@@ -131,4 +139,4 @@ def _ranges(layers: list[int]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("trace")(trace_command)
-    app.command("info")(info_command)
+    app.command("info", cls=BareJsonCommand)(info_command)
