@@ -38,6 +38,9 @@ Reader = Callable[[nn.Module, nn.Module, object], tuple[torch.Tensor, torch.Tens
 # An experts module's decoder layer: `model.layers.7.mlp.experts`, DBRX `transformer.blocks.7.ffn.experts`.
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|blocks|h)\.(\d+)\.")
 _ROUTER_NAME = re.compile(r"(Router|Gate|Gating)$")
+# Expert sets that only non-text tokens reach (ERNIE-4.5-VL's `vision_moe` beside `text_moe`):
+# routelens traces text, so a layer's text experts are its MoE layer.
+_OTHER_MODALITY = re.compile(r"(?:^|\.)(?:vision|visual|image|video|audio)[a-z_]*\.")
 
 
 class Scoring(StrEnum):
@@ -228,6 +231,8 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
     sites = []
     for name, experts in modules.items():
         if not recorded or name.rsplit(".", 1)[-1] != "experts" or not list(experts.parameters()):
+            continue
+        if _OTHER_MODALITY.search(name):
             continue
         owner = modules[name.rsplit(".", 1)[0]] if "." in name else model
         router = _router_of(owner, recorded)

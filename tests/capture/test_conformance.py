@@ -1,0 +1,145 @@
+"""Conformance: every MoE family of the installed transformers, recorded exactly on padded batches.
+
+The families are enumerated from transformers itself (`routelens.capture.catalog`: model types
+whose model classes record `router_logits`), so a transformers upgrade that adds a MoE family
+adds a case here, and that case fails until the family records exactly or is listed with its
+reason in `routelens.capture.unsupported`. Each family is built tiny from its config class alone
+(`tests.capture.tiny_auto`), run on a right-padded and a left-padded batch, and the recording is
+compared with what every experts module was actually called with, captured by the test's own
+hooks (found by module name, not by the recorder's discovery).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from routelens.capture import RoutingRecorder, describe_model
+from routelens.capture.catalog import moe_families
+from routelens.capture.unsupported import UNSUPPORTED
+from tests.capture.tiny_auto import VOCAB, build
+
+FAMILIES = {f.model_type: f for f in moe_families()}
+RECORDED = sorted(set(FAMILIES) - set(UNSUPPORTED))
+
+
+def test_the_scan_finds_the_families_routelens_documented_first():
+    assert len(FAMILIES) >= 12
+    known = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "deepseek_v2", "deepseek_v3", "gpt_oss",
+             "granitemoe", "dbrx", "jamba", "llama4"}  # fmt: skip
+    assert known <= set(RECORDED)
+
+
+def test_every_listed_family_exists_and_has_a_reason():
+    stale = sorted(set(UNSUPPORTED) - set(FAMILIES))
+    assert not stale, f"listed as unsupported but not a MoE family of this transformers: {stale}"
+    assert all(len(reason) > 20 and "\n" not in reason for reason in UNSUPPORTED.values())
+
+
+def _batches(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A right-padded and a left-padded batch of random ids (B, T) with their attention masks."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([12, 9, 5])
+    width = int(lengths.max())
+    out = []
+    for left in (False, True):
+        pos = torch.arange(width)[None, :]
+        mask = (pos >= width - lengths[:, None]) if left else (pos < lengths[:, None])
+        ids = torch.randint(3, VOCAB, (len(lengths), width), generator=gen).masked_fill(~mask, 0)
+        out.append((ids, mask.long()))
+    return out
+
+
+def _experts_calls(model) -> tuple[dict[str, list], list]:
+    """Forward pre-hooks on every module named `experts`: per module, the (index, weights) of each call."""
+    seen: dict[str, list] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] != "experts":
+            continue
+        names = [p for p in inspect.signature(type(module).forward).parameters if p != "self"]
+
+        def hook(module, args, kwargs, name=name, names=names):
+            bound = dict(zip(names, args)) | kwargs
+            # (hidden_states, top_k_index, top_k_weights); Llama4's experts take their scaled input only
+            tensors = [bound[n] for n in names[1:3] if torch.is_tensor(bound.get(n))] or [bound[names[0]]]
+            seen.setdefault(name, []).append([t.detach().clone() for t in tensors])
+
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    return seen, handles
+
+
+def _llama4_truth(model, calls: dict[str, list]) -> dict[str, list]:
+    """Llama4's experts get `routed_in` (E*T, H): hidden * score for each expert, zero for the
+    experts not chosen. The choice is the non-zero rows; the weight is the scale of each row."""
+    truth = {}
+    blocks_in = calls.pop("_block_in")
+    for name, per_call in calls.items():
+        block = model.get_submodule(name.rsplit(".", 1)[0])
+        out = []
+        for (routed,), hidden in zip(per_call, blocks_in[name]):
+            hidden = hidden.reshape(-1, hidden.shape[-1]).float()
+            routed = routed.float().view(block.num_experts, hidden.shape[0], -1)
+            scale = ((routed * hidden).sum(-1) / (hidden * hidden).sum(-1)).T  # (T, E)
+            chosen = (routed.abs().sum(-1) > 0).T
+            weights, index = scale.masked_fill(~chosen, -1.0).sort(dim=-1, descending=True)
+            out.append([index[:, : block.top_k], weights[:, : block.top_k]])
+        truth[name] = out
+    return truth
+
+
+def _canonical(index: torch.Tensor, weights: torch.Tensor, empty: int):
+    """The k slots of each token ordered by expert id with empty slots dropped, to compare choices."""
+    index, weights = index.long(), weights.float()
+    order = index.argsort(dim=-1)
+    index, weights = index.gather(-1, order), weights.gather(-1, order)
+    keep = index != empty
+    return index[keep], weights[keep], keep.sum(-1)
+
+
+@pytest.mark.parametrize("model_type", RECORDED)
+def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
+    family = FAMILIES[model_type]
+    model = build(model_type, family.module)
+    spec = describe_model(model)
+    seen, handles = _experts_calls(model)
+    llama4 = spec.family == "llama4"
+    if llama4:  # the experts see scaled inputs; the reference needs the block's input too
+        seen["_block_in"] = {}
+        for name, module in model.named_modules():
+            if name.endswith(".experts"):
+                owner = model.get_submodule(name.rsplit(".", 1)[0])
+                handles.append(owner.register_forward_pre_hook(
+                    lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())))  # fmt: skip
+    got = []
+    try:
+        with torch.no_grad(), RoutingRecorder(model, spec) as rec:
+            for ids, mask in _batches():
+                model(input_ids=ids, attention_mask=mask)
+                got.append(rec.take())
+    finally:
+        for h in handles:
+            h.remove()
+    truth = _llama4_truth(model, seen) if llama4 else seen
+    # expert sets no text token reached (ERNIE-4.5-VL's vision experts, called with no token) are not layers
+    truth = {n: calls for n, calls in truth.items() if any(c[0].numel() for c in calls)}
+    # every experts module that ran is a recorded layer, in layer order
+    called = sorted(truth, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
+    assert len(called) == len(spec.moe_layers), (called, spec.moe_layers)
+    empty = spec.no_expert_id
+    for b, routing in enumerate(got):
+        tokens = _batches()[b][0].numel()
+        assert routing.experts.shape == (len(spec.moe_layers), tokens, spec.top_k)
+        assert routing.experts.dtype == torch.int64 and routing.weights.dtype == torch.float32
+        assert int(routing.experts.min()) >= 0 and int(routing.experts.max()) <= empty
+        for layer, name in enumerate(called):
+            index, weights = truth[name][b]
+            ref_i, ref_w, ref_n = _canonical(index.reshape(tokens, -1), weights.reshape(tokens, -1), empty)
+            rec_i, rec_w, rec_n = _canonical(routing.experts[layer], routing.weights[layer], empty)
+            where = f"{model_type} layer {spec.moe_layers[layer]} batch {b}"
+            assert torch.equal(rec_n, ref_n), f"{where}: experts per token differ"
+            assert torch.equal(rec_i, ref_i), f"{where}: experts differ"
+            tol = dict(rtol=1e-5, atol=1e-6) if llama4 else dict(rtol=0, atol=0)
+            torch.testing.assert_close(rec_w, ref_w, **tol, msg=f"{where}: weights differ")
