@@ -73,3 +73,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+DEMO_TINY = dict(steps=3, trace_tokens=1_500, pos_tokens=800, saturation_tokens=300, seq_len=64, progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(out, report.html) of one tiny `run_demo`, shared by tests/test_demo.py and tests/cli/."""
+    from routelens.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "routelens-demo"
+    return out, run_demo(out=out, **DEMO_TINY)

@@ -1,26 +1,21 @@
-"""`routelens demo` end to end at a tiny scale: corpus, training, trace, analyses, report, and the
-trained model reused by the next run."""
+"""`run_demo` end to end at a tiny scale: corpus, training, trace, analyses, report (the command
+itself, and the trained model reused by its next run: tests/cli/test_demo_cmd.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 import routelens
-from routelens.cli.main import app
 from routelens.demo import DemoConfig, run_demo
 from routelens.errors import RoutelensError
-
-TINY = dict(steps=3, trace_tokens=1_500, pos_tokens=800, saturation_tokens=300, seq_len=64, progress=False)
+from tests.conftest import DEMO_TINY
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "routelens-demo"
-    report = run_demo(DemoConfig(out=out, **TINY))
-    return out, report
+def demo(demo_run):
+    return demo_run  # tests/conftest.py: one tiny run_demo for the session
 
 
 def test_demo_writes_model_trace_and_report(demo):
@@ -38,7 +33,7 @@ def test_demo_writes_model_trace_and_report(demo):
     assert set(trace.domains) == {"code", "prose", "math", "data"}
     # every domain traced up to its budget
     for c in trace.manifest["corpora"]:
-        assert 0 < c["tokens"] <= TINY["trace_tokens"]
+        assert 0 < c["tokens"] <= DEMO_TINY["trace_tokens"]
 
     analysis = json.loads((out / "analysis.json").read_text())
     assert {"distribution", "locality", "cache", "balance"} <= set(analysis)
@@ -61,20 +56,9 @@ def test_demo_pos_section_when_spacy_is_installed(demo):
     assert "pos" in analysis and routelens.open_trace(out / "pos").manifest["complete"]
 
 
-def test_second_run_reuses_the_trained_model(demo):
-    out, _ = demo
-    stamp = (out / "model" / "training.json").stat().st_mtime_ns
-    result = CliRunner().invoke(
-        app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"]
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "report.html" in result.output
-    assert (out / "model" / "training.json").stat().st_mtime_ns == stamp
-
-
 def test_out_must_be_a_directory(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RoutelensError, match="is a file"):
         DemoConfig(out=tmp_path / "file")
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "file"), "--quiet"])
-    assert result.exit_code == 2 and "is a file" in result.output
+    with pytest.raises(RoutelensError, match="unknown option 'trace_token' for DemoConfig; valid options are out, trace_tokens"):
+        run_demo(trace_token=10)

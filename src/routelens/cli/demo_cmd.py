@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from routelens.cli.common import console
+from routelens.cli.options import cli_config, config_option
+from routelens.demo import DemoConfig
 
 
 def demo_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for corpus/, model/, trace/ and report.html.")] = Path(
-        "routelens-demo"
-    ),
-    steps: Annotated[int | None, typer.Option(help="Training steps of the demo model (default: the tuned demo setting).")] = None,
-    trace_tokens: Annotated[int, typer.Option(help="Tokens per domain to trace and analyze.")] = 60_000,
+    out: Path = config_option(DemoConfig, "out", "--out", "-o"),
+    steps: int | None = config_option(DemoConfig, "steps", "--steps"),
+    trace_tokens: int = config_option(DemoConfig, "trace_tokens", "--trace-tokens"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Build a small Mixtral-architecture model on an embedded multi-domain corpus, trace its routing,
@@ -25,9 +25,9 @@ def demo_command(
 
         routelens demo --out /tmp/demo --trace-tokens 20000
     """
-    from routelens.demo import DemoConfig, run_demo
+    from routelens.demo import run_demo
 
-    report = run_demo(DemoConfig(out=out, steps=steps, trace_tokens=trace_tokens, progress=not quiet))
+    report = run_demo(cli_config(DemoConfig, out=out, steps=steps, trace_tokens=trace_tokens, progress=not quiet))
     console.print(f"[green]report:[/] {report.resolve()}")
     console.print(f"open it in a browser, e.g. [bold]python -m webbrowser file://{report.resolve()}[/]")
 

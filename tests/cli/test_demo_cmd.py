@@ -1,0 +1,29 @@
+"""`routelens demo` driven through the CLI: a second run reuses the model the first one trained,
+and a file as --out is a one-line error."""
+
+from __future__ import annotations
+
+import shutil
+
+from typer.testing import CliRunner
+
+from routelens.cli.main import app
+
+
+def test_second_run_reuses_the_trained_model(demo_run, tmp_path):
+    first, _ = demo_run  # tests/conftest.py: a tiny run_demo trained with 3 steps
+    out = tmp_path / "demo"
+    shutil.copytree(first / "model", out / "model")  # the CLI run writes its own corpus, trace and report
+    stamp = (out / "model" / "training.json").stat().st_mtime_ns
+    result = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output and (out / "report.html").is_file()
+    assert (out / "model" / "training.json").stat().st_mtime_ns == stamp
+
+
+def test_out_must_be_a_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "file"), "--quiet"])
+    assert result.exit_code == 2 and "is a file" in result.output
