@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from routelens import RoutelensError, open_trace
-from routelens.store.schema import expert_id_type, nested_array, nested_to_numpy
+from routelens.store.schema import FORMAT_VERSION, expert_id_type, nested_array, nested_to_numpy
 from routelens.store.writer import TraceWriter
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
 
@@ -111,4 +111,5 @@ def test_shard_metadata_is_self_describing(tmp_path):
     w = TraceWriter(tmp_path / "t", {"a": 1})
     w.write_shard(0, pa.table({"x": [1]}), {"next_doc": 5, "rows": 1})
     meta = json.loads(pq.read_schema(tmp_path / "t" / "shards" / "part-00000.parquet").metadata[b"routelens.shard"])
-    assert meta == {"format": "routelens-trace", "format_version": 1, "index": 0, "next_doc": 5, "rows": 1}
+    assert meta == {"format": "routelens-trace", "format_version": FORMAT_VERSION, "index": 0, "next_doc": 5, "rows": 1}
+    assert FORMAT_VERSION == 2  # weights optional, phase column (docs/trace-format.md)

@@ -71,6 +71,8 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
             f"vocabulary specialization (min count {meta['params']['min_count']}): "
             f"{min(vocab):.3f} .. {max(vocab):.3f} over layers (uniform routing tends to {k / E:.3f})"
         )
+    if not meta.get("has_weights", True) and not meta.get("has_probs"):
+        console.print("router confidence: skipped (the trace has no weights or probs: imported traces record experts only)")
     if result.get("pos"):
         _print_pos(result["pos"], shown)
 

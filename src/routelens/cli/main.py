@@ -22,11 +22,15 @@ COMMANDS = [
     "analyze_cmd",
     "simulate_cmd",
     "report_cmd",
+    "import_cmd",
+    "export_cmd",
+    "compare_cmd",
     "corpus_cmd",
     "inspect_cmd",
     "upcycle_cmd",
     "train_cmd",
     "eval_cmd",
+    "prune_cmd",
 ]
 
 for _name in COMMANDS:

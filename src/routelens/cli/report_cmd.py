@@ -72,6 +72,19 @@ def load_result(path: Path, flag: str, trace) -> dict:
     return {k: v for k, v in payload.items() if k == key or k.startswith(f"{key}_")}
 
 
+def load_comparison(path: Path, trace) -> dict:
+    """The result of `routelens compare` in `path`, refused when it holds none or its layers are not the trace's."""
+    writer = "routelens compare A B --json {path}"
+    payload = read_json_object(path, "--compare", writer, what="a comparison")
+    if not isinstance(payload.get("agreement"), dict):
+        raise RoutelensError(f"--compare {path} holds no `agreement`; pass the file `{writer.format(path=path)}` wrote.")
+    layers = (payload.get("meta") or {}).get("layers")
+    if layers is not None and [str(x) for x in layers] != [str(x) for x in trace.layers]:
+        raise RoutelensError(f"--compare {path} compares layers {layers} but the trace at {trace.path} has {trace.layers}; "
+                             "pass the comparison of this trace.")  # fmt: skip
+    return payload
+
+
 def report_command(
     trace: Annotated[Path, typer.Argument(help="Trace directory (from `routelens trace`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write; figures go to <stem>_figures/ beside it.")] = Path("report.html"),
@@ -81,6 +94,8 @@ def report_command(
         "--cache", help="Expert-cache results (`routelens simulate cache --json`, or `simulate all`).")] = None,
     balance_path: Annotated[Path | None, typer.Option(
         "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`).")] = None,
+    compare_path: Annotated[Path | None, typer.Option(
+        "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
         "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
         "keys); prefer --analysis, --cache and --balance.")] = None,
@@ -100,6 +115,8 @@ def report_command(
         routelens analyze trace/ --json analysis.json && routelens report trace/ --analysis analysis.json -o report.html
 
         routelens report trace/ --analysis analysis.json --cache cache.json --balance balance.json --layers 0,15,31 -o report.html
+
+        routelens compare trace-fp32/ trace-bf16/ --json compare.json && routelens report trace-fp32/ --compare compare.json
     """
     from routelens import open_trace
     from routelens.report import check_analysis, write_report
@@ -113,6 +130,8 @@ def report_command(
     for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
         if path is not None:
             analysis.update(load_result(path, flag, tr))
+    if compare_path is not None:
+        analysis["compare"] = load_comparison(compare_path, tr)
     if "distribution" not in analysis:
         from routelens.analysis import analyze
 

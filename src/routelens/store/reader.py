@@ -18,10 +18,11 @@ import pyarrow.parquet as pq
 
 from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS  # the corpus readers own the tag set (re-exported)
 from routelens.errors import RoutelensError
-from routelens.store.schema import FORMAT_NAME, MANIFEST, SHARD_DIR, VOCAB, nested_to_numpy
+from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PHASES, READABLE_VERSIONS, SHARD_DIR, VOCAB, nested_to_numpy
 
 BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
 READ_ROWS = 1 << 16  # rows decoded from Parquet at a time (see Trace.iter_chunks)
+PHASE_CODE = {name: i for i, name in enumerate(PHASES)}
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TraceChunk:
     probs: np.ndarray | None = None  # (n, layers, E) float16
     word_index: np.ndarray | None = None  # (n,) int32, -1 where none
     upos: np.ndarray | None = None  # (n,) int32 codes into UPOS_TAGS, -1 where none
+    expert_norms: np.ndarray | None = None  # (n, layers, k) float16, L2 norm of each chosen expert's output
+    phase: np.ndarray | None = None  # (n,) int32 codes into PHASES (0 prefill, 1 decode), -1 where none
 
     def __len__(self) -> int:
         return len(self.doc_id)
@@ -71,6 +74,7 @@ class Trace:
             raise RoutelensError(f"{manifest_path} is not valid JSON ({exc.msg}); re-run `routelens trace`.") from None
         if self.manifest.get("format") != FORMAT_NAME:
             raise RoutelensError(f"{manifest_path} is not a routelens trace manifest.")
+        self.format_version = _readable_version(self.manifest.get("format_version", 1), manifest_path)
         if not self.manifest.get("complete") and not allow_incomplete:
             raise RoutelensError(
                 f"the trace at {self.path} is incomplete (its run was interrupted); "
@@ -112,17 +116,22 @@ class Trace:
     def has(self, column: str) -> bool:
         return column in self.columns
 
+    def require(self, column: str, what: str) -> None:
+        """Refuse in one line when `what` needs an optional column this trace lacks."""
+        if not self.has(column):
+            raise RoutelensError(f"{what} needs the trace's `{column}` column, which {self.path} lacks{_ABSENT_WHY.get(column, '')}.")
+
     # -- streaming -------------------------------------------------------------------------
     def iter_chunks(self, columns: Sequence[str] | None = None, rows: int = 1 << 20) -> Iterator[TraceChunk]:
         """Yield the trace in order as chunks of at most `rows` rows.
 
-        `columns` chooses optional columns to read (weights, probs, word_index, upos); the
-        base columns are always present.
+        `columns` chooses optional columns to read (weights, probs, word_index, upos, phase);
+        the base columns are always present.
         """
         wanted = list(BASE_COLUMNS) + [c for c in (columns or ()) if c not in BASE_COLUMNS]
         missing = [c for c in wanted if c not in self.columns]
         if missing:
-            hint = " (trace with --store-probs)" if "probs" in missing else ""
+            hint = "".join(_ABSENT_WHY.get(c, "") for c in missing[:1])
             raise RoutelensError(f"the trace at {self.path} has no column {', '.join(missing)}{hint}.")
         # Parquet decodes nested lists with several bytes of level and buffer state per value,
         # and holds it for a whole batch: 1M rows x 32 layers x top-2 with weights take ~1.2 GB
@@ -169,7 +178,31 @@ class Trace:
             out.word_index = col("word_index").fill_null(-1).to_numpy()
         if "upos" in names:
             out.upos = _decode_dictionary(col("upos"), UPOS_CODE)
+        if "expert_norms" in names:
+            out.expert_norms = nested_to_numpy(col("expert_norms"), k)
+        if "phase" in names:
+            out.phase = _decode_dictionary(col("phase"), PHASE_CODE)
         return out
+
+
+# Why an optional column may be absent, and how to get it (appended to the one-line refusals).
+_ABSENT_WHY = {
+    "probs": " (trace with --store-probs)",
+    "weights": " (traces imported from serving engines record experts only; trace the model with `routelens trace` for weights)",
+    "phase": " (only imported and generation traces mark prefill and decode rows)",
+}
+
+
+def _readable_version(version, manifest_path: Path) -> int:
+    """The manifest's format version, refused in one line when this release cannot read it."""
+    if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        fix = "upgrade routelens to read it" if newer else "re-create the trace with this routelens"
+        raise RoutelensError(
+            f"{manifest_path} has format_version {version!r}; this routelens reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}: {fix}."
+        )
+    return version
 
 
 def _decode_dictionary(array: pa.Array, codes: dict[str, int]) -> np.ndarray:

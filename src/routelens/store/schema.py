@@ -3,6 +3,10 @@
 One row per recorded token. Per-layer columns are fixed-size lists over MoE layers of
 fixed-size lists over the k choices (or E experts for `probs`), so a shard converts to a
 numpy array of shape (tokens, layers, k) without copying.
+
+Format versions: 1 always has `weights`; 2 (this release) makes `weights` optional (traces
+imported from serving engines record experts only) and adds the optional `phase` column.
+A reader of version N reads every version up to N and refuses a newer one.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 FORMAT_NAME = "routelens-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written by this release; READABLE_VERSIONS are read
+READABLE_VERSIONS = (1, 2)
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
+PHASES = ("prefill", "decode")  # values of the `phase` column: the prompt's rows, then generated tokens'
 
 
 def expert_id_type(num_experts: int) -> pa.DataType:
@@ -38,21 +44,32 @@ def trace_schema(
     weights_dtype: str = "float16",
     store_probs: bool = False,
     with_pos: bool = False,
+    with_weights: bool = True,
+    with_phase: bool = False,
 ) -> pa.Schema:
+    """The shard schema; `weights` is left out with `with_weights=False` (format version 2)."""
     fields = [
         pa.field("doc_id", pa.int64(), nullable=False),
         pa.field("domain", pa.dictionary(pa.int32(), pa.string()), nullable=False),
         pa.field("position", pa.int32(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
         pa.field("experts", _nested(expert_id_type(num_experts), num_layers, top_k), nullable=False),
-        pa.field("weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False),
     ]
+    if with_weights:
+        fields.append(pa.field("weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False))
     if store_probs:
         fields.append(pa.field("probs", _nested(pa.float16(), num_layers, num_experts)))
     if with_pos:
         fields.append(pa.field("word_index", pa.int32()))
         fields.append(pa.field("upos", pa.dictionary(pa.int32(), pa.string())))
+    if with_phase:
+        fields.append(pa.field("phase", pa.dictionary(pa.int32(), pa.string()), nullable=False))
     return pa.schema(fields)
+
+
+def phase_array(codes: np.ndarray) -> pa.DictionaryArray:
+    """(tokens,) codes into PHASES -> the dictionary column `phase`."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32), pa.int32()), pa.array(PHASES, pa.string()))
 
 
 def nested_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:

@@ -44,7 +44,7 @@ def write_shard(shard_dir: str | os.PathLike, index: int, table: pa.Table, meta:
     table = table.replace_schema_metadata(schema_meta)
     final = Path(shard_dir) / shard_name(index)
     with atomic_path(final) as tmp:  # `.part-i.parquet.routelens-PID-*.tmp`: the writer clears `.*.tmp` on start
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["domain", "upos"])
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["domain", "upos", "phase"])
     return final.stat().st_size
 
 

@@ -1,0 +1,93 @@
+"""What an engine's routing arrays mean for one model: its MoE layers, E and k, read from the
+model directory's config alone (the modules are built on the meta device: no weights are read).
+
+Serving engines return expert ids per token as (tokens, layers, k), where `layers` is either the
+MoE layers only or every decoder layer with the dense ones holding -1. `EngineModel.to_moe_layers`
+turns either into routelens' (tokens, moe layers, k), refusing anything else in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from routelens.errors import RoutelensError
+
+NO_EXPERT = -1  # engines' placeholder in dense layers and in unused slots
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """The routing layout of a model, as `routelens trace` would record it."""
+
+    name: str  # MODEL_DIR as given
+    family: str
+    rule: str
+    moe_layers: list[int]  # true decoder-layer indices of the MoE layers
+    num_hidden_layers: int
+    num_experts: int
+    top_k: int
+    model: dict = field(default_factory=dict)  # the manifest's `model` entry
+    tokenizer: dict = field(default_factory=dict)  # the manifest's `tokenizer` entry
+    vocab: list[str] = field(default_factory=list)  # display text of each token id
+
+    def to_moe_layers(self, ids: np.ndarray, where: str) -> np.ndarray:
+        """(tokens, layers, k') engine ids -> (tokens, moe layers, k) int64, checked.
+
+        `layers` may be the MoE layers or all decoder layers (dense ones all -1); k' may exceed k
+        when the engine pads with -1 (SGLang's recorder keeps 8 slots)."""
+        if ids.ndim != 3:
+            raise RoutelensError(f"{where}: routed experts have shape {tuple(ids.shape)}, not (tokens, layers, k); "
+                                 "give one list of k expert ids per layer per token.")  # fmt: skip
+        n, layers, width = ids.shape
+        L, k = len(self.moe_layers), self.top_k
+        if layers == self.num_hidden_layers and layers != L:
+            dense = np.setdiff1d(np.arange(layers), self.moe_layers)
+            if (ids[:, dense] != NO_EXPERT).any():
+                layer = int(dense[(ids[:, dense] != NO_EXPERT).any(axis=(0, 2))][0])
+                raise RoutelensError(f"{where}: decoder layer {layer} is dense in {self.name} but holds expert ids; "
+                                     f"give the {L} MoE layers {self.moe_layers} or all {layers} layers with -1 in dense ones.")  # fmt: skip
+            ids = ids[:, self.moe_layers]
+        elif layers != L:
+            raise RoutelensError(f"{where}: routed experts have {layers} layers but {self.name} has {L} MoE layers of "
+                                 f"{self.num_hidden_layers} decoder layers; import with the model the engine served.")  # fmt: skip
+        if width < k:
+            raise RoutelensError(f"{where}: {width} expert ids per layer but {self.name} routes each token to k={k}; "
+                                 "import with the model the engine served.")  # fmt: skip
+        if width > k:
+            if (ids[:, :, k:] != NO_EXPERT).any():
+                raise RoutelensError(f"{where}: more than k={k} expert ids per layer (slots beyond k must be -1); "
+                                     "import with the model the engine served.")  # fmt: skip
+            ids = ids[:, :, :k]
+        bad = (ids < 0) | (ids >= self.num_experts)
+        if bad.any():
+            t, layer, _ = np.argwhere(bad)[0]
+            raise RoutelensError(f"{where}: token {int(t)}, MoE layer {self.moe_layers[layer]} has expert id "
+                                 f"{int(ids[t, layer][bad[t, layer]][0])}, outside 0..{self.num_experts - 1} "
+                                 f"(E={self.num_experts}); import with the model the engine served.")  # fmt: skip
+        return ids.astype(np.int64, copy=False)
+
+
+def engine_model(model_dir: str | os.PathLike, *, trust_remote_code: bool = False) -> EngineModel:
+    """Describe the model in `model_dir` (config.json and tokenizer; no weights needed)."""
+    from routelens.capture import describe_model
+    from routelens.trace.config import TraceConfig
+    from routelens.trace.loading import load_skeleton
+    from routelens.trace.run import config_sha256, vocab_strings
+
+    skeleton, tokenizer = load_skeleton(model_dir, TraceConfig(trust_remote_code=trust_remote_code))
+    spec = describe_model(skeleton)
+    config = skeleton.config
+    text = getattr(config, "get_text_config", lambda: config)()
+    hidden = int(getattr(text, "num_hidden_layers", None) or (max(spec.moe_layers) + 1))
+    return EngineModel(
+        name=str(model_dir), family=spec.family, rule=spec.rule, moe_layers=list(spec.moe_layers),
+        num_hidden_layers=hidden, num_experts=spec.num_experts, top_k=spec.top_k,
+        model={"name_or_path": str(model_dir), "architecture": type(skeleton).__name__, "model_type": config.model_type,
+               "config_sha256": config_sha256(config), "num_hidden_layers": hidden,
+               "hidden_size": getattr(text, "hidden_size", None), "expert_params": spec.expert_params},
+        tokenizer={"name": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer)},
+        vocab=vocab_strings(tokenizer),
+    )  # fmt: skip
