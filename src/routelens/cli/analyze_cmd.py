@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from routelens.analysis.analyze import AnalyzeConfig
-from routelens.cli.common import console, print_json, to_stdout
+from routelens.cli.common import console, emit_result
 from routelens.cli.options import cli_config, config_option
 
 SHOWN_LAYERS = 6  # layers in the printed locality table unless --all-layers
@@ -40,18 +40,11 @@ def analyze_command(
 
         routelens analyze trace-pos/ --pos --json analysis.json
     """
-    from routelens.analysis import analyze, write_json
+    from routelens.analysis import analyze
 
     config = cli_config(AnalyzeConfig, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap,
                         seed=seed, progress=not quiet)  # fmt: skip
-    result = analyze(trace, config)
-    if to_stdout(json_path):
-        print_json(result, indent=1)
-        return
-    print_summary(result, all_layers=all_layers)
-    if json_path is not None:
-        write_json(result, json_path)
-        console.print(f"[green]wrote[/] {json_path}")
+    emit_result(analyze(trace, config), json_path, lambda result: print_summary(result, all_layers=all_layers))
 
 
 def print_summary(result: dict, *, all_layers: bool = False) -> None:
@@ -182,12 +175,12 @@ def saturation_command(
 
         routelens saturation trace-step100/ trace-step500/ trace-final/ --json saturation.json
     """
-    from routelens.analysis import router_saturation, write_json
+    from routelens.analysis import router_saturation
 
-    result = router_saturation(traces, progress=not quiet)
-    if to_stdout(json_path):
-        print_json(result, indent=1)
-        return
+    emit_result(router_saturation(traces, progress=not quiet), json_path, print_saturation)
+
+
+def print_saturation(result: dict) -> None:
     table = Table(title="Router saturation: share of top-k (top-1) also chosen at the final checkpoint", title_justify="left")
     table.add_column("layer")
     for label in result["checkpoints"]:
@@ -197,9 +190,6 @@ def saturation_command(
     console.print(table)
     base = result["baseline"]
     console.print(f"random routing: {_pct(base['topk'])} ({_pct(base['top1'])})")
-    if json_path is not None:
-        write_json(result, json_path)
-        console.print(f"[green]wrote[/] {json_path}")
 
 
 def register(app: typer.Typer) -> None:

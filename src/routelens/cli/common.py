@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -47,6 +48,20 @@ def print_json(payload: Any, **fmt: Any) -> None:
 
     sys.stdout.write(json_text(payload, **fmt) + "\n")
     sys.stdout.flush()
+
+
+def emit_result(result: dict, json_path: str | Path | None, show: Callable[[dict], None]) -> None:
+    """What a command with `--json FILE` does with its result: `-` prints the JSON alone on stdout;
+    otherwise `show` prints the tables and the JSON file is written (atomically) when asked for."""
+    if to_stdout(json_path):
+        print_json(result, indent=1)
+        return
+    show(result)
+    if json_path is not None:
+        from routelens.analysis import write_json
+
+        write_json(result, json_path)
+        console.print(f"[green]wrote[/] {json_path}")
 
 
 def _show_flags_as_flags() -> None:

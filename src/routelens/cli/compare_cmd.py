@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from routelens.cli.common import console, print_json, to_stdout
+from routelens.cli.common import console, emit_result
 
 SHOWN_LAYERS = 6
 
@@ -34,17 +34,9 @@ def compare_command(
 
         routelens compare trace-hf/ trace-vllm/ --json compare.json && routelens report trace-hf/ --compare compare.json
     """
-    from routelens.analysis import write_json
     from routelens.analysis.compare import compare_traces
 
-    result = compare_traces(a, b, progress=not quiet)
-    if to_stdout(json_path):
-        print_json(result, indent=1)
-        return
-    print_comparison(result, all_layers=all_layers)
-    if json_path is not None:
-        write_json(result, json_path)
-        console.print(f"[green]wrote[/] {json_path}")
+    emit_result(compare_traces(a, b, progress=not quiet), json_path, lambda r: print_comparison(r, all_layers=all_layers))
 
 
 def print_comparison(result: dict, *, all_layers: bool = False) -> None:

@@ -14,6 +14,7 @@ to them.
 Importing this package imports neither torch nor transformers.
 """
 
+from routelens.engines.export import ExportConfig, expert_load, export_load
 from routelens.engines.importer import Engine, ImportConfig, import_engine
 
-__all__ = ["Engine", "ImportConfig", "import_engine"]
+__all__ = ["Engine", "ExportConfig", "ImportConfig", "expert_load", "export_load", "import_engine"]
