@@ -31,6 +31,10 @@ def test_cache_table_and_json(trace, tmp_path):
     assert data["cache"]["lru"]["0"]["8"] == pytest.approx(1 - 8 / 4000)  # 2,000 tokens x k=2; only the 8 cold misses
     # The printed table shows the mean over layers at capacity 8.
     assert f"{data['cache']['lru']['0']['8']:.3f}" in result.output
+    # Loads per token for every policy, in their own table.
+    assert "Experts loaded per token" in result.output
+    mean_loads = (data["cache_loads"]["belady"]["0"]["2"] + data["cache_loads"]["belady"]["2"]["2"]) / 2
+    assert f"{mean_loads:.3f}" in result.output.split("Experts loaded per token")[1]
 
 
 def test_balance_table_and_json(trace, tmp_path):

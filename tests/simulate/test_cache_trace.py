@@ -147,3 +147,17 @@ def test_simulate_all_routes_each_override_to_its_config(markov_trace):
         simulate_all(markov_trace, device=2)
     with pytest.raises(RoutelensError, match=r"unknown option 'capacity' for CacheConfig; valid options are policies, capacities"):
         simulate_cache(markov_trace, capacity=2)
+
+
+def test_prefetch_beats_belady_hits_only_by_loading_more(planted):
+    # k=1, E=2, capacity 1, stream 0 1 0 1 0 1. Belady (demand paging): every request misses -> hit 0,
+    # 6 loads / 6 tokens. Prefetch: misses at t0..t2; from t2 on it has learnt "1 follows 0, 0 follows 1"
+    # and loads the next expert after every token (t2..t5: 4 prefetch loads), so t3..t5 hit:
+    # hit rate 3/6, loads (3 misses + 4 prefetches) / 6. Belady is the optimum of demand paging only.
+    path = planted(np.array([0, 1, 0, 1, 0, 1]).reshape(6, 1, 1), [6], 2)
+    out = simulate_cache(path, policies=("belady", "prefetch"), capacities=(1,))
+    assert out["cache"]["belady"]["0"]["1"] == 0.0 and out["cache_loads"]["belady"]["0"]["1"] == 1.0
+    assert out["cache"]["prefetch"]["0"]["1"] == 0.5
+    assert out["cache_loads"]["prefetch"]["0"]["1"] == pytest.approx(7 / 6)
+    for policy in ("belady", "prefetch"):
+        assert out["cache_loads"][policy]["0"]["1"] == out["cache_detail"][policy]["0"]["1"]["loads_per_token"]

@@ -171,8 +171,23 @@ def print_cache(result: dict, *, per_layer: bool) -> None:
                 row.append(_human_bytes(_mean(detail[first], group, c, "bytes_per_token")))
             table.add_row(*row)
         console.print(table)
+        print_loads(result, group, where)
     if not meta["expert_bytes"]:
         console.print("[dim]bytes moved unknown: the manifest has no expert_params; pass --expert-bytes.[/]")
+
+
+def print_loads(result: dict, layers: list[str], where: str) -> None:
+    """Experts loaded per token for every policy (demand misses + prefetch loads), beside the hit
+    rates above: a prefetching policy can beat Belady's hits only by loading more."""
+    loads, meta = result.get("cache_loads"), result["cache_meta"]
+    if not loads:
+        return
+    table = Table(title=f"Experts loaded per token, demand misses + prefetch loads ({where})", title_justify="left")
+    for name in ["cached", *loads]:
+        table.add_column(name, justify="right")
+    for c in map(str, meta["capacities"]):
+        table.add_row(c, *[f"{_mean(loads[p], layers, c):.3f}" for p in loads])
+    console.print(table)
 
 
 def print_balance(result: dict) -> None:

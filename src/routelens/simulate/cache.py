@@ -107,9 +107,11 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     """Replay every layer of `trace` through an expert cache per policy and capacity; keyword
     overrides set CacheConfig fields, e.g. `simulate_cache(trace, policies=("lru",), capacities=(2,))`.
 
-    Returns `cache` {policy: {layer: {capacity: hit_rate}}}, `cache_detail` (same nesting, a
-    dict of metrics per capacity, see `cache_metrics`), `cache_gap` {layer: {capacity: Belady
-    minus LRU hit rate}} when both ran, and `cache_meta`. Layers and capacities are string keys.
+    Returns `cache` {policy: {layer: {capacity: hit_rate}}}, `cache_loads` (same nesting:
+    experts loaded per token, demand misses plus prefetch loads: a hit rate means little without
+    what it cost), `cache_detail` (same nesting, a dict of metrics per capacity, see
+    `cache_metrics`), `cache_gap` {layer: {capacity: Belady minus LRU hit rate}} when both ran,
+    and `cache_meta`. Layers and capacities are string keys.
     The layer streams are spilled under `tmp_dir` (default: the system's temporary folder,
     $TMPDIR): tokens x layers x k bytes; memory holds blocks of about `memory_bytes`.
     """
@@ -124,6 +126,7 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
         raise RoutelensError(f"cache capacity {caps[-1]} exceeds the {E} experts of a layer; pass --capacity 1..{E}.")
     size = expert_size_bytes(trace, config)
     cache: dict = {p.value: {} for p in config.policies}
+    loads: dict = {p.value: {} for p in config.policies}
     detail: dict = {p.value: {} for p in config.policies}
     order = "trace" if not config.shuffle else "documents" if config.reset_per_document else "shuffled"
     itemsize = 1 if E <= 256 else 2
@@ -155,9 +158,10 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
             for r, (policy, capacity) in enumerate(runs):
                 metrics = cache_metrics(counters[r], T, k, size)
                 cache[policy.value].setdefault(layer, {})[str(capacity)] = metrics["hit_rate"]
+                loads[policy.value].setdefault(layer, {})[str(capacity)] = metrics["loads_per_token"]
                 detail[policy.value].setdefault(layer, {})[str(capacity)] = metrics
             bar.advance(task, len(runs))
-    out = {"cache": cache, "cache_detail": detail}
+    out = {"cache": cache, "cache_loads": loads, "cache_detail": detail}
     if Policy.LRU in config.policies and Policy.BELADY in config.policies:
         lru, opt = cache[Policy.LRU.value], cache[Policy.BELADY.value]
         out["cache_gap"] = {layer: {c: opt[layer][c] - lru[layer][c] for c in lru[layer]} for layer in lru}

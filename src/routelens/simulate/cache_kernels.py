@@ -11,7 +11,9 @@ chunk by chunk. The rules (docs/simulate.md gives them in full):
   use (there is always one when capacity >= k);
 * below k (capacity < k) a token's experts cannot all be resident, so its requests are served one
   by one in routing order, as classic demand paging: a hit only if resident when served, the
-  victim chosen among all resident experts. Belady stays the offline optimum on both sides;
+  victim chosen among all resident experts. Belady is the fewest-misses policy among those that
+  load only on demand, on both sides; a prefetching policy is not bound by it (it can hit more
+  by loading more), so compare policies on hits and loads together;
 * recency is a clock that ticks once per access (and once per prefetch load), so no two
   accesses tie; LFU counts every access since the start of the segment (ties: least recent);
   Belady evicts the farthest next use (ties, only between never-used-again experts: least recent);

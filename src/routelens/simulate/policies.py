@@ -14,7 +14,7 @@ class Policy(StrEnum):
 
     LRU = "lru"  # evict the least recently requested expert
     LFU = "lfu"  # evict the least often requested expert (ties: least recent)
-    BELADY = "belady"  # evict the expert whose next request is farthest: the offline optimum
+    BELADY = "belady"  # evict the expert whose next request is farthest: the optimal demand-paging policy (offline)
     PREFETCH = "prefetch"  # LRU, plus loading ahead of time what followed the previous token's first choice
 
 
