@@ -178,3 +178,11 @@ def test_sglang_ids_that_fit_no_shape_are_refused(tiny_mixtral, tmp_path):
     src.write_text(json.dumps({"prompt_token_ids": [1, 2], "output_ids": [3], "meta_info": {"routed_experts": ids}}) + "\n")
     with pytest.raises(RoutelensError, match=r"line 1: 5 decoded ids fit no \(tokens, layers, k\)"):
         import_engine("sglang", src, tiny_mixtral, tmp_path / "out", progress=False)
+
+
+def test_request_whose_only_generated_token_was_never_run(tiny_mixtral, tmp_path):
+    src = tmp_path / "one.jsonl"
+    src.write_text(json.dumps({"prompt_token_ids": [5, 6], "output_token_ids": [7], "prompt_routed_experts": [[[0, 1], [2, 3]]] * 2,
+                               "routed_experts": []}) + "\n")  # fmt: skip
+    rows = import_engine("vllm", src, tiny_mixtral, tmp_path / "out", progress=False).load(["phase"])
+    assert rows.token_id.tolist() == [5, 6] and rows.phase.tolist() == [0, 0]

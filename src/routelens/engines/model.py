@@ -38,6 +38,8 @@ class EngineModel:
 
         `layers` may be the MoE layers or all decoder layers (dense ones all -1); k' may exceed k
         when the engine pads with -1 (SGLang's recorder keeps 8 slots)."""
+        if len(ids) == 0:  # no rows (e.g. one generated token, never run): nothing to check
+            return np.zeros((0, len(self.moe_layers), self.top_k), np.int64)
         if ids.ndim != 3:
             raise RoutelensError(f"{where}: routed experts have shape {tuple(ids.shape)}, not (tokens, layers, k); "
                                  "give one list of k expert ids per layer per token.")  # fmt: skip
