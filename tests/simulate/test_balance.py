@@ -26,18 +26,31 @@ def test_batch_counts_by_hand():
     assert counts.tolist() == [[1, 0, 1, 2], [1, 1, 2, 0], [1, 1, 0, 0]]
 
 
-def test_expert_capacity_is_floored():
+def test_expert_capacity_is_rounded_up_as_in_training():
     assert expert_capacity(np.array([4096]), 2, 8, 1.25).tolist() == [1280]
-    assert expert_capacity(np.array([2, 3]), 2, 4, 1.5).tolist() == [1, 2]  # 1.5 -> 1, 2.25 -> 2
-    assert expert_capacity(np.array([10]), 2, 8, 1.0).tolist() == [2]  # 2.5 -> 2
+    assert expert_capacity(np.array([2, 3]), 2, 4, 1.5).tolist() == [2, 3]  # 1.5 -> 2, 2.25 -> 3
+    assert expert_capacity(np.array([10]), 2, 8, 1.0).tolist() == [3]  # 2.5 -> 3
+    assert expert_capacity(np.array([64, 10, 64]), 2, 8, 1.0).tolist() == [16, 3, 16]  # one value per batch
 
 
 def test_drops_and_replicas_by_hand():
     counts = np.array([[2, 1, 1, 0], [1, 1, 1, 1], [4, 0, 0, 0]])
     capacity = np.array([1, 1, 1])
     assert dropped_assignments(counts, capacity, np.ones(4, np.int64)).tolist() == [1, 0, 3]
-    # Two replicas of expert 0 double its capacity.
-    assert dropped_assignments(counts, capacity, np.array([2, 1, 1, 1])).tolist() == [0, 0, 2]
+    # Two replicas of expert 0 share its capacity of 1 (shares 1 and 0) and its count (2+1, 1, 2+2):
+    # batch 0: 1 - 1 = 0 and 1 - 0 = 1 dropped, plus expert 1's 0: 1; batch 2: (2 - 1) + (2 - 0) = 3.
+    assert dropped_assignments(counts, capacity, np.array([2, 1, 1, 1])).tolist() == [1, 0, 3]
+    # Three replicas of a count of 7 with capacity 5: shares 3 2 2 against 2 2 1 -> 1 + 0 + 1 = 2 = 7 - 5.
+    assert dropped_assignments(np.array([[7]]), np.array([5]), np.array([3])).tolist() == [2]
+
+
+def test_replicated_drops_equal_the_logical_experts_on_random_counts():
+    rng = np.random.default_rng(7)
+    counts = rng.integers(0, 40, (50, 6))
+    capacity = rng.integers(0, 30, 50)
+    replicas = rng.integers(1, 5, 6)
+    logical = np.maximum(counts - capacity[:, None], 0).sum(axis=1)
+    assert dropped_assignments(counts, capacity, replicas).tolist() == logical.tolist()
 
 
 def test_device_loads_and_imbalance_by_hand():
@@ -90,9 +103,29 @@ def test_balanced_placement_relieves_the_hot_expert(planted):
     path = planted(hot_expert_experts(640), [640], 8)
     out = simulate_balance(path, devices=8, batch_tokens=64, cfs=(1.0,))
     rr, bal = out["balance"]["round_robin"]["1.0"], out["balance"]["balanced"]["1.0"]
-    assert bal["dropped"] < rr["dropped"] and bal["imbalance_max_mean"] < rr["imbalance_max_mean"]
+    # Replicas spread the hot expert's load over devices, but share its capacity: drops stay the same.
+    assert bal["imbalance_max_mean"] < rr["imbalance_max_mean"]
+    assert bal["dropped"] == rr["dropped"] == pytest.approx(48 / 128)
     replicas = out["balance_meta"]["balanced_replicas"]["0"]
     assert replicas[0] == max(replicas) > 1 and sum(replicas) == 8 + 8  # one spare slot per device
+    assert out["balance_meta"]["expert_slots"] == {"round_robin": 8, "balanced": 16}
+
+
+def test_uniform_routing_drops_alike_in_every_placement_at_equal_slots(planted):
+    # Uniform random routing, no hot expert: the balanced placement still replicates (ties), and with
+    # a full expert capacity per replica its drops used to fall to 0. Capacity per logical expert,
+    # split among replicas: the same slots, the same drops, in both orders.
+    rng = np.random.default_rng(11)
+    x = np.argsort(rng.random((4096, 2, 8)), axis=-1)[..., :2]
+    out = simulate_balance(planted(x, [4096], 8), devices=4, batch_tokens=64, cfs=(1.0, 1.25), redundant_experts=4)
+    meta = out["balance_meta"]
+    for cf in ("1.0", "1.25"):
+        rr, bal = out["balance"]["round_robin"][cf], out["balance"]["balanced"][cf]
+        assert bal["dropped"] == rr["dropped"]
+        assert out["balance_shuffled"]["balanced"][cf]["dropped"] == out["balance_shuffled"]["round_robin"][cf]["dropped"]
+        assert meta["slots"]["round_robin"][cf] == meta["slots"]["balanced"][cf] == 8 * meta["capacity_per_expert"][cf]
+    assert out["balance"]["round_robin"]["1.0"]["dropped"] > 0.01  # uniform routing does drop at CF 1
+    assert max(meta["balanced_replicas"]["0"]) > 1  # replicas were made
 
 
 def test_uniform_routing_round_robin_is_perfectly_balanced(planted):

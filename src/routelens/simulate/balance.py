@@ -12,7 +12,10 @@ DeepSeek-V3's prefill deployment: 8 experts + 1 redundant per GPU) are spread ov
 (greedily, each time the expert with the largest load per replica), then the replicas
 are packed onto devices by descending load, each onto the least loaded device with a free slot
 (preferring one without a replica of the same expert). A replicated expert's load is split
-evenly across its replicas, and each replica has the full per-expert capacity.
+evenly across its replicas, and so is its capacity: capacity belongs to the logical expert
+(`routelens.training.capacity.expert_capacity`, the rule training and evaluation use), so every
+placement is compared at the same total slots, and replication moves load between devices
+without adding slots.
 
 The kernels below are pure numpy functions of count arrays; `simulate_balance` streams a trace
 into per-batch expert counts and applies them, with memory that does not grow with the trace:
@@ -32,9 +35,7 @@ from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.policies import Placement
 from routelens.store import Trace, open_trace
-
-
-
+from routelens.training.capacity import expert_capacity as capacity_rule
 
 DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once (trace and shuffled orders)
 
@@ -44,7 +45,7 @@ class BalanceConfig:
     devices: int = setting(8, "Expert-parallel devices.")
     batch_tokens: int = setting(4096, "Tokens per batch, consecutive in trace order.")
     cfs: tuple[float, ...] = setting(
-        (1.0, 1.25, 2.0), "Capacity factor (capacity = floor(B x k / E x CF) per expert), repeatable."
+        (1.0, 1.25, 2.0), "Capacity factor (capacity = ceil(B x k / E x CF) per expert, shared by its replicas), repeatable."
     )
     placements: tuple[Placement, ...] = setting((Placement.ROUND_ROBIN, Placement.BALANCED), "Expert placement, repeatable.")
     redundant_experts: int | None = setting(
@@ -129,13 +130,33 @@ def batch_counts(experts: np.ndarray, num_experts: int, batch_tokens: int, order
 
 
 def expert_capacity(batch_sizes: np.ndarray, top_k: int, num_experts: int, cf: float) -> np.ndarray:
-    """Per-expert (per-replica) capacity of each batch: floor(B * k / E * CF), as Switch/GShard."""
-    return np.floor(np.asarray(batch_sizes) * top_k / num_experts * cf + 1e-9).astype(np.int64)
+    """Capacity of each logical expert per batch (batches,): `training.capacity.expert_capacity`,
+    ceil(B x k / E x CF), the one rule of training, evaluation and simulation."""
+    sizes = np.asarray(batch_sizes, np.int64)
+    distinct, where = np.unique(sizes, return_inverse=True)  # batches share a size: one call per size
+    values = np.array([capacity_rule(int(n), num_experts, top_k, cf) for n in distinct], np.int64)
+    return values[where.reshape(sizes.shape)]
+
+
+def split_evenly(total: np.ndarray, parts: np.ndarray, j: int) -> np.ndarray:
+    """Share j of `total` split into `parts` integer shares that differ by at most one, the larger
+    first: total // parts + (j < total % parts); 0 where j >= parts. Broadcasts."""
+    parts = np.maximum(parts, 1)
+    return np.where(j < parts, total // parts + (j < total % parts), 0)
 
 
 def dropped_assignments(counts: np.ndarray, capacity: np.ndarray, replicas: np.ndarray) -> np.ndarray:
-    """Assignments dropped per batch (batches,): an expert with r replicas takes r x capacity."""
-    return np.maximum(counts - replicas[None, :] * capacity[:, None], 0).sum(axis=1)
+    """Assignments dropped per batch (batches,). Expert e with r replicas has its count and its
+    capacity (batches,) each split evenly over them (`split_evenly`), and each replica drops what
+    exceeds its share of the capacity. Both splits put the larger shares first, so this equals
+    max(0, count - capacity) per logical expert: replicas never add capacity."""
+    counts = np.asarray(counts, np.int64)
+    replicas = np.asarray(replicas, np.int64)[None, :]  # (1, E)
+    capacity = np.asarray(capacity, np.int64)[:, None]  # (batches, 1)
+    dropped = np.zeros(len(counts), np.int64)
+    for j in range(int(replicas.max(initial=1))):
+        dropped += np.maximum(split_evenly(counts, replicas, j) - split_evenly(capacity, replicas, j), 0).sum(axis=1)
+    return dropped
 
 
 def device_loads(counts: np.ndarray, placement: np.ndarray) -> np.ndarray:
@@ -342,10 +363,20 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
         "tokens": int(T),
         "redundant_experts": redundant,
         "capacity_per_expert": {str(cf): int(expert_capacity([config.batch_tokens], k, E, cf)[0]) for cf in config.cfs},
+        # Capacity slots of a full batch per placement: E x capacity whatever the replicas (equal slots).
+        "slots": {name.value: {str(cf): _slots(per_placement[p][0], expert_capacity([B], k, E, cf)[0])
+                               for cf in config.cfs} for p, name in enumerate(config.placements)},  # fmt: skip
+        "expert_slots": {name.value: int(per_placement[p][0].sum()) for p, name in enumerate(config.placements)},
         "balanced_replicas": replicas_meta,
         "shuffle_seed": seed if compare_shuffled else None,
     }
     return out
+
+
+def _slots(placement: np.ndarray, capacity: int) -> int:
+    """Capacity slots of one batch summed over every replica of `placement` (E, D)."""
+    replicas = placement.sum(axis=1)
+    return int(sum(split_evenly(np.int64(capacity), replicas, j).sum() for j in range(int(replicas.max()))))
 
 
 def _pool(per_layer: dict, cfs) -> dict:

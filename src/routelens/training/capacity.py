@@ -1,10 +1,18 @@
-"""Expert capacity: a drop-in forward for Mixtral MoE blocks that caps how many tokens each expert takes.
+"""Expert capacity: the one capacity rule of routelens, and a drop-in forward for Mixtral MoE
+blocks that caps how many tokens each expert takes.
 
-Switch Transformer gives each expert `capacity = tokens_in_batch / E x CF` slots (top-1). For
-top-k we follow ST-MoE (Zoph et al. 2022): `capacity = ceil(tokens_in_batch x k / E x CF)`, so that
-CF = 1.0 is exactly enough slots for perfectly balanced routing whatever k is. `tokens_in_batch`
-is every token of one MoE forward call (batch x sequence; routelens packs text, so there is no
-padding to count).
+The rule (`expert_capacity`) is shared by training (`routelens train --capacity-factor`),
+evaluation (`routelens eval --capacity-factor`) and the expert-parallel simulator (`routelens
+simulate balance --cf`), so a capacity factor means the same number of slots everywhere; this
+module imports torch only inside the functions that need it, so the simulator can use the rule
+without it. Switch Transformer (Fedus et al.) gives each expert `tokens_in_batch / E x CF` slots
+with top-1 routing. With top-k each token makes k assignments, and we count all of them, as
+ST-MoE (Zoph et al. 2022) does for its top-2 router: `capacity = ceil(tokens_in_batch x k / E x
+CF)`, so that CF = 1.0 is exactly enough slots for perfectly balanced routing whatever k is (a
+formula that leaves k out needs k times our CF for the same slots). Rounded up, so that CF = 1.0 never starves balanced routing by rounding.
+`tokens_in_batch` is every token of one MoE forward call (batch x sequence; routelens packs text,
+so there is no padding to count); in the simulator, the tokens of one batch. The capacity belongs
+to the logical expert: an expert replicated over devices shares it among its replicas.
 
 Priority (who gets a slot when an expert is over capacity): all first choices before any second
 choice, then all second choices before any third, and within one choice rank by token order
@@ -26,12 +34,14 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from routelens.errors import RoutelensError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the rule above stays torch-free
+    import torch
 
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
@@ -46,6 +56,9 @@ def capacity_keep_mask(top_k_index: torch.Tensor, num_experts: int, capacity: in
 
     Slots are filled choice rank by choice rank, and in token order within a rank.
     """
+    import torch
+    import torch.nn.functional as F
+
     tokens, k = top_k_index.shape
     rank_major = top_k_index.t().reshape(-1)  # (k * tokens,): all first choices, then all second...
     onehot = F.one_hot(rank_major.long(), num_experts)  # (k * tokens, E)
@@ -100,6 +113,8 @@ def moe_blocks(model: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
 
 def _capacity_forward(block, hidden_states: torch.Tensor, *, capacity_factor: float | None, stats: CapacityStats, slot: int):
     """MixtralSparseMoeBlock.forward with an expert capacity; identical when nothing is dropped."""
+    import torch
+
     batch_size, sequence_length, hidden_dim = hidden_states.shape
     if block.training and block.jitter_noise > 0:
         hidden_states *= torch.empty_like(hidden_states).uniform_(1.0 - block.jitter_noise, 1.0 + block.jitter_noise)

@@ -32,8 +32,8 @@ def balance_section(ctx: ReportContext) -> Section | None:
                    "Dropped assignments against the capacity factor, per placement.", narrow=True)  # fmt: skip
     note = (
         "Experts placed on devices (round-robin, or balanced from the trace's load with hot experts replicated); "
-        "tokens grouped in batches in document order. Each expert accepts B·k/E·CF assignments per batch and drops "
-        "the rest; max/mean is the load of the busiest device over the mean. Locality makes consecutive tokens "
+        "tokens grouped in batches in document order. Each expert accepts ⌈B·k/E·CF⌉ assignments per batch (the rule "
+        "training uses), shared among its replicas, so every placement has the same slots, and drops the rest; max/mean is the load of the busiest device over the mean. Locality makes consecutive tokens "
         "pile onto the same experts, which is what over-subscribes them: the small print gives the same tokens "
         "in a random order."
     )
