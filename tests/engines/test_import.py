@@ -186,3 +186,19 @@ def test_request_whose_only_generated_token_was_never_run(tiny_mixtral, tmp_path
                                "routed_experts": []}) + "\n")  # fmt: skip
     rows = import_engine("vllm", src, tiny_mixtral, tmp_path / "out", progress=False).load(["phase"])
     assert rows.token_id.tolist() == [5, 6] and rows.phase.tolist() == [0, 0]
+
+
+def test_imported_trace_compares_equal_to_the_trace_it_came_from(mixtral_trace, tiny_mixtral, tmp_path):
+    """The engine-against-trainer use of `compare`: the same routing, one row fewer per request."""
+    from routelens.analysis.compare import compare_traces
+
+    docs = documents(mixtral_trace)
+    src = write_vllm_jsonl(tmp_path / "vllm.jsonl", docs, last_run=False)
+    imported = import_engine("vllm", src, tiny_mixtral, tmp_path / "out", progress=False)
+    result = compare_traces(mixtral_trace, imported)
+    assert result["meta"]["unmatched"] == {"a": len(docs), "b": 0}
+    assert all(v == {"first": 1.0, "overlap": 1.0, "set_equal": 1.0} for d in result["agreement"].values() for v in d.values())
+    assert result["any_layer_differs"]["all"] == 0.0
+    margin = result["by_margin"]
+    assert margin["source"] == "weights" and margin["trace"] == "a" and sum(margin["flips"]) == 0
+    assert sum(margin["counts"]) == result["meta"]["tokens"] * len(imported.layers)
