@@ -23,7 +23,7 @@ from routelens.engines.model import EngineModel
 from routelens.engines.records import EngineDocument
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
-from routelens.store.schema import expert_id_type, nested_array, phase_array, trace_schema
+from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, phase_array, trace_schema
 
 
 class Engine(StrEnum):
@@ -137,7 +137,7 @@ def _flush(writer, index: int, docs: list[EngineDocument], doc_id: int, domains:
     codes = {name: i for i, name in enumerate(domains)}
     ids = np.repeat(np.arange(doc_id, doc_id + len(docs), dtype=np.int64), lengths)
     E, L, k = model.num_experts, len(model.moe_layers), model.top_k
-    experts = np.concatenate([d.experts for d in docs]).astype(expert_id_type(E).to_pandas_dtype())
+    experts = np.concatenate([d.experts for d in docs]).astype(expert_id_numpy(E))  # (rows, layers, k)
     domain = pa.DictionaryArray.from_arrays(
         pa.array(np.repeat([codes[d.domain] for d in docs], lengths).astype(np.int32)), pa.array(domains, pa.string()))
     table = pa.Table.from_arrays(
