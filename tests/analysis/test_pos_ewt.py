@@ -45,6 +45,12 @@ def test_specialization_table_on_real_tags(ewt_result):
     for layer in spec.values():
         for entry in layer.values():
             assert 0.25 <= entry["max_share"] <= 1.0  # the largest of 8 shares summing to k=2
-            assert 1 / 101 <= entry["p_value"] <= 1.0
+            assert 1 / 101 <= entry["p_permutation"] <= 1.0  # the Monte-Carlo p of 100 shuffles
+            assert 0.0 <= entry["p_value"] <= 1.0
+            if entry["tested"]:  # at least min_words words: in the corrected family
+                assert entry["p_value"] <= entry["p_adjusted"] <= 1.0
+            else:
+                assert entry["p_adjusted"] is None and not entry["significant"] and entry["n"] < 30
     # Routing depends on the token, the token on the tag: frequent tags deviate at layer 0.
     assert spec["0"]["PUNCT"]["p_value"] < 0.05
+    assert spec["0"]["PUNCT"]["significant"]  # after the correction over all layers x tags

@@ -31,7 +31,7 @@ from routelens.analysis.vocabulary import (
     typical_tokens,
 )
 from routelens.atomic import write_json as write_json_atomic
-from routelens.config import build_config, setting
+from routelens.config import build_config, setting, split_overrides
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
@@ -57,10 +57,18 @@ class AnalyzeConfig:
                 raise RoutelensError(f"{name}={value!r} is invalid; pass an integer >= {low}.")
 
 
-def analyze(trace: Trace | str | Path, config: AnalyzeConfig | None = None, **overrides) -> dict:
+def analyze(
+    trace: Trace | str | Path, config: AnalyzeConfig | None = None, *, pos_config=None, **overrides
+) -> dict:
     """All routing analyses of `trace` as one JSON-ready dict (see docs/analysis-json.md);
-    keyword overrides set AnalyzeConfig fields, e.g. `analyze(trace, bootstrap=0, progress=False)`."""
-    config = build_config(AnalyzeConfig, config, overrides)
+    keyword overrides set AnalyzeConfig fields, e.g. `analyze(trace, bootstrap=0, progress=False)`,
+    or, with pos=True, `routelens.analysis.pos.PosConfig` fields (`correction="holm"`); a shared
+    `seed` goes to both. `pos_config` is a whole PosConfig instead."""
+    from routelens.analysis.pos import PosConfig
+
+    analyze_overrides, pos_overrides = split_overrides(overrides, AnalyzeConfig, PosConfig, what="AnalyzeConfig")
+    config = build_config(AnalyzeConfig, config, analyze_overrides)
+    pos_overrides.setdefault("seed", config.seed)
     progress = config.progress
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     if ALL in tr.domains:
@@ -72,7 +80,7 @@ def analyze(trace: Trace | str | Path, config: AnalyzeConfig | None = None, **ov
     if config.pos:
         from routelens.analysis.pos import analyze_pos
 
-        result["pos"] = analyze_pos(tr, seed=config.seed, progress=progress)
+        result["pos"] = analyze_pos(tr, build_config(PosConfig, pos_config, pos_overrides), progress=progress)
     return result
 
 

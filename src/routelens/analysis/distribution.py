@@ -196,23 +196,44 @@ class DistributionAccumulator:
         return self.docs_per_domain.copy()
 
 
-def bootstrap_shares(doc_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23) -> np.ndarray:
-    """Resample documents (or resampling units, see `DistributionAccumulator`) with replacement
-    `replicates` times: (docs, L, E) -> (B, L, E) shares.
+def bootstrap_totals(unit_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23) -> np.ndarray:
+    """Resample units (documents, or the resampling units of `DistributionAccumulator`) with
+    replacement `replicates` times: (units, ...) counts -> (B, ...) resampled totals.
 
-    A replicate's totals are a multinomial weighting of the documents times their counts, one
-    matrix product for a block of replicates (block bounds the (B, docs) weight matrix).
+    A replicate's totals are a multinomial weighting of the units times their counts, one
+    matrix product for a block of replicates (block bounds the (B, units) weight matrix). Every
+    document bootstrap of the analyses (domain distances, POS shares, locality) goes through here.
     """
-    n, L, E = doc_counts.shape
-    flat = doc_counts.reshape(n, L * E).astype(np.float64)
-    out = np.empty((replicates, L * E))
+    n = unit_counts.shape[0]
+    rest = unit_counts.shape[1:]
+    flat = unit_counts.reshape(n, -1).astype(np.float64)
+    out = np.empty((replicates, flat.shape[1]))
     step = max(1, block // max(n, 1))
     uniform = np.full(n, 1.0 / n)
     for lo in range(0, replicates, step):
         hi = min(replicates, lo + step)
-        weights = rng.multinomial(n, uniform, size=hi - lo).astype(np.float64)  # (b, docs)
+        weights = rng.multinomial(n, uniform, size=hi - lo).astype(np.float64)  # (b, units)
         out[lo:hi] = weights @ flat
-    return normalise(out.reshape(replicates, L, E))
+    return out.reshape(replicates, *rest)
+
+
+def bootstrap_shares(doc_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23) -> np.ndarray:
+    """Resampled shares: (docs, L, E) counts -> (B, L, E) shares (see `bootstrap_totals`)."""
+    return normalise(bootstrap_totals(doc_counts, replicates, rng, block))
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval (low, high) along `axis`, NaN-aware. Unlike the basic
+    interval it lies within the replicates' range, and it contains the point estimate whenever
+    the estimate lies between the replicates' quantiles (for a plug-in statistic, nearly always)."""
+    alpha = (1.0 - level) / 2
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as meant
+            low, high = np.nanquantile(replicates, [alpha, 1 - alpha], axis=axis)
+    return low, high
 
 
 def domain_distance(totals: np.ndarray, doc_counts: np.ndarray, doc_domain: np.ndarray, *, replicates: int, seed: int, level: float = 0.95) -> dict:

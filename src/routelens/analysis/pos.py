@@ -5,7 +5,8 @@ token's experts across all MoE layers) encode syntax? Given a trace with gold or
 (`word_index` and `upos` columns), this module picks one row per word (or every row, see
 `WordPolicy`) and runs, on the same rows:
 
-- specialization per layer and tag, with a permutation test (`pos_specialization`),
+- specialization per layer and tag, with a within-document permutation test corrected for the
+  layers x tags tests and a bootstrap interval over documents (`pos_specialization`),
 - the routing-path probe against its baselines, and the layer ablation (`pos_probe`),
 - the t-SNE path map with per-tag silhouettes (`pos_map`).
 
@@ -28,7 +29,8 @@ from routelens.analysis.pos_probe import (
     run_probe,
     split_by_document,
 )
-from routelens.config import build_config
+from routelens.analysis.pos_specialization import Correction
+from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_TAGS
 from routelens.store.reader import Trace, open_trace
@@ -42,16 +44,20 @@ class WordPolicy(StrEnum):
 
 @dataclass
 class PosConfig:
-    policy: WordPolicy = WordPolicy.FIRST  # which token(s) of a multi-token word stand for it
-    features: PathFeatures = PathFeatures.TOPK  # probe input: top-k set or first choice per layer
-    permutations: int = 500  # tag shuffles of the specialization test (smallest p = 1/(1+this))
+    policy: WordPolicy = setting(WordPolicy.FIRST, "Which token(s) of a multi-token word stand for it.")
+    features: PathFeatures = setting(PathFeatures.TOPK, "Probe input: top-k set or first choice per layer.")
+    permutations: int = setting(500, "Within-document tag shuffles of the specialization test (the null's mean and variance).")
+    correction: Correction = setting(Correction.FDR_BH, "Multiple-testing correction over layers x tags: fdr_bh (Benjamini-Hochberg), holm, none.")
+    alpha: float = setting(0.05, "A (layer, tag) is significant when its corrected p-value is at most this.")
+    min_words: int = setting(30, "Words a tag needs before any specialization claim is made (tested at all).")
+    bootstrap: int = setting(200, "Bootstrap replicates over documents for the max_share interval (0: none).")
     hidden: int = 128  # width of the probe MLP's hidden layer
     max_epochs: int = 40  # cap on the MLP's epochs (early stopping usually ends sooner)
     test_size: float = 0.2  # share of sentences (documents) held out for testing the probes
     tsne_points: int = 1000  # tokens in the t-SNE path map
     ablation: bool = True  # run the layer ablation (3L linear probes)
     ablation_rows: int = 10_000  # training rows of each ablation probe (a random subset)
-    seed: int = 0
+    seed: int = setting(0, "Seed of the permutations, the bootstrap, the splits and the probes.")
 
     def __post_init__(self):
         try:
@@ -62,8 +68,16 @@ class PosConfig:
             self.features = PathFeatures(self.features)
         except ValueError:
             raise RoutelensError(f"path features {self.features!r} are unknown; use topk or first.") from None
+        try:
+            self.correction = Correction(self.correction)
+        except ValueError:
+            raise RoutelensError(f"correction {self.correction!r} is unknown; use fdr_bh, holm or none.") from None
         if self.permutations < 1:
             raise RoutelensError(f"permutations={self.permutations} must be at least 1; use e.g. 500.")
+        if not 0.0 < self.alpha < 1.0:
+            raise RoutelensError(f"alpha={self.alpha} must lie strictly between 0 and 1; use e.g. 0.05.")
+        if self.min_words < 1 or self.bootstrap < 0:
+            raise RoutelensError(f"min_words={self.min_words} must be >= 1 and bootstrap={self.bootstrap} >= 0.")
         if not 0.0 < self.test_size < 1.0:
             raise RoutelensError(f"test_size={self.test_size} must lie strictly between 0 and 1; use e.g. 0.2.")
         if self.hidden < 1 or self.max_epochs < 1:
@@ -176,7 +190,8 @@ def analyze_pos(
 ) -> dict:
     """The whole POS analysis of a trace; keyword overrides set `PosConfig` fields.
 
-    Returns the `pos` dict: specialization {layer: {tag: {expert, max_share, kl, p_value, n}}},
+    Returns the `pos` dict: specialization {layer: {tag: {expert, max_share, kl, p_value,
+    p_adjusted, significant, n, ...}}} (docs/pos.md lists every key),
     shares {layer: {tag: [share per expert]}}, probe {...}, ablation {single, prefix, drop},
     tsne {...}, counts {tag: rows}, and the settings used. Layer keys are the trace's true
     layer indices written as strings.
@@ -200,7 +215,7 @@ def analyze_word_rows(
     """`analyze_pos` on rows already selected (tests and benchmarks build them directly)."""
     from routelens.analysis.pos_map import path_map
     from routelens.analysis.pos_specialization import (
-        permutation_pvalues,
+        permutation_test,
         shares_from_counts,
         tag_expert_counts,
     )
@@ -234,17 +249,14 @@ def analyze_word_rows(
 
         counts = tag_expert_counts(words.experts, words.tags, T, num_experts)  # (L, T, E)
         shares = shares_from_counts(counts, tag_totals)  # (L, T, E)
-        kl, pvalues = permutation_pvalues(
-            words.experts,
-            words.tags,
-            T,
-            num_experts,
-            permutations=config.permutations,
+        test = permutation_test(
+            words.experts, words.tags, T, num_experts, groups=words.doc_id, permutations=config.permutations,
             seed=config.seed,
-        )
+        )  # fmt: skip
         result["specialization"], result["shares"] = _specialization_tables(
-            layers, present, shares, kl, pvalues, tag_totals
+            words, layers, present, shares, test, tag_totals, config
         )
+        result["tests"] = _test_summary(result["specialization"], config)
         advance("probe")
         split = split_by_document(words.doc_id, test_size=config.test_size, seed=config.seed)
         result["probe"] = run_probe(
@@ -267,24 +279,56 @@ def analyze_word_rows(
     return result
 
 
-def _specialization_tables(layers, present, shares, kl, pvalues, tag_totals) -> tuple[dict, dict]:
+def _specialization_tables(words, layers, present, shares, test, tag_totals, config: PosConfig) -> tuple[dict, dict]:
+    """Per (layer, tag): best expert and share with its bootstrap interval, KL, p-values and the
+    corrected decision. Tags with fewer than `min_words` rows are not tested (no p_adjusted)."""
+    from routelens.analysis.pos_specialization import adjust_pvalues, share_intervals
+
+    tested = tag_totals >= config.min_words  # (T,)
+    p = np.where(tested[None, :], test.p_value, np.nan)  # (L, T): the family of tests
+    adjusted = adjust_pvalues(p, config.correction)
+    best = np.argmax(np.nan_to_num(shares, nan=-1.0), axis=-1)  # (L, T); absent tags: 0, unused
+    low, high = share_intervals(words.experts, words.tags, words.doc_id, best, len(UPOS_TAGS),
+                                replicates=config.bootstrap, seed=config.seed)  # fmt: skip
     spec: dict = {}
     table: dict = {}
+    opt = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
     for li, layer in enumerate(layers):
         spec[str(layer)] = {}
         table[str(layer)] = {}
         for t in present:
             row = shares[li, t]  # (E,)
-            best = int(np.argmax(row))
+            e = int(best[li, t])
             spec[str(layer)][UPOS_TAGS[t]] = {
-                "expert": best,
-                "max_share": float(row[best]),
-                "kl": float(kl[li, t]),
-                "p_value": float(pvalues[li, t]),
+                "expert": e,
+                "max_share": float(row[e]),
+                "max_share_low": opt(low[li, t]),
+                "max_share_high": opt(high[li, t]),
+                "kl": float(test.observed[li, t]),
+                "kl_null_mean": float(test.null_mean[li, t]),
+                "kl_null_sd": float(test.null_sd[li, t]),
+                "p_value": float(test.p_value[li, t]),
+                "p_permutation": float(test.p_permutation[li, t]),
+                "p_adjusted": opt(adjusted[li, t]),
+                "significant": bool(tested[t] and adjusted[li, t] <= config.alpha),
+                "tested": bool(tested[t]),
                 "n": int(tag_totals[t]),
             }
             table[str(layer)][UPOS_TAGS[t]] = [round(float(x), 5) for x in row]
     return spec, table
+
+
+def _test_summary(spec: dict, config: PosConfig) -> dict:
+    """How many (layer, tag) tests were made and how many came out significant after correction."""
+    entries = [e for tags in spec.values() for e in tags.values()]
+    return {
+        "family": sum(e["tested"] for e in entries),
+        "significant": sum(e["significant"] for e in entries),
+        "correction": str(config.correction),
+        "alpha": config.alpha,
+        "min_words": config.min_words,
+        "p_value": "scaled chi-square matched to the within-document permutation null's mean and variance",
+    }
 
 
 def top_specialized(result: dict, n: int = 10) -> list[tuple[str, str, dict]]:

@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from routelens.analysis.analyze import AnalyzeConfig
+from routelens.analysis.pos import PosConfig
+from routelens.analysis.pos_specialization import Correction
 from routelens.cli.common import console, emit_result
 from routelens.cli.options import cli_config, config_option
 
@@ -26,6 +28,9 @@ def analyze_command(
     max_distance: int = config_option(AnalyzeConfig, "max_distance", "--max-distance"),
     bootstrap: int = config_option(AnalyzeConfig, "bootstrap", "--bootstrap"),
     seed: int = config_option(AnalyzeConfig, "seed", "--seed"),
+    correction: Correction = config_option(PosConfig, "correction", "--correction"),
+    alpha: float = config_option(PosConfig, "alpha", "--alpha"),
+    min_words: int = config_option(PosConfig, "min_words", "--min-words"),
     all_layers: Annotated[bool, typer.Option("--all-layers", help="Print every layer in the locality table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -39,6 +44,8 @@ def analyze_command(
         routelens analyze trace/ --json analysis.json --bootstrap 500 --seed 1
 
         routelens analyze trace-pos/ --pos --json analysis.json
+
+        routelens analyze trace-pos/ --pos --correction holm --alpha 0.01 --min-words 50
     """
     from routelens.analysis import analyze
 
@@ -75,9 +82,12 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
     spec, counts = pos.get("specialization") or {}, pos.get("counts") or {}
     layers = [n for n in shown if n in spec]
     if layers:
+        tests = pos.get("tests") or {}
+        rule = (f"* significant: {tests.get('correction', 'fdr_bh')}-corrected p <= {tests.get('alpha', 0.05)} over "
+                f"{tests.get('family', '?')} tests, {tests.get('significant', '?')} significant; "
+                f"tags under {tests.get('min_words', 30)} words untested") if tests else "* p < 0.01, uncorrected"  # fmt: skip
         table = Table(
-            title=f"Part of speech: the expert taking most of each tag (chance k/E = {_pct(pos.get('chance_share'))}; "
-            "* p < 0.01 against shuffled tags)",
+            title=f"Part of speech: the expert taking most of each tag (chance k/E = {_pct(pos.get('chance_share'))}; {rule})",
             title_justify="left",
         )
         table.add_column("tag")
@@ -89,8 +99,7 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
             cells = []
             for name in layers:
                 e = spec[name].get(tag)
-                star = "*" if e and e.get("p_value") is not None and e["p_value"] < 0.01 else ""
-                cells.append("-" if not e else f"e{e['expert']} {_pct(e['max_share'])}{star}")
+                cells.append("-" if not e else f"e{e['expert']} {_pct(e['max_share'])}{'*' if _significant(e) else ''}{_interval(e)}")
             table.add_row(tag, f"{int(counts.get(tag, 0)):,}", *cells)
         console.print(table)
     probe = pos.get("probe")
@@ -107,6 +116,19 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
             f"layer ablation (linear probes): best single layer {best} ({_pct(ablation['single'][best])}), all layers "
             f"{_pct(ablation.get('full'))}" + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else "")
         )
+
+
+def _significant(entry: dict) -> bool:
+    """The corrected decision; a result from before corrections falls back to p < 0.01."""
+    if "significant" in entry:
+        return bool(entry["significant"])
+    return entry.get("p_value") is not None and entry["p_value"] < 0.01
+
+
+def _interval(entry: dict, low: str = "max_share_low", high: str = "max_share_high") -> str:
+    if entry.get(low) is None or entry.get(high) is None:
+        return ""
+    return f" [{100 * entry[low]:.0f}-{100 * entry[high]:.0f}]"
 
 
 def _spread(names: list[str], n: int) -> list[str]:

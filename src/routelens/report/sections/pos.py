@@ -24,9 +24,14 @@ def pos_section(ctx: ReportContext) -> Section | None:
         e = spec[layer].get(tag)
         if e is None:
             return "–"
-        strong = e["p_value"] < 0.01
+        # Bold only what survives the correction over layers x tags (older results: p < 0.01).
+        strong = bool(e["significant"]) if "significant" in e else e["p_value"] < 0.01
         share = f"<b>{pct(e['max_share'])}</b>" if strong else pct(e["max_share"])
-        return f'e{int(e["expert"])} · {share}<span class="sub">KL {num(e["kl"], 3)} · p {num(e["p_value"], 3)}</span>'
+        ci = f" [{pct(e['max_share_low'], 0)}–{pct(e['max_share_high'], 0)}]" if e.get("max_share_low") is not None else ""
+        p = f"p<sub>adj</sub> {num(e['p_adjusted'], 3)}" if e.get("p_adjusted") is not None else f"p {num(e['p_value'], 3)}"
+        if "tested" in e and not e["tested"]:
+            p = "untested (too few words)"
+        return f'e{int(e["expert"])} · {share}{ci}<span class="sub">KL {num(e["kl"], 3)} · {p}</span>'
 
     counts = result.get("counts") or {}
     rows = [[esc(t), f"{int(counts.get(t, 0)):,}"] + [cell(layer, t) for layer in cols] for t in tags]
@@ -52,11 +57,18 @@ def pos_section(ctx: ReportContext) -> Section | None:
             body += figure(ctx.sink.add(path_map_figure(result), "pos-path-map"),
                            "t-SNE of routing paths coloured by part of speech; silhouettes against shuffled paths.",
                            narrow=True)  # fmt: skip
+    tests = result.get("tests") or {}
+    rule = (
+        f"bold: significant after {esc(tests.get('correction'))} correction over the {tests.get('family')} layer × tag tests "
+        f"(corrected p ≤ {tests.get('alpha')}; tags with fewer than {tests.get('min_words')} words are not tested); "
+        "brackets: 95% bootstrap interval over sentences"
+        if tests else "bold: p < 0.01, uncorrected"
+    )
     note = (
         f"Tokens carry gold (or tagger) UPOS tags. For each layer and tag, the expert that receives the largest "
         f"share of the tag's tokens among their top-k (chance k/E = {chance:.3f}), the KL divergence of the tag's "
         "expert distribution from the layer's overall one (which controls for unbalanced load), and a permutation "
-        "p-value (tags shuffled; bold: p < 0.01). The probe predicts the tag from the routing path alone, tested "
+        f"p-value (tags shuffled within each sentence; {rule}). The probe predicts the tag from the routing path alone, tested "
         "on held-out sentences against majority, word-form and shuffled-path baselines."
     )
     return Section("pos", "Part of speech", note, body)
