@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import cli_model  # noqa: F401 - a micro model `routelens train` wrote (ablation tests)
 from tests.conftest import build_tokenizer
 
 _COMMON = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, vocab_size=300,

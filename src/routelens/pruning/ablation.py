@@ -11,6 +11,7 @@ corpus; the loss is `training.evaluate.window_nll`, the one `routelens eval` com
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,13 +83,17 @@ def ablate(model: str | os.PathLike, corpus_specs: Sequence[str | CorpusSpec], c
     Keys: model, removed ({layer: ids}), seq_len, held_out, intact and ablated (each loss,
     perplexity, domains), delta (ablated - intact: loss, domains).
     """
-    from routelens.training.evaluate import load_model_dir
+    from routelens.trace.config import TraceConfig
+    from routelens.trace.loading import load_model
 
     config = build_config(AblateConfig, config, overrides)
     removed = config.removed
     if not removed:
         raise RoutelensError("no expert to remove; pass --expert LAYER:EXPERT (e.g. --expert 0:3), repeatable.")
-    hf_model, tokenizer, meta = load_model_dir(model)
+    # the trace stage's loader: one-line errors and no loading bars; float32 as `routelens eval` scores
+    hf_model, tokenizer = load_model(model, TraceConfig(dtype="float32", progress=False))
+    training = Path(model) / "training.json"
+    meta = json.loads(training.read_text()) if training.is_file() else {}
     ablated_model = without_experts(hf_model, removed)  # refuses bad ids before any text is read
     windows, seq_len, held = eval_windows(tokenizer, corpus_specs, meta, seq_len=config.seq_len,
                                           max_tokens=config.max_tokens, held_out=config.held_out)  # fmt: skip
