@@ -39,8 +39,10 @@ def random_experts(n: int, layers: int, E: int, k: int, rng: np.random.Generator
     return np.argsort(keys, axis=1)[:, :k].reshape(n, layers, k).astype(expert_id_numpy(E))
 
 
-def write_trace(path: Path, chunk: TraceChunk, *, domains=("a",), E: int, layers, shard_rows: int | None = None, vocab=None) -> Path:
-    """Write `chunk` as a trace (optionally split into shards of shard_rows rows)."""
+def write_trace(path: Path, chunk: TraceChunk, *, domains=("a",), E: int, layers, shard_rows: int | None = None, vocab=None,
+                seq_len: int = 0) -> Path:  # fmt: skip
+    """Write `chunk` as a trace (optionally split into shards of shard_rows rows); `seq_len` is
+    the window length the manifest records (0: unknown, as in imported traces)."""
     n = len(chunk)
     k = chunk.experts.shape[2]
     writer = TraceWriter(path, {"test": str(path)}, overwrite=True)
@@ -58,11 +60,29 @@ def write_trace(path: Path, chunk: TraceChunk, *, domains=("a",), E: int, layers
     manifest = new_manifest(
         model={"name_or_path": "planted", "architecture": "planted", "config_sha256": None},
         family="planted", routing_rule="planted", moe_layers=list(layers), num_experts=E, top_k=k,
-        corpora=corpora, tokenizer={"name": None, "vocab_size": int(chunk.token_id.max()) + 1 if n else 1}, seq_len=0,
+        corpora=corpora, tokenizer={"name": None, "vocab_size": int(chunk.token_id.max()) + 1 if n else 1}, seq_len=seq_len,
     )  # fmt: skip
     manifest.update(complete=True, totals={"tokens": n, "documents": len(np.unique(chunk.doc_id))})
     writer.write_manifest(manifest)
     return path
+
+
+def markov_first(doc_lengths, E: int, stay: float, rng: np.random.Generator, *, layers: int = 1, reset_every: int = 0) -> np.ndarray:
+    """(n, layers, 1) first experts: each token keeps the previous token's expert with
+    probability `stay`, else draws uniformly, so P(same consecutive first expert) = stay +
+    (1 - stay) / E exactly. Every document starts fresh, and so does every position that is a
+    multiple of `reset_every` (> 0): a planted window boundary."""
+    out = []
+    for m in np.asarray(doc_lengths).tolist():
+        cur = rng.integers(0, E, layers)
+        rows = []
+        for p in range(m):
+            fresh = p == 0 or (reset_every > 0 and p % reset_every == 0)
+            draw = rng.integers(0, E, layers)
+            cur = draw if fresh else np.where(rng.random(layers) < stay, cur, draw)
+            rows.append(cur.copy())
+        out.append(np.array(rows))
+    return np.concatenate(out)[:, :, None].astype(np.uint8)
 
 
 # -- brute-force references: plain per-token Python loops --------------------------------------

@@ -121,3 +121,67 @@ def test_one_token_documents_have_no_pairs(tmp_path):
     _feed(counter, chunk, 8, 4)
     first, any_, pairs = counter.shares()
     assert pairs.sum() == 0 and np.isnan(first).all() and np.isnan(any_).all()
+
+
+# -- issue 12: intervals over documents, the permuted control's spread, window boundaries ------
+def test_locality_intervals_cover_the_planted_value_and_contain_the_estimate(tmp_path):
+    """stay = 0.3 of E = 8: P(same first expert) = 0.3 + 0.7/8 = 0.3875 exactly; 30 traces of 40
+    documents, 95% intervals: coverage near 95% (at least 80% allows for chance: 30 draws)."""
+    from tests.analysis.planted import markov_first, write_trace
+
+    truth, covered, widths = 0.3 + 0.7 / 8, 0, []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(5, 60, 40)
+        chunk = make_chunk(lengths, markov_first(lengths, 8, 0.3, rng))
+        res = analyze(write_trace(tmp_path / f"t{seed}", chunk, E=8, layers=[0]), bootstrap=300, seed=seed, progress=False,
+                      max_distance=1, locality_permutations=20)  # fmt: skip
+        point, ci = res["locality"]["all"]["0"]["first"], res["locality_ci"]["all"]["0"]["first"]
+        assert ci["low"] <= point <= ci["high"]  # a percentile interval contains its estimate
+        assert ci == res["locality_ci"]["a"]["0"]["first"]  # one domain: pooled = the domain
+        covered += ci["low"] <= truth <= ci["high"]
+        widths.append(ci["high"] - ci["low"])
+    assert covered >= 24, covered
+    assert 0.03 < np.mean(widths) < 0.1  # ~1,300 pairs: binomial 95% width 2 x 1.96 x sqrt(.39 x .61 / 1300) = 0.053
+
+
+def test_permuted_control_has_a_spread_and_real_minus_permuted_an_interval(tmp_path):
+    from tests.analysis.planted import markov_first, write_trace
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(20, 80, 60)
+    planted = make_chunk(lengths, markov_first(lengths, 8, 0.5, rng))
+    none = make_chunk(lengths, markov_first(lengths, 8, 0.0, rng))  # no locality: real ~ permuted
+    excess = {}
+    for name, chunk in (("planted", planted), ("none", none)):
+        res = analyze(write_trace(tmp_path / name, chunk, E=8, layers=[0]), bootstrap=300, progress=False, max_distance=1)
+        assert res["meta"]["params"]["locality_permutations"] == 20
+        sd = res["locality_permuted_sd"]["all"]["0"]["first"]
+        assert 0 < sd < 0.02  # 20 permutations differ, a little
+        excess[name] = res["locality_excess"]["all"]["0"]
+        real, perm = res["locality"]["all"]["0"]["first"], res["locality_permuted"]["all"]["0"]["first"]
+        assert excess[name]["first"] == pytest.approx(real - perm)
+    ci = excess["planted"]["first_ci"]
+    assert 0.3 < ci["low"] <= excess["planted"]["first"] <= ci["high"]  # planted: 0.5 x (1 - 1/8) = 0.44 above
+    ci = excess["none"]["first_ci"]
+    assert ci["low"] < 0 < ci["high"]  # nothing planted: zero inside the interval
+
+
+def test_pairs_straddling_a_window_are_left_out_unless_kept(tmp_path):
+    """Within each 8-token window the first expert never changes; each window starts fresh (the
+    model saw none of the previous one). Excluding straddling pairs gives exactly 1.0."""
+    from tests.analysis.planted import markov_first, write_trace
+
+    rng = np.random.default_rng(0)
+    lengths = np.full(50, 40)
+    chunk = make_chunk(lengths, markov_first(lengths, 8, 1.0, rng, reset_every=8))
+    path = write_trace(tmp_path / "w", chunk, E=8, layers=[0], seq_len=8, shard_rows=333)
+    res = analyze(path, bootstrap=0, progress=False, max_distance=2, rows=97)
+    assert res["meta"]["params"]["window"] == 8
+    assert res["locality"]["all"]["0"]["first"] == 1.0
+    assert res["locality_pairs"]["all"] == 50 * (39 - 4) and res["locality_straddling"]["all"] == 50 * 4
+    assert res["locality_distance"]["all"]["0"]["first"][1] == 1.0  # d = 2 pairs across a boundary left out too
+    kept = analyze(path, bootstrap=0, progress=False, max_distance=2, keep_straddling=True)
+    assert kept["locality_pairs"]["all"] == 50 * 39 and kept["locality_straddling"]["all"] == 0
+    assert kept["locality"]["all"]["0"]["first"] < 1.0 - 0.05  # 4 of 39 pairs are a fresh draw: ~1/8 equal
+    assert kept["meta"]["params"]["window"] == 0 and kept["meta"]["params"]["keep_straddling"]

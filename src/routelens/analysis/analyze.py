@@ -23,7 +23,13 @@ from routelens.analysis.distribution import (
     domain_distance,
     normalise,
 )
-from routelens.analysis.locality import PairCounter, PermutedCounter, random_baseline
+from routelens.analysis.locality import (
+    PairCounter,
+    PermutedCounter,
+    UnitPairCounts,
+    locality_intervals,
+    random_baseline,
+)
 from routelens.analysis.pairs import choices_last, pair_valid, set_masks
 from routelens.analysis.vocabulary import (
     TokenExpertCounter,
@@ -45,12 +51,16 @@ class AnalyzeConfig:
     max_distance: int = setting(64, "Locality is also measured at distances 1..N.")
     bootstrap: int = setting(200, "Bootstrap replicates over documents for domain distances (0: none).")
     seed: int = setting(0, "Seed of the permutation baseline and the bootstrap.")
+    locality_permutations: int = setting(20, "Within-document shuffles behind the locality control (their mean and spread).")
+    keep_straddling: bool = setting(
+        False, "Keep consecutive pairs that straddle a trace window boundary (the second token was routed without the first in context)."
+    )
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
     rows: int = 1 << 20  # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it)
     progress: bool = True
 
     def __post_init__(self):
-        checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1}
+        checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1, "locality_permutations": 1}
         for name, low in checks.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -92,9 +102,12 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     vocab_size = len(tr.vocab) or int((tr.manifest.get("tokenizer") or {}).get("vocab_size") or 1)
     has_weights, has_probs = tr.has("weights"), tr.has("probs")
     dist = DistributionAccumulator(D, L, E, k)
-    local = PairCounter(D, L)
-    curve = PairCounter(D, L, max_distance=cfg.max_distance, stride=stride)
-    permuted = PermutedCounter(D, L, seed=cfg.seed)
+    window = 0 if cfg.keep_straddling else window_length(tr)
+    # d = 1 counts per resampling unit of `dist` (documents, or units of them) for the bootstrap.
+    real_units, perm_units = UnitPairCounts(D * dist.U, L), UnitPairCounts(D * dist.U, L)
+    local = PairCounter(D, L, window=window, units=real_units)
+    curve = PairCounter(D, L, max_distance=cfg.max_distance, stride=stride, window=window)
+    permuted = PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
     vocab_in = TokenExpertCounter(L, E, vocab_size)
     vocab_next = TokenExpertCounter(L, E, vocab_size)
     coact = CoactivationAccumulator(L, E)
@@ -108,9 +121,9 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
             et = choices_last(experts)  # (k, L, n): tokens on the contiguous axis
             first, mask = et[0], set_masks(list(et), E)  # (L, n), (W, L, n)
             dist.update(experts, dom, doc, et=et)
-            local.update(first, mask, doc, pos, dom)
+            local.update(first, mask, doc, pos, dom, dist.row_unit)
             curve.update(first, mask, doc, pos, dom)
-            permuted.update(first, mask, doc, dom)
+            permuted.update(first, mask, doc, dom, dist.row_unit)
             vocab_in.update(chunk.token_id, et=et)
             # Next-token pairs: the experts of token i count for the id of token i + 1.
             valid = pair_valid(doc[:-1], pos[:-1], doc[1:], pos[1:], 1)
@@ -122,7 +135,43 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
             conf.update(chunk.weights, chunk.probs)
             bar.advance(task, len(chunk))
     permuted.finish()
-    return _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf)
+    intervals = locality_intervals(real_units, perm_units, dist.unit_domains(), replicates=cfg.bootstrap, seed=cfg.seed)
+    result = _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf)
+    result.update(_locality_extras(tr, local, permuted, intervals))
+    result["meta"]["params"].update(locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling)
+    return result
+
+
+def window_length(tr: Trace) -> int:
+    """Tokens per forward pass of the trace (the manifest's `seq_len`): the tracer cut longer
+    documents at positions 0, seq_len, 2 seq_len, ... 0 when unknown (imported traces record no
+    windows; `seq_len` 0 there), and then no pair is taken for straddling."""
+    value = tr.manifest.get("seq_len")
+    return int(value) if isinstance(value, int) and value > 0 else 0
+
+
+def _locality_extras(tr: Trace, local, permuted, intervals) -> dict:
+    """The uncertainty of locality: intervals over documents, the permutations' spread, real
+    minus permuted with its interval, and the pairs left out at window boundaries."""
+    names = [str(layer) for layer in tr.layers]
+    domains = [*tr.domains, ALL]
+    real_first, real_any, _ = local.shares()
+    perm_first, perm_any, sd_first, sd_any = permuted.shares()
+    straddling = local.straddling[:, 0]
+    ci = lambda key, j, i: {"low": intervals[key][0][j, i], "high": intervals[key][1][j, i]}  # noqa: E731
+    out = {
+        "locality_ci": {d: {n: {"first": ci("first", j, i), "any": ci("any", j, i)} for i, n in enumerate(names)}
+                        for j, d in enumerate(domains)},
+        "locality_permuted_sd": {d: {n: {"first": sd_first[j, i], "any": sd_any[j, i]} for i, n in enumerate(names)}
+                                 for j, d in enumerate(domains)},
+        "locality_excess": {
+            d: {n: {"first": real_first[j, i, 0] - perm_first[j, i], "any": real_any[j, i, 0] - perm_any[j, i],
+                    "first_ci": ci("first_excess", j, i), "any_ci": ci("any_excess", j, i)} for i, n in enumerate(names)}
+            for j, d in enumerate(domains)
+        },
+        "locality_straddling": {d: int(straddling[j]) if j < len(straddling) else int(straddling.sum()) for j, d in enumerate(domains)},
+    }  # fmt: skip
+    return to_json_ready(out)
 
 
 def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf) -> dict:
@@ -142,7 +191,7 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
 
     share = normalise(totals_all)  # (D + 1, L, E)
     loc_first, loc_any, loc_pairs = local.shares()
-    perm_first, perm_any, _ = permuted.counter.shares()
+    perm_first, perm_any, _, _ = permuted.shares()  # (D + 1, L) means over the permutations
     cur_first, cur_any, _ = curve.shares()
     doc_counts, doc_domain = dist.doc_counts()
     distance = domain_distance(totals, doc_counts, doc_domain, replicates=cfg.bootstrap, seed=cfg.seed)
@@ -192,7 +241,7 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
         "domain_distance": layer_map(lambda i: {"pairs": pairs_of(i), "matrix": distance["js"][:, :, i]}),
         "locality": {d: layer_map(lambda i, j=j: {"first": loc_first[j, i, 0], "any": loc_any[j, i, 0]}) for j, d in enumerate(domains)},
         "locality_baseline": random_baseline(E, k),
-        "locality_permuted": {d: layer_map(lambda i, j=j: {"first": perm_first[j, i, 0], "any": perm_any[j, i, 0]}) for j, d in enumerate(domains)},
+        "locality_permuted": {d: layer_map(lambda i, j=j: {"first": perm_first[j, i], "any": perm_any[j, i]}) for j, d in enumerate(domains)},
         "locality_pairs": {d: int(loc_pairs[j, 0]) for j, d in enumerate(domains)},
         "locality_distance": {d: layer_map(lambda i, j=j: {"first": cur_first[j, i], "any": cur_any[j, i]}) for j, d in enumerate(domains)},
         "vocabulary": dict(zip(names, specialization(vocab_in, cfg.min_count))),

@@ -98,6 +98,7 @@ class DistributionAccumulator:
         self._last_unit: tuple[int, int] | None = None  # (domain, unit) of the last document seen
         self._category = np.minimum(np.arange(top_k), 2)  # choice -> category
         self._by_choice: np.ndarray | None = None  # cached result
+        self.row_unit = np.zeros(0, dtype=np.int64)  # (n,) unit (domain * U + unit) of each row of the last chunk
 
     def _filled(self, d: int) -> int:
         return int(min(self.docs_per_domain[d], self.U))
@@ -105,6 +106,7 @@ class DistributionAccumulator:
     def update(self, experts: np.ndarray, domain: np.ndarray, doc_id: np.ndarray, *, et: np.ndarray | None = None) -> None:
         """experts (n, L, k), domain (n,) codes, doc_id (n,); `et` = experts as (k, L, n) if at hand."""
         n = len(domain)
+        self.row_unit = np.zeros(0, dtype=np.int64)
         if n == 0:
             return
         L, E, C, U = self.L, self.E, self.C, self.U
@@ -131,7 +133,10 @@ class DistributionAccumulator:
         self._last_unit = (int(doc_dom[-1]), int(doc_unit[-1]))
         # Count into the distinct (domain, unit) slots this chunk touches, one layer at a time
         # (the bincount's output stays in cache): key = (slot * C + category) * E + expert.
-        slots, slot_of_doc = np.unique(doc_dom * U + doc_unit, return_inverse=True)
+        doc_slot = doc_dom * U + doc_unit  # (docs in chunk,) global unit number: domain * U + unit
+        # The unit of every row of this chunk, for the analyses that bootstrap the same units (locality).
+        self.row_unit = doc_slot[local]
+        slots, slot_of_doc = np.unique(doc_slot, return_inverse=True)
         ns = len(slots)
         base = (slot_of_doc.reshape(-1)[local].astype(np.intp) * C)[None, :] + self._category[:, None]  # (k, n)
         base *= E
@@ -190,6 +195,10 @@ class DistributionAccumulator:
     def totals(self) -> np.ndarray:
         """(D, L, E) assignments per expert over all k choices."""
         return self.by_choice().sum(axis=2)
+
+    def unit_domains(self) -> list[np.ndarray]:
+        """Per domain, the global unit numbers (domain * U + unit) that hold documents."""
+        return [d * self.U + np.arange(self._filled(d)) for d in range(self.D)]
 
     def documents(self) -> np.ndarray:
         """(D,) documents per domain (exact, whatever U)."""

@@ -4,11 +4,18 @@ a document keep their first expert (`first`) or share an expert of their top-k s
 Three streaming accumulators:
 - `PairCounter`: pairs (i, i+d) for d = 1..max_distance, anchored on every `stride`-th row
   (stride 1 and max_distance 1 give the exact Table 5 numbers). The last max_distance rows of a
-  chunk are carried, so pairs across chunk boundaries count.
-- `PermutedCounter`: the same statistics after shuffling positions within each document — what
-  an unbalanced expert load gives without any locality. Whole documents are needed, so the
-  (incomplete) last document of a chunk is held until the next chunk completes it.
+  chunk are carried, so pairs across chunk boundaries count. Pairs that straddle a window
+  boundary (the tracer cut the document into `seq_len` windows, each its own forward pass, so
+  the second token was routed without the first in its context) are left out unless asked.
+- `PermutedCounter`: the same statistics after shuffling positions within each document, over
+  several seeded permutations — what an unbalanced expert load gives without any locality.
+  Whole documents are needed, so the (incomplete) last document of a chunk is held until the
+  next chunk completes it.
 - `random_baseline`: the exact values for independent uniform routing.
+
+With `UnitPairCounts`, the d = 1 counts are also kept per resampling unit (the documents, or
+units of documents, of `distribution.DistributionAccumulator`), so `locality_intervals`
+bootstraps them exactly as the domain distances are bootstrapped.
 """
 
 from __future__ import annotations
@@ -26,34 +33,71 @@ def random_baseline(num_experts: int, top_k: int) -> dict[str, float]:
     return {"first": 1.0 / E, "any": 1.0 - comb(E - k, k) / comb(E, k)}
 
 
+class UnitPairCounts:
+    """Consecutive-pair counts per resampling unit: real hits, permuted hits (summed over the
+    permutations) and pairs, (S, L) and (S,) int64 for S units (domains x units per domain)."""
+
+    def __init__(self, num_units: int, num_layers: int):
+        self.first = np.zeros((num_units, num_layers), dtype=np.int64)
+        self.any = np.zeros((num_units, num_layers), dtype=np.int64)
+        self.pairs = np.zeros(num_units, dtype=np.int64)
+
+    def add(self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray) -> None:
+        """hits (L, m) bool, valid (m,), unit (m,) of each pair's anchor, in trace order (a unit's
+        pairs come in runs: one reduceat per run instead of a bincount per layer)."""
+        if not valid.any():
+            return
+        sel = np.flatnonzero(valid)
+        starts, units = runs(unit[sel])
+        self.first[units] += np.add.reduceat(hit_first[:, sel], starts, axis=1, dtype=np.int64).T
+        self.any[units] += np.add.reduceat(hit_any[:, sel], starts, axis=1, dtype=np.int64).T
+        np.add.at(self.pairs, units, np.diff(np.append(starts, len(sel))))
+
+
+def straddles(pos_a: np.ndarray, pos_b: np.ndarray, window: int) -> np.ndarray:
+    """Pairs whose tokens lie in different `window`-token windows of their document (the tracer
+    cuts a document at positions 0, seq_len, 2 seq_len, ...; positions count from the document's
+    start, so the window is position // seq_len). False everywhere when window <= 0 (unknown)."""
+    if window <= 0:
+        return np.zeros(len(pos_a), dtype=bool)
+    return (pos_a.astype(np.int64) // window) != (pos_b.astype(np.int64) // window)
+
+
 class PairCounter:
     """Counts, per domain and layer, pairs at distance d = 1..max_distance with equal first
     experts and with overlapping top-k sets.
 
     update() takes a chunk in layer-major form (`pairs.layer_major`): first-choice ids (L, n),
-    top-k masks (W, L, n), then doc ids, positions and domain codes (n,), in trace order.
+    top-k masks (W, L, n), then doc ids, positions and domain codes (n,), in trace order, and,
+    with `units`, the resampling unit of each row. `window` > 0 leaves out pairs that straddle a
+    window boundary (counted in `straddling`); 0 keeps every pair of a document.
     """
 
-    def __init__(self, num_domains: int, num_layers: int, *, max_distance: int = 1, stride: int = 1):
+    def __init__(self, num_domains: int, num_layers: int, *, max_distance: int = 1, stride: int = 1,
+                 window: int = 0, units: UnitPairCounts | None = None):  # fmt: skip
         assert max_distance >= 1 and stride >= 1
-        self.D, self.L, self.dmax, self.stride = num_domains, num_layers, max_distance, stride
+        self.D, self.L, self.dmax, self.stride, self.window = num_domains, num_layers, max_distance, stride, window
+        self.units = units  # d = 1 counts per resampling unit (shared between counters)
         self.first = np.zeros((num_domains, num_layers, max_distance), dtype=np.int64)
         self.any = np.zeros((num_domains, num_layers, max_distance), dtype=np.int64)
         self.pairs = np.zeros((num_domains, max_distance), dtype=np.int64)
+        self.straddling = np.zeros((num_domains, max_distance), dtype=np.int64)  # pairs left out
         self._tail: tuple[np.ndarray, ...] | None = None  # last max_distance tokens seen
         self._rows = 0  # tokens seen before the current chunk
 
-    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, pos: np.ndarray, dom: np.ndarray) -> None:
+    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, pos: np.ndarray, dom: np.ndarray,
+               unit: np.ndarray | None = None) -> None:  # fmt: skip
         n = len(doc)
         if n == 0:
             return
-        cur = (first, mask, doc, pos, dom)
+        unit = np.zeros(n, dtype=np.int64) if unit is None else unit
+        cur = (first, mask, doc, pos, dom, unit)
         if self._tail is None:
             ext, T = cur, 0
         else:  # tokens on the last axis of every array
             ext = tuple(np.concatenate([t, c], axis=-1) for t, c in zip(self._tail, cur))
             T = len(self._tail[2])
-        f, m, dc, ps, dm = ext
+        f, m, dc, ps, dm, un = ext
         g0 = self._rows - T  # global index of the first token of ext
         s = self.stride
         for d in range(1, self.dmax + 1):
@@ -66,8 +110,15 @@ class PairCounter:
                 continue
             sa, sb = slice(a0, a_end, s), slice(a0 + d, a_end + d, s)
             valid = pair_valid(dc[sa], ps[sa], dc[sb], ps[sb], d)
-            hit_first, n_pairs = count_by_domain(f[:, sa] == f[:, sb], valid, dm[sa], self.D)
-            hit_any, _ = count_by_domain(sets_overlap(m[..., sa], m[..., sb]), valid, dm[sa], self.D)
+            cut = valid & straddles(ps[sa], ps[sb], self.window)
+            if cut.any():
+                self.straddling[:, d - 1] += np.bincount(dm[sa][cut], minlength=self.D)
+                valid &= ~cut
+            same, overlap = f[:, sa] == f[:, sb], sets_overlap(m[..., sa], m[..., sb])  # (L, m)
+            hit_first, n_pairs = count_by_domain(same, valid, dm[sa], self.D)
+            hit_any, _ = count_by_domain(overlap, valid, dm[sa], self.D)
+            if self.units is not None and d == 1:
+                self.units.add(same, overlap, valid, un[sa])
             self.first[:, :, d - 1] += hit_first
             self.any[:, :, d - 1] += hit_any
             self.pairs[:, d - 1] += n_pairs
@@ -85,16 +136,22 @@ class PairCounter:
 
 
 class PermutedCounter:
-    """Locality after a seeded random permutation of the rows of each document."""
+    """Locality after seeded random permutations of the rows of each document: one PairCounter
+    per permutation (for the spread between permutations), unit counts summed over them."""
 
-    def __init__(self, num_domains: int, num_layers: int, *, seed: int = 0):
-        self.counter = PairCounter(num_domains, num_layers)
+    def __init__(self, num_domains: int, num_layers: int, *, seed: int = 0, permutations: int = 1,
+                 units: UnitPairCounts | None = None):  # fmt: skip
+        assert permutations >= 1
+        self.counters = [PairCounter(num_domains, num_layers, units=units) for _ in range(permutations)]
+        self.counter = self.counters[0]  # the first permutation (the one permutation of earlier releases)
         self.rng = np.random.default_rng(seed)
         self._held: tuple[np.ndarray, ...] | None = None  # rows of the document still open
 
-    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, dom: np.ndarray) -> None:
-        """first (L, n), mask (W, L, n), doc and dom (n,)."""
-        cur = (first, mask, doc, dom)
+    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, dom: np.ndarray,
+               unit: np.ndarray | None = None) -> None:  # fmt: skip
+        """first (L, n), mask (W, L, n), doc, dom and unit (n,)."""
+        unit = np.zeros(len(doc), dtype=np.int64) if unit is None else unit
+        cur = (first, mask, doc, dom, unit)
         if self._held is not None:
             cur = tuple(np.concatenate([h, c], axis=-1) for h, c in zip(self._held, cur))
         if len(cur[2]) == 0:
@@ -110,15 +167,60 @@ class PermutedCounter:
         self._held = None
 
     def _feed(self, rows: tuple[np.ndarray, ...]) -> None:
-        first, mask, doc, dom = rows
+        first, mask, doc, dom, unit = rows
         starts, _ = runs(doc)
         doc_number = np.zeros(len(doc), dtype=np.int64)
         doc_number[starts[1:]] = 1
         doc_number = np.cumsum(doc_number)
-        # Documents stay in order; tokens within each are shuffled (random key within the doc).
-        perm = np.argsort(doc_number + self.rng.random(len(doc)), kind="stable")
         position = np.arange(len(doc), dtype=np.int64)  # consecutive tokens of a doc are pairs now
-        self.counter.update(first[:, perm], mask[..., perm], doc[perm], position, dom[perm])
+        for counter in self.counters:
+            # Documents stay in order; tokens within each are shuffled (random key within the doc).
+            perm = np.argsort(doc_number + self.rng.random(len(doc)), kind="stable")
+            counter.update(first[:, perm], mask[..., perm], doc[perm], position, dom[perm], unit[perm])
+
+    def shares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """d = 1 (first, any) shares (D + 1, L): the mean over permutations and the standard
+        deviation between them (0 with one permutation)."""
+        per = [c.shares() for c in self.counters]
+        first = np.stack([f[:, :, 0] for f, _, _ in per])  # (P, D + 1, L)
+        any_ = np.stack([a[:, :, 0] for _, a, _ in per])
+        ddof = 1 if len(per) > 1 else 0
+        with np.errstate(invalid="ignore"):
+            return first.mean(0), any_.mean(0), first.std(0, ddof=ddof), any_.std(0, ddof=ddof)
+
+
+def locality_intervals(real: UnitPairCounts, permuted: UnitPairCounts,
+                       domain_units: list[np.ndarray], *, replicates: int, seed: int, level: float = 0.95) -> dict:  # fmt: skip
+    """Percentile bootstrap intervals over documents (resampling units) of the d = 1 locality and
+    of real minus permuted, per domain and pooled: {"first", "any", "first_excess", "any_excess"}
+    each a (low, high) pair of (D + 1, L) arrays, NaN where a domain has under 2 units or
+    replicates = 0. Units are resampled within each domain; the pooled row sums the domains'
+    replicates (a stratified bootstrap: each domain keeps its number of documents)."""
+    from routelens.analysis.distribution import bootstrap_totals, percentile_interval
+
+    D, L = len(domain_units), real.first.shape[1]
+    keys = ("first", "any", "first_excess", "any_excess")
+    out = {key: (np.full((D + 1, L), np.nan), np.full((D + 1, L), np.nan)) for key in keys}
+    if replicates <= 0:
+        return out
+    # One row per unit: real first and any hits, permuted ones (summed over the permutations),
+    # then the real and the permuted pair counts (they differ by the straddling pairs left out).
+    table = np.concatenate([real.first, real.any, permuted.first, permuted.any, real.pairs[:, None],
+                            permuted.pairs[:, None]], axis=1)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    boots = [bootstrap_totals(table[u], replicates, rng) if len(u) >= 2 else None for u in domain_units]
+    pooled = sum(b for b in boots if b is not None) if all(b is not None for b in boots) else None
+    for j, boot in enumerate([*boots, pooled]):
+        if boot is None:
+            continue
+        pairs, perm_pairs = boot[:, -2:-1], boot[:, -1:]  # (B, 1) each
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f, a = boot[:, :L] / pairs, boot[:, L : 2 * L] / pairs
+            pf, pa = boot[:, 2 * L : 3 * L] / perm_pairs, boot[:, 3 * L : 4 * L] / perm_pairs
+        for key, rep in zip(keys, (f, a, f - pf, a - pa)):
+            low, high = percentile_interval(rep, level)
+            out[key][0][j], out[key][1][j] = low, high
+    return out
 
 
 def _last_doc_start(doc: np.ndarray) -> int:

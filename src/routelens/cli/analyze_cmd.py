@@ -28,6 +28,8 @@ def analyze_command(
     max_distance: int = config_option(AnalyzeConfig, "max_distance", "--max-distance"),
     bootstrap: int = config_option(AnalyzeConfig, "bootstrap", "--bootstrap"),
     seed: int = config_option(AnalyzeConfig, "seed", "--seed"),
+    locality_permutations: int = config_option(AnalyzeConfig, "locality_permutations", "--locality-permutations"),
+    keep_straddling: bool = config_option(AnalyzeConfig, "keep_straddling", "--keep-straddling"),
     correction: Correction = config_option(PosConfig, "correction", "--correction"),
     alpha: float = config_option(PosConfig, "alpha", "--alpha"),
     min_words: int = config_option(PosConfig, "min_words", "--min-words"),
@@ -50,7 +52,8 @@ def analyze_command(
     from routelens.analysis import analyze
 
     config = cli_config(AnalyzeConfig, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap,
-                        seed=seed, progress=not quiet)  # fmt: skip
+                        seed=seed, locality_permutations=locality_permutations, keep_straddling=keep_straddling,
+                        progress=not quiet)  # fmt: skip
     emit_result(analyze(trace, config), json_path, lambda result: print_summary(result, all_layers=all_layers))
 
 
@@ -170,6 +173,16 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _signed(entry: dict, kind: str) -> str:
+    value, ci = entry.get(kind), entry.get(f"{kind}_ci") or {}
+    if value is None:
+        return "-"
+    text = f"{100 * value:+.1f}"
+    if ci.get("low") is not None:
+        text += f" [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]"
+    return text
+
+
 def _print_locality(result: dict, shown: list[str]) -> None:
     table = Table(
         title="Positional locality: consecutive tokens with the same first expert / any shared expert",
@@ -182,6 +195,9 @@ def _print_locality(result: dict, shown: list[str]) -> None:
         table.add_row(domain, *(f"{_pct(layers[n]['first'])} / {_pct(layers[n]['any'])}" for n in shown))
     perm = result["locality_permuted"]["all"]
     table.add_row("[dim]permuted (all)", *(f"[dim]{_pct(perm[n]['first'])} / {_pct(perm[n]['any'])}" for n in shown))
+    excess = result.get("locality_excess", {}).get("all")
+    if excess:  # real minus permuted, with its 95% interval over documents
+        table.add_row("[dim]real - permuted (all)", *(f"[dim]{_signed(excess[n], 'first')} / {_signed(excess[n], 'any')}" for n in shown))
     base = result["locality_baseline"]
     table.add_row("[dim]random", *([f"[dim]{_pct(base['first'])} / {_pct(base['any'])}"] * len(shown)))
     console.print(table)

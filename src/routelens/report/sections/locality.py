@@ -24,9 +24,18 @@ def locality_section(ctx: ReportContext) -> Section | None:
     head = "<tr><th></th>" + "".join(f'<th colspan="{len(cols)}" style="text-align:center">{t}</th>' for _, t in kinds) + "</tr>"
     head += "<tr><th>domain</th>" + "".join(f"<th>layer {esc(c)}</th>" for _ in kinds for c in cols) + "</tr>"
 
+    ci = ctx.analysis.get("locality_ci") or {}
+    sd = ctx.analysis.get("locality_permuted_sd") or {}
+
     def cell(d: str, layer: str, kind: str) -> str:
-        sub = f'<span class="sub">perm. {pct(perm[d][layer][kind])}</span>' if d in perm and layer in perm[d] else ""
-        return pct(loc[d][layer][kind]) + sub
+        sub = f'<span class="sub">perm. {pct(perm[d][layer][kind])}' if d in perm and layer in perm[d] else ""
+        spread = (sd.get(d) or {}).get(layer, {}).get(kind)
+        if sub and spread is not None:
+            sub += f" ± {pct(spread)}"
+        sub += "</span>" if sub else ""
+        interval = (ci.get(d) or {}).get(layer, {}).get(kind) or {}
+        shown = f" [{pct(interval['low'])}–{pct(interval['high'])}]" if interval.get("low") is not None else ""
+        return pct(loc[d][layer][kind]) + f'<span class="sub">{shown.strip()}</span>' * bool(shown) + sub
 
     rows = [[esc(d)] + [cell(d, c, kind) for kind, _ in kinds for c in cols] for d in domains]
     rows.append(["uniform random"] + [pct(base[kind]) for kind, _ in kinds for _c in cols])
@@ -54,7 +63,10 @@ def locality_section(ctx: ReportContext) -> Section | None:
         "whose first-choice experts are equal and <i>any</i> the share whose top-k sets share at least one "
         "expert (layout of Mixtral Table 5). Uniform random routing gives exactly 1/E and 1 − C(E−k, k)/C(E, k). "
         "A router with unbalanced load exceeds these without any locality, so the permutation baseline (grey "
-        "small print: positions shuffled within each document, same experts) is the fair reference: the gap "
-        "between a value and its permuted one is what the order of tokens adds."
+        "small print: positions shuffled within each document, same experts, mean ± standard deviation over "
+        "the permutations) is the fair reference: the gap between a value and its permuted one is what the order "
+        "of tokens adds. Brackets: 95% percentile bootstrap interval over documents. Pairs that straddle a "
+        "tracing window (the second token was routed without the first in context) are left out unless "
+        "<code>--keep-straddling</code>."
     )
     return Section("locality", "Positional locality", note, body)
