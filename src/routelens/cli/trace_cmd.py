@@ -27,6 +27,9 @@ def trace_command(
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
     max_tokens: Annotated[int | None, typer.Option(help="At most this many tokens per corpus.")] = None,
     store_probs: Annotated[bool, typer.Option("--store-probs", help="Also store the full router distribution.")] = False,
+    store_expert_norms: Annotated[bool, typer.Option("--store-expert-norms", help="Also store each chosen expert's "
+                                                     "output norm before weighting (for `routelens importance` reap; "
+                                                     "k more expert passes).")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Model dtype: auto, float32, bfloat16, float16.")] = "auto",
     weights_dtype: Annotated[str, typer.Option(help="Stored weight precision: float16 or float32.")] = "float16",
@@ -71,6 +74,7 @@ def trace_command(
 
     config = TraceConfig(
         seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
+        store_expert_norms=store_expert_norms,
         dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
         ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,

@@ -46,6 +46,7 @@ def trace_schema(
     with_pos: bool = False,
     with_weights: bool = True,
     with_phase: bool = False,
+    store_expert_norms: bool = False,
 ) -> pa.Schema:
     """The shard schema; `weights` is left out with `with_weights=False` (format version 2)."""
     fields = [
@@ -64,6 +65,8 @@ def trace_schema(
         fields.append(pa.field("upos", pa.dictionary(pa.int32(), pa.string())))
     if with_phase:
         fields.append(pa.field("phase", pa.dictionary(pa.int32(), pa.string()), nullable=False))
+    if store_expert_norms:  # (layers, k) L2 norms of the chosen experts' outputs before weighting
+        fields.append(pa.field("expert_norms", _nested(pa.float16(), num_layers, top_k)))
     return pa.schema(fields)
 
 

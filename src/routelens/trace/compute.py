@@ -33,6 +33,7 @@ class ShardComputer:
         self.schema = trace_schema(
             self.L, self.E, self.k,
             weights_dtype=config.weights_dtype, store_probs=config.store_probs, with_pos=self.with_pos,
+            store_expert_norms=config.store_expert_norms,
         )  # fmt: skip
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.domains = pa.array([s.name for s in specs], pa.string())
@@ -46,10 +47,12 @@ class ShardComputer:
         experts = np.empty((n, L, k), dtype=expert_id_numpy(E))  # (tokens, layers, k)
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))  # (tokens, layers, k)
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
+        norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
         # Longest windows first, so batches hold windows of similar length and little padding.
         order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
         body = getattr(self.model, self.model.base_model_prefix, self.model)  # the LM head is not needed
-        with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder:
+        with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
+                self._norm_recorder() as norm_recorder:  # fmt: skip
             for b in range(0, len(order), self.config.batch_size):
                 batch = [shard.windows[i] for i in order[b : b + self.config.batch_size]]
                 T = len(batch[0].ids)
@@ -66,6 +69,7 @@ class ShardComputer:
                 e = got.experts[:, keep].permute(1, 0, 2).cpu().numpy()
                 wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
                 p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
+                nrm = norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy() if norms is not None else None
                 at = 0
                 for w in batch:
                     m = len(w.ids)
@@ -73,10 +77,19 @@ class ShardComputer:
                     weights[w.row : w.row + m] = wts[at : at + m]
                     if probs is not None:
                         probs[w.row : w.row + m] = p[at : at + m]
+                    if norms is not None:
+                        norms[w.row : w.row + m] = nrm[at : at + m]
                     at += m
-        return self._table(shard, experts, weights, probs)
+        return self._table(shard, experts, weights, probs, norms)
 
-    def _table(self, shard: Shard, experts, weights, probs) -> pa.Table:
+    def _norm_recorder(self):
+        from contextlib import nullcontext
+
+        from routelens.trace.norms import ExpertNormRecorder
+
+        return ExpertNormRecorder(self.model, self.routing) if self.config.store_expert_norms else nullcontext()
+
+    def _table(self, shard: Shard, experts, weights, probs, norms=None) -> pa.Table:
         n = shard.rows
         doc_id = np.empty(n, np.int64)
         domain = np.empty(n, np.int32)
@@ -103,4 +116,6 @@ class ShardComputer:
         if self.with_pos:
             columns.append(pa.array(word_index, mask=word_index < 0))
             columns.append(pa.DictionaryArray.from_arrays(pa.array(upos, mask=upos < 0), pa.array(UPOS_TAGS)))
+        if norms is not None:
+            columns.append(nested_array(norms, pa.float16()))
         return pa.Table.from_arrays(columns, schema=self.schema)

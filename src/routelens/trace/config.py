@@ -90,6 +90,7 @@ class TraceConfig:
     batch_size: int = 8  # windows per forward pass
     max_tokens: int | None = None  # per corpus; the last document is cut to fit
     store_probs: bool = False  # also store the full router distribution (L x E float16 per token)
+    store_expert_norms: bool = False  # also store each chosen expert's output norm (L x k float16; k more expert passes)
     device: str = "cpu"  # the one device of the whole model; with device_map, leave it at cpu
     dtype: str = "auto"  # model dtype: auto (as saved) | float32 | bfloat16 | float16
     weights_dtype: str = "float16"  # storage of combination weights: float16 | float32
@@ -151,4 +152,7 @@ class TraceConfig:
 
     def identity(self) -> dict:
         """The settings that decide the trace's content (part of the trace's identity on disk)."""
-        return {k: v for k, v in asdict(self).items() if k not in CONTENT_FREE}
+        out = {k: v for k, v in asdict(self).items() if k not in CONTENT_FREE}
+        if not self.store_expert_norms:  # absent when off: traces begun before the flag existed still resume
+            del out["store_expert_norms"]
+        return out
