@@ -93,3 +93,15 @@ def test_error_lines_keep_square_brackets(tmp_path, monkeypatch):
     (tmp_path / "c.txt").write_text("hello\n")
     result = CliRunner().invoke(app, ["trace", str(tmp_path), "--corpus", f"a={tmp_path / 'c.txt'}", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "routelens[ray]" in result.output
+
+
+def test_the_family_list_is_generated_from_routelens_families():
+    """The block between the families markers is what `python -m routelens.capture.readme` writes
+    for the installed transformers; rerun that command after a transformers upgrade."""
+    from routelens.capture.listing import family_rows, markdown
+    from routelens.capture.readme import block_of
+
+    rows = family_rows()
+    assert block_of(README) == markdown(rows)
+    for row in rows:
+        assert f"| {row.model_type} | `{row.router}` |" in README

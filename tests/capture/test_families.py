@@ -55,3 +55,17 @@ def test_dense_model_is_unsupported_with_a_message_naming_it_and_the_families():
     assert message.startswith("LlamaForCausalLM has no MoE layer routelens can record; supported: ")
     assert all(family in message for family in SUPPORTED)
     assert "\n" not in message
+
+
+def test_a_whole_multimodal_model_is_described_by_its_text_layers():
+    """The full Qwen3-VL-MoE (vision tower included, on the meta device: no weights) routes text
+    through the layers of its tiny text config; the vision tower adds no MoE layer."""
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    from tests.capture.tiny_auto import tiny_config
+
+    text = tiny_config("qwen3_vl_moe")
+    with torch.device("meta"):
+        model = Qwen3VLMoeForConditionalGeneration(Qwen3VLMoeConfig(text_config=text.to_dict()))
+    spec = describe_model(model)
+    assert (spec.family, spec.moe_layers, spec.num_experts, spec.top_k) == ("qwen3_vl_moe", [0, 1, 2, 3], 8, 2)

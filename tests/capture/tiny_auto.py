@@ -13,6 +13,8 @@ import importlib
 
 import torch
 
+from routelens.capture.catalog import text_config_class
+
 VOCAB = 128
 LAYERS = 4
 
@@ -78,20 +80,6 @@ def _fields(cls) -> dict[str, object]:
         for name in getattr(klass, "__annotations__", {}):
             out[name] = getattr(cls, name, None)
     return out
-
-
-def text_config_class(model_type: str):
-    """The config class whose model is the family's text decoder (the family's own, if not multimodal)."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    cls = CONFIG_MAPPING[model_type]
-    for _ in range(3):  # Qwen3-Omni nests thinker_config -> text_config
-        subs = getattr(cls, "sub_configs", None) or {}
-        nxt = subs.get("text_config") or subs.get("thinker_config")
-        if nxt is None:
-            break
-        cls = nxt
-    return cls
 
 
 def _shrunk(name: str, default, value):

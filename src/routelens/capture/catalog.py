@@ -111,3 +111,18 @@ def family_name(module_class: type) -> str | None:
     if len(parts) < 4 or parts[:2] != ["transformers", "models"]:
         return None
     return _model_type(parts[2])
+
+
+def text_config_class(model_type: str) -> type:
+    """The config class whose model is the family's text decoder (the family's own where it is not
+    multimodal; Qwen3-Omni nests its text config inside `thinker_config`)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    for _ in range(3):
+        subs = getattr(cls, "sub_configs", None) or {}
+        nxt = subs.get("text_config") or subs.get("thinker_config")
+        if nxt is None:
+            break
+        cls = nxt
+    return cls

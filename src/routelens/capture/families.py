@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from routelens.capture.catalog import family_name
-from routelens.capture.rules import derived_rule
+from routelens.capture.rules import class_source, derived_rule
 from routelens.errors import UnsupportedModelError
 
 # (index (tokens, k), weights (tokens, k)) read from a router's output, for adapters
@@ -198,16 +198,6 @@ def _first_int(*candidates) -> int | None:
     return None
 
 
-def _source(*classes: type) -> str:
-    text = []
-    for cls in classes:
-        try:
-            text.append(inspect.getsource(cls))
-        except (OSError, TypeError):
-            pass
-    return "\n".join(text)
-
-
 def _router_of(owner: nn.Module, recorded: dict[type, int]) -> nn.Module | None:
     """The router beside an experts module: a recorded router class (or the owner itself, where
     the whole block is what transformers records), else a child named like a router."""
@@ -254,7 +244,7 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
             layer=int(layer.group(1)), name=name, router=router, owner=owner, experts=experts, adapter=adapter,
             logits_index=recorded.get(type(router), 0), top_k=top_k, num_experts=num_experts,
             num_zero_experts=zero, hash_routed="input_ids" in forward,
-            best_first="sorted=False" not in _source(type(router), type(owner)),
+            best_first="sorted=False" not in class_source(type(router)) + class_source(type(owner)),
         ))  # fmt: skip
     if not sites:
         from routelens.capture.unsupported import why_unsupported
@@ -307,7 +297,7 @@ def describe_model(model: nn.Module) -> RoutingSpec:
     num_zero = max(s.num_zero_experts for s in sites)
     text = _text_config(model)
     family = family_name(type(first.router)) or str(getattr(text, "model_type", type(model).__name__))
-    template = first.adapter.rule or derived_rule(first.router, first.owner, text)
+    template = first.adapter.rule or derived_rule(type(first.router), type(first.owner), text)
     rule = template.format(
         norm=getattr(text, "norm_topk_prob", None),
         scale=getattr(text, "routed_scaling_factor", None),

@@ -163,7 +163,8 @@ class RoutingRecorder:
         probs = None
         if self.store_probs:
             probs = (
-                self._scoring.apply(torch.cat([c.reshape(-1, c.shape[-1])[:, :num_experts] for c in logits]))
+                # scored over all the router's outputs (zero-computation experts included), then the E routed
+                self._scoring.apply(torch.cat([c.reshape(-1, c.shape[-1]) for c in logits]))[:, :num_experts]
                 if logits
                 else torch.empty(0, num_experts)
             )  # (tokens, E)

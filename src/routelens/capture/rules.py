@@ -8,33 +8,48 @@ summary for people: what is recorded never depends on it (the experts' inputs ar
 
 from __future__ import annotations
 
+import functools
 import inspect
-
-from torch import nn
-
-
-def _source(*objects) -> str:
-    text = []
-    for obj in objects:
-        try:
-            text.append(inspect.getsource(obj if isinstance(obj, type) else type(obj)))
-        except (OSError, TypeError):
-            pass
-    return "\n".join(text)
+import re
+import sys
 
 
-def derived_rule(router: nn.Module, owner: nn.Module, config) -> str:
-    """`router`'s rule in one line; `{norm}` and `{scale}` are filled in from the config by the caller."""
-    src = _source(router, owner) if router is not owner else _source(router)
+@functools.cache
+def _class_blocks(module_name: str) -> dict[str, str]:
+    """Top-level class name -> its source text, for one module (read and split once)."""
+    module = sys.modules.get(module_name)
+    try:
+        text = inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return {}
+    starts = [(m.start(), m.group(1)) for m in re.finditer(r"^class (\w+)", text, re.M)]
+    ends = [s for s, _ in starts[1:]] + [len(text)]
+    return {name: text[start:end] for (start, name), end in zip(starts, ends)}
+
+
+def class_source(cls: type) -> str:
+    """The source text of a top-level class ("" when it cannot be read)."""
+    return _class_blocks(cls.__module__).get(cls.__name__, "")
+
+
+def _source(*classes: type) -> str:
+    return "\n".join(class_source(cls) for cls in classes)
+
+
+def derived_rule(router: type, owner: type, config) -> str:
+    """The rule of router class `router` inside MoE block class `owner` in one line; `{norm}` and
+    `{scale}` are left for the caller to fill in from the config."""
+    own = _source(router)
+    src = _source(router, owner) if router is not owner else own
     scoring_func = getattr(config, "scoring_func", None)
-    if scoring_func:
+    if isinstance(scoring_func, str):
         first = f"{scoring_func} scores"
-    elif "sigmoid" in src:
+    elif "sigmoid" in own:  # the router's own scoring (a block's sigmoid may gate its shared expert)
         first = "sigmoid scores"
     else:
         first = "softmax over E"
     parts = [first]
-    if "tid2eid" in src or "input_ids" in inspect.signature(type(router).forward).parameters:
+    if "tid2eid" in src or "HashRouter" in src or "input_ids" in inspect.signature(router.forward).parameters:
         parts.append("hash layers select by token id")
     if "correction_bias" in src or "expert_bias" in src:
         parts.append("selection on scores + a bias correction")
@@ -43,13 +58,13 @@ def derived_rule(router: nn.Module, owner: nn.Module, config) -> str:
     parts.append("top-k")
     if "norm_topk_prob" in src:
         parts.append("renormalised if norm_topk_prob={norm}")
-    elif "keepdim=True)" in src and ".sum(" in src:
+    elif "keepdim=True)" in own and ".sum(" in own:
         parts.append("renormalised over the k")
     if "routed_scaling_factor" in src:
         parts.append("x routed_scaling_factor={scale}")
     extras = []
-    if any("shared" in name for name, _ in owner.named_children()):
+    if "shared_expert" in src:
         extras.append("plus shared experts")
-    if "zero_expert" in _source(*[m for _, m in owner.named_children()]) + src:
+    if "zero_expert" in src:
         extras.append("plus zero-computation (identity) experts")
     return " -> ".join(parts) + "".join(f"; {e}" for e in extras)

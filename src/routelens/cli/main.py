@@ -27,6 +27,7 @@ COMMANDS = [
     "compare_cmd",
     "corpus_cmd",
     "inspect_cmd",
+    "families_cmd",
     "upcycle_cmd",
     "train_cmd",
     "eval_cmd",
