@@ -45,12 +45,35 @@ def read_json_object(path: Path, flag: str = "--json", writer: str = "routelens 
     return payload
 
 
-def load_analyses(paths: list[Path]) -> dict:
-    """Merge the JSON objects of `paths` (later files win on a shared key): the old `--json` spelling."""
+def load_analyses(paths: list[Path], trace=None) -> dict:
+    """Merge the JSON objects of `paths` (later files win on a shared key): the old `--json` spelling.
+    With `trace`, each file is checked as its named flag would check it: an analysis against the
+    trace's shape, a simulator's result against its `*_meta`."""
+    from routelens.report import check_analysis
+
     merged: dict = {}
     for path in paths:
-        merged.update(read_json_object(path))
+        payload = read_json_object(path)
+        if trace is not None:
+            try:
+                check_analysis(trace, payload)
+            except RoutelensError as exc:
+                raise RoutelensError(f"--json {path}: {exc}") from None
+            for key, _ in RESULTS.values():
+                check_result_meta(payload, key, path, "--json", trace)
+        merged.update(payload)
     return merged
+
+
+def check_result_meta(payload: dict, key: str, path: Path, flag: str, trace) -> None:
+    """Refuse a simulator's result whose `{key}_meta` names another trace's tokens, experts or top-k."""
+    writer = next(w for k, w in RESULTS.values() if k == key)
+    meta = payload.get(f"{key}_meta") or {}
+    mine = {"tokens": trace.num_tokens, "num_experts": trace.num_experts, "top_k": trace.top_k}
+    for name, value in mine.items():
+        if isinstance(meta, dict) and name in meta and meta[name] != value:
+            raise RoutelensError(f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
+                                 f"{name}={value}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
 
 
 def load_result(path: Path, flag: str, trace) -> dict:
@@ -63,12 +86,7 @@ def load_result(path: Path, flag: str, trace) -> dict:
     payload = read_json_object(path, flag, writer, what=f"a `{key}` result")
     if not isinstance(payload.get(key), dict):
         raise RoutelensError(f"{flag} {path} holds no `{key}` result; pass the file `{writer.format(path=path)}` wrote.")
-    meta = payload.get(f"{key}_meta") or {}
-    mine = {"tokens": trace.num_tokens, "num_experts": trace.num_experts, "top_k": trace.top_k}
-    for name, value in mine.items():
-        if name in meta and meta[name] != value:
-            raise RoutelensError(f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
-                                 f"{name}={value}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
+    check_result_meta(payload, key, path, flag, trace)
     return {k: v for k, v in payload.items() if k == key or k.startswith(f"{key}_")}
 
 
@@ -96,6 +114,8 @@ def report_command(
         "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`).")] = None,
     compare_path: Annotated[Path | None, typer.Option(
         "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
+    importance_path: Annotated[Path | None, typer.Option(
+        "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
         "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
         "keys); prefer --analysis, --cache and --balance.")] = None,
@@ -124,7 +144,7 @@ def report_command(
     tr = open_trace(trace)
     view_layers = parse_layers(layers)
     analysis = read_json_object(analysis_path, "--analysis") if analysis_path is not None else {}
-    analysis.update(load_analyses(list(json_paths or [])))
+    analysis.update(load_analyses(list(json_paths or []), tr))
     if analysis:
         check_analysis(tr, analysis)  # fail on a mismatched file before any computing
     for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
@@ -132,6 +152,11 @@ def report_command(
             analysis.update(load_result(path, flag, tr))
     if compare_path is not None:
         analysis["compare"] = load_comparison(compare_path, tr)
+    if importance_path is not None:
+        from routelens.pruning.importance import check_importance
+
+        payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
+        analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
     if "distribution" not in analysis:
         from routelens.analysis import analyze
 

@@ -27,6 +27,7 @@ from routelens.report.sections.compare import compare_section
 from routelens.report.sections.confidence import confidence_section
 from routelens.report.sections.context import ReportContext, spread_layers
 from routelens.report.sections.distribution import distribution_section, domain_distance_section
+from routelens.report.sections.importance import importance_section
 from routelens.report.sections.locality import locality_section
 from routelens.report.sections.pos import pos_section
 from routelens.report.sections.saturation import saturation_section
@@ -49,13 +50,15 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
     (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
     (cache_section, "cache", "`routelens simulate cache --json cache.json`, passed as `--cache cache.json`"),
     (balance_section, "balance", "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`"),
+    (importance_section, "importance", "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`"),
     (compare_section, "compare", ""),  # only when two traces were compared (`--compare`): no note otherwise
 ]
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
 def check_analysis(trace: Trace, analysis: dict) -> None:
-    """Refuse an analysis computed on another trace (other layers, expert count or top-k)."""
+    """Refuse an analysis computed on another trace (other layers, expert count, top-k, token count
+    or domains)."""
     if not isinstance(analysis, dict):
         raise RoutelensError(f"the analysis is a {type(analysis).__name__}, not a JSON object; pass the file `routelens analyze --json` wrote.")
     meta = analysis.get("meta") or {}
@@ -65,6 +68,10 @@ def check_analysis(trace: Trace, analysis: dict) -> None:
         "top_k": meta.get("top_k", mine["top_k"]),
         "layers": [str(x) for x in meta.get("layers", mine["layers"])],
     }
+    # Two traces of one model and corpus layout differ in what they hold: their tokens and domains.
+    for key, value in (("tokens", trace.num_tokens), ("domains", list(trace.domains))):
+        if key in meta:
+            mine[key], theirs[key] = value, meta[key]
     for key, value in mine.items():
         if theirs[key] != value:
             raise RoutelensError(

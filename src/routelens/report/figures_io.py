@@ -47,6 +47,9 @@ RC = {
     "figure.dpi": 100,
     "savefig.bbox": None,  # constrained layout already fits; "tight" would cost a second draw per file
     "pdf.fonttype": 42,  # embed TrueType, so the PDF copies paste into papers cleanly
+    # Labels are data (domain names, policies, checkpoints): a domain called `$\\foo$` is a name, not
+    # a formula, and as mathtext it would fail to parse and take its section with it.
+    "text.parse_math": False,
 }
 
 _ID = re.compile(r'\bid="([^"]+)"')

@@ -20,7 +20,7 @@ def cache_section(ctx: ReportContext) -> Section | None:
     shown = spread_layers(layers, 4)
     shuffled = ctx.analysis.get("cache_shuffled") or {}
     body = figure(ctx.sink.add(cache_figure(result, shuffled, shown), "cache"),
-                  f"Expert-cache hit rate against capacity per policy, at layers {', '.join(shown)}"
+                  f"Expert-cache hit rate against capacity per policy, at layers {esc(', '.join(shown))}"
                   + ("; dotted: the same tokens in a random order (no locality)." if shuffled else "."))  # fmt: skip
     caps = sorted({int(c) for by_layer in result.values() for c in by_layer[layers[0]]})
     loads = ctx.analysis.get("cache_loads") or {}
