@@ -98,3 +98,61 @@ def test_dense_counts_turn_sparse_when_the_vocabulary_outgrows_the_limit(monkeyp
     for a, b in zip(grown.triplets(), sparse.triplets()):
         assert a.tolist() == b.tolist()
     np.testing.assert_allclose(specialization(grown, 1), brute_specialization(token, experts, 1))
+
+
+# -- issue 12: the count- and load-matched chance line -----------------------------------------
+def _zipf_tokens(n: int, vocab: int, rng: np.random.Generator) -> np.ndarray:
+    p = 1.0 / np.arange(1, vocab + 1)
+    return rng.choice(vocab, size=n, p=p / p.sum()).astype(np.int32)
+
+
+def brute_null(token: np.ndarray, E: int, k: int, min_count: int, draws: int, rng) -> float:
+    """The same expectation by simulation, written plainly: every token id with N(t) >= min_count
+    routed N(t) times uniformly at random (top-k of E), max share of its experts, averaged."""
+    counts = np.bincount(token)
+    values = []
+    for _ in range(draws):
+        shares = []
+        for c in counts[counts >= min_count]:
+            picks = np.argsort(rng.random((c, E)), axis=1)[:, :k]
+            shares.append(np.bincount(picks.ravel(), minlength=E).max() / c)
+        values.append(np.mean(shares))
+    return float(np.mean(values))
+
+
+def test_uniform_routing_over_zipf_tokens_meets_the_matched_null_not_k_over_e(tmp_path):
+    """Uniform random routing of Zipf-distributed tokens: k/E = 0.25, but the max over experts of a
+    token's finite sample is larger (about 0.4 here); the count- and load-matched null is what
+    the real value must be compared with, and it matches. A planted specialization exceeds it."""
+    rng = np.random.default_rng(0)
+    E, k, n = 8, 2, 40_000
+    token = _zipf_tokens(n, 2000, rng)
+    experts = random_experts(n, 2, E, k, rng)  # (n, 2 layers, k): layer 0 uniform, layer 1 planted
+    planted = (token % E).astype(experts.dtype)
+    hit = rng.random(n) < 0.5  # half the occurrences of each token go to its own expert first
+    other = experts[hit, 1, 1]
+    experts[hit, 1, 0] = planted[hit]
+    experts[hit, 1, 1] = np.where(other == planted[hit], (other + 1) % E, other)
+    chunk = make_chunk([500] * (n // 500), experts, token_id=token)
+    res = analyze(write_trace(tmp_path / "z", chunk, E=E, layers=(0, 1), shard_rows=7000), bootstrap=0, progress=False,
+                  max_distance=1, rows=9000)  # fmt: skip
+    uniform, null = res["vocabulary"]["0"], res["vocabulary_null"]["0"]
+    assert uniform > k / E + 0.1  # far above k/E = 0.25: the old chance line was wrong
+    expected = brute_null(token, E, k, 10, draws=3, rng=np.random.default_rng(1))
+    assert null == pytest.approx(expected, abs=0.01)
+    assert uniform == pytest.approx(null, abs=0.01)  # no specialization: at the matched null
+    assert res["vocabulary"]["1"] > res["vocabulary_null"]["1"] + 0.2  # planted: well above it
+    assert res["vocabulary_null"]["1"] == pytest.approx(null, abs=0.02)  # load nearly uniform in both
+
+
+def test_matched_null_follows_an_unbalanced_load(tmp_path):
+    """A router that sends 70% of every token's occurrences to expert 0 (k = 1) gives ~0.7 to
+    every frequent token without any token dependence: the null says so, k/E does not."""
+    rng = np.random.default_rng(2)
+    n, E = 20_000, 8
+    token = _zipf_tokens(n, 500, rng)
+    first = np.where(rng.random(n) < 0.7, 0, rng.integers(1, E, n)).astype(np.uint8)
+    chunk = make_chunk([200] * (n // 200), first.reshape(n, 1, 1), token_id=token)
+    res = analyze(write_trace(tmp_path / "u", chunk, E=E, layers=(0,)), bootstrap=0, progress=False, max_distance=1)
+    assert res["vocabulary"]["0"] == pytest.approx(res["vocabulary_null"]["0"], abs=0.01)
+    assert res["vocabulary_null"]["0"] > 0.7

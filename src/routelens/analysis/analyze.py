@@ -110,6 +110,11 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     permuted = PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
     vocab_in = TokenExpertCounter(L, E, vocab_size)
     vocab_next = TokenExpertCounter(L, E, vocab_size)
+    # The chance line of vocabulary specialization: the same counts with each chunk's token ids
+    # shuffled among its rows, which keeps every token's count and the layer's expert load and
+    # routes each occurrence independently of the token's identity.
+    vocab_null = TokenExpertCounter(L, E, vocab_size)
+    null_rng = np.random.default_rng([cfg.seed, 1])
     coact = CoactivationAccumulator(L, E)
     conf = ConfidenceAccumulator(L, E, weights=has_weights, probs=has_probs)
     columns = [c for c, present in (("weights", has_weights), ("probs", has_probs)) if present]
@@ -125,6 +130,7 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
             curve.update(first, mask, doc, pos, dom)
             permuted.update(first, mask, doc, dom, dist.row_unit)
             vocab_in.update(chunk.token_id, et=et)
+            vocab_null.update(chunk.token_id[null_rng.permutation(len(chunk))], et=et)
             # Next-token pairs: the experts of token i count for the id of token i + 1.
             valid = pair_valid(doc[:-1], pos[:-1], doc[1:], pos[1:], 1)
             vocab_next.update(chunk.token_id[1:][valid], et=et[:, :, :-1][:, :, valid])
@@ -137,6 +143,8 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     permuted.finish()
     intervals = locality_intervals(real_units, perm_units, dist.unit_domains(), replicates=cfg.bootstrap, seed=cfg.seed)
     result = _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf)
+    result["vocabulary_null"] = to_json_ready(dict(zip(map(str, tr.layers), specialization(vocab_null, cfg.min_count))))
+    result["coactivation_adjacent"] = to_json_ready({str(layer): m for layer, m in zip(tr.layers, coact.result(adjacent=True))})
     result.update(_locality_extras(tr, local, permuted, intervals))
     result["meta"]["params"].update(locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling)
     return result

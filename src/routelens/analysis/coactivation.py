@@ -1,8 +1,11 @@
 """Expert co-activation (OLMoE): how often expert j is in the top-k when expert i is.
 
-C[i, j] = N(i and j both selected) / N(i selected), per layer, over all pairs of choices within
-a token's top-k. The diagonal is left at 0 (N(i and i) / N(i) = 1 says nothing and would
-dominate a heatmap's colour scale).
+C[i, j] = N(i and j both selected) / N(i selected), per layer, over **all pairs of choices within
+a token's top-k** (k(k-1)/2 pairs per token). The **adjacent-rank** variant counts only pairs of
+consecutive ranks (the r-th and (r+1)-th choice: k-1 pairs per token), the variant asked for to
+compare with OLMoE's published co-activation numbers; for k = 2 the two are the same. The
+diagonal is left at 0 (N(i and i) / N(i) = 1 says nothing and would dominate a heatmap's colour
+scale).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ class CoactivationAccumulator:
         self.L, self.E = num_layers, num_experts
         self.both = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # (L, E, E)
         self.selected = np.zeros((num_layers, num_experts), dtype=np.int64)  # (L, E)
+        self.adjacent = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # ranks r, r + 1 only
 
     def update(self, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
         """experts (n, L, k), or `et` = the same as (k, L, n)."""
@@ -30,11 +34,14 @@ class CoactivationAccumulator:
                 for t in range(s + 1, k):  # choices are distinct experts
                     pairs = np.bincount((chosen[s] * E + chosen[t]), minlength=E * E).reshape(E, E)
                     self.both[layer] += pairs + pairs.T
+                    if t == s + 1:
+                        self.adjacent[layer] += pairs + pairs.T
 
-    def result(self) -> np.ndarray:
-        """(L, E, E) C[l, i, j] = N(i and j) / N(i); rows of unselected experts are 0."""
+    def result(self, *, adjacent: bool = False) -> np.ndarray:
+        """(L, E, E) C[l, i, j] = N(i and j) / N(i) over all pairs of choices (adjacent: pairs of
+        consecutive ranks only); rows of unselected experts are 0."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = self.both / self.selected[:, :, None]
+            out = (self.adjacent if adjacent else self.both) / self.selected[:, :, None]
         out = np.nan_to_num(out, nan=0.0)
         idx = np.arange(self.E)
         out[:, idx, idx] = 0.0

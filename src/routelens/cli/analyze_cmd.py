@@ -69,10 +69,13 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
     shown = names if all_layers or len(names) <= SHOWN_LAYERS else _spread(names, SHOWN_LAYERS)
     _print_locality(result, shown)
     vocab = [v for v in result["vocabulary"].values() if v is not None]
+    null = [v for v in (result.get("vocabulary_null") or {}).values() if v is not None]
     if vocab:
+        chance = (f"chance (same counts and load, identity ignored) {min(null):.3f} .. {max(null):.3f}; k/E = {k / E:.3f}"
+                  if null else f"uniform routing tends to {k / E:.3f}")  # fmt: skip
         console.print(
             f"vocabulary specialization (min count {meta['params']['min_count']}): "
-            f"{min(vocab):.3f} .. {max(vocab):.3f} over layers (uniform routing tends to {k / E:.3f})"
+            f"{min(vocab):.3f} .. {max(vocab):.3f} over layers ({chance})"
         )
     if not meta.get("has_weights", True) and not meta.get("has_probs"):
         console.print("router confidence: skipped (the trace has no weights or probs: imported traces record experts only)")

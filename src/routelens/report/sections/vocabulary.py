@@ -16,12 +16,16 @@ def vocabulary_section(ctx: ReportContext) -> Section | None:
     series = {"input token": vocab}
     if ctx.analysis.get("vocabulary_next"):
         series["next token"] = ctx.analysis["vocabulary_next"]
-    # Uniform routing gives about k/E for frequent tokens (docs/analysis-json.md).
-    chance = ctx.top_k / ctx.num_experts
+    # The chance line: routing independent of token identity at the same load and token counts
+    # (`vocabulary_null`); older results have only k/E, which understates it for rare tokens.
+    null = ctx.analysis.get("vocabulary_null")
+    chance = null if null else ctx.top_k / ctx.num_experts
+    chance_text = ("Dashed: chance, the same tokens routed independently of their identity at the layer's load "
+                   "(token ids shuffled among rows)." if null else "Dashed: k/E, what uniform routing gives frequent tokens.")
     body = figure(
         ctx.sink.add(vocabulary_figure(series, ctx.layers, chance=chance), "vocabulary"),
         "Vocabulary specialization per layer: for each token id, the share of its occurrences routed to its most "
-        "frequent expert, averaged over token ids. Dashed: k/E, what uniform routing gives frequent tokens.",
+        "frequent expert, averaged over token ids. " + chance_text,
         narrow=True,
     )
     typical = ctx.analysis.get("vocabulary_tokens") or {}
