@@ -116,6 +116,8 @@ def report_command(
         "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
     importance_path: Annotated[Path | None, typer.Option(
         "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
+    importance_path: Annotated[Path | None, typer.Option(
+        "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
         "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
         "keys); prefer --analysis, --cache and --balance.")] = None,
@@ -152,6 +154,11 @@ def report_command(
             analysis.update(load_result(path, flag, tr))
     if compare_path is not None:
         analysis["compare"] = load_comparison(compare_path, tr)
+    if importance_path is not None:
+        from routelens.pruning.importance import check_importance
+
+        payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
+        analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
     if importance_path is not None:
         from routelens.pruning.importance import check_importance
 

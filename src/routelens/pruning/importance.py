@@ -158,3 +158,18 @@ def scores_of(result: dict, criterion: Criterion, domain: str | None = None) -> 
         why = "trace with `routelens trace --store-expert-norms`" if criterion is Criterion.REAP else "trace with weights"
         raise RoutelensError(f"criterion {criterion} needs what this trace did not store; {why}, or use --criterion frequency.")
     return np.array([block[str(criterion)][name] for name in result["meta"]["layers"]], dtype=np.float64)
+
+
+def check_importance(result: dict, trace: Trace, source: str = "the importance result") -> dict:
+    """`result` if it is an `expert_importance` result of `trace` (same layers, experts, top-k and
+    tokens); else a one-line refusal naming `source` and the command that writes the right one."""
+    meta = result.get("meta") if isinstance(result, dict) else None
+    if not isinstance(meta, dict) or not isinstance(result.get("overall"), dict):
+        raise RoutelensError(f"{source} holds no expert importance; write it with `routelens importance {trace.path} --json FILE`.")
+    mine = {"layers": [str(x) for x in trace.layers], "num_experts": trace.num_experts, "top_k": trace.top_k, "tokens": trace.num_tokens}
+    for key, value in mine.items():
+        theirs = [str(x) for x in meta.get(key, [])] if key == "layers" else meta.get(key)
+        if theirs != value:
+            raise RoutelensError(f"{source} has {key}={theirs} but the trace at {trace.path} has {key}={value}; "
+                                 f"write it with `routelens importance {trace.path} --json FILE`.")  # fmt: skip
+    return result
