@@ -9,13 +9,16 @@ import pytest
 
 from routelens.store import TraceWriter
 from routelens.store.reader import TraceChunk
+from routelens.store.schema import lookahead_array
 from routelens.store.writer import new_manifest
 from routelens.synthetic import chunk_table
 
 
 def write_planted_trace(path: Path, experts: np.ndarray, doc_lengths, num_experts: int, *,
-                        layers=None, expert_params: int | None = None, shards: int = 1) -> Path:  # fmt: skip
-    """Write `experts` (tokens, layers, k) as a one-domain trace with the given document lengths."""
+                        layers=None, expert_params: int | None = None, shards: int = 1,
+                        lookahead: np.ndarray | None = None) -> Path:  # fmt: skip
+    """Write `experts` (tokens, layers, k) as a one-domain trace with the given document lengths,
+    and `lookahead` (tokens, layers, D, k) as its lookahead column when given."""
     experts = np.asarray(experts)
     T, L, k = experts.shape
     lengths = np.asarray(doc_lengths)
@@ -33,7 +36,10 @@ def write_planted_trace(path: Path, experts: np.ndarray, doc_lengths, num_expert
     for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
         part = TraceChunk(**{f: getattr(chunk, f)[lo:hi] if getattr(chunk, f) is not None else None
                              for f in chunk.__dataclass_fields__})  # fmt: skip
-        writer.write_shard(i, chunk_table(part, ["planted"], num_experts), {"next_doc": int(doc_id[hi - 1]) + 1})
+        table = chunk_table(part, ["planted"], num_experts)
+        if lookahead is not None:
+            table = table.append_column("lookahead", lookahead_array(np.asarray(lookahead)[lo:hi]))
+        writer.write_shard(i, table, {"next_doc": int(doc_id[hi - 1]) + 1})
     model = {"name_or_path": "planted", "architecture": "planted", "config_sha256": None}
     if expert_params is not None:
         model["expert_params"] = expert_params

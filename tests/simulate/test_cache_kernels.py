@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from routelens.simulate.cache_kernels import (
-    COLD_MISSES, HITS, MISSES, NEVER, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, next_use_indices,
+    COLD_MISSES, HITS, MISSES, NEVER, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, max_pinned, next_use_indices,
     next_use_indices_numpy, replay,
 )  # fmt: skip
 from routelens.simulate.policies import Policy
@@ -16,15 +16,30 @@ from routelens.simulate.reference import replay_reference
 COUNTERS = ("hits", "misses", "cold_misses", "prefetch_loads", "prefetch_useful")
 
 
-def run(stream, policy, capacity, num_experts, segment_start=None):
+def run(stream, policy, capacity, num_experts, segment_start=None, pinned=None, predicted=None):
     x = np.asarray(stream, dtype=np.uint8)
     if x.ndim == 1:
         x = x[:, None]
     seg = np.zeros(len(x), bool) if segment_start is None else np.asarray(segment_start, bool)
     seg[0] = True
     nu = next_use_indices(x, seg) if Policy(policy) is Policy.BELADY else None
-    c = replay(x, seg, policy, capacity, CacheState.empty(num_experts, x.shape[1]), nu)
+    c = replay(x, seg, policy, capacity, CacheState.empty(num_experts, x.shape[1]), nu, pinned=pinned,
+               predicted=None if predicted is None else np.asarray(predicted).reshape(len(x), -1))  # fmt: skip
     return dict(zip(COUNTERS, c.tolist()))
+
+
+def side_inputs(rng, policy, x, E, capacity):
+    """What pin and lookahead need on a random stream: the most used experts (at most `capacity`),
+    and predictions that are the token's own experts, another expert, or none (-1)."""
+    if policy == "pin":
+        order = np.argsort(-np.bincount(x.reshape(-1), minlength=E), kind="stable")
+        return {"pinned": order[: int(rng.integers(0, max(0, max_pinned(capacity, x.shape[1])) + 1))].tolist()}
+    if policy == "lookahead":
+        guess = np.where(rng.random(x.shape) < 0.6, x, rng.integers(0, E, x.shape))
+        guess = np.where(rng.random(x.shape) < 0.1, -1, guess)
+        guess[:, 1:] = np.where(guess[:, 1:] == guess[:, :1], -1, guess[:, 1:])  # no repeated id
+        return {"predicted": guess.tolist()}
+    return {}
 
 
 def random_stream(rng, T, E, k, stay=0.4):
@@ -91,6 +106,36 @@ def test_prefetch_loads_what_followed_last_time():
     assert run([0, 1, 0, 1, 0, 1], "lru", 1, 2)["hits"] == 0
 
 
+def test_pin_keeps_the_hot_expert_through_a_scan():
+    # k=1, capacity 2, expert 0 pinned: 0 1 2 0 3 0 4 0. The pinned slot holds 0 from its first
+    # request on (a cold miss), the other slot cycles 1 2 3 4 (all misses): hits = the three repeats of 0.
+    # Plain LRU at capacity 2: 0m 1m 2m(evict 0) 0m(evict 1) 3m(evict 2) 0h 4m(evict 3) 0h -> 2 hits.
+    stream = [0, 1, 2, 0, 3, 0, 4, 0]
+    pin = run(stream, "pin", 2, 5, pinned=[0])
+    assert (pin["hits"], pin["misses"], pin["cold_misses"]) == (3, 5, 5)
+    assert run(stream, "lru", 2, 5)["hits"] == 2
+
+
+def test_pin_leaves_room_for_a_whole_token():
+    # The unpinned slots must hold a token's k experts (k=2: capacity 3 pins at most 1), or one
+    # request below k (k=3, capacity 2: at most 1).
+    assert (max_pinned(3, 2), max_pinned(2, 2), max_pinned(8, 2), max_pinned(2, 3), max_pinned(1, 1)) == (1, 0, 6, 1, 0)
+    # k=2, capacity 4, pinned {0, 1}: two LRU slots. (2, 3) 2 misses; (0, 4): 0 cold into its slot,
+    # 4 evicts 2 (least recent; 3 is more recent); (1, 3): 1 cold, 3 hit; (2, 0): 2 evicts 4, 0 hit.
+    c = run([[2, 3], [0, 4], [1, 3], [2, 0]], "pin", 4, 5, pinned=[0, 1])
+    assert (c["hits"], c["misses"]) == (2, 6)
+
+
+def test_lookahead_loads_the_prediction_before_the_token():
+    # k=1, capacity 1, stream 0 1 0 1 with perfect predictions except none for token 0:
+    # t0 0 miss; before t1 load 1 (evict 0) -> hit; before t2 load 0 -> hit; before t3 load 1 -> hit.
+    c = run([0, 1, 0, 1], "lookahead", 1, 2, predicted=[-1, 1, 0, 1])
+    assert (c["hits"], c["misses"], c["prefetch_loads"], c["prefetch_useful"]) == (3, 1, 3, 3)
+    # A wrong prediction is a wasted load and evicts the expert that was needed: 0 m, load 1 (evict 0), 0 m.
+    c = run([0, 0], "lookahead", 1, 2, predicted=[-1, 1])
+    assert (c["hits"], c["misses"], c["prefetch_loads"], c["prefetch_useful"]) == (0, 2, 1, 0)
+
+
 def test_reset_per_document_counts_cold_misses_again():
     stream, starts = [0, 1, 0, 1], [True, False, True, False]
     assert run(stream, "lru", 2, 2)["hits"] == 2
@@ -109,8 +154,9 @@ def test_kernel_equals_reference_on_random_streams(policy):
         starts = (rng.random(len(x)) < 0.1).tolist()
         starts[0] = True
         for capacity in range(1, E + 1):
-            expected = replay_reference(x.tolist(), policy, capacity, starts)
-            assert run(x, policy, capacity, E, starts) == expected, (seed, E, k, capacity)
+            side = side_inputs(rng, policy, x, E, capacity)
+            expected = replay_reference(x.tolist(), policy, capacity, starts, **side)
+            assert run(x, policy, capacity, E, starts, **side) == expected, (seed, E, k, capacity, side)
 
 
 @pytest.mark.parametrize("policy", list(Policy))
@@ -120,10 +166,13 @@ def test_replay_in_chunks_equals_one_pass(policy):
     seg = np.zeros(400, bool)
     seg[[0, 150, 151, 320]] = True
     nu = next_use_indices(x, seg)
-    whole = replay(x, seg, policy, 3, CacheState.empty(8, 2), nu)
+    side = side_inputs(rng, policy, x, 8, 3)
+    predicted = np.asarray(side.get("predicted", np.zeros((400, 2))))
+    pinned = side.get("pinned")
+    whole = replay(x, seg, policy, 3, CacheState.empty(8, 2), nu, pinned=pinned, predicted=predicted)
     state, parts = CacheState.empty(8, 2), np.zeros_like(whole)
     for lo, hi in [(0, 97), (97, 151), (151, 400)]:
-        parts += replay(x[lo:hi], seg[lo:hi], policy, 3, state, nu[2 * lo : 2 * hi])
+        parts += replay(x[lo:hi], seg[lo:hi], policy, 3, state, nu[2 * lo : 2 * hi], pinned=pinned, predicted=predicted[lo:hi])
     assert parts.tolist() == whole.tolist()
 
 
@@ -149,11 +198,13 @@ def test_belady_never_below_any_other_policy():
         x = random_stream(rng, 120, E, k, stay=float(rng.random()))
         for capacity in range(1, E + 1):
             opt = run(x, "belady", capacity, E)
-            for policy in ("lru", "lfu"):
-                assert opt["hits"] >= run(x, policy, capacity, E)["hits"], (seed, policy, capacity)
+            for policy in ("lru", "lfu", "pin"):  # demand paging: Belady bounds the hits
+                side = side_inputs(rng, policy, x, E, capacity)
+                assert opt["hits"] >= run(x, policy, capacity, E, **side)["hits"], (seed, policy, capacity)
             # A prefetching policy may turn misses into hits, but never loads fewer experts in all.
-            pre = run(x, "prefetch", capacity, E)
-            assert opt["misses"] <= pre["misses"] + pre["prefetch_loads"], (seed, capacity)
+            for policy in ("prefetch", "lookahead"):
+                pre = run(x, policy, capacity, E, **side_inputs(rng, policy, x, E, capacity))
+                assert opt["misses"] <= pre["misses"] + pre["prefetch_loads"], (seed, policy, capacity)
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu", "belady"])

@@ -24,8 +24,9 @@ import numpy as np
 from routelens.atomic import temp_dir
 from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
+from routelens.simulate.budget import budget_report
 from routelens.simulate.cache_kernels import (
-    COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, replay,
+    COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, max_pinned, replay,
 )  # fmt: skip
 from routelens.simulate.policies import Policy
 from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
@@ -51,6 +52,17 @@ class CacheConfig:
     memory_bytes: int = DEFAULT_MEMORY  # one block of a layer stream replayed at a time, with its next-use indices
     progress: bool = False
     tmp_dir: str | Path | None = None  # where the layer streams are spilled; None: $TMPDIR
+    pin: int | None = setting(
+        None, "Pin the N most used experts of each layer (LRU over the other slots); adds the `pin` policy.", shown_default="none"
+    )
+    lookahead_distance: int = setting(1, "Layers ahead the `lookahead` policy's predictions come from (1..D of trace --lookahead D).")
+    bandwidth_gbps: float | None = setting(
+        None, "Bandwidth of expert loads in GB/s (1e9 bytes): expected load time per token.", shown_default="none"
+    )
+    budget_bytes: tuple[int, ...] = setting(
+        (), "Total expert memory of all layers, split per layer from each layer's hit curve vs uniformly; repeatable.",
+        shown_default="none",
+    )
 
     def __post_init__(self):
         policies = (self.policies,) if isinstance(self.policies, str) else self.policies  # one named alone
@@ -61,6 +73,22 @@ class CacheConfig:
             raise RoutelensError(f"{exc}; choose policies among {choices}.") from None
         if not self.policies:
             raise RoutelensError(f"no cache policy given; choose among {', '.join(p.value for p in Policy)}.")
+        if self.pin is not None:
+            if self.pin < 1:
+                raise RoutelensError(f"--pin {self.pin} must pin at least 1 expert per layer.")
+            if Policy.PIN not in self.policies:
+                self.policies += (Policy.PIN,)
+        elif Policy.PIN in self.policies:
+            raise RoutelensError("the pin policy needs the number of experts to pin; pass --pin N.")
+        if self.lookahead_distance < 1:
+            raise RoutelensError(f"--lookahead-distance {self.lookahead_distance} must be at least 1 layer.")
+        if self.bandwidth_gbps is not None and not self.bandwidth_gbps > 0:
+            raise RoutelensError(f"--bandwidth {self.bandwidth_gbps} must be positive GB/s, e.g. 25 for PCIe 4 x16.")
+        self.budget_bytes = tuple(int(b) for b in ((self.budget_bytes,) if isinstance(self.budget_bytes, int | float) else self.budget_bytes))
+        if any(b <= 0 for b in self.budget_bytes):
+            raise RoutelensError(f"--budget-bytes {list(self.budget_bytes)} must be positive totals of expert memory.")
+        if self.budget_bytes and self.capacities is not None:
+            raise RoutelensError("--budget-bytes needs every capacity 1..E (each layer's whole hit curve); leave out --capacity.")
         if self.capacities is not None:
             self.capacities = tuple(sorted({int(c) for c in self.capacities}))
             if not self.capacities or self.capacities[0] < 1:
@@ -81,11 +109,13 @@ def expert_size_bytes(trace: Trace, config: CacheConfig) -> int | None:
     return int(round(params * config.dtype_bytes)) if params else None
 
 
-def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: int | None) -> dict:
+def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: int | None,
+                  bandwidth_gbps: float | None = None) -> dict:  # fmt: skip
     """Counters of one replay -> the reported metrics (pure function).
 
     `hit_rate` counts every request, compulsory (first-ever) misses included; `hit_rate_warm`
-    leaves out each expert's first request in its segment, so it is 1.0 at capacity E.
+    leaves out each expert's first request in its segment, so it is 1.0 at capacity E. With the
+    expert size and a bandwidth, `load_seconds_per_token` is the time those loads take.
     """
     requests = tokens * top_k
     warm = requests - int(counters[COLD_MISSES])
@@ -97,9 +127,12 @@ def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: i
         "loads_per_token": loads / tokens,
         "bytes_per_token": loads * expert_bytes / tokens if expert_bytes else None,
     }
+    if expert_bytes and bandwidth_gbps:
+        out["load_seconds_per_token"] = out["bytes_per_token"] / (bandwidth_gbps * 1e9)
     if counters[PREFETCH_LOADS]:
         out["prefetch_loads_per_token"] = float(counters[PREFETCH_LOADS]) / tokens
         out["prefetch_accuracy"] = float(counters[PREFETCH_USEFUL]) / float(counters[PREFETCH_LOADS])
+        out["wasted_loads_per_token"] = float(counters[PREFETCH_LOADS] - counters[PREFETCH_USEFUL]) / tokens
     return out
 
 
@@ -111,7 +144,9 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     experts loaded per token, demand misses plus prefetch loads: a hit rate means little without
     what it cost), `cache_detail` (same nesting, a dict of metrics per capacity, see
     `cache_metrics`), `cache_gap` {layer: {capacity: Belady minus LRU hit rate}} when both ran,
-    and `cache_meta`. Layers and capacities are string keys.
+    `cache_load_time` {policy: {capacity: seconds of expert loads per token, all layers}} with a
+    bandwidth, `cache_budget` {policy: {total bytes: {slots, best, uniform}}} with budgets (see
+    `budget.budget_report`), and `cache_meta`. Layers and capacities are string keys.
     The layer streams are spilled under `tmp_dir` (default: the system's temporary folder,
     $TMPDIR): tokens x layers x k bytes; memory holds blocks of about `memory_bytes`.
     """
@@ -130,33 +165,45 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     detail: dict = {p.value: {} for p in config.policies}
     order = "trace" if not config.shuffle else "documents" if config.reset_per_document else "shuffled"
     itemsize = 1 if E <= 256 else 2
-    block = max(MIN_ROWS, memory_bytes // (k * (itemsize + 4 + 8 + 8) + 2))  # ids, next use on disk and decoded
-    belady = Policy.BELADY in config.policies
+    block = max(MIN_ROWS, memory_bytes // (k * (itemsize + 4 + 8 + 8 + 2 * 8) + 2))  # ids, next use, predictions
+    belady, ahead = Policy.BELADY in config.policies, Policy.LOOKAHEAD in config.policies
+    if config.budget_bytes and size is None:
+        raise RoutelensError("--budget-bytes needs the size of one expert: the manifest has no expert_params; pass --expert-bytes.")
+    pinned_order: dict = {}
     from routelens.progress import progress_bar
 
     with progress_bar(disable=not progress) as bar, temp_dir(tmp_dir, "cache") as tmp:
         task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")
         bar.update(task, status=f"spilling the layer streams ({order} order)")
-        spilled = spill_layers(trace, Path(tmp), order=order, seed=config.seed)
+        spilled = spill_layers(trace, Path(tmp), order=order, seed=config.seed,
+                               lookahead_distance=config.lookahead_distance if ahead else None)  # fmt: skip
         for i, true_layer in enumerate(spilled.layers):
             layer = str(true_layer)
             bar.update(task, status=f"layer {layer}")
             nxt_path = next_use_file(spilled, i, reset_per_document=config.reset_per_document, rows=block) if belady else None
             runs = [(p, c) for p in config.policies for c in caps]
+            pins = {}
+            if config.pin is not None:  # the layer's most used experts (ties: lower id), as many as each capacity allows
+                used = sum(np.bincount(x.reshape(-1), minlength=E) for _, x, _ in spilled.blocks(i, block))
+                by_use = np.argsort(-used, kind="stable")
+                pinned_order[layer] = by_use[: config.pin].tolist()
+                pins = {c: by_use[: max(0, min(config.pin, max_pinned(c, k)))] for c in caps}
             states = [CacheState.empty(E, k) for _ in runs]
             counters = np.zeros((len(runs), NUM_COUNTERS), np.int64)
             for lo, experts, starts in spilled.blocks(i, block):
                 segment_start = starts if config.reset_per_document else np.zeros(len(starts), np.bool_)
                 segment_start[0] |= lo == 0
                 nxt = read_next_use(nxt_path, T, k, lo, len(experts)) if belady else None
+                predicted = spilled.rows(len(spilled.layers) + i, lo, len(experts)) if ahead else None
                 for r, (policy, capacity) in enumerate(runs):
                     counters[r] += replay(experts, segment_start, policy, capacity, states[r],
-                                          nxt if policy is Policy.BELADY else None)  # fmt: skip
+                                          nxt if policy is Policy.BELADY else None, pinned=pins.get(capacity),
+                                          predicted=predicted)  # fmt: skip
             spilled.remove(i)
             if nxt_path is not None:
                 nxt_path.unlink()
             for r, (policy, capacity) in enumerate(runs):
-                metrics = cache_metrics(counters[r], T, k, size)
+                metrics = cache_metrics(counters[r], T, k, size, config.bandwidth_gbps)
                 cache[policy.value].setdefault(layer, {})[str(capacity)] = metrics["hit_rate"]
                 loads[policy.value].setdefault(layer, {})[str(capacity)] = metrics["loads_per_token"]
                 detail[policy.value].setdefault(layer, {})[str(capacity)] = metrics
@@ -165,6 +212,16 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     if Policy.LRU in config.policies and Policy.BELADY in config.policies:
         lru, opt = cache[Policy.LRU.value], cache[Policy.BELADY.value]
         out["cache_gap"] = {layer: {c: opt[layer][c] - lru[layer][c] for c in lru[layer]} for layer in lru}
+    seconds_per_byte = 1 / (config.bandwidth_gbps * 1e9) if config.bandwidth_gbps else None
+    if seconds_per_byte is not None and size:  # the whole model: every layer's loads, per token
+        out["cache_load_time"] = {
+            p: {str(c): sum(loads[p][layer][str(c)] for layer in loads[p]) * size * seconds_per_byte for c in caps}
+            for p in loads
+        }  # fmt: skip
+    if config.budget_bytes:
+        layers = [str(layer) for layer in trace.layers]
+        out["cache_budget"] = {p: budget_report(cache[p], loads[p], layers, E, k, size, config.budget_bytes, seconds_per_byte)
+                               for p in cache}  # fmt: skip
     out["cache_meta"] = {
         "tokens": T,
         "num_experts": E,
@@ -174,5 +231,9 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
         "reset_per_document": config.reset_per_document,
         "order": f"shuffled (seed {config.seed})" if config.shuffle else "trace",
         "below_top_k": "capacity < k: a token's requests are served one by one (demand paging); see docs/simulate.md",
+        "pin": config.pin,
+        "pinned": pinned_order,  # {layer: the experts pin keeps, most used first}; at capacity c, the first max_pinned(c, k)
+        "lookahead_distance": config.lookahead_distance if ahead else None,
+        "bandwidth_gbps": config.bandwidth_gbps,
     }
     return out

@@ -18,7 +18,13 @@ chunk by chunk. The rules (docs/simulate.md gives them in full):
   accesses tie; LFU counts every access since the start of the segment (ties: least recent);
   Belady evicts the farthest next use (ties, only between never-used-again experts: least recent);
 * the prefetch policy is LRU plus, after each token, loading ahead of time the experts of the
-  token that followed the last token led by this token's first choice (see docs/simulate.md).
+  token that followed the last token led by this token's first choice (see docs/simulate.md);
+* pin reserves slots for a given set of experts (the layer's most used): each is loaded on its
+  first request into its own slot and never evicted; LRU manages the other capacity - pins
+  slots, which must hold a whole token's k experts (one, below k: `max_pinned`), so every miss
+  still finds a slot and pin stays a demand-paging policy;
+* lookahead is LRU plus, before each token, loading the experts given for it in `predicted`
+  (an earlier layer's router applied ahead of time, recorded by `routelens trace --lookahead`).
 
 Per-event Python replays about 250k token-layer events per second; numba compiles this loop to
 run ~80x faster (20M events/s, benchmarks/bench_simulate.py), which makes 100M-event traces a
@@ -34,7 +40,7 @@ import numpy as np
 
 from routelens.simulate.policies import POLICY_CODE, Policy
 
-LRU, LFU, BELADY, PREFETCH = (POLICY_CODE[p] for p in (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PREFETCH))
+LRU, LFU, BELADY, PREFETCH, PIN, LOOKAHEAD = (POLICY_CODE[p] for p in Policy)
 NEVER = np.int64(1) << 62  # next use of an expert that is never requested again (in its segment)
 
 # Counter slots returned by `replay` (and accumulated across chunks).
@@ -77,30 +83,53 @@ def replay(
     capacity: int,
     state: CacheState,
     next_use: np.ndarray | None = None,
+    *,
+    pinned: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Replay `experts` (tokens, k) through the cache in `state` (updated in place).
 
     `segment_start` (tokens,) bool marks tokens where the cache is emptied first (document
     starts under reset-per-document; otherwise only the first token of the stream, or none
     when continuing a stream). Belady needs `next_use` (tokens * k,) int64 from `next_use_indices`
-    over the whole stream, sliced to this chunk. Returns the counters (NUM_COUNTERS,) int64.
+    over the whole stream, sliced to this chunk; pin needs `pinned`, the ids of at most
+    `capacity` experts that keep their slots; lookahead needs `predicted` (tokens, width) int,
+    the experts to load before each token (ids outside 0..E-1, such as -1, mean none).
+    Returns the counters (NUM_COUNTERS,) int64.
     """
     assert experts.ndim == 2 and len(segment_start) == len(experts), (experts.shape, segment_start.shape)
     assert capacity >= 1, capacity
-    assert experts.size == 0 or int(experts.max()) < len(state.cached), "expert id beyond the state's E"
+    E = len(state.cached)
+    assert experts.size == 0 or int(experts.max()) < E, "expert id beyond the state's E"
     code = POLICY_CODE[Policy(policy)]
     if code == BELADY:
         assert next_use is not None and len(next_use) == experts.size, "Belady needs next_use for every access"
     else:
         next_use = np.empty(0, np.int64)
+    pin_mask = np.zeros(E, np.bool_)
+    if code == PIN:
+        assert pinned is not None and len(set(np.asarray(pinned).tolist())) == len(pinned), "pin needs distinct experts"
+        assert len(pinned) <= max_pinned(capacity, experts.shape[1]), (len(pinned), capacity, "see max_pinned")
+        pin_mask[np.asarray(pinned, np.int64)] = True
+    if code == LOOKAHEAD:
+        assert predicted is not None and predicted.ndim == 2 and len(predicted) == len(experts), "lookahead needs predicted (tokens, width)"
+        ahead = np.ascontiguousarray(predicted, dtype=np.int64)
+    else:
+        ahead = np.empty((0, 1), np.int64)
     counters = np.zeros(NUM_COUNTERS, np.int64)
     _replay(
         np.ascontiguousarray(experts), np.ascontiguousarray(segment_start, dtype=np.bool_),
-        np.ascontiguousarray(next_use, dtype=np.int64), code, capacity,
+        np.ascontiguousarray(next_use, dtype=np.int64), code, capacity, pin_mask, ahead,
         state.cached, state.recency, state.freq, state.next_use, state.seen, state.prefetched,
         state.successor, state.scalars, counters,
     )  # fmt: skip
     return counters
+
+
+def max_pinned(capacity: int, top_k: int) -> int:
+    """The most experts pin may reserve at `capacity`: the rest must hold a token's k experts at
+    once (capacity >= k), or one request at a time (below k)."""
+    return capacity - (top_k if capacity >= top_k else 1)
 
 
 @numba.njit(cache=True, inline="always")
@@ -116,12 +145,12 @@ def _worse(policy, v, best, recency, freq, nxt):
 
 
 @numba.njit(cache=True, inline="always")
-def _evict(policy, protect, tg, cached, prefetched, recency, freq, nxt):
-    """Evict the worst cached expert under `policy` among those with protect[v] != tg; returns it,
-    or -1 when every cached expert is protected (nothing evicted)."""
+def _evict(policy, protect, tg, cached, pinned, prefetched, recency, freq, nxt):
+    """Evict the worst cached expert under `policy` among the unpinned ones with protect[v] != tg;
+    returns it, or -1 when there is none (nothing evicted)."""
     victim = -1
     for v in range(cached.shape[0]):
-        if cached[v] and protect[v] != tg:
+        if cached[v] and not pinned[v] and protect[v] != tg:
             if victim < 0 or _worse(policy, v, victim, recency, freq, nxt):
                 victim = v
     if victim >= 0:
@@ -130,15 +159,58 @@ def _evict(policy, protect, tg, cached, prefetched, recency, freq, nxt):
     return victim
 
 
+@numba.njit(cache=True, inline="always")
+def _take_slot(e, policy, protect, tg, region, size, cached, pinned, prefetched, recency, freq, nxt):
+    """Make expert e resident after a miss: its reserved slot if pinned, else a free slot of the
+    policy's region or the slot of the policy's victim (unprotected, unpinned: `max_pinned`
+    leaves the region room for one). Returns the region's new occupancy."""
+    if not pinned[e]:
+        if size >= region:
+            _evict(policy, protect, tg, cached, pinned, prefetched, recency, freq, nxt)
+            size -= 1
+        size += 1
+    cached[e] = True
+    return size
+
+
+@numba.njit(cache=True, inline="always")
+def _load_ahead(table, r, tg, pstamp, region, size, clock, cached, pinned, prefetched, recency, freq, nxt, counters):
+    """Load the predicted experts table[r] that are not resident, in order, each evicting the least
+    recently used unpinned expert outside the prediction (stopping when there is none). Each
+    load ticks the clock (the caller adds the loads counted in `counters`). Returns the size."""
+    E = cached.shape[0]
+    for j in range(table.shape[1]):
+        p = table[r, j]
+        if 0 <= p < E:
+            pstamp[p] = tg
+    for j in range(table.shape[1]):
+        p = table[r, j]
+        if p < 0 or p >= E or cached[p]:
+            continue
+        if size >= region:  # the predicted experts are protected; LRU among the rest
+            if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
+                break
+            size -= 1
+        cached[p] = True
+        size += 1
+        clock += 1
+        recency[p] = clock
+        prefetched[p] = True
+        counters[PREFETCH_LOADS] += 1
+    return size
+
+
 @numba.njit(cache=True, nogil=True)
-def _replay(experts, segment_start, next_use, policy, capacity,
+def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
             cached, recency, freq, nxt, seen, prefetched, successor, scalars, counters):  # fmt: skip
     T, k = experts.shape
     E = cached.shape[0]
     clock, prev_first, token0 = scalars[0], scalars[1], scalars[2]
-    size = 0
+    region = capacity  # slots the replacement policy manages: the capacity less the pinned slots
+    size = 0  # occupied slots of the region
     for e in range(E):
-        size += cached[e]
+        region -= pinned[e]
+        size += cached[e] and not pinned[e]
     stamp = np.full(E, -1, np.int64)  # token (global index) that last requested e: its protected set
     pstamp = np.full(E, -1, np.int64)  # token after which e was last predicted (prefetch protection)
     hit = np.zeros(k, np.bool_)
@@ -154,6 +226,10 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 prefetched[e] = False
                 for j in range(k):
                     successor[e, j] = -1
+        if policy == LOOKAHEAD:  # loaded while an earlier layer computes this token
+            loads = counters[PREFETCH_LOADS]
+            size = _load_ahead(ahead, t, tg, pstamp, region, size, clock, cached, pinned, prefetched, recency, freq, nxt, counters)
+            clock += counters[PREFETCH_LOADS] - loads
         if capacity < k:
             # The token's experts cannot all be resident: its requests are served one by one in
             # routing order (demand paging), each a hit only if resident when served.
@@ -169,11 +245,8 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                     counters[MISSES] += 1
                     if not seen[e]:
                         counters[COLD_MISSES] += 1
-                    if size >= capacity:  # nothing protected: stamps are >= -1, never -2
-                        _evict(policy, stamp, -2, cached, prefetched, recency, freq, nxt)
-                        size -= 1
-                    cached[e] = True
-                    size += 1
+                    # nothing protected: stamps are >= -1, never -2
+                    size = _take_slot(e, policy, stamp, -2, region, size, cached, pinned, prefetched, recency, freq, nxt)
                 recency[e] = clock
                 freq[e] += 1
                 if policy == BELADY:
@@ -203,11 +276,14 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 counters[MISSES] += 1
                 if not seen[e]:
                     counters[COLD_MISSES] += 1
-                if size >= capacity:  # this token's own experts are protected
-                    _evict(policy, stamp, tg, cached, prefetched, recency, freq, nxt)
-                    size -= 1
+                # Into a free slot of the region or the victim's, this token's own experts protected
+                # (written out, not a call to _take_slot: the hot path ran ~30% slower through it).
+                if not pinned[e]:
+                    if size >= region:
+                        _evict(policy, stamp, tg, cached, pinned, prefetched, recency, freq, nxt)
+                        size -= 1
+                    size += 1
                 cached[e] = True
-                size += 1
             for j in range(k):
                 seen[experts[t, j]] = True
         # 3. prefetch: learn "what followed the previous token", then load the prediction for the next
@@ -217,6 +293,7 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 for j in range(k):
                     successor[prev_first, j] = experts[t, j]
             prev_first = first
+            # `_load_ahead` on successor[first], written out: through the helper, prefetch replayed ~35% slower.
             for j in range(k):
                 p = successor[first, j]
                 if p >= 0:
@@ -225,8 +302,8 @@ def _replay(experts, segment_start, next_use, policy, capacity,
                 p = successor[first, j]
                 if p < 0 or cached[p]:
                     continue
-                if size >= capacity:  # the predicted experts are protected; LRU among the rest
-                    if _evict(LRU, pstamp, tg, cached, prefetched, recency, freq, nxt) < 0:
+                if size >= region:  # the predicted experts are protected; LRU among the rest
+                    if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
                         break
                     size -= 1
                 cached[p] = True

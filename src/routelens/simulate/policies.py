@@ -16,6 +16,8 @@ class Policy(StrEnum):
     LFU = "lfu"  # evict the least often requested expert (ties: least recent)
     BELADY = "belady"  # evict the expert whose next request is farthest: the optimal demand-paging policy (offline)
     PREFETCH = "prefetch"  # LRU, plus loading ahead of time what followed the previous token's first choice
+    PIN = "pin"  # the N most used experts of the layer always resident (--pin N), LRU over the other slots
+    LOOKAHEAD = "lookahead"  # LRU, plus loading the experts an earlier layer's router predicted (trace --lookahead)
 
 
 class Placement(StrEnum):
@@ -25,4 +27,5 @@ class Placement(StrEnum):
     BALANCED = "balanced"  # EPLB-like: hot experts replicated into spare slots, packed by load
 
 
-POLICY_CODE = {Policy.LRU: 0, Policy.LFU: 1, Policy.BELADY: 2, Policy.PREFETCH: 3}
+POLICY_CODE = {Policy.LRU: 0, Policy.LFU: 1, Policy.BELADY: 2, Policy.PREFETCH: 3, Policy.PIN: 4, Policy.LOOKAHEAD: 5}
+DEMAND_PAGING = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PIN)  # load only what is requested: Belady bounds their hits

@@ -18,13 +18,22 @@ def replay_reference(
     policy: Policy,
     capacity: int,
     segment_start: Sequence[bool] | None = None,
+    *,
+    pinned: Sequence[int] = (),
+    predicted: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, int]:
     """Replay a list of tokens (each a list of k distinct experts, first choice first).
 
     Returns counts: hits, misses, cold_misses, prefetch_loads, prefetch_useful.
-    `segment_start[t]` empties the cache (and all policy memory) before token t.
+    `segment_start[t]` empties the cache (and all policy memory) before token t. Policy `pin`
+    reserves a slot for each expert of `pinned` (at most `capacity`); `lookahead` loads
+    `predicted[t]` (ids; negative ones mean none) before token t.
     """
     policy = Policy(policy)
+    pins = set(pinned) if policy is Policy.PIN else set()
+    k = len(stream[0]) if stream else 1
+    assert len(pins) <= capacity - (k if capacity >= k else 1), "the other slots must hold a token's experts"
+    region = capacity - len(pins)  # the slots the replacement rule manages
     T = len(stream)
     starts = list(segment_start) if segment_start is not None else [t == 0 for t in range(T)]
     counts = dict(hits=0, misses=0, cold_misses=0, prefetch_loads=0, prefetch_useful=0)
@@ -55,11 +64,39 @@ def replay_reference(
             return (-next_access(v, t, j - 1), last[v])
         return (last[v],)
 
+    def admit(e: int, candidates: list[int], key) -> None:
+        """Make e resident after a miss: a pinned expert has its own slot; any other takes a free
+        slot of the region or evicts the unpinned candidate of smallest `key`."""
+        if e not in pins and len(cache - pins) >= region:
+            victim = min((v for v in candidates if v not in pins), key=key)
+            cache.discard(victim), prefetched.discard(victim)
+        cache.add(e)
+
+    def load_ahead(wanted: list[int]) -> None:
+        """Prefetch `wanted` in order, each evicting the least recent unpinned expert outside it."""
+        nonlocal clock
+        for p in wanted:
+            if p in cache:
+                continue
+            if p not in pins and len(cache - pins) >= region:
+                candidates = [v for v in cache if v not in wanted and v not in pins]
+                if not candidates:
+                    break
+                victim = min(candidates, key=lambda v: last[v])
+                cache.discard(victim), prefetched.discard(victim)
+            cache.add(p)
+            clock += 1
+            last[p] = clock
+            prefetched.add(p)
+            counts["prefetch_loads"] += 1
+
     for t, token in enumerate(stream):
         token = list(token)
         if starts[t]:
             cache.clear(), freq.clear(), seen.clear(), prefetched.clear(), successor.clear()
             prev_first = None
+        if policy is Policy.LOOKAHEAD:
+            load_ahead([p for p in predicted[t] if p >= 0])
         if capacity < len(token):  # requests served one by one (demand paging)
             for j, e in enumerate(token):
                 clock += 1
@@ -71,10 +108,7 @@ def replay_reference(
                 else:
                     counts["misses"] += 1
                     counts["cold_misses"] += e not in seen
-                    if len(cache) >= capacity:
-                        victim = min(cache, key=lambda v: rank(v, t, j))
-                        cache.discard(victim), prefetched.discard(victim)
-                    cache.add(e)
+                    admit(e, list(cache), key=lambda v, t=t, j=j: rank(v, t, j))
                 last[e] = clock
                 freq[e] = freq.get(e, 0) + 1
                 seen.add(e)
@@ -94,28 +128,11 @@ def replay_reference(
                     continue
                 counts["misses"] += 1
                 counts["cold_misses"] += e not in seen
-                if len(cache) >= capacity:
-                    victim = min((v for v in cache if v not in token), key=lambda v: rank(v, t, len(token)))
-                    cache.discard(victim), prefetched.discard(victim)
-                cache.add(e)
+                admit(e, [v for v in cache if v not in token], key=lambda v, t=t: rank(v, t, len(token)))
         seen.update(token)
         if policy is Policy.PREFETCH:
             if prev_first is not None:
                 successor[prev_first] = token
             prev_first = token[0]
-            predicted = successor.get(token[0], [])
-            for p in predicted:
-                if p in cache:
-                    continue
-                if len(cache) >= capacity:
-                    candidates = [v for v in cache if v not in predicted]
-                    if not candidates:
-                        break
-                    victim = min(candidates, key=lambda v: last[v])
-                    cache.discard(victim), prefetched.discard(victim)
-                cache.add(p)
-                clock += 1
-                last[p] = clock
-                prefetched.add(p)
-                counts["prefetch_loads"] += 1
+            load_ahead(successor.get(token[0], []))
     return counts

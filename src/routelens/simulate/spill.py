@@ -8,6 +8,10 @@ under a folder the caller owns (a temporary directory):
     layer-{i}.bin   (tokens, k) expert ids of the i-th MoE layer, uint8 when E <= 256, else uint16
     starts.bin      (tokens,) bool, True at the first token of each document
 
+    predicted-{i}.bin   (tokens, k) with `lookahead_distance` d: the experts layer i - d's router
+                    input chose under layer i's router (the trace's `lookahead` column), or
+                    NO_PREDICTION where i < d; ids widen to uint16 when E = 256 to make room
+
 that is tokens x (layers x k x itemsize + 1) bytes: the trace's expert column, uncompressed
 (500M token-layer assignments at top-2: 1 GB). The replay then reads one layer back in blocks
 (`SpilledLayers.blocks`), and Belady's next-use indices come from a backward pass over the
@@ -43,6 +47,7 @@ from routelens.simulate.streams import validate_experts
 from routelens.store import Trace
 
 ORDERS = ("trace", "documents", "shuffled")
+LOOKAHEAD_COLUMN = "lookahead"
 MIN_ROWS = 1 << 12  # smallest block, whatever the memory budget
 BUCKET_ROWS = 1 << 19  # tokens per shuffle bucket on average (32 MiB at 32 layers x top-2)
 
@@ -57,9 +62,17 @@ class SpilledLayers:
     top_k: int
     num_experts: int
     dtype: np.dtype  # of the expert ids
+    predicted: bool = False  # predicted-{i}.bin were written too (lookahead)
 
     def path(self, i: int) -> Path:
-        return self.folder / f"layer-{i}.bin"
+        """Layer i's stream; i in L..2L-1 names layer i - L's predictions (`predicted-*.bin`)."""
+        L = len(self.layers)
+        return self.folder / (f"layer-{i}.bin" if i < L else f"predicted-{i - L}.bin")
+
+    @property
+    def no_prediction(self) -> int:
+        """The id written where a layer has no prediction: never an expert id (>= E)."""
+        return int(np.iinfo(self.dtype).max)
 
     @property
     def starts_path(self) -> Path:
@@ -83,33 +96,46 @@ class SpilledLayers:
         """Layer i whole, (tokens, k) and (tokens,): for small traces and tests."""
         return next(self.blocks(i, self.tokens))[1:]
 
+    def rows(self, i: int, first: int, n: int) -> np.ndarray:
+        """Rows first..first+n-1 (n, k) of stream i (a layer, or L + i for its predictions)."""
+        k, size = self.top_k, self.dtype.itemsize
+        with open(self.path(i), "rb") as f:
+            f.seek(first * k * size)
+            return np.fromfile(f, self.dtype, count=n * k).reshape(n, k)
+
     def remove(self, i: int) -> None:
         self.path(i).unlink(missing_ok=True)
+        if self.predicted:
+            self.path(len(self.layers) + i).unlink(missing_ok=True)
 
 
 def spill_layers(trace: Trace, folder: Path, *, order: str = "trace", seed: int = 0, rows: int = 1 << 20,
-                 bucket_rows: int = BUCKET_ROWS) -> SpilledLayers:  # fmt: skip
-    """Write every layer's stream of `trace` under `folder` in `order` (see the module doc)."""
+                 bucket_rows: int = BUCKET_ROWS, lookahead_distance: int | None = None) -> SpilledLayers:  # fmt: skip
+    """Write every layer's stream of `trace` under `folder` in `order` (see the module doc), and
+    with `lookahead_distance` d each layer's predictions from the `lookahead` column."""
     if order not in ORDERS:
         raise ValueError(f"order={order!r}; choose among {ORDERS}")
     T, L, k, E = trace.num_tokens, len(trace.layers), trace.top_k, trace.num_experts
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
-    dtype = np.dtype(np.uint8 if E <= 256 else np.uint16)
-    out = SpilledLayers(Path(folder), list(trace.layers), T, k, E, dtype)
+    if lookahead_distance is not None:
+        trace.require(LOOKAHEAD_COLUMN, "the lookahead cache policy")
+    dtype = np.dtype(np.uint8 if E < 256 or (E == 256 and lookahead_distance is None) else np.uint16)
+    out = SpilledLayers(Path(folder), list(trace.layers), T, k, E, dtype, predicted=lookahead_distance is not None)
     out.folder.mkdir(parents=True, exist_ok=True)
+    columns = [LOOKAHEAD_COLUMN] if out.predicted else None
+    row_of = lambda chunk: _rows(trace, chunk, out, lookahead_distance)  # noqa: E731
     if order == "shuffled":
-        _spill_shuffled(trace, out, seed, rows, bucket_rows)
+        _spill_shuffled(trace, out, seed, rows, bucket_rows, columns, row_of)
         return out
     rng = np.random.default_rng(seed)
-    files = [open(out.path(i), "wb") for i in range(L)]  # noqa: SIM115 (closed below)
+    files = [open(out.path(i), "wb") for i in range(L * (1 + out.predicted))]  # noqa: SIM115 (closed below)
     try:
         with open(out.starts_path, "wb") as starts_file:
             prev_doc = None
-            held: tuple[np.ndarray, np.ndarray] | None = None  # (experts, doc ids) of the open document
-            for chunk in trace.iter_chunks(rows=rows):
-                experts, doc = chunk.experts, chunk.doc_id
-                validate_experts(trace, experts)
+            held: tuple[np.ndarray, np.ndarray] | None = None  # (rows, doc ids) of the open document
+            for chunk in trace.iter_chunks(columns, rows=rows):
+                experts, doc = row_of(chunk), chunk.doc_id
                 start = np.empty(len(doc), np.bool_)
                 start[0] = prev_doc is None or doc[0] != prev_doc
                 start[1:] = doc[1:] != doc[:-1]
@@ -132,16 +158,36 @@ def spill_layers(trace: Trace, folder: Path, *, order: str = "trace", seed: int 
     return out
 
 
-def _spill_shuffled(trace: Trace, out: SpilledLayers, seed: int, rows: int, bucket_rows: int) -> None:
-    T, L, k = out.tokens, len(out.layers), out.top_k
+def _rows(trace: Trace, chunk, out: SpilledLayers, distance: int | None) -> np.ndarray:
+    """The rows a chunk spills, validated: (n, L, k) expert ids, then with `distance` d the L
+    layers' predictions (n, 2L, k): layer i's from the `lookahead` column at layer i - d."""
+    validate_experts(trace, chunk.experts)
+    experts = chunk.experts.astype(out.dtype, copy=False)
+    if distance is None:
+        return experts
+    ahead = chunk.lookahead  # (n, L, D, k)
+    if distance > ahead.shape[2]:
+        raise RoutelensError(
+            f"--lookahead-distance {distance} exceeds the {ahead.shape[2]} layers ahead the trace at {trace.path} "
+            f"recorded; pass 1..{ahead.shape[2]} or re-trace with --lookahead {distance}."
+        )
+    n, L, k = experts.shape
+    predicted = np.full((n, L, k), out.no_prediction, out.dtype)
+    guess = ahead[:, : L - distance, distance - 1]  # (n, L - d, k): predictions for layers d..L-1
+    predicted[:, distance:] = np.where((guess >= 0) & (guess < out.num_experts), guess, out.no_prediction)
+    return np.concatenate([experts, predicted], axis=1)
+
+
+def _spill_shuffled(trace: Trace, out: SpilledLayers, seed: int, rows: int, bucket_rows: int, columns, row_of) -> None:
+    T, L, k = out.tokens, len(out.layers) * (1 + out.predicted), out.top_k
     buckets = max(1, -(-T // max(1, bucket_rows)))
     bucket_path = [out.folder / f"bucket-{b}.bin" for b in range(buckets)]
     rng = np.random.default_rng(seed)
-    for chunk in trace.iter_chunks(rows=rows):  # 1. deal tokens into buckets at random
-        validate_experts(trace, chunk.experts)
+    for chunk in trace.iter_chunks(columns, rows=rows):  # 1. deal tokens into buckets at random
+        spilled = row_of(chunk)
         bucket = np.minimum((rng.random(len(chunk)) * buckets).astype(np.int64), buckets - 1)
         order = np.argsort(bucket, kind="stable")
-        dealt = chunk.experts[order]
+        dealt = spilled[order]
         ends = np.cumsum(np.bincount(bucket, minlength=buckets))
         for b in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
             with open(bucket_path[b], "ab") as f:

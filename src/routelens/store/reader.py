@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS  # the corpus readers own the tag set (re-exported)
 from routelens.errors import RoutelensError
-from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PHASES, READABLE_VERSIONS, SHARD_DIR, VOCAB, nested_to_numpy
+from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PHASES, READABLE_VERSIONS, SHARD_DIR, VOCAB, lookahead_to_numpy, nested_to_numpy
 
 BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
 READ_ROWS = 1 << 16  # rows decoded from Parquet at a time (see Trace.iter_chunks)
@@ -40,6 +40,7 @@ class TraceChunk:
     upos: np.ndarray | None = None  # (n,) int32 codes into UPOS_TAGS, -1 where none
     expert_norms: np.ndarray | None = None  # (n, layers, k) float16, L2 norm of each chosen expert's output
     phase: np.ndarray | None = None  # (n,) int32 codes into PHASES (0 prefill, 1 decode), -1 where none
+    lookahead: np.ndarray | None = None  # (n, layers, D, k) int16: MoE layer l+d's router on layer l's input; -1 past the last
 
     def __len__(self) -> int:
         return len(self.doc_id)
@@ -182,6 +183,8 @@ class Trace:
             out.expert_norms = nested_to_numpy(col("expert_norms"), k)
         if "phase" in names:
             out.phase = _decode_dictionary(col("phase"), PHASE_CODE)
+        if "lookahead" in names:
+            out.lookahead = lookahead_to_numpy(col("lookahead"))
         return out
 
 
@@ -190,6 +193,7 @@ _ABSENT_WHY = {
     "probs": " (trace with --store-probs)",
     "weights": " (traces imported from serving engines record experts only; trace the model with `routelens trace` for weights)",
     "phase": " (only imported and generation traces mark prefill and decode rows)",
+    "lookahead": " (trace with --lookahead D)",
 }
 
 

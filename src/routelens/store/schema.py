@@ -21,6 +21,7 @@ SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 PHASES = ("prefill", "decode")  # values of the `phase` column: the prompt's rows, then generated tokens'
+LOOKAHEAD_FILL = -1  # `lookahead` value where MoE layer l + d does not exist (past the last MoE layer)
 
 
 def expert_id_type(num_experts: int) -> pa.DataType:
@@ -47,6 +48,7 @@ def trace_schema(
     with_weights: bool = True,
     with_phase: bool = False,
     store_expert_norms: bool = False,
+    lookahead: int = 0,
 ) -> pa.Schema:
     """The shard schema; `weights` is left out with `with_weights=False` (format version 2)."""
     fields = [
@@ -67,7 +69,26 @@ def trace_schema(
         fields.append(pa.field("phase", pa.dictionary(pa.int32(), pa.string()), nullable=False))
     if store_expert_norms:  # (layers, k) L2 norms of the chosen experts' outputs before weighting
         fields.append(pa.field("expert_norms", _nested(pa.float16(), num_layers, top_k)))
+    if lookahead:  # (layers, D, k) int16: the router of MoE layer l + d on layer l's router input
+        fields.append(pa.field("lookahead", pa.list_(_nested(pa.int16(), lookahead, top_k), num_layers), nullable=False))
     return pa.schema(fields)
+
+
+def lookahead_array(values: np.ndarray) -> pa.Array:
+    """(tokens, layers, D, k) int16 -> the `lookahead` column (lists over layers, of d, of k)."""
+    n, layers, depth, k = values.shape
+    inner = nested_array(np.ascontiguousarray(values, np.int16).reshape(n * layers, depth, k), pa.int16())
+    return pa.FixedSizeListArray.from_arrays(inner, layers)
+
+
+def lookahead_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Inverse of `lookahead_array`: (tokens, layers, D, k) int16."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    layers, depth = column.type.list_size, column.type.value_type.list_size
+    k = column.type.value_type.value_type.list_size
+    values = column.flatten().flatten().flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), layers, depth, k)
 
 
 def phase_array(codes: np.ndarray) -> pa.DictionaryArray:
