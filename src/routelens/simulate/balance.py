@@ -34,6 +34,7 @@ import numpy as np
 from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.policies import Placement
+from routelens.simulate.batches import DecodeBatches, ShuffledBatches, document_lengths, stream_counts
 from routelens.store import Trace, open_trace
 from routelens.training.capacity import expert_capacity as capacity_rule
 
@@ -50,6 +51,10 @@ class BalanceConfig:
     placements: tuple[Placement, ...] = setting((Placement.ROUND_ROBIN, Placement.BALANCED), "Expert placement, repeatable.")
     redundant_experts: int | None = setting(
         None, "Spare expert slots for replicas in `balanced`.", shown_default="one per device"
+    )
+    decode_batch: int | None = setting(
+        None, "Also batch B concurrent sequences, one token of each per step (decode), beside consecutive tokens.",
+        shown_default="none",
     )
     compare_shuffled: bool = True  # also measure a seeded shuffled order (the locality control)
     seed: int = setting(0, "Seed of the shuffled-order control.")
@@ -69,6 +74,8 @@ class BalanceConfig:
             self.placements = tuple(Placement(p) for p in placements)
         except ValueError as exc:
             raise RoutelensError(f"{exc}; choose among {', '.join(p.value for p in Placement)}.") from None
+        if self.decode_batch is not None and self.decode_batch < 1:
+            raise RoutelensError(f"--decode-batch {self.decode_batch} must be at least 1 sequence.")
         if self.redundant_experts is not None and self.redundant_experts < 0:
             raise RoutelensError(f"--redundant-experts {self.redundant_experts} must be 0 or more.")
         if self.memory_bytes < 1 or self.rows < 1:
@@ -174,48 +181,6 @@ def imbalance(loads: np.ndarray) -> np.ndarray:
 # -- over a trace ------------------------------------------------------------------------------
 
 
-class ShuffledBatches:
-    """The batch of every token under one seeded uniformly random order of the tokens, handed out
-    token by token in trace order, without storing the order.
-
-    Batches of a random order are a uniformly random partition of the tokens into groups of the
-    batch sizes. Tokens are labelled in blocks: the number of a block's tokens that fall in each
-    batch is one multivariate hypergeometric draw from the batches' free slots, and those labels
-    are shuffled over the block's tokens; this is exactly the joint law of the labels under a
-    uniform permutation. State: the free slots (8 bytes per batch) and one block of labels (at
-    least 16 per batch, so each draw's O(batches) cost is amortised). Blocks are fixed by the
-    trace length and batch size, so the labels do not depend on how the trace is chunked.
-    """
-
-    def __init__(self, tokens: int, batch_tokens: int, seed: int):
-        nb = -(-tokens // batch_tokens)
-        self.free = np.full(nb, batch_tokens, np.int64)
-        self.free[-1] = tokens - (nb - 1) * batch_tokens
-        self.left = tokens
-        self.block = max(1 << 16, 16 * nb)
-        self.rng = np.random.default_rng(seed)
-        self._labels = np.zeros(0, np.int64)
-        self._pos = 0
-
-    def take(self, n: int) -> np.ndarray:
-        """Batches (n,) of the next n tokens in trace order."""
-        parts = []
-        while n:
-            if self._pos == len(self._labels):
-                m = min(self.block, self.left)
-                counts = self.rng.multivariate_hypergeometric(self.free, m)
-                self.free -= counts
-                self.left -= m
-                self._labels = np.repeat(np.arange(len(self.free)), counts)
-                self.rng.shuffle(self._labels)
-                self._pos = 0
-            m = min(n, len(self._labels) - self._pos)
-            parts.append(self._labels[self._pos : self._pos + m])
-            self._pos += m
-            n -= m
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
-
-
 def _batch_sums(counts, sizes, placement, top_k, cfs) -> dict:
     """Sums over a group of batches (pure): (batches, E) counts -> what `_metrics` averages."""
     E = counts.shape[1]
@@ -258,42 +223,6 @@ def _metrics(sums: dict, batches: int, tokens: int, devices: int, top_k: int, cf
     }
 
 
-def _stream_counts(trace: Trace, batch_tokens: int, lo: int, hi: int, shuffled: ShuffledBatches | None,
-                   loads: np.ndarray | None, rows: int):  # fmt: skip
-    """One pass over the trace: per-batch counts (layers, hi - lo, E) int32 of batches lo..hi-1 in
-    trace order and, with `shuffled`, in the shuffled order; adds per-layer expert loads into
-    `loads` (layers, E) when given. Counting goes one layer at a time, so a bincount's output is
-    one layer's (batches, E) cells, never the whole group's."""
-    L, E, B, G = len(trace.layers), trace.num_experts, batch_tokens, hi - lo
-    real = np.zeros((L, G, E), np.int32)
-    shuf = np.zeros((L, G, E), np.int32) if shuffled is not None else None
-    offset = 0
-    for chunk in trace.iter_chunks(rows=rows):
-        n, x = len(chunk), chunk.experts
-        if x.size and int(x.max()) >= E:
-            raise RoutelensError(f"the trace at {trace.path} routes to expert ids >= num_experts={E}; re-trace it.")
-        if loads is not None:
-            loads += np.bincount(((np.arange(L) * E)[None, :, None] + x).reshape(-1), minlength=L * E).reshape(L, E)
-        a, b = max(offset, lo * B), min(offset + n, hi * B)  # rows of this chunk in batches lo..hi-1
-        if a < b:
-            first, span = a // B, (b - 1) // B - a // B + 1
-            _count(real[:, first - lo : first - lo + span], (np.arange(a, b) // B - first) * E, x[a - offset : b - offset])
-        if shuffled is not None:
-            label = shuffled.take(n)
-            keep = (label >= lo) & (label < hi)
-            _count(shuf, (label[keep] - lo) * E, x[keep])
-        offset += n
-    return real, shuf
-
-
-def _count(out: np.ndarray, base: np.ndarray, experts: np.ndarray) -> None:
-    """out (L, batches, E) += counts of experts (m, L, k) whose batch offsets * E are `base` (m,)."""
-    L, nb, E = out.shape
-    for layer in range(L):
-        key = (base[:, None] + experts[:, layer]).reshape(-1)
-        np.add(out[layer], np.bincount(key, minlength=nb * E).reshape(nb, E), out=out[layer], casting="unsafe")
-
-
 def _placements(config: BalanceConfig, loads: np.ndarray, num_experts: int, redundant: int) -> list:
     """Per placement and layer index, the (E, D) replica counts; `loads` (layers, E)."""
     out = []
@@ -312,7 +241,9 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     Returns `balance` {placement: {cf: {dropped, imbalance_max_mean}}} (dropped: share of all
     assignments, all layers; imbalance: mean over layers and batches of max/mean device load),
     `balance_detail` {placement: {layer: {cf: metrics}}}, `balance_shuffled` (as `balance`, tokens
-    in a seeded random order) and `balance_meta`. Per-batch counts are held for groups of about
+    in a seeded random order), with `decode_batch` B `balance_decode` and `balance_decode_detail`
+    (B sequences decoding together, one token of each per step; `batches.DecodeBatches`) and
+    `balance_meta`. Per-batch counts are held for groups of about
     `memory_bytes` (one pass over the trace per group; one group unless the trace is very long).
     """
     config = build_config(BalanceConfig, config, overrides)
@@ -333,29 +264,33 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     for lo in range(0, nb, group):  # one pass over the trace per group of batches
         hi = min(nb, lo + group)
         labels = ShuffledBatches(T, B, seed) if compare_shuffled else None
-        real, shuf = _stream_counts(trace, B, lo, hi, labels, loads if lo == 0 else None, rows)
+        real, shuf = stream_counts(trace, B, lo, hi, labels, loads if lo == 0 else None, rows)
         if per_placement is None:  # the trace's own loads are known after the first pass
             per_placement = _placements(config, loads, E, redundant)
-        for order, counts in (("real", real), ("shuffled", shuf)):
-            if counts is None:
-                continue
-            for p, by_layer in enumerate(per_placement):
-                for li in range(L):
-                    part = _batch_sums(counts[li], sizes[lo:hi], by_layer[li], k, config.cfs)
-                    sums[order, p, li] = _add_sums(sums.get((order, p, li)), part)
-    out: dict = {"balance": {}, "balance_detail": {}}
-    if compare_shuffled:
-        out["balance_shuffled"] = {}
+        _accumulate(sums, "real", real, sizes[lo:hi], per_placement, k, config.cfs)
+        _accumulate(sums, "shuffled", shuf, sizes[lo:hi], per_placement, k, config.cfs)
+    decode = DecodeBatches(document_lengths(trace, rows), config.decode_batch) if config.decode_batch else None
+    if decode is not None:  # B sequences at a time, one token each per step: one pass per group of steps
+        for lo in range(0, decode.steps, max(1, memory_bytes // (L * E * 4))):
+            hi = min(decode.steps, lo + max(1, memory_bytes // (L * E * 4)))
+            decode.rewind()
+            _, counts = stream_counts(trace, B, lo, hi, decode, None, rows, consecutive=False)
+            _accumulate(sums, "decode", counts, decode.sizes[lo:hi], per_placement, k, config.cfs)
+    out: dict = {}
     replicas_meta: dict = {}
+    layers = [str(layer) for layer in trace.layers]
     for p, name in enumerate(config.placements):
         if name is Placement.BALANCED:
-            replicas_meta = {str(layer): per_placement[p][li].sum(axis=1).tolist() for li, layer in enumerate(trace.layers)}
-        detail = {str(layer): _metrics(sums["real", p, li], nb, T, config.devices, k, config.cfs) for li, layer in enumerate(trace.layers)}
-        out["balance_detail"][name.value] = detail
-        out["balance"][name.value] = _pool(detail, config.cfs)
-        if compare_shuffled:
-            shuffled = {str(layer): _metrics(sums["shuffled", p, li], nb, T, config.devices, k, config.cfs) for li, layer in enumerate(trace.layers)}
-            out["balance_shuffled"][name.value] = _pool(shuffled, config.cfs)
+            replicas_meta = {layer: per_placement[p][li].sum(axis=1).tolist() for li, layer in enumerate(layers)}
+        for order, key, batches in (("real", "balance", nb), ("shuffled", "balance_shuffled", nb),
+                                    ("decode", "balance_decode", decode.steps if decode else 0)):  # fmt: skip
+            if (order, p, 0) not in sums:
+                continue
+            detail = {layer: _metrics(sums[order, p, li], batches, T, config.devices, k, config.cfs) for li, layer in enumerate(layers)}
+            if order != "shuffled":
+                out.setdefault(f"{key}_detail", {})[name.value] = detail
+            out.setdefault(key, {})[name.value] = _pool(detail, config.cfs)
+    out = {key: out[key] for key in ("balance", "balance_detail", "balance_shuffled", "balance_decode", "balance_decode_detail") if key in out}
     out["balance_meta"] = {
         "devices": config.devices,
         "batch_tokens": config.batch_tokens,
@@ -369,8 +304,20 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
         "expert_slots": {name.value: int(per_placement[p][0].sum()) for p, name in enumerate(config.placements)},
         "balanced_replicas": replicas_meta,
         "shuffle_seed": seed if compare_shuffled else None,
+        "decode_batch": config.decode_batch,
+        "decode_steps": decode.steps if decode else None,
     }
     return out
+
+
+def _accumulate(sums: dict, order: str, counts: np.ndarray | None, sizes: np.ndarray, per_placement: list, top_k: int, cfs) -> None:
+    """Add one group of batches (layers, batches, E) of `order` into the running sums per placement and layer."""
+    if counts is None:
+        return
+    for p, by_layer in enumerate(per_placement):
+        for li in range(len(counts)):
+            part = _batch_sums(counts[li], sizes, by_layer[li], top_k, cfs)
+            sums[order, p, li] = _add_sums(sums.get((order, p, li)), part)
 
 
 def _slots(placement: np.ndarray, capacity: int) -> int:
