@@ -94,7 +94,7 @@ def planted_result(tmp_path_factory):
         8,
         shard_rows=999,
     )
-    return analyze_pos(path, progress=False, permutations=100, tsne_points=300, max_epochs=20)
+    return analyze_pos(path, progress=False, permutations=100, tsne_points=300, max_epochs=20, hidden=32)
 
 
 def test_analyze_pos_keys_and_planted_answer(planted_result):

@@ -131,7 +131,8 @@ def test_warm_started_ablation_matches_cold_fits():
     noisy = rng.random(len(tags)) < 0.3  # make the planted layer imperfect, so fits are not trivial
     experts[noisy, 1] = random_routing(int(noisy.sum()), 1, 8, 2, rng)[:, 0]
     split = split_by_document(doc, seed=0)
-    r = layer_ablation(experts, tags, split, 8, [0, 1, 2], seed=0)
+    r = layer_ablation(experts, tags, split, 8, [0, 1, 2], seed=0, classifier="linear")  # the warm-started path
+    assert r["classifier"].startswith("LogisticRegression")
     train, test = split
 
     def cold(subset):
@@ -142,3 +143,69 @@ def test_warm_started_ablation_matches_cold_fits():
                          ("drop", ("0", [1, 2])), ("single", ("2", [2]))]:  # fmt: skip
         key, layers = subset
         assert r[name][key] == pytest.approx(cold(layers), abs=0.015), (name, key)
+
+
+# -- issue 12: the ablation's classifier, splits by sentence text, spread over splits ----------
+PAIRS_A = [(0, 1), (2, 3)]  # tag 0: one of these expert pairs at the planted layer
+PAIRS_B = [(0, 2), (0, 3), (1, 2), (1, 3)]  # tag 1: one of these (same experts, other pairings)
+
+
+def pair_planted(n_docs=400, per_doc=10, L=3, layer=1, seed=0):
+    """Top-2 of 4: the tag decides which *pair* of experts layer `layer` chooses; every expert is
+    equally likely under both tags, so no expert (no single multi-hot column) carries the tag,
+    and no linear function of the layer's multi-hot vector separates the two sets of pairs."""
+    rng = np.random.default_rng(seed)
+    n = n_docs * per_doc
+    tags = rng.integers(0, 2, n)
+    experts = random_routing(n, L, 4, 2, rng)
+    for t, pairs in ((0, PAIRS_A), (1, PAIRS_B)):
+        rows = np.flatnonzero(tags == t)
+        chosen = np.array(pairs)[rng.integers(0, len(pairs), len(rows))]
+        experts[rows, layer] = chosen[:, rng.permutation(2)]
+    return experts, tags, np.repeat(np.arange(n_docs), per_doc)
+
+
+def test_mlp_ablation_finds_a_pair_coded_tag_that_the_linear_one_misses():
+    experts, tags, doc = pair_planted()
+    split = split_by_document(doc, seed=0)
+    mlp_run = layer_ablation(experts, tags, split, 4, [0, 5, 9], seed=0, hidden=32, max_epochs=40)
+    linear = layer_ablation(experts, tags, split, 4, [0, 5, 9], seed=0, classifier="linear")
+    assert mlp_run["classifier"].startswith("MLPClassifier") and linear["classifier"].startswith("LogisticRegression")
+    assert mlp_run["single"]["5"] > 0.95 and mlp_run["best_single"] == "5" and mlp_run["most_needed"] == "5"
+    assert mlp_run["drop"]["5"] < 0.6 and mlp_run["full"] > 0.95
+    assert linear["single"]["5"] < 0.7  # the linear probe cannot read the pair (chance 0.5)
+
+
+def test_duplicated_sentences_never_straddle_a_split_and_scores_have_a_spread(tmp_path):
+    from routelens.analysis.pos import analyze_pos, load_word_rows
+    from routelens.store.reader import open_trace
+    from tests.analysis.pos_planted import planted_words, write_pos_trace
+
+    rows = planted_words(120, 8, ["NOUN", "VERB", "PUNCT"], seed=4)
+    # Sentences 1..29 become copies of sentence 0 (all its rows, BOS included): 30 identical texts.
+    sentences = [{k: v[rows["doc_id"] == d] for k, v in rows.items()} for d in range(120)]
+    for d in range(1, 30):
+        sentences[d] = {k: (np.full_like(v, d) if k == "doc_id" else v.copy()) for k, v in sentences[0].items()}
+    rows = {k: np.concatenate([sent[k] for sent in sentences]) for k in rows}
+    doc = rows["doc_id"]
+    n = len(doc)
+    experts = random_routing(n, 2, 8, 2, np.random.default_rng(0))
+    path = write_pos_trace(tmp_path / "dup", rows, experts, (0, 1), 8)
+    words = load_word_rows(open_trace(path))
+    groups = words.groups()
+    assert len(np.unique(groups[words.doc_id < 30])) == 1  # the 30 copies share one sentence id
+    assert len(np.unique(groups)) == 120 - 29
+    from routelens.analysis.pos_probe import group_splits
+
+    for train, test in group_splits(groups, splits=5, seed=0):
+        assert not set(groups[train]) & set(groups[test])
+        copies_in_test = np.isin(words.doc_id[test], np.arange(30)).any()
+        copies_in_train = np.isin(words.doc_id[train], np.arange(30)).any()
+        assert not (copies_in_test and copies_in_train)  # all 30 copies on one side
+    r = analyze_pos(path, progress=False, permutations=20, tsne_points=0, ablation=False, max_epochs=5, hidden=16)
+    probe = r["probe"]
+    assert probe["splits"] == 5 and len(probe["per_split"]["accuracy"]) == 5
+    assert probe["accuracy"] == pytest.approx(np.mean(probe["per_split"]["accuracy"]))
+    assert probe["accuracy_sd"] == pytest.approx(np.std(probe["per_split"]["accuracy"], ddof=1))
+    assert probe["accuracy_sd"] > 0 and probe["baseline_majority_sd"] > 0 and probe["baseline_word_sd"] >= 0
+    assert probe["duplicate_rows"] == 30 * 8  # the words of the 30 copies

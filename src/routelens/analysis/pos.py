@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from routelens.analysis.pos_probe import (
+    AblationClassifier,
     PathFeatures,
+    group_splits,
     ablation_fits,
     layer_ablation,
     run_probe,
-    split_by_document,
 )
 from routelens.analysis.pos_specialization import Correction
 from routelens.config import build_config, setting
@@ -55,8 +56,10 @@ class PosConfig:
     max_epochs: int = 40  # cap on the MLP's epochs (early stopping usually ends sooner)
     test_size: float = 0.2  # share of sentences (documents) held out for testing the probes
     tsne_points: int = 1000  # tokens in the t-SNE path map
-    ablation: bool = True  # run the layer ablation (3L linear probes)
+    splits: int = setting(5, "Random train/test splits by sentence text; the probe's scores are their mean and sd.")
+    ablation: bool = True  # run the layer ablation (3L probes with the probe's classifier)
     ablation_rows: int = 10_000  # training rows of each ablation probe (a random subset)
+    ablation_classifier: AblationClassifier = AblationClassifier.MLP  # the probe's own (mlp), or linear
     seed: int = setting(0, "Seed of the permutations, the bootstrap, the splits and the probes.")
 
     def __post_init__(self):
@@ -68,6 +71,12 @@ class PosConfig:
             self.features = PathFeatures(self.features)
         except ValueError:
             raise RoutelensError(f"path features {self.features!r} are unknown; use topk or first.") from None
+        try:
+            self.ablation_classifier = AblationClassifier(self.ablation_classifier)
+        except ValueError:
+            raise RoutelensError(f"ablation classifier {self.ablation_classifier!r} is unknown; use mlp or linear.") from None
+        if self.splits < 1:
+            raise RoutelensError(f"splits={self.splits} must be at least 1; use e.g. 5.")
         try:
             self.correction = Correction(self.correction)
         except ValueError:
@@ -94,10 +103,26 @@ class WordRows:
 
     experts: np.ndarray  # (n, L, k)
     tags: np.ndarray  # (n,) int codes into UPOS_TAGS
-    doc_id: np.ndarray  # (n,) int64, the sentence/document (probe split groups)
+    doc_id: np.ndarray  # (n,) int64, the sentence/document (the permutation test's groups)
     form: np.ndarray  # (n,) int64 word-form id: equal ids <=> equal tuples of token ids
     word: np.ndarray  # (n,) int64 running word number (rows of one word share it)
     num_words: int
+    sentence: np.ndarray | None = None  # (n,) int64 sentence-text id (probe split groups); None: doc_id
+
+    def groups(self) -> np.ndarray:
+        """The probe's split groups: equal sentence texts together (duplicates on one side)."""
+        return self.doc_id if self.sentence is None else self.sentence
+
+
+def sentence_ids(doc_id: np.ndarray, token_id: np.ndarray) -> np.ndarray:
+    """(n,) id of each row's document *text*: documents with the same token-id sequence share an
+    id (an exactly duplicated sentence). Rows are grouped by document, in trace order."""
+    starts = np.flatnonzero(np.r_[True, doc_id[1:] != doc_id[:-1]])
+    ends = np.r_[starts[1:], len(doc_id)]
+    seen: dict[bytes, int] = {}
+    per_doc = np.array([seen.setdefault(token_id[a:b].astype(np.int64).tobytes(), len(seen)) for a, b in zip(starts, ends)],
+                       dtype=np.int64)  # fmt: skip
+    return np.repeat(per_doc, ends - starts)
 
 
 def select_word_rows(
@@ -182,7 +207,8 @@ def load_word_rows(
     doc_id, word_index, upos, token_id, experts = (np.concatenate(cols) for cols in zip(*parts, strict=True))
     rows, word, form = select_word_rows(doc_id, word_index, upos, token_id, policy)
     num_words = int(word[-1]) + 1 if len(word) else 0
-    return WordRows(experts[rows], upos[rows], doc_id[rows], form, word, num_words)
+    sentence = sentence_ids(doc_id, token_id)  # from the tagged rows' tokens: the words' text
+    return WordRows(experts[rows], upos[rows], doc_id[rows], form, word, num_words, sentence[rows])
 
 
 def analyze_pos(
@@ -258,17 +284,19 @@ def analyze_word_rows(
         )
         result["tests"] = _test_summary(result["specialization"], config)
         advance("probe")
-        split = split_by_document(words.doc_id, test_size=config.test_size, seed=config.seed)
+        splits = group_splits(words.groups(), test_size=config.test_size, seed=config.seed, splits=config.splits)
         result["probe"] = run_probe(
-            words.experts, words.tags, words.form, words.doc_id, num_experts, features=config.features,
-            hidden=config.hidden, max_epochs=config.max_epochs, seed=config.seed, split=split,
+            words.experts, words.tags, words.form, words.groups(), num_experts, features=config.features,
+            hidden=config.hidden, max_epochs=config.max_epochs, seed=config.seed, splits=splits,
         )  # fmt: skip
         result["probe"]["tags"] = [UPOS_TAGS[t] for t in present]
+        result["probe"]["duplicate_rows"] = int(len(words.tags) - _rows_in_unique_sentences(words))
         advance("ablation" if config.ablation else "path map")
         if config.ablation:
             result["ablation"] = layer_ablation(
-                words.experts, words.tags, split, num_experts, layers, features=config.features,
+                words.experts, words.tags, splits[0], num_experts, layers, features=config.features,
                 max_train_rows=config.ablation_rows, seed=config.seed, progress=lambda: advance("ablation"),
+                classifier=config.ablation_classifier, hidden=config.hidden, max_epochs=config.max_epochs,
             )  # fmt: skip
         if config.tsne_points:
             result["tsne"] = path_map(
@@ -316,6 +344,15 @@ def _specialization_tables(words, layers, present, shares, test, tag_totals, con
             }
             table[str(layer)][UPOS_TAGS[t]] = [round(float(x), 5) for x in row]
     return spec, table
+
+
+def _rows_in_unique_sentences(words: WordRows) -> int:
+    """Rows whose sentence text occurs in one document only (the rest sit in duplicated sentences)."""
+    groups = words.groups()
+    docs_per_text = {}
+    for g, d in set(zip(groups.tolist(), words.doc_id.tolist())):
+        docs_per_text[g] = docs_per_text.get(g, 0) + 1
+    return int(sum(docs_per_text[g] == 1 for g in groups.tolist()))
 
 
 def _test_summary(spec: dict, config: PosConfig) -> dict:

@@ -2,14 +2,18 @@
 
 A token's routing path is its first-choice expert (or its top-k set) at every MoE layer,
 encoded one-hot (multi-hot) in a sparse matrix of L*E columns. An MLP predicts the UPOS tag
-from it, trained and tested on disjoint sentences (documents), never on disjoint tokens of the
-same sentence. Baselines come from the same split: the majority tag, the most frequent tag of
-the word form (a strong baseline: most English words have one tag), and the same MLP on paths
-shuffled across tokens (a control that must fall to about the majority rate).
+from it, trained and tested on disjoint sentences, never on disjoint tokens of the same
+sentence; sentences are grouped by their text (token ids), so an exactly duplicated sentence
+never lands on both sides. Baselines come from the same splits: the majority tag, the most
+frequent tag of the word form (a strong baseline: most English words have one tag), and the same
+MLP on paths shuffled across tokens (a control that must fall to about the majority rate). Every
+score is a mean and standard deviation over several group splits (5 by default).
 
-Layer ablation refits a cheaper probe (multinomial logistic regression; the MLP on 3L subsets
-would not fit the time budget) on each single layer, on the first i layers, and on all layers
-but one.
+Layer ablation refits the probe's own classifier (the MLP, on a random subset of the first
+split's training rows) on each single layer, on the first i layers, and on all layers but one: a
+tag that depends on which *pair* of experts a layer chose is invisible to a linear fit of the
+multi-hot layer, which would misname `best_single` and `most_needed`. The logistic regression
+stays available (`classifier="linear"`) for comparison.
 """
 
 from __future__ import annotations
@@ -52,17 +56,26 @@ def path_features(
     return sp.csr_matrix((data, cols, indptr), shape=(n, L * num_experts))
 
 
+class AblationClassifier(StrEnum):
+    MLP = "mlp"  # the probe's own classifier (default)
+    LINEAR = "linear"  # multinomial logistic regression, warm-started (the earlier, cheaper ablation)
+
+
 def split_by_document(doc_id: np.ndarray, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, test) with every document wholly on one side."""
+    """Row indices (train, test) with every document (group) wholly on one side."""
+    return group_splits(doc_id, test_size=test_size, seed=seed, splits=1)[0]
+
+
+def group_splits(groups: np.ndarray, *, test_size: float = 0.2, seed: int = 0, splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`splits` random (train, test) row splits, each group (sentence text) wholly on one side."""
     from sklearn.model_selection import GroupShuffleSplit
 
-    if len(np.unique(doc_id)) < 2:
+    if len(np.unique(groups)) < 2:
         raise RoutelensError(
             "the POS probe needs at least 2 sentences (documents) to split into train and test; trace more text."
         )
-    splitter = GroupShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
-    train, test = next(splitter.split(np.zeros(len(doc_id)), groups=doc_id))
-    return train, test
+    splitter = GroupShuffleSplit(n_splits=splits, test_size=test_size, random_state=seed)
+    return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
 def majority_tag(tags: np.ndarray) -> int:
@@ -136,6 +149,10 @@ def _fit_score(model, X_train, y_train, X_test, y_test) -> Scores:
     return score(y_test, model.predict(X_test))
 
 
+SCORES = ("accuracy", "macro_f1", "baseline_majority", "baseline_word", "shuffled", "baseline_majority_f1",
+          "baseline_word_f1", "shuffled_f1")  # fmt: skip
+
+
 def run_probe(
     experts: np.ndarray,
     tags: np.ndarray,
@@ -149,43 +166,52 @@ def run_probe(
     test_size: float = 0.2,
     seed: int = 0,
     split: tuple[np.ndarray, np.ndarray] | None = None,
+    splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
-    """MLP on routing paths vs the majority, word-form and shuffled-path baselines, one split.
+    """MLP on routing paths vs the majority, word-form and shuffled-path baselines, over splits.
 
-    `experts` (n, L, k), `tags` (n,), `forms` (n,) word-form ids, `doc_id` (n,). Returns the
-    `pos.probe` dict: accuracy, macro_f1, baseline_majority, baseline_word, shuffled (all
-    accuracies on the test sentences), their macro-F1s, and the split sizes.
+    `experts` (n, L, k), `tags` (n,), `forms` (n,) word-form ids, `doc_id` (n,) the split groups
+    (sentence texts). `splits` (or one `split`; default: one split by `doc_id`) are (train, test)
+    row indices. Returns the `pos.probe` dict: accuracy, macro_f1, baseline_majority,
+    baseline_word, shuffled (test accuracies) and their macro-F1s, each the mean over the splits
+    with `<key>_sd` its standard deviation between splits (null for one split), `per_split`, and
+    the first split's sizes.
     """
-    train, test = split if split is not None else split_by_document(doc_id, test_size=test_size, seed=seed)
+    if splits is None:
+        splits = [split if split is not None else split_by_document(doc_id, test_size=test_size, seed=seed)]
     X = path_features(experts, num_experts, features)
-    y_train, y_test = tags[train], tags[test]
-    probe = _fit_score(mlp(hidden, max_epochs, seed), X[train], y_train, X[test], y_test)
-    majority = score(y_test, np.full(len(test), majority_tag(y_train)))
-    word = score(y_test, word_form_predict(forms[train], y_train, forms[test]))
-    rng = np.random.default_rng(seed + 1)
-    # Control: the same MLP, paths shuffled across tokens (within train and within test).
-    shuffled = _fit_score(
-        mlp(hidden, max_epochs, seed),
-        X[rng.permutation(train)],
-        y_train,
-        X[rng.permutation(test)],
-        y_test,
-    )
-    return {
-        "accuracy": probe.accuracy,
-        "macro_f1": probe.macro_f1,
-        "baseline_majority": majority.accuracy,
-        "baseline_word": word.accuracy,
-        "shuffled": shuffled.accuracy,
-        "baseline_majority_f1": majority.macro_f1,
-        "baseline_word_f1": word.macro_f1,
-        "shuffled_f1": shuffled.macro_f1,
+    runs_ = [_probe_split(X, tags, forms, train, test, hidden, max_epochs, seed + i) for i, (train, test) in enumerate(splits)]
+    out: dict = {}
+    for key in SCORES:
+        values = np.array([r[key] for r in runs_])
+        out[key] = float(values.mean())
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    train, test = splits[0]
+    out |= {
+        "splits": len(splits),
+        "per_split": {key: [r[key] for r in runs_] for key in SCORES},
         "train_tokens": len(train),
         "test_tokens": len(test),
         "test_documents": len(np.unique(doc_id[test])),
         "features": str(PathFeatures(features)),
         "classifier": f"MLPClassifier(hidden={hidden}, max_epochs={max_epochs}, early stopping)",
     }
+    return out
+
+
+def _probe_split(X, tags, forms, train, test, hidden: int, max_epochs: int, seed: int) -> dict:
+    y_train, y_test = tags[train], tags[test]
+    probe = _fit_score(mlp(hidden, max_epochs, seed), X[train], y_train, X[test], y_test)
+    majority = score(y_test, np.full(len(test), majority_tag(y_train)))
+    word = score(y_test, word_form_predict(forms[train], y_train, forms[test]))
+    rng = np.random.default_rng(seed + 1)
+    # Control: the same MLP, paths shuffled across tokens (within train and within test).
+    shuffled = _fit_score(mlp(hidden, max_epochs, seed), X[rng.permutation(train)], y_train, X[rng.permutation(test)], y_test)
+    return {
+        "accuracy": probe.accuracy, "macro_f1": probe.macro_f1,
+        "baseline_majority": majority.accuracy, "baseline_word": word.accuracy, "shuffled": shuffled.accuracy,
+        "baseline_majority_f1": majority.macro_f1, "baseline_word_f1": word.macro_f1, "shuffled_f1": shuffled.macro_f1,
+    }  # fmt: skip
 
 
 def layer_ablation(
@@ -199,21 +225,25 @@ def layer_ablation(
     max_train_rows: int | None = 10_000,
     seed: int = 0,
     progress=None,
+    classifier: AblationClassifier | str = AblationClassifier.MLP,
+    hidden: int = 128,
+    max_epochs: int = 40,
 ) -> dict:
-    """Linear-probe accuracy from each single layer, from the first i layers, without each layer.
+    """Probe accuracy from each single layer, from the first i layers, without each layer.
 
     Keys are strings (JSON-ready): `single` {layer: acc}, `prefix` {i: acc} for i = 1..L,
     `drop` {layer: acc} (when L > 1), `full` (all layers), plus `best_single` (the layer that
     alone predicts best) and `most_needed` (the layer whose removal costs most).
 
-    To fit its 3L probes in the time budget, training uses at most `max_train_rows` random
-    training rows (the test sentences are all kept), and the prefix and drop probes start from
-    a neighbouring solution (the previous prefix; the full probe): the regularised objective is
-    strictly convex, so the warm start changes the time, not the answer. `progress` is an
+    `classifier` "mlp" (default) refits the probe's MLP (`hidden`, `max_epochs`) from scratch on
+    every subset; "linear" fits a logistic regression. To fit its 3L probes in the time budget,
+    training uses at most `max_train_rows` random training rows (the test sentences are all
+    kept). The linear prefix and drop probes start from a neighbouring solution (the previous
+    prefix; the full probe): that objective is strictly convex, so the warm start changes the
+    time, not the answer (the MLP's is not, so it is never warm-started). `progress` is an
     optional callable invoked once per fit.
     """
-    from sklearn.base import clone
-
+    classifier = AblationClassifier(classifier)
     train, test = split
     if max_train_rows is not None and len(train) > max_train_rows:
         train = np.sort(np.random.default_rng(seed).choice(train, size=max_train_rows, replace=False))
@@ -227,6 +257,11 @@ def layer_ablation(
         if progress is not None:
             progress()
         return out
+
+    if classifier is AblationClassifier.MLP:
+        return _mlp_ablation(fit, layers, len(train), lambda: mlp(hidden, max_epochs, seed), progress,
+                             f"MLPClassifier(hidden={hidden}, max_epochs={max_epochs}, early stopping), as the probe")  # fmt: skip
+    from sklearn.base import clone
 
     single = {str(layers[i]): fit([i], linear_probe(seed)) for i in range(L)}
     chain = linear_probe(seed, warm_start=True)
@@ -244,14 +279,31 @@ def layer_ablation(
             drop[str(layers[i])] = fit([j for j in range(L) if j != i], model)
     elif L > 1:  # one-class training set: nothing was fitted, every probe predicts that class
         drop = {str(layers[i]): full for i in range(L)}
+    return _ablation_result(single, prefix, drop, full, len(train), "LogisticRegression(max_iter=100, tol=1e-3), warm-started")
+
+
+def _mlp_ablation(fit, layers: list[int], train_rows: int, model, progress, name: str) -> dict:
+    """The ablation's probes, each a fresh MLP (`model()`), cold-started."""
+    L = len(layers)
+    single = {str(layers[i]): fit([i], model()) for i in range(L)}
+    prefix = {"1": single[str(layers[0])]}  # the first prefix is the first single layer: not refitted
+    if progress is not None:
+        progress()  # the step the linear path spends on its chain's starting point
+    for i in range(2, L + 1):
+        prefix[str(i)] = fit(list(range(i)), model())
+    drop = {str(layers[i]): fit([j for j in range(L) if j != i], model()) for i in range(L)} if L > 1 else {}
+    return _ablation_result(single, prefix, drop, prefix[str(L)], train_rows, name)
+
+
+def _ablation_result(single: dict, prefix: dict, drop: dict, full: float, train_rows: int, classifier: str) -> dict:
     result = {
         "single": single,
         "prefix": prefix,
         "drop": drop,
         "full": full,
         "best_single": max(single, key=single.get),
-        "train_rows": len(train),
-        "classifier": "LogisticRegression(max_iter=100, tol=1e-3), warm-started",
+        "train_rows": train_rows,
+        "classifier": classifier,
     }
     if drop:
         result["most_needed"] = min(drop, key=drop.get)

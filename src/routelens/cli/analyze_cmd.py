@@ -111,17 +111,26 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
     probe = pos.get("probe")
     if probe:
         console.print(
-            f"routing-path probe: accuracy {_pct(probe['accuracy'])} (macro-F1 {_pct(probe.get('macro_f1'))}); "
-            f"majority tag {_pct(probe['baseline_majority'])}, word form {_pct(probe['baseline_word'])}, "
-            f"shuffled paths {_pct(probe['shuffled'])}"
+            f"routing-path probe: accuracy {_pm(probe, 'accuracy')} (macro-F1 {_pm(probe, 'macro_f1')}); "
+            f"majority tag {_pm(probe, 'baseline_majority')}, word form {_pm(probe, 'baseline_word')}, "
+            f"shuffled paths {_pm(probe, 'shuffled')}" + (f"; mean ± sd over {probe['splits']} splits by sentence" if probe.get("splits") else ""),
+            soft_wrap=True,  # one line per result, whatever the terminal's width (easy to grep)
         )
     ablation = pos.get("ablation")
     if ablation and ablation.get("single"):
         best = max(ablation["single"], key=lambda name: ablation["single"][name])
+        kind = "MLP" if str(ablation.get("classifier", "")).startswith("MLP") else "linear"
         console.print(
-            f"layer ablation (linear probes): best single layer {best} ({_pct(ablation['single'][best])}), all layers "
-            f"{_pct(ablation.get('full'))}" + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else "")
+            f"layer ablation ({kind} probes): best single layer {best} ({_pct(ablation['single'][best])}), all layers "
+            f"{_pct(ablation.get('full'))}" + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else ""),
+            soft_wrap=True,
         )
+
+
+def _pm(probe: dict, key: str) -> str:
+    """A probe score with its spread between splits, when there is one."""
+    sd = probe.get(f"{key}_sd")
+    return _pct(probe.get(key)) + ("" if sd is None else f" ± {100 * sd:.1f}")
 
 
 def _significant(entry: dict) -> bool:

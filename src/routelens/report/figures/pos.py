@@ -88,7 +88,8 @@ def ablation_figure(pos: dict):
             label="all layers but this one",
         )
     probe = pos["probe"]
-    ax.axhline(ablation["full"], color="0.3", lw=1, ls="-", label="all layers (linear probe)")
+    kind = "MLP" if str(ablation.get("classifier", "")).startswith("MLP") else "linear"
+    ax.axhline(ablation["full"], color="0.3", lw=1, ls="-", label=f"all layers ({kind} probe)")
     ax.axhline(
         probe["baseline_word"],
         color="tab:red",

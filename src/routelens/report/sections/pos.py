@@ -46,12 +46,15 @@ def pos_section(ctx: ReportContext) -> Section | None:
             names = [("accuracy", "routing-path probe"), ("macro_f1", "probe macro-F1"),
                      ("baseline_majority", "majority tag"), ("baseline_word", "word-form baseline"),
                      ("shuffled", "probe on shuffled paths")]  # fmt: skip
+            spread = lambda key: pct(probe[f"{key}_sd"]) if is_scalar(probe.get(f"{key}_sd")) else "–"  # noqa: E731
             body += "<h3>Routing-path probe</h3>" + table(
-                ["measure", "test score"], [[label, pct(probe[key])] for key, label in names if is_scalar(probe.get(key))]
+                ["measure", "test score", f"sd over {probe.get('splits', 1)} splits"],
+                [[label, pct(probe[key]), spread(key)] for key, label in names if is_scalar(probe.get(key))],
             )
         if result.get("ablation") and result.get("layers"):
             body += figure(ctx.sink.add(ablation_figure(result), "pos-ablation"),
-                           "Probe accuracy from each single layer, from the first i layers, and without each layer.",
+                           "Probe accuracy from each single layer, from the first i layers, and without each layer "
+                           f"({esc(str((result.get('ablation') or {}).get('classifier', 'probe')).split('(')[0])}).",
                            narrow=True)  # fmt: skip
         if (result.get("tsne") or {}).get("points"):
             body += figure(ctx.sink.add(path_map_figure(result), "pos-path-map"),
@@ -69,6 +72,7 @@ def pos_section(ctx: ReportContext) -> Section | None:
         f"share of the tag's tokens among their top-k (chance k/E = {chance:.3f}), the KL divergence of the tag's "
         "expert distribution from the layer's overall one (which controls for unbalanced load), and a permutation "
         f"p-value (tags shuffled within each sentence; {rule}). The probe predicts the tag from the routing path alone, tested "
-        "on held-out sentences against majority, word-form and shuffled-path baselines."
+        "on held-out sentences (grouped by text, so duplicated sentences stay on one side; mean and standard deviation "
+        "over random splits) against majority, word-form and shuffled-path baselines."
     )
     return Section("pos", "Part of speech", note, body)
