@@ -6,7 +6,13 @@ tokens, wall time, final loss, held-out loss per domain beside a unigram model's
 `checkpoints/step-XXXXXX/`: full checkpoints every `checkpoint_every` steps, kept for
 router-saturation analyses. The latest one also holds `optimizer.pt` and `trainer_state.pt`, so
 running the same command again after a kill continues where it stopped; the batch order is a pure
-function of (seed, step), so an interrupted-and-resumed run equals an uninterrupted one.
+function of (seed, step), and the trainer state holds the RNG and the window of recent losses, so an
+interrupted-and-resumed run writes the same `training.json` as an uninterrupted one (but for its
+wall-clock fields, `WALL_CLOCK_FIELDS`).
+
+A checkpoint folder is input like any other (it may come from someone else), so it is never
+unpickled: both files hold only tensors and plain values and are read with `weights_only=True`,
+which refuses any other object (a crafted pickle that would run code is refused in one line).
 
 Load balancing: tiny MoEs collapse onto a few experts unless pushed. transformers'
 `load_balancing_loss_func` pools the tokens of all layers before measuring balance, which lets one
@@ -22,8 +28,9 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,11 @@ from routelens.training.tokenizer import train_tokenizer
 from routelens.training.train_data import build_train_data, read_corpora
 
 __all__ = ["DEMO_CONFIG", "BalanceLoss", "TrainConfig", "balance_loss", "router_z_loss", "routing_health", "train"]
+
+# The fields of training.json that measure time, so differ between two runs of the same training.
+WALL_CLOCK_FIELDS = ("train_seconds", "wall_seconds", "tokens_per_second")
+RECENT_LOSSES = 20  # the window of the progress bar's loss; its last 10 give final_loss
+STATE_KEYS = ("step", "tokens", "elapsed_s", "history", "config", "torch_rng")
 
 
 # ---- losses (pure) ------------------------------------------------------------------------------
@@ -101,7 +113,8 @@ def _load_pretrained(path: Path, what: str):
 
     if not (path / "config.json").is_file():
         raise RoutelensError(f"{what} {path} holds no config.json; pass a MixtralForCausalLM directory.")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with _no_hf_progress():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if type(model).__name__ != "MixtralForCausalLM":
         raise RoutelensError(f"{what} {path} is a {type(model).__name__}; training needs a MixtralForCausalLM (see `routelens upcycle`).")
     try:
@@ -116,18 +129,24 @@ def _latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _save_pretrained(model, tokenizer, path: Path) -> None:
-    """save_pretrained without transformers' own shard-writing progress bar (ours is running)."""
+@contextmanager
+def _no_hf_progress():
+    """Without transformers' own loading and shard-writing progress bars (ours is running)."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def _save_pretrained(model, tokenizer, path: Path) -> None:
+    with _no_hf_progress():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
 
 
 def _save_checkpoint(root: Path, model, tokenizer, optimizer, state: dict, keep: int) -> Path:
@@ -143,6 +162,35 @@ def _save_checkpoint(root: Path, model, tokenizer, optimizer, state: dict, keep:
         for p in (older + [final])[:-keep]:
             shutil.rmtree(p)
     return final
+
+
+def load_safely(path: Path, what: str):
+    """`torch.load(path, weights_only=True)`: tensors and plain values only, never code; a file that
+    needs more (a crafted pickle), or a corrupt one, is refused in one line."""
+    import pickle
+    import zipfile
+
+    try:
+        with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise RoutelensError(
+            f"{what} {path} cannot be read as tensors and plain values ({first}); it was not written by routelens "
+            f"train or is damaged: delete {path.parent} to resume from the checkpoint before it, or pick another --out."
+        ) from None
+
+
+def _load_state(resume: Path) -> dict:
+    state = load_safely(resume / "trainer_state.pt", "the trainer state")
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state["torch_rng"], torch.Tensor) or not isinstance(state["config"], dict):
+        raise RoutelensError(
+            f"the trainer state {resume / 'trainer_state.pt'} lacks {', '.join(missing) or 'a valid torch_rng/config'}; "
+            f"delete {resume} to resume from the checkpoint before it, or pick another --out."
+        )
+    return state
 
 
 def _check_same_run(saved: dict, config: TrainConfig, where: Path) -> None:
@@ -178,7 +226,8 @@ def train(
     corpora = read_corpora(corpus_specs)
     resume = _latest_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
     if resume is not None:
-        state = torch.load(resume / "trainer_state.pt", weights_only=False)
+        state = _load_state(resume)
+        optimizer_state = load_safely(resume / "optimizer.pt", "the optimizer state")  # refused before the model loads
         _check_same_run(state["config"], config, out)
         model, tokenizer = _load_pretrained(resume, "checkpoint")
     else:
@@ -199,13 +248,17 @@ def train(
         lr=config.lr, betas=(0.9, 0.95),
     )  # fmt: skip
     if resume is not None:
-        optimizer.load_state_dict(torch.load(resume / "optimizer.pt", weights_only=False))
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            optimizer.load_state_dict(optimizer_state)
+            torch.set_rng_state(state["torch_rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise RoutelensError(f"the optimizer or RNG state in {resume} does not fit this model ({exc}); "
+                                 f"delete {resume} to resume from the checkpoint before it, or pick another --out.") from None
     ckpt_root.mkdir(parents=True, exist_ok=True)
     k = model.config.num_experts_per_tok
     steps_cap = config.steps if config.steps is not None else 1 << 40
     run_start, elapsed_before = time.perf_counter(), state["elapsed_s"]
-    recent: list[float] = []
+    recent: list[float] = [float(x) for x in state.get("recent", [])]  # carried over a resume, so final_loss is the same
     run_tokens = 0
     model.train()
     capacity = apply_capacity(model, config.capacity_factor) if config.capacity_factor is not None else nullcontext()
@@ -232,7 +285,7 @@ def train(
             optimizer.step()
             state["step"], state["tokens"] = step + 1, state["tokens"] + ids.numel()
             state["data_position"] = {"epoch": epoch, "window": offset + config.batch_size}
-            recent = (recent + [ce.item()])[-20:]
+            recent = (recent + [ce.item()])[-RECENT_LOSSES:]
             state["history"].append({"step": step + 1, "loss": recent[-1], "balance": bal.item(), "z": z.item()})
             run_tokens += ids.numel()
             rate = run_tokens / max(time.perf_counter() - run_start, 1e-9)
@@ -240,11 +293,11 @@ def train(
             last = state["step"] >= steps_cap
             if state["step"] % config.checkpoint_every == 0 or last:
                 state["elapsed_s"] = elapsed_before + time.perf_counter() - run_start
-                state["torch_rng"] = torch.get_rng_state()
+                state["torch_rng"], state["recent"] = torch.get_rng_state(), list(recent)
                 _save_checkpoint(ckpt_root, model, tokenizer, optimizer, state, config.keep_checkpoints)
     state["elapsed_s"] = elapsed_before + time.perf_counter() - run_start
     if config.steps is None or state["step"] < steps_cap:  # stopped by the clock: keep the last step too
-        state["torch_rng"] = torch.get_rng_state()
+        state["torch_rng"], state["recent"] = torch.get_rng_state(), list(recent)
         _save_checkpoint(ckpt_root, model, tokenizer, optimizer, state, config.keep_checkpoints)
     return _finish(out, model, tokenizer, data, config, state, recent, t_start)
 
