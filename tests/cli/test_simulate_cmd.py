@@ -84,3 +84,33 @@ def test_json_dash_writes_the_result_alone_to_stdout(trace, tmp_path):
     assert json.loads(result.stdout) == json.loads((tmp_path / "b.json").read_text())
     both = runner.invoke(app, ["simulate", "all", str(trace), "-p", "lru", "-C", "2", "-D", "2", "--json", "-", "-q"])
     assert both.exit_code == 0 and {"cache", "balance"} <= set(json.loads(both.stdout))
+
+
+def test_cache_what_ifs_pin_bandwidth_and_budget(trace, tmp_path):
+    out = tmp_path / "c.json"
+    result = runner.invoke(app, ["simulate", "cache", str(trace), "-p", "lru", "--pin", "2", "--expert-bytes", "1000000",
+                                 "--bandwidth", "10", "--budget-bytes", "6000000", "--json", str(out), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["cache"]) == {"lru", "pin"} and len(data["cache_meta"]["pinned"]["0"]) == 2
+    row = data["cache_budget"]["lru"]["6000000"]
+    assert row["slots"] == 6 and row["best"]["hit_rate"] >= row["uniform"]["hit_rate"]
+    assert sum(row["uniform"]["split"].values()) == 6
+    assert "Expert memory split" in result.output and f"{row['best']['hit_rate']:.3f}" in result.output
+    ms = data["cache_load_time"]["pin"]["4"] * 1e3
+    assert "Load ms/token at 10 GB/s" in result.output and f"{ms:.3f}" in result.output
+
+
+def test_balance_decode_batch_and_distinct(trace, tmp_path):
+    result = runner.invoke(app, ["simulate", "balance", str(trace), "-D", "2", "-B", "16", "--cf", "1.0",
+                                 "--decode-batch", "4", "--json", "-"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["balance_meta"]["decode_steps"] == 5 * 100  # 20 documents of 100 tokens (2 domains) on 4 slots: 5 rounds
+    assert set(data["balance_decode"]) == set(data["balance"])
+    out = tmp_path / "d.json"
+    result = runner.invoke(app, ["simulate", "distinct", str(trace), "--batch", "4", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert set(data["distinct"]) == {"0", "2"} and 2 <= data["distinct"]["0"]["mean"] <= 8
+    assert "Distinct experts per batch of 4" in result.output and f"{data['distinct']['0']['mean']:.2f}" in result.output

@@ -1,4 +1,4 @@
-"""`routelens simulate cache|balance|all`: systems simulators over a routing trace.
+"""`routelens simulate cache|balance|distinct|all`: systems simulators over a routing trace.
 
 Thin layer over `routelens.simulate`: parse options, run, print rich tables, write --json.
 """
@@ -17,6 +17,7 @@ from routelens.cli.options import cli_config, config_option
 from routelens.errors import RoutelensError
 from routelens.simulate.balance import BalanceConfig
 from routelens.simulate.cache import CacheConfig
+from routelens.simulate.distinct import DistinctConfig
 from routelens.simulate.policies import Placement, Policy
 
 simulate_app = new_app("Simulate expert caching (offloading) and expert-parallel load over a trace.")
@@ -40,6 +41,11 @@ cf_option = partial(config_option, BalanceConfig, "cfs", "--cf")
 placement_option = partial(config_option, BalanceConfig, "placements", "--placement")
 redundant_option = partial(config_option, BalanceConfig, "redundant_experts", "--redundant-experts")
 seed_option = partial(config_option, CacheConfig, "seed", "--seed")
+pin_option = partial(config_option, CacheConfig, "pin", "--pin")
+distance_option = partial(config_option, CacheConfig, "lookahead_distance", "--lookahead-distance")
+bandwidth_option = partial(config_option, CacheConfig, "bandwidth_gbps", "--bandwidth")
+budget_option = partial(config_option, CacheConfig, "budget_bytes", "--budget-bytes")
+decode_option = partial(config_option, BalanceConfig, "decode_batch", "--decode-batch")
 
 
 @simulate_app.command("cache")
@@ -52,22 +58,32 @@ def cache_command(
     seed: int = seed_option(),
     expert_bytes: int | None = expert_bytes_option(),
     dtype_bytes: float = dtype_bytes_option(),
+    pin: int | None = pin_option(),
+    lookahead_distance: int = distance_option(),
+    bandwidth: float | None = bandwidth_option(),
+    budget_bytes: list[int] | None = budget_option(),
     per_layer: PerLayerOpt = False,
     json_path: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Expert-cache hit rate per policy, layer and cache size (experts kept resident per layer).
+    """Expert-cache hit rate and experts loaded per token, per policy, layer and cache size
+    (experts kept resident per layer).
 
         routelens simulate cache trace/
 
         routelens simulate cache trace/ --policy lru --policy belady --capacity 2 --capacity 4 --json cache.json
 
-        routelens simulate cache trace/ --reset-per-document --expert-bytes 352321536
+        routelens simulate cache trace/ --reset-per-document --expert-bytes 352321536 --bandwidth 25
+
+        routelens simulate cache trace/ --pin 2 --budget-bytes 8000000000 --policy lru   # which layers deserve the memory
+
+        routelens simulate cache trace/ --policy lru --policy lookahead   # a trace made with --lookahead 1
     """
     from routelens.simulate import cache_with_control, simulate_cache
 
     _check_json_path(json_path)
-    config = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet)
+    config = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet,
+                           pin, lookahead_distance, bandwidth, budget_bytes)  # fmt: skip
     result = (cache_with_control if shuffled else simulate_cache)(trace, config)
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=per_layer)
@@ -82,22 +98,47 @@ def balance_command(
     cf: list[float] | None = cf_option(),
     placement: list[Placement] | None = placement_option(),
     redundant_experts: int | None = redundant_option(),
+    decode_batch: int | None = decode_option(),
     seed: int = seed_option(),
     json_path: JsonOpt = None,
 ) -> None:
     """Expert-parallel load: assignments dropped under each capacity factor and max/mean device load,
-    in trace order and in a shuffled order.
+    in trace order and in a shuffled order (and with --decode-batch, B sequences decoding together).
 
         routelens simulate balance trace/ --devices 8 --batch-tokens 4096
 
         routelens simulate balance trace/ -D 4 -B 1024 --cf 1.0 --cf 1.25 --placement round_robin --json balance.json
+
+        routelens simulate balance trace/ -D 8 -B 64 --decode-batch 64
     """
     from routelens.simulate import simulate_balance
 
     _check_json_path(json_path)
-    result = simulate_balance(trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed))
+    result = simulate_balance(trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch))
     if not _emit_stdout(json_path, result):
         print_balance(result)
+        _write_json(json_path, result)
+
+
+@simulate_app.command("distinct")
+def distinct_command(
+    trace: TraceArg,
+    batch: int = config_option(DistinctConfig, "batch", "--batch", "-B"),
+    json_path: JsonOpt = None,
+) -> None:
+    """Distinct experts each layer touches per batch (what an offloading server must hold per step):
+    B consecutive tokens, and B sequences decoding together, against uniform random routing.
+
+        routelens simulate distinct trace/ --batch 16
+
+        routelens simulate distinct trace/ -B 64 --json distinct.json
+    """
+    from routelens.simulate.distinct import simulate_distinct
+
+    _check_json_path(json_path)
+    result = simulate_distinct(trace, cli_config(DistinctConfig, batch=batch))
+    if not _emit_stdout(json_path, result):
+        print_distinct(result)
         _write_json(json_path, result)
 
 
@@ -116,6 +157,9 @@ def all_command(
     cf: list[float] | None = cf_option(),
     placement: list[Placement] | None = placement_option(),
     redundant_experts: int | None = redundant_option(),
+    pin: int | None = pin_option(),
+    bandwidth: float | None = bandwidth_option(),
+    decode_batch: int | None = decode_option(),
     quiet: QuietOpt = False,
 ) -> None:
     """Both simulators with their shuffled controls, into one JSON file (keys `cache*`, `balance*`).
@@ -127,22 +171,26 @@ def all_command(
     from routelens.simulate import simulate_all
 
     _check_json_path(json_path)
-    cache = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet)
-    result = simulate_all(trace, cache, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed))
+    cache = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet, pin, None, bandwidth, None)
+    balance = _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch)
+    result = simulate_all(trace, cache, balance)
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=False)
         print_balance(result)
         _write_json(json_path, result)
 
 
-def _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet) -> CacheConfig:
+def _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet,
+                  pin=None, lookahead_distance=None, bandwidth=None, budget_bytes=None) -> CacheConfig:  # fmt: skip
+    extra = {} if lookahead_distance is None else {"lookahead_distance": lookahead_distance}
     return cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
-                      expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet)  # fmt: skip
+                      expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet, pin=pin,
+                      bandwidth_gbps=bandwidth, budget_bytes=budget_bytes, **extra)  # fmt: skip
 
 
-def _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed) -> BalanceConfig:
+def _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch=None) -> BalanceConfig:
     return cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
-                      redundant_experts=redundant_experts, seed=seed)  # fmt: skip
+                      redundant_experts=redundant_experts, seed=seed, decode_batch=decode_batch)  # fmt: skip
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -172,8 +220,44 @@ def print_cache(result: dict, *, per_layer: bool) -> None:
             table.add_row(*row)
         console.print(table)
         print_loads(result, group, where)
+    if result.get("cache_load_time"):
+        table = Table(title=f"Load ms/token at {meta['bandwidth_gbps']:g} GB/s, all layers", title_justify="left")
+        for name in ["cached", *result["cache_load_time"]]:
+            table.add_column(name, justify="right")
+        for c in map(str, meta["capacities"]):
+            table.add_row(c, *[f"{by_c[c] * 1e3:.3f}" for by_c in result["cache_load_time"].values()])
+        console.print(table)
+    if result.get("cache_budget"):
+        print_budget(result["cache_budget"])
     if not meta["expert_bytes"]:
         console.print("[dim]bytes moved unknown: the manifest has no expert_params; pass --expert-bytes.[/]")
+
+
+def print_budget(budget: dict) -> None:
+    """Per-layer split of each total against the uniform split at the same bytes."""
+    table = Table(title="Expert memory split over layers: by hit curves (best) vs uniform, same bytes", title_justify="left")
+    for name in ["policy", "total", "slots", "best hit", "uniform hit", "best loads/tok", "uniform loads/tok", "best split"]:
+        table.add_column(name, justify="left" if name in ("policy", "best split") else "right")
+    for policy, by_total in budget.items():
+        for total, row in by_total.items():
+            best, uniform = row["best"], row["uniform"]
+            table.add_row(policy, _human_bytes(float(total)), str(row["slots"]), f"{best['hit_rate']:.3f}",
+                          f"{uniform['hit_rate']:.3f}", f"{best['loads_per_token']:.3f}", f"{uniform['loads_per_token']:.3f}",
+                          " ".join(map(str, best["split"].values())))  # fmt: skip
+    console.print(table)
+
+
+def print_distinct(result: dict) -> None:
+    meta = result["distinct_meta"]
+    table = Table(title=f"Distinct experts per batch of {meta['batch']} (of {meta['num_experts']}, top-{meta['top_k']}; "
+                        f"uniform routing: {meta['uniform']:.2f})", title_justify="left")  # fmt: skip
+    for name in ["layer", "mean", "p95", "max", "decode mean", "decode p95", "decode max"]:
+        table.add_column(name, justify="right")
+    for layer, v in result["distinct"].items():
+        d = result["distinct_decode"][layer]
+        cells = [v["mean"], v["p95"], v["max"], d["mean"], d["p95"], d["max"]]
+        table.add_row(layer, *["–" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x) for x in cells])
+    console.print(table)
 
 
 def print_loads(result: dict, layers: list[str], where: str) -> None:
@@ -196,15 +280,20 @@ def print_balance(result: dict) -> None:
                         f"{meta['batches']:,} batches, mean over layers)", title_justify="left")  # fmt: skip
     for name in ["placement", "CF", "cap.", "dropped", "max/mean"]:
         table.add_column(name, justify="left" if name == "placement" else "right")
+    decode = result.get("balance_decode")
     if shuffled:
         table.add_column("dropped shuffled", justify="right", style="dim")
         table.add_column("max/mean shuffled", justify="right", style="dim")
+    if decode:
+        table.add_column(f"dropped decode x{meta['decode_batch']}", justify="right")
+        table.add_column("max/mean decode", justify="right")
     for placement, by_cf in result["balance"].items():
         for cf, v in by_cf.items():
             row = [placement, cf, str(meta["capacity_per_expert"][cf]), f"{v['dropped']:.2%}", f"{v['imbalance_max_mean']:.3f}"]
-            if shuffled:
-                s = shuffled[placement][cf]
-                row += [f"{s['dropped']:.2%}", f"{s['imbalance_max_mean']:.3f}"]
+            for other in (shuffled, decode):
+                if other:
+                    s = other[placement][cf]
+                    row += [f"{s['dropped']:.2%}", f"{s['imbalance_max_mean']:.3f}"]
             table.add_row(*row)
     console.print(table)
 
