@@ -42,7 +42,10 @@ def builtin(
     """
     if size_kb <= 0:
         raise RoutelensError(f"--size-kb {size_kb} is not positive; give the size of each domain in kB, e.g. --size-kb 1000.")
-    paths = write_builtin_corpus(out, seed=seed, size_bytes=size_kb * 1000, domains=domain or None, progress=True)
+    from routelens.lock import output_lock
+
+    with output_lock(out, what="corpus builtin"):
+        paths = write_builtin_corpus(out, seed=seed, size_bytes=size_kb * 1000, domains=domain or None, progress=True)
     for name, path in paths.items():
         size = path.stat().st_size
         note = "  (all the source has)" if size < size_kb * 1000 else ""

@@ -116,8 +116,6 @@ def report_command(
         "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
     importance_path: Annotated[Path | None, typer.Option(
         "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
-    importance_path: Annotated[Path | None, typer.Option(
-        "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
         "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
         "keys); prefer --analysis, --cache and --balance.")] = None,
@@ -140,38 +138,42 @@ def report_command(
 
         routelens compare trace-fp32/ trace-bf16/ --json compare.json && routelens report trace-fp32/ --compare compare.json
     """
+    from contextlib import ExitStack
+
     from routelens import open_trace
+    from routelens.lock import output_lock
     from routelens.report import check_analysis, write_report
 
     tr = open_trace(trace)
     view_layers = parse_layers(layers)
-    analysis = read_json_object(analysis_path, "--analysis") if analysis_path is not None else {}
-    analysis.update(load_analyses(list(json_paths or []), tr))
-    if analysis:
-        check_analysis(tr, analysis)  # fail on a mismatched file before any computing
-    for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
-        if path is not None:
-            analysis.update(load_result(path, flag, tr))
-    if compare_path is not None:
-        analysis["compare"] = load_comparison(compare_path, tr)
-    if importance_path is not None:
-        from routelens.pruning.importance import check_importance
+    # The page and its figure folder, locked before any computing: two reports into one would
+    # replace each other's files, and the second should learn it at once, not after the analysis.
+    with ExitStack() as held:
+        held.enter_context(output_lock(out, what="report"))
+        if figures is not None:
+            held.enter_context(output_lock(figures, what="report"))
+        analysis = read_json_object(analysis_path, "--analysis") if analysis_path is not None else {}
+        analysis.update(load_analyses(list(json_paths or []), tr))
+        if analysis:
+            check_analysis(tr, analysis)  # fail on a mismatched file before any computing
+        for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
+            if path is not None:
+                analysis.update(load_result(path, flag, tr))
+        if compare_path is not None:
+            analysis["compare"] = load_comparison(compare_path, tr)
+        if importance_path is not None:
+            from routelens.pruning.importance import check_importance
 
-        payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
-        analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
-    if importance_path is not None:
-        from routelens.pruning.importance import check_importance
+            payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
+            analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
+        if "distribution" not in analysis:
+            from routelens.analysis import analyze
 
-        payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
-        analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
-    if "distribution" not in analysis:
-        from routelens.analysis import analyze
-
-        console.print("computing the analysis" + (" (with --pos)" if pos else "") + " ...")
-        analysis = {**analyze(tr, pos=pos, progress=not quiet), **analysis}
-    path = write_report(tr, analysis, out, figures_dir=figures, token_view_layers=view_layers, progress=not quiet)
-    folder = figures if figures is not None else path.with_name(f"{path.stem}_figures")
-    console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.1f} MB), figures in {folder}/")
+            console.print("computing the analysis" + (" (with --pos)" if pos else "") + " ...")
+            analysis = {**analyze(tr, pos=pos, progress=not quiet), **analysis}
+        path = write_report(tr, analysis, out, figures_dir=figures, token_view_layers=view_layers, progress=not quiet)
+        folder = figures if figures is not None else path.with_name(f"{path.stem}_figures")
+        console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.1f} MB), figures in {folder}/")
 
 
 def register(app: typer.Typer) -> None:

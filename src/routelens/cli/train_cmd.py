@@ -66,7 +66,10 @@ def train_command(
         seed=seed, vocab_size=vocab_size, val_tokens=val_tokens, init=str(init) if init else None,
         **({} if steps is None and minutes is None else {"steps": steps}),  # --minutes alone: no step cap
     )  # fmt: skip
-    train(corpus, out, config, progress=not quiet)
+    from routelens.lock import output_lock
+
+    with output_lock(out, what="train"):  # two runs into one --out would interleave their checkpoints
+        train(corpus, out, config, progress=not quiet)
     print_training_summary(out)
 
 

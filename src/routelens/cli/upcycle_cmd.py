@@ -42,7 +42,10 @@ def upcycle_cmd(
     from routelens.training.upcycle import upcycle
 
     config = cli_config(UpcycleConfig, num_experts=num_experts, top_k=top_k, mode=mode, seed=seed)
-    path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)
+    from routelens.lock import output_lock
+
+    with output_lock(out, what="upcycle"):
+        path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)
     console.print(f"wrote a MixtralForCausalLM ({num_experts} experts, top-{top_k}, {config.mode.value}) to {path}", highlight=False)
 
 
