@@ -4,6 +4,9 @@ in-memory trace row for row, and a Ray actor with several GPUs loads its model w
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -91,8 +94,12 @@ def test_an_actor_with_several_gpus_loads_a_device_map(tiny_mixtral, corpus, in_
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
-    actor = ShardTracer(str(tiny_mixtral), routing, config, specs, str(shard_dir), gpus=2)
+    offload = tmp_path / "offload"
+    placed = TraceConfig(**SETTINGS, device_map="auto", offload_folder=str(offload))
+    actor = ShardTracer(str(tiny_mixtral), routing, placed, specs, str(shard_dir), gpus=2)
     assert [kw.get("device_map") for kw in seen] == ["auto"]  # placed by accelerate, not .to(device)
+    own = Path(seen[0]["offload_folder"])  # each actor offloads into a folder of its own
+    assert own.parent == offload and own.name.startswith("actor-") and own.name.endswith(f"-{os.getpid()}")
     rows = list(_plan_shards(None, model=str(tiny_mixtral), config=config, specs=specs, shard_dir=str(shard_dir), done={}))
     for row in rows:
         out = actor(row)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from routelens.corpus import CorpusSpec
-from routelens.store.reader import UPOS_TAGS
+from routelens.corpus.upos import UPOS_TAGS
 from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, trace_schema
 from routelens.trace.config import TraceConfig
 from routelens.trace.loading import input_device

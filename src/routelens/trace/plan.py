@@ -20,7 +20,7 @@ import numpy as np
 
 from routelens.corpus import CorpusKind, CorpusSpec, Document, iter_documents, parse_corpus_spec
 from routelens.errors import RoutelensError
-from routelens.store.reader import UPOS_CODE
+from routelens.corpus.upos import UPOS_CODE
 from routelens.trace.config import TraceConfig
 
 

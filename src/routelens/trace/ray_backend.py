@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -61,7 +62,9 @@ def actor_config(config: TraceConfig, gpus: float) -> TraceConfig:
 
 
 # -- the two stages -----------------------------------------------------------------------------
-def _plan_shards(_seed, *, model: str, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, done: dict) -> Iterator[dict]:
+def _plan_shards(
+    _seed, *, model: str, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, done: dict
+) -> Iterator[dict]:
     """Ray Data UDF: read and tokenize the corpora, yield one row per shard of the plan.
 
     Shards already on disk (`done`: {index: metadata}) travel as an empty payload, only for
@@ -86,6 +89,9 @@ class ShardTracer:
 
     def __init__(self, model: str, routing, config: TraceConfig, specs: list[CorpusSpec], shard_dir: str, gpus: float):
         local = actor_config(config, gpus)
+        if local.offload_folder is not None:  # actors on one node must not write each other's offloaded weights
+            own = Path(local.offload_folder) / f"actor-{socket.gethostname()}-{os.getpid()}"
+            local = replace(local, offload_folder=str(own))
         hf_model, tokenizer = load_model(model, local)
         self.computer = ShardComputer(hf_model, tokenizer, routing, local, specs)
         self.shard_dir = Path(shard_dir)
@@ -132,7 +138,9 @@ def _pool(ray, config: TraceConfig) -> tuple[int, float]:
             "lower it, or add GPU nodes."
         )
     if gpus > 1 and gpus != int(gpus):
-        raise RoutelensError(f"--ray-gpus-per-worker {gpus:g}: above 1 it must be a whole number of GPUs (the model is spread over them).")
+        raise RoutelensError(
+            f"--ray-gpus-per-worker {gpus:g}: above 1 it must be a whole number of GPUs (the model is spread over them)."
+        )
     if config.ray_workers is not None:
         return config.ray_workers, gpus
     if gpus > 0:
