@@ -67,3 +67,45 @@ def test_saturation_refuses_mismatched_checkpoints(tmp_path):
     moved = make_chunk([5], random_experts(5, L, E, K, rng), first_doc=10_000)
     with pytest.raises(RoutelensError, match="no row"):
         router_saturation([write_trace(tmp_path / "m", moved, E=E, layers=(0, 1)), a], progress=False)
+
+
+# -- issue 12: the same text on every aligned row; a load-matched chance line ------------------
+def test_traces_of_different_text_are_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 100, sum(LENGTHS)).astype(np.int32)
+    final = make_chunk(LENGTHS, random_experts(sum(LENGTHS), L, E, K, rng), token_id=tokens)
+    other = tokens.copy()
+    other[777] = (other[777] + 1) % 100  # one token differs
+    ckpt = TraceChunk(**{**vars(final), "token_id": other})
+    paths = [write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)), write_trace(tmp_path / "f", final, E=E, layers=(0, 1))]
+    with pytest.raises(RoutelensError, match=r"different tokens at doc_id 15, position 27 .*same corpus"):
+        router_saturation(paths, progress=False, rows=300)
+    same = [write_trace(tmp_path / "c2", final, E=E, layers=(0, 1)), paths[1]]
+    assert router_saturation(same, progress=False)["topk"]["0"] == [1.0, 1.0]
+
+
+def test_load_matched_chance_line_explains_agreement_of_independent_skewed_routers(tmp_path):
+    """Two independent routers that both send most tokens to experts 0 and 1 agree far above
+    k/E by load alone; the load-matched line is where they sit."""
+    rng = np.random.default_rng(4)
+    n = sum(LENGTHS)
+    p = np.array([0.4, 0.3] + [0.05] * 6)
+
+    def skewed():
+        out = np.empty((n, L, K), np.uint8)
+        for layer in range(L):
+            for i in range(n):
+                out[i, layer] = rng.choice(E, size=K, replace=False, p=p)
+        return out
+
+    final = make_chunk(LENGTHS, skewed())
+    ckpt = TraceChunk(**{**vars(final), "experts": skewed()})
+    paths = [write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)), write_trace(tmp_path / "f", final, E=E, layers=(0, 1))]
+    res = router_saturation(paths, progress=False)
+    for layer in ("0", "1"):
+        got, chance = res["topk"][layer][0], res["baseline_matched"]["topk"][layer][0]
+        assert got > res["baseline"]["topk"] + 0.15  # far above k/E = 0.25 ...
+        assert got == pytest.approx(chance, abs=0.02)  # ... and at the load-matched line
+        assert res["top1"][layer][0] == pytest.approx(res["baseline_matched"]["top1"][layer][0], abs=0.02)
+    # The final against itself: its own loads, sum_e q_e^2 (x k for the top-k share).
+    assert res["baseline_matched"]["top1"]["0"][1] > 0.2

@@ -75,3 +75,36 @@ def test_terminal_summary_shows_the_planted_expert_and_the_probe(planted_result,
     assert "e5 100.0%*" in punct  # layer 3's plant, significant
     assert f"accuracy {100 * planted_result['probe']['accuracy']:.1f}%" in text
     assert "best single layer 3" in text and "most needed layer 3" in text
+
+
+def test_saturation_of_traces_of_different_text_exits_2(tmp_path):
+    from routelens.store.reader import TraceChunk
+    from tests.analysis.planted import make_chunk, random_experts, write_trace
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 50, 200).astype(np.int32)
+    final = make_chunk([100, 100], random_experts(200, 2, 8, 2, rng), token_id=tokens)
+    other = TraceChunk(**{**vars(final), "token_id": np.roll(tokens, 1)})  # the same rows, another text
+    a, b = write_trace(tmp_path / "a", other, E=8, layers=(0, 1)), write_trace(tmp_path / "b", final, E=8, layers=(0, 1))
+    result = CliRunner().invoke(app, ["saturation", str(a), str(b), "-q"])
+    assert result.exit_code == 2 and "different tokens at doc_id" in result.output
+    assert len(result.output.strip().splitlines()) == 1  # one line, no traceback
+    ok = CliRunner().invoke(app, ["saturation", str(b), str(b), "-q"])
+    assert ok.exit_code == 0 and "independent routing at the same expert loads" in ok.output
+
+
+def test_pos_options_reach_the_analysis(tmp_path):
+    from tests.analysis.pos_planted import planted_words, random_routing, write_pos_trace
+
+    rows = planted_words(40, 8, ["NOUN", "PUNCT"], seed=1)
+    experts = random_routing(len(rows["doc_id"]), 2, 8, 2, np.random.default_rng(0))
+    path = write_pos_trace(tmp_path / "pos", rows, experts, (0, 1), 8)
+    out = tmp_path / "a.json"
+    args = ["analyze", str(path), "--pos", "--correction", "holm", "--alpha", "0.01", "--min-words", "1000",
+            "--bootstrap", "0", "--json", str(out), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    tests = json.loads(out.read_text())["pos"]["tests"]
+    assert tests == {**tests, "correction": "holm", "alpha": 0.01, "min_words": 1000, "family": 0, "significant": 0}
+    bad = CliRunner().invoke(app, ["analyze", str(path), "--pos", "--correction", "bonferroni", "-q"])
+    assert bad.exit_code == 2 and "bonferroni" in bad.output

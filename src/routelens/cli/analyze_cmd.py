@@ -54,7 +54,9 @@ def analyze_command(
     config = cli_config(AnalyzeConfig, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap,
                         seed=seed, locality_permutations=locality_permutations, keep_straddling=keep_straddling,
                         progress=not quiet)  # fmt: skip
-    emit_result(analyze(trace, config), json_path, lambda result: print_summary(result, all_layers=all_layers))
+    pos_config = cli_config(PosConfig, correction=correction, alpha=alpha, min_words=min_words, seed=seed, bootstrap=bootstrap)
+    result = analyze(trace, config, pos_config=pos_config)
+    emit_result(result, json_path, lambda result: print_summary(result, all_layers=all_layers))
 
 
 def print_summary(result: dict, *, all_layers: bool = False) -> None:
@@ -240,6 +242,12 @@ def print_saturation(result: dict) -> None:
     console.print(table)
     base = result["baseline"]
     console.print(f"random routing: {_pct(base['topk'])} ({_pct(base['top1'])})")
+    matched = result.get("baseline_matched")
+    if matched:  # independent routing at the observed loads: agreement that load alone gives
+        span = lambda kind: [v for values in matched[kind].values() for v in values[:-1] if v is not None]  # noqa: E731
+        if span("topk"):
+            console.print(f"independent routing at the same expert loads: {_pct(min(span('topk')))} .. {_pct(max(span('topk')))} "
+                          f"({_pct(min(span('top1')))} .. {_pct(max(span('top1')))}) over layers and checkpoints")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

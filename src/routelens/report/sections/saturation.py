@@ -22,12 +22,20 @@ def saturation_section(ctx: ReportContext) -> Section | None:
     body = figure(ctx.sink.add(saturation_figure(result, labels, layers, kinds), "saturation"),
                   "Routing of each training checkpoint against the final model's, on the same tokens; "
                   "dashed: the agreement of random routing.")  # fmt: skip
-    rows = [[esc(layer)] + [pct(v) for v in result["topk"][layer]] for layer in layers]
+    matched = (result.get("baseline_matched") or {}).get("topk") or {}
+
+    def cell(layer: str, i: int, value) -> str:
+        chance = (matched.get(layer) or [None] * (i + 1))[i]
+        return pct(value) + (f'<span class="sub">chance {pct(chance)}</span>' if chance is not None else "")
+
+    rows = [[esc(layer)] + [cell(layer, i, v) for i, v in enumerate(result["topk"][layer])] for layer in layers]
     body += f"<h3>Top-{ctx.top_k} overlap with the final checkpoint</h3>" + table(["layer"] + [esc(c) for c in labels], rows)
     note = (
         "When does a router settle? Each checkpoint traced over the same tokens as the final model: the share of a "
         "token's top-k experts that the final model also chooses (OLMoE's router saturation). Agreement near the "
-        "random line means the router has not yet found its assignment; early saturation means later training "
+        "random line means the router has not yet found its assignment (small print: the agreement of independent "
+        "routings with the two checkpoints' expert loads, which unbalanced routers exceed 1/E by without any "
+        "shared assignment; the traces must hold the same tokens on every aligned row, or they are refused); early saturation means later training "
         "refines the experts more than the routing."
     )
     return Section("saturation", "Router saturation during training", note, body)
