@@ -46,8 +46,13 @@ def test_planted_first_choice_distribution_is_recovered(tmp_path):
         assert planted["ci_low"] > 0.005 and planted["ci_low"] <= planted["js"] <= planted["ci_high"]
         assert planted["js"] == pytest.approx(js_divergence(res["distribution"]["a"][layer], res["distribution"]["b"][layer]))
         same = pairs[("b", "c")]  # b and c route identically
-        assert same["ci_low"] == pytest.approx(0.0, abs=1e-4)
-        assert same["ci_high"] < planted["ci_low"]
+        # The bias-corrected (basic) interval reaches 0 for identical routing; the reported
+        # percentile interval contains the (upward-biased) estimate and stays far below the plant.
+        assert same["basic_ci_low"] == pytest.approx(0.0, abs=1e-4)
+        assert same["ci_low"] <= same["js"] <= same["ci_high"] < planted["ci_low"]
+        for p in (same, planted):
+            assert p["js_distance"] == pytest.approx(np.sqrt(p["js"]))
+            assert p["distance_ci_low"] <= p["js_distance"] <= p["distance_ci_high"]
         matrix = np.array(res["domain_distance"][layer]["matrix"])
         assert matrix.shape == (3, 3) and matrix[0, 1] == planted["js"] and matrix[1, 0] == planted["js"]
 
@@ -130,3 +135,29 @@ def test_units_bound_memory_with_exact_totals_and_a_close_bootstrap():
     assert np.all((ratio > 0.6) & (ratio < 1.5)), ratio
     assert np.all(by_unit["low"][0, 1] > 0)
     np.testing.assert_allclose(by_unit["low"][0, 1], by_doc["low"][0, 1], atol=0.5 * width_doc[0, 1].max())
+
+
+def test_percentile_intervals_contain_the_estimate_of_differing_domains():
+    """Domains that route differently (JS ~0.02 bits): the percentile interval contains the
+    estimate in every trial (issue 12: the reported interval must contain the number it qualifies). For domains that
+    route alike the plug-in bias dominates: the percentile interval then sits above 0 (and may
+    sit above the estimate), the basic one reaches 0 (`basic_low`, kept for that use)."""
+    from routelens.analysis.distribution import domain_distance
+
+    rng = np.random.default_rng(0)
+    p = np.array([0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    q = np.full(8, 1 / 8)
+    same_low = []
+    for trial in range(20):
+        docs, L = 60, 2
+        domain = np.repeat([0, 1], docs // 2)
+        doc_counts = np.stack([rng.multinomial(40, p if d == 0 else q, size=L) for d in domain]).astype(np.int64)
+        totals = np.stack([doc_counts[domain == d].sum(0) for d in (0, 1)])
+        r = domain_distance(totals, doc_counts, domain, replicates=200, seed=trial)
+        js, low, high = r["js"][0, 1], r["low"][0, 1], r["high"][0, 1]
+        assert (low <= js).all() and (js <= high).all() and (low > 0.005).all()
+        same = np.stack([rng.multinomial(40, q, size=L) for _ in domain]).astype(np.int64)
+        r = domain_distance(np.stack([same[domain == d].sum(0) for d in (0, 1)]), same, domain, replicates=200, seed=trial)
+        same_low.append((r["low"][0, 1].min(), r["basic_low"][0, 1].max()))
+    lows = np.array(same_low)
+    assert (lows[:, 0] > 0).all() and (lows[:, 1] < 1e-3).mean() > 0.5

@@ -214,7 +214,10 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
         D = len(tr.domains)
         return [
             {"a": tr.domains[a], "b": tr.domains[b], "js": distance["js"][a, b, i],
-             "ci_low": distance["low"][a, b, i], "ci_high": distance["high"][a, b, i]}
+             "ci_low": distance["low"][a, b, i], "ci_high": distance["high"][a, b, i],
+             "js_distance": np.sqrt(distance["js"][a, b, i]),  # sqrt: a metric; percentile ends map by sqrt
+             "distance_ci_low": np.sqrt(distance["low"][a, b, i]), "distance_ci_high": np.sqrt(distance["high"][a, b, i]),
+             "basic_ci_low": distance["basic_low"][a, b, i], "basic_ci_high": distance["basic_high"][a, b, i]}
             for a in range(D) for b in range(a + 1, D)
         ]
 

@@ -1,5 +1,6 @@
 """Expert distribution per domain and layer (Mixtral Fig. 7, 9, 10) and the distance between
-domains (Jensen-Shannon, with bootstrap confidence intervals over documents).
+domains (the Jensen-Shannon divergence, and its square root the JS distance, with percentile
+bootstrap intervals over documents).
 
 One pass keeps expert counts per resampling unit, layer and choice (first, second, rest); domains
 are sums over their units. Documents are what the bootstrap resamples, because tokens within a
@@ -246,37 +247,42 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95, axis: int =
 
 
 def domain_distance(totals: np.ndarray, doc_counts: np.ndarray, doc_domain: np.ndarray, *, replicates: int, seed: int, level: float = 0.95) -> dict:
-    """JS divergence between every pair of domains per layer, with basic bootstrap intervals.
+    """JS divergence between every pair of domains per layer, with percentile bootstrap intervals.
 
     totals (D, L, E), doc_counts (docs, L, E), doc_domain (docs,): documents, or the resampling
     units of `DistributionAccumulator.doc_counts` (documents dealt round-robin). Returns {"js": (D, D, L),
-    "low": (D, D, L), "high": (D, D, L)} with NaN where no interval exists. The basic interval
-    [2 js - q_hi, 2 js - q_lo] corrects the upward bias of a plug-in divergence, so two domains
-    with the same routing get a lower bound at 0 instead of a spurious positive one.
+    "low": (D, D, L), "high": (D, D, L), "basic_low", "basic_high"} with NaN where no interval exists.
+
+    `low`/`high` is the percentile interval of the replicates: it contains the point estimate
+    (which the replicates straddle), and the square root maps it onto the interval of the JS
+    distance. The plug-in divergence is biased upward (two samples of one routing give JS > 0),
+    so for domains that route alike the percentile interval sits above 0; the basic interval
+    [2 js - q_hi, 2 js - q_lo] (`basic_low`/`basic_high`, clipped to [0, 1]) corrects that bias,
+    reaching 0 for identical routing, but can exclude the estimate itself.
     """
     D, L, _ = totals.shape
     shares = normalise(totals)  # (D, L, E)
     js = np.zeros((D, D, L))
-    low = np.full((D, D, L), np.nan)
-    high = np.full((D, D, L), np.nan)
+    out = {key: np.full((D, D, L), np.nan) for key in ("low", "high", "basic_low", "basic_high")}
     for a in range(D):
         for b in range(a + 1, D):
             js[a, b] = js[b, a] = js_divergence(shares[a], shares[b])
     docs_per_domain = np.bincount(doc_domain, minlength=D)
     if replicates <= 0 or D < 2:
-        return {"js": js, "low": low, "high": high}
+        return {"js": js, **out}
     rng = np.random.default_rng(seed)
     boot = [
         bootstrap_shares(doc_counts[doc_domain == d], replicates, rng) if docs_per_domain[d] >= 2 else None
         for d in range(D)
     ]  # fmt: skip
-    alpha = (1.0 - level) / 2
     for a in range(D):
         for b in range(a + 1, D):
             if boot[a] is None or boot[b] is None:
                 continue
             rep = js_divergence(boot[a], boot[b])  # (B, L)
-            q_lo, q_hi = np.nanquantile(rep, [alpha, 1 - alpha], axis=0)
-            low[a, b] = low[b, a] = np.clip(2 * js[a, b] - q_hi, 0.0, 1.0)
-            high[a, b] = high[b, a] = np.clip(2 * js[a, b] - q_lo, 0.0, 1.0)
-    return {"js": js, "low": low, "high": high}
+            q_lo, q_hi = percentile_interval(rep, level)
+            pairs = {"low": q_lo, "high": q_hi,
+                     "basic_low": np.clip(2 * js[a, b] - q_hi, 0.0, 1.0), "basic_high": np.clip(2 * js[a, b] - q_lo, 0.0, 1.0)}  # fmt: skip
+            for key, value in pairs.items():
+                out[key][a, b] = out[key][b, a] = value
+    return {"js": js, **out}

@@ -155,7 +155,7 @@ def _spread(names: list[str], n: int) -> list[str]:
 
 def _print_distribution(result: dict, names: list[str], E: int) -> None:
     table = Table(title="Expert distribution (share of assignments; uniform 1/E)", title_justify="left")
-    for col in ("domain", "most used (layer: expert)", "least used (layer: expert)", "largest JS to another domain"):
+    for col in ("domain", "most used (layer: expert)", "least used (layer: expert)", "largest JS divergence to another domain [95% CI]"):
         table.add_column(col)
     js_best: dict[str, tuple[float, str, str, float | None, float | None]] = {}
     for name in names:

@@ -1,5 +1,5 @@
 """Figures of the expert distribution per domain (Mixtral Fig. 7/10: grouped bars per expert and
-domain with the uniform line) and of the Jensen-Shannon distance between domains per layer."""
+domain with the uniform line) and of the Jensen-Shannon divergence between domains per layer."""
 
 from __future__ import annotations
 

@@ -103,8 +103,11 @@ def domain_distance_section(ctx: ReportContext) -> Section | None:
     note = (
         "The Jensen-Shannon divergence (base 2: 0 for identical distributions, 1 for disjoint ones) between two "
         "domains' expert-assignment distributions at one layer. "
-        + ("The interval comes from resampling documents with replacement (bootstrap); an interval that stays "
-           "clear of the values of two samples of the same domain supports a real difference."
+        + ("The interval is the 2.5–97.5% percentile range of the divergence over documents resampled with "
+           "replacement (bootstrap), so it contains the value shown; a plug-in divergence is biased upward (two "
+           "samples of one routing give a small positive value), so compare an interval with the values of two "
+           "samples of the same domain, not with 0. Its square root, the Jensen-Shannon distance, is in the JSON "
+           "(<code>js_distance</code>)."
            if with_ci else "This analysis carried no bootstrap intervals, so the report computed the divergences "
            "from the distributions; re-run `routelens analyze` to get intervals.")
     )  # fmt: skip
