@@ -26,18 +26,21 @@ T = TypeVar("T")
 
 
 def load_model(model: str | os.PathLike, config: TraceConfig):
-    """AutoModelForCausalLM + AutoTokenizer from a local directory or hub id, in eval mode."""
-    from transformers import AutoModelForCausalLM
+    """The model (see `model_class`) + AutoTokenizer from a local directory or hub id, in eval mode."""
+    from transformers import AutoConfig
 
     name = _checked_name(model)
+    _checked_device(config.device)
     kwargs = _dtype_kwargs(config)
     if config.device_map is not None:
         # accelerate places each module (and hooks it to move activations between devices);
         # weights that fit no device live in offload_folder and are read back layer by layer.
         kwargs.update(device_map=str(config.device_map), max_memory=config.max_memory, offload_folder=config.offload_folder)
     tokenizer = load_tokenizer(name, config)
-    hf_model = _loading(name, config, lambda: AutoModelForCausalLM.from_pretrained(
-        name, trust_remote_code=config.trust_remote_code, **kwargs))  # fmt: skip
+    hf_config = _loading(name, config, lambda: AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code))
+    auto = model_class(hf_config)
+    hf_model = _loading(name, config, lambda: auto.from_pretrained(
+        name, config=hf_config, trust_remote_code=config.trust_remote_code, **kwargs))  # fmt: skip
     if config.device_map is None:
         hf_model = hf_model.to(config.device)
     return hf_model.eval(), tokenizer
@@ -50,7 +53,7 @@ def load_skeleton(model: str | os.PathLike, config: TraceConfig):
     actors, so a model larger than the driver's memory can still be traced.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     name = _checked_name(model)
     tokenizer = load_tokenizer(name, config)
@@ -59,9 +62,32 @@ def load_skeleton(model: str | os.PathLike, config: TraceConfig):
 
     def build():
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code)
+            return model_class(hf_config).from_config(hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code)
 
     return _loading(name, config, build).eval(), tokenizer
+
+
+def model_class(hf_config):
+    """The transformers auto class to load `hf_config` with: the causal LM where the family has
+    one; else the multimodal LM (Qwen3-VL-MoE, GLM-4.5V, ERNIE-4.5-VL, Qwen3-Omni-MoE: text corpora
+    run its language model, the vision and audio towers never run); else the image-text-to-text
+    model; else the base model (MoE encoders). A model with its own code (`auto_map`) is loaded by
+    the first of these that its auto_map names. The trace computes with the base model either way
+    (`base_model_prefix`), so the head that a class adds is never run."""
+    import transformers
+    from transformers.models.auto import modeling_auto as auto
+
+    candidates = [
+        ("AutoModelForCausalLM", auto.MODEL_FOR_CAUSAL_LM_MAPPING),
+        ("AutoModelForMultimodalLM", getattr(auto, "MODEL_FOR_MULTIMODAL_LM_MAPPING", {})),
+        ("AutoModelForImageTextToText", auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING),
+        ("AutoModel", auto.MODEL_MAPPING),
+    ]
+    auto_map = getattr(hf_config, "auto_map", None) or {}
+    for name, mapping in candidates:
+        if name in auto_map or (hasattr(transformers, name) and type(hf_config) in mapping):
+            return getattr(transformers, name)
+    return transformers.AutoModelForCausalLM  # transformers' own error then says why it cannot
 
 
 def load_tokenizer(model: str | os.PathLike, config: TraceConfig):
@@ -97,21 +123,50 @@ def _dtype_kwargs(config: TraceConfig) -> dict:
     return {} if config.dtype == "auto" else {"dtype": getattr(torch, config.dtype)}
 
 
+def _checked_device(device: str) -> None:
+    """Refuse a device torch cannot name before the model is loaded (`--device foo`)."""
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RoutelensError(f"--device {device} is not a device; use cpu, cuda or cuda:N (or mps).") from None
+
+
 def _loading(name: str, config: TraceConfig, load: Callable[[], T]) -> T:
     """Run one transformers load with its progress bars off and its errors as one line."""
+    return load_or_refuse(name, load, trust_remote_code=config.trust_remote_code)
+
+
+def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool = False) -> T:
+    """Run one transformers load (model, config or tokenizer of `name`) with its progress bars off;
+    a folder it cannot load (corrupt or truncated safetensors, weights that do not fit the config,
+    no tokenizer) is refused in one line."""
+    from safetensors import SafetensorError
+
     with _transformers_quiet():
         try:
             return load()
-        except (OSError, ValueError, KeyError, ImportError) as exc:
+        except (OSError, ValueError, KeyError, ImportError, RuntimeError, SafetensorError) as exc:
             text = str(exc).strip()
-            if "trust_remote_code" in text and not config.trust_remote_code:
+            if "mismatched_sizes" in text:
+                raise RoutelensError(
+                    f"the weights of model {name!r} do not fit its config.json (tensor shapes differ: an expert count or "
+                    "size edited in the config?); restore the config the weights were saved with."
+                ) from None
+            if isinstance(exc, SafetensorError) or "safetensors" in text.lower():
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise RoutelensError(f"the weights of model {name!r} (model.safetensors) are damaged ({first}); "
+                                     "save or download the model again.") from None  # fmt: skip
+            if "trust_remote_code" in text and not trust_remote_code:
                 raise RoutelensError(
                     f"model {name!r} ships its own modelling code (auto_map in its config.json); pass "
                     "--trust-remote-code to load it, which runs that Python code from the model folder "
                     "on this machine: only for a model whose source you trust."
                 ) from None
-            first = text.splitlines()[0] if text else type(exc).__name__
-            raise RoutelensError(f"could not load model {name!r}: {first}") from None
+            first = (text.splitlines()[0] if text else type(exc).__name__).rstrip(":. ")
+            raise RoutelensError(f"could not load model {name!r}: {first}; check that the folder holds the config.json, "
+                                 "weights and tokenizer files save_pretrained writes.") from None  # fmt: skip
 
 
 @contextmanager
