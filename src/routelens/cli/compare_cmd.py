@@ -18,6 +18,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def compare_command(
     a: Annotated[Path, typer.Argument(help="Reference trace (A); its domains group the tokens.")],
     b: Annotated[Path, typer.Argument(help="Trace of the same tokens to compare with A (B).")],
@@ -47,13 +51,13 @@ def print_comparison(result: dict, *, all_layers: bool = False) -> None:
     unmatched = meta["unmatched"]
     console.print(f"{meta['tokens']:,} aligned tokens (unmatched rows: {unmatched['a']:,} in A, {unmatched['b']:,} in B), "
                   f"top-{meta['top_k']} of {meta['num_experts']}")  # fmt: skip
-    table = Table(title="Routing agreement: first choice / top-k overlap / equal top-k set", title_justify="left")
+    table = Table(title="Routing agreement (%): first choice / top-k overlap / equal top-k set", title_justify="left")
     table.add_column("domain")
     for name in names:
         table.add_column(f"layer {name}", justify="right")
     table.add_column("any layer differs", justify="right")
     for domain, layers in result["agreement"].items():
-        cells = [f"{_pct(layers[n]['first'])} / {_pct(layers[n]['overlap'])} / {_pct(layers[n]['set_equal'])}" for n in names]
+        cells = [" / ".join(_num(layers[n][key]) for key in ("first", "overlap", "set_equal")) for n in names]
         table.add_row(domain, *cells, _pct(result["any_layer_differs"].get(domain)))
     console.print(table)
     margin = result.get("by_margin")
