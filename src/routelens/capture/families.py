@@ -30,7 +30,7 @@ from torch import nn
 
 from routelens.capture.catalog import family_name
 from routelens.capture.rules import class_source, derived_rule
-from routelens.errors import UnsupportedModelError
+from routelens.errors import RoutelensError, UnsupportedModelError
 
 # (index (tokens, k), weights (tokens, k)) read from a router's output, for adapters
 Reader = Callable[[nn.Module, nn.Module, object], tuple[torch.Tensor, torch.Tensor]]
@@ -81,13 +81,22 @@ class RoutingSpec:
             object.__setattr__(self, "top_k_per_layer", [self.top_k] * len(self.moe_layers))
         assert len(self.top_k_per_layer) == len(self.moe_layers), (self.top_k_per_layer, self.moe_layers)
         assert self.top_k == max(self.top_k_per_layer, default=self.top_k), (self.top_k, self.top_k_per_layer)
-        assert 1 <= self.top_k <= self.num_experts + self.num_zero_experts, (self.top_k, self.num_experts)
+        if not 1 <= self.top_k <= self.num_experts + self.num_zero_experts:  # a config a user edited: not an invariant
+            raise RoutelensError(f"the model's config routes each token to top-k {self.top_k} of {self.num_experts} experts; "
+                                 "set num_experts_per_tok (or top_k) in its config.json to at most the expert count.")  # fmt: skip
         assert self.num_zero_experts >= 0 and set(self.hash_routed_layers) <= set(self.moe_layers)
 
     @property
     def no_expert_id(self) -> int:
         """The id of an empty slot (docs/trace-format.md): one past the last expert, weight 0."""
         return self.num_experts + self.num_zero_experts
+
+    @property
+    def id_span(self) -> int:
+        """How many distinct ids a kept row can hold, which sizes the stored id type: routed and
+        zero-computation experts, plus the empty-slot id where some layer's k is below top_k (a
+        masked token's sentinel only ever reaches padding rows, which are never kept)."""
+        return self.no_expert_id + (1 if min(self.top_k_per_layer, default=self.top_k) < self.top_k else 0)
 
 
 @dataclass(frozen=True)

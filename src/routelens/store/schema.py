@@ -49,14 +49,17 @@ def trace_schema(
     with_phase: bool = False,
     store_expert_norms: bool = False,
     lookahead: int = 0,
+    id_span: int | None = None,
 ) -> pa.Schema:
-    """The shard schema; `weights` is left out with `with_weights=False` (format version 2)."""
+    """The shard schema; `weights` is left out with `with_weights=False` (format version 2).
+    Expert ids take the smallest type holding `id_span` ids (default: the E routed experts; more
+    with zero-computation experts or an empty-slot id, see docs/trace-format.md)."""
     fields = [
         pa.field("doc_id", pa.int64(), nullable=False),
         pa.field("domain", pa.dictionary(pa.int32(), pa.string()), nullable=False),
         pa.field("position", pa.int32(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
-        pa.field("experts", _nested(expert_id_type(num_experts), num_layers, top_k), nullable=False),
+        pa.field("experts", _nested(expert_id_type(id_span or num_experts), num_layers, top_k), nullable=False),
     ]
     if with_weights:
         fields.append(pa.field("weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False))
