@@ -168,7 +168,10 @@ def test_trace_without_pos_columns_is_a_user_error(tmp_path):
 @pytest.mark.parametrize(
     "bad, message",
     [({"policy": "middle"}, "word policy 'middle'"), ({"features": "all"}, "path features 'all'"),
-     ({"test_size": 1.5}, "test_size=1.5"), ({"permutations": 0}, "permutations=0")],
+     ({"test_size": 1.5}, "test_size=1.5"), ({"permutations": 0}, "permutations=0"),
+     ({"correction": "bonferroni"}, "correction 'bonferroni' is unknown; use one of fdr_bh, holm, none"),
+     ({"alpha": 1.0}, "alpha=1.0"), ({"min_words": 0}, "min_words=0"), ({"splits": 0}, "splits=0"),
+     ({"ablation_classifier": "svm"}, "ablation classifier 'svm'")],
 )  # fmt: skip
 def test_config_errors_name_the_value(bad, message):
     with pytest.raises(RoutelensError, match=message):

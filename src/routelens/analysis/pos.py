@@ -63,24 +63,12 @@ class PosConfig:
     seed: int = setting(0, "Seed of the permutations, the bootstrap, the splits and the probes.")
 
     def __post_init__(self):
-        try:
-            self.policy = WordPolicy(self.policy)
-        except ValueError:
-            raise RoutelensError(f"word policy {self.policy!r} is unknown; use first, last or every.") from None
-        try:
-            self.features = PathFeatures(self.features)
-        except ValueError:
-            raise RoutelensError(f"path features {self.features!r} are unknown; use topk or first.") from None
-        try:
-            self.ablation_classifier = AblationClassifier(self.ablation_classifier)
-        except ValueError:
-            raise RoutelensError(f"ablation classifier {self.ablation_classifier!r} is unknown; use mlp or linear.") from None
+        self.policy = _choice(WordPolicy, self.policy, "word policy")
+        self.features = _choice(PathFeatures, self.features, "path features")
+        self.ablation_classifier = _choice(AblationClassifier, self.ablation_classifier, "ablation classifier")
+        self.correction = _choice(Correction, self.correction, "correction")
         if self.splits < 1:
             raise RoutelensError(f"splits={self.splits} must be at least 1; use e.g. 5.")
-        try:
-            self.correction = Correction(self.correction)
-        except ValueError:
-            raise RoutelensError(f"correction {self.correction!r} is unknown; use fdr_bh, holm or none.") from None
         if self.permutations < 1:
             raise RoutelensError(f"permutations={self.permutations} must be at least 1; use e.g. 500.")
         if not 0.0 < self.alpha < 1.0:
@@ -95,6 +83,15 @@ class PosConfig:
             raise RoutelensError(f"ablation_rows={self.ablation_rows} is too few to train a probe; use e.g. 10000.")
         if self.tsne_points < 0:
             raise RoutelensError(f"tsne_points={self.tsne_points} must be >= 0 (0 skips the path map).")
+
+
+def _choice(cls: type[StrEnum], value, what: str) -> StrEnum:
+    """`value` as a member of the StrEnum `cls`, or a user error naming it and the choices."""
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in cls)
+        raise RoutelensError(f"{what} {value!r} is unknown; use one of {choices}.") from None
 
 
 @dataclass
