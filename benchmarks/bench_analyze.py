@@ -4,13 +4,16 @@ A synthetic trace (planted Markov routing, 4 domains, documents of 128..896 toke
 pieces by a child process, so this process's peak RSS is that of the analysis. Then, in this
 process:
   analyze   the whole `analyze(trace)`: distributions, domain distances with 200 bootstrap
-            replicates, locality with its permutation baseline and distance curve to 64,
-            vocabulary specialization (input and next token), co-activation, confidence
+            replicates, locality with its permutation baseline (20 shuffles), its bootstrap
+            intervals and distance curve to 64, vocabulary specialization (input and next token)
+            and its count- and load-matched null, co-activation (all pairs and adjacent ranks),
+            confidence
   loop      the way common analysis scripts count: for each token, for each layer, Python
             updates of dicts and lists for the same statistics (distributions per domain and
             choice, per-document counts, locality, the distance curve on the same anchors, the
             permutation baseline, vocabulary in/next, co-activation, top-1 weight histogram).
-            It skips the bootstrap (resampling per-document counts), so the ratio is conservative.
+            It skips the bootstraps (resampling per-document counts), the vocabulary null and
+            shuffles each document once, not 20 times, so the ratio is conservative.
             It runs (reading included) on a slice; its time is scaled linearly to the trace.
 
     python benchmarks/bench_analyze.py                    # 10M tokens x 32 layers x top-2 of 8
