@@ -30,6 +30,12 @@ def trace_command(
     store_expert_norms: Annotated[bool, typer.Option("--store-expert-norms", help="Also store each chosen expert's "
                                                      "output norm before weighting (for `routelens importance` reap; "
                                                      "k more expert passes).")] = False,
+    generate: Annotated[int, typer.Option("--generate", help="Each document is a prompt: decode this many tokens "
+                                          "with the KV cache and record them too (rows get phase prefill / "
+                                          "decode); 0: off (teacher-forced text).")] = 0,
+    temperature: Annotated[float, typer.Option(help="With --generate: 0 greedy, else sampling temperature.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="With --generate and --temperature > 0: nucleus mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="With --generate and --temperature > 0: sampling seed.")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Model dtype: auto, float32, bfloat16, float16.")] = "auto",
     weights_dtype: Annotated[str, typer.Option(help="Stored weight precision: float16 or float32.")] = "float16",
@@ -69,6 +75,8 @@ def trace_command(
         routelens trace ./my-moe --corpus web=c4.jsonl --out /nfs/trace/ --ray-address auto --ray-workers 16
 
         routelens trace ./big-moe --corpus web=c4.jsonl --out trace/ --device-map auto --max-memory 0=70GiB,1=70GiB,cpu=200GiB
+
+        routelens trace ./my-moe --corpus prompts=prompts.jsonl --out gen/ --generate 128 --temperature 0.7 --top-p 0.9
     """
     from routelens.trace import TraceConfig, summarize, trace
 
@@ -79,6 +87,7 @@ def trace_command(
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
         ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,
         offload_folder=offload_folder, trust_remote_code=trust_remote_code,
+        generate=generate, temperature=temperature, top_p=top_p, seed=seed,
     )  # fmt: skip
     tr = trace(model, corpus, out, config)
     info = summarize(tr.path)

@@ -91,6 +91,10 @@ class TraceConfig:
     max_tokens: int | None = None  # per corpus; the last document is cut to fit
     store_probs: bool = False  # also store the full router distribution (L x E float16 per token)
     store_expert_norms: bool = False  # also store each chosen expert's output norm (L x k float16; k more expert passes)
+    generate: int = 0  # N > 0: each document is a prompt; decode N tokens with the KV cache and record them too (generate.py)
+    temperature: float = 0.0  # with generate: 0 is greedy, else sampling at this temperature
+    top_p: float = 1.0  # with generate and temperature > 0: nucleus sampling over this probability mass
+    seed: int = 0  # with generate and temperature > 0: seeds the sampling generator
     device: str = "cpu"  # the one device of the whole model; with device_map, leave it at cpu
     dtype: str = "auto"  # model dtype: auto (as saved) | float32 | bfloat16 | float16
     weights_dtype: str = "float16"  # storage of combination weights: float16 | float32
@@ -110,6 +114,7 @@ class TraceConfig:
         for name in ("seq_len", "batch_size", "shard_tokens"):
             if getattr(self, name) < 1:
                 raise RoutelensError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
+        self._check_generation()
         if self.max_tokens is not None and self.max_tokens < 1:
             raise RoutelensError(f"--max-tokens must be at least 1 (got {self.max_tokens}).")
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
@@ -128,6 +133,21 @@ class TraceConfig:
         if self.ray_gpus_per_worker is not None and self.ray_gpus_per_worker < 0:
             raise RoutelensError(f"--ray-gpus-per-worker must be >= 0 (got {self.ray_gpus_per_worker}).")
         self._check_placement()
+
+    def _check_generation(self) -> None:
+        if self.generate < 0:
+            raise RoutelensError(f"--generate must be 0 (off) or a number of tokens to decode (got {self.generate}).")
+        if self.temperature < 0:
+            raise RoutelensError(f"--temperature must be >= 0, 0 for greedy decoding (got {self.temperature}).")
+        if not 0 < self.top_p <= 1:
+            raise RoutelensError(f"--top-p must be in (0, 1] (got {self.top_p}).")
+        if not self.generate:
+            return
+        if self.ray is not None:
+            raise RoutelensError("--generate runs in this process only; drop --ray (or --ray-address).")
+        for flag, on in (("--store-expert-norms", self.store_expert_norms),):
+            if on:
+                raise RoutelensError(f"--generate does not record {flag} yet; drop {flag} or --generate.")
 
     def _check_placement(self) -> None:
         if self.device_map is not None:
@@ -155,4 +175,7 @@ class TraceConfig:
         out = {k: v for k, v in asdict(self).items() if k not in CONTENT_FREE}
         if not self.store_expert_norms:  # absent when off: traces begun before the flag existed still resume
             del out["store_expert_norms"]
+        if not self.generate:  # likewise: a teacher-forced trace's identity is as before the flag existed
+            for name in ("generate", "temperature", "top_p", "seed"):
+                del out[name]
         return out

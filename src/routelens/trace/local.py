@@ -21,7 +21,13 @@ from routelens.trace.totals import Totals
 def trace_locally(model, tokenizer, routing, config: TraceConfig, specs: list[CorpusSpec], writer: TraceWriter) -> dict:
     """Trace every shard of the plan into `writer`'s directory; returns {"totals", "corpora"}."""
     planner = Planner(tokenizer, config, specs)
-    computer = ShardComputer(model, tokenizer, routing, config, specs)
+    shards = planner.shards()
+    if config.generate:  # prompts decoded with the cache (generate.py)
+        from routelens.trace.generate import GenerationComputer, prompt_shards
+
+        shards, computer = prompt_shards(shards, config.generate), GenerationComputer(model, tokenizer, routing, config, specs)
+    else:
+        computer = ShardComputer(model, tokenizer, routing, config, specs)
     done = writer.existing_shards()
     totals = Totals(specs)
     budget = config.max_tokens * len(specs) if config.max_tokens else None
@@ -29,7 +35,7 @@ def trace_locally(model, tokenizer, routing, config: TraceConfig, specs: list[Co
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="routelens-writer") as pool, \
             progress_bar(not config.progress) as bar:  # fmt: skip
         task = bar.add_task("tracing", total=budget, status="")
-        for shard in planner.shards():
+        for shard in shards:
             path = writer.shard_dir / shard_name(shard.index)
             if check_resumable(shard, done, path):
                 totals.add(*shard.counts(len(specs)), path.stat().st_size)

@@ -81,6 +81,9 @@ def trace(
                "store_expert_norms": config.store_expert_norms,
                "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing)},
     )  # fmt: skip
+    if config.generate:  # generation traces say how their decode rows were drawn
+        base["generation"] = {"generate": config.generate, "temperature": config.temperature,
+                              "top_p": config.top_p, "seed": config.seed, "stops_at_eos": False}  # fmt: skip
     writer.write_manifest(base)
     writer.write_vocab(vocab_strings(tokenizer))
     if config.ray is not None:

@@ -1,0 +1,187 @@
+"""Generation traces (`--generate N`): each decode step's recorded routing is exactly what the
+experts received at that step, captured by the test's own hooks, on padded batches of prompts of
+different lengths in several families; the tokens are those `model.generate()` picks; rows, phases
+and positions through `trace()`; and the teacher-forced agreement that the issue asks to measure.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from routelens.capture import describe_model
+from routelens.corpus import parse_corpus_spec
+from routelens.errors import RoutelensError
+from routelens.store.schema import nested_to_numpy
+from routelens.trace import TraceConfig, trace
+from routelens.trace.generate import GenerationComputer, PromptShard, teacher_forced_agreement
+from routelens.trace.plan import Window
+from tests.capture.test_conformance import _canonical, _experts_calls
+from tests.capture.tiny_auto import VOCAB, build
+from tests.trace.corpora import DOCS, write_txt
+
+FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "deepseek_v3"]
+LENGTHS = (9, 3, 6)  # prompts of different lengths: left padding in the prefill
+STEPS = 4
+
+
+def _shard(lengths=LENGTHS, steps=STEPS, seed=0) -> PromptShard:
+    gen = np.random.default_rng(seed)
+    shard = PromptShard(0, generate=steps)
+    for doc, m in enumerate(lengths):
+        shard.windows.append(Window(gen.integers(3, VOCAB, m).astype(np.int32), shard.rows, doc, 0, 0))
+        shard.rows += m + steps
+    shard.next_doc = len(lengths)
+    return shard
+
+
+def _computer(model, tmp_path, **config) -> GenerationComputer:
+    spec = parse_corpus_spec(f"p={write_txt(tmp_path / 'p.txt', DOCS)}")
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=2)
+    cfg = TraceConfig(generate=STEPS, batch_size=8, weights_dtype="float32", progress=False, **config)
+    return GenerationComputer(model, tokenizer, describe_model(model), cfg, [spec])
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = build(family)
+        return cache[family]
+
+    return get
+
+
+def _truth_rows(calls, shard: PromptShard, lengths):
+    """Per MoE layer, the (index, weights) each recorded row should hold, from the test's hooks:
+    call 0 is the prefill of the left-padded batch (B*T tokens), call j the j-th decode step (B)."""
+    B, T = len(lengths), max(lengths)
+    order = sorted(range(B), key=lambda i: -lengths[i])  # the computer batches longest first
+    rows = {}
+    for name, per_call in calls.items():
+        assert len(per_call) == 1 + shard.generate, (name, len(per_call))  # one forward per step, nothing else
+        index = np.empty((shard.rows, per_call[0][0].shape[-1]), np.int64)
+        weights = np.empty(index.shape, np.float32)
+        for step, (idx, wts) in enumerate(per_call):
+            width = T if step == 0 else 1
+            idx, wts = idx.reshape(B, width, -1).numpy(), wts.reshape(B, width, -1).float().numpy()
+            for r, doc in enumerate(order):
+                w, m = shard.windows[doc], lengths[doc]
+                if step == 0:
+                    index[w.row : w.row + m], weights[w.row : w.row + m] = idx[r, T - m :], wts[r, T - m :]
+                else:
+                    index[w.row + m + step - 1], weights[w.row + m + step - 1] = idx[r, 0], wts[r, 0]
+        rows[name] = (index, weights)
+    return rows
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sampling", [False, True], ids=["greedy", "sampled"])
+def test_each_decode_step_records_what_the_experts_received(family, sampling, models, tmp_path):
+    model = models(family)
+    settings = {"temperature": 0.9, "top_p": 0.8, "seed": 3} if sampling else {}
+    computer = _computer(model, tmp_path, **settings)
+    shard = _shard()
+    seen, handles = _experts_calls(model)
+    try:
+        table = computer.compute(shard)
+    finally:
+        for h in handles:
+            h.remove()
+    truth = _truth_rows(seen, shard, LENGTHS)
+    experts = nested_to_numpy(table.column("experts"), computer.k)
+    weights = nested_to_numpy(table.column("weights"), computer.k)
+    empty = computer.routing.no_expert_id
+    assert len(truth) == computer.L
+    for layer, (index, wts) in enumerate(truth.values()):
+        want_i, want_w, want_n = _canonical(torch.from_numpy(index), torch.from_numpy(wts), empty)
+        got_i, got_w, got_n = _canonical(torch.tensor(experts[:, layer]), torch.tensor(weights[:, layer]), empty)
+        assert torch.equal(got_n, want_n) and torch.equal(got_i, want_i), (family, layer)
+        torch.testing.assert_close(got_w, want_w, rtol=0, atol=0)
+    phase = table.column("phase").to_pylist()
+    positions = table.column("position").to_numpy()
+    for w, m in zip(shard.windows, LENGTHS):
+        assert phase[w.row : w.row + m + STEPS] == ["prefill"] * m + ["decode"] * STEPS
+        assert positions[w.row : w.row + m + STEPS].tolist() == list(range(m + STEPS))
+        assert table.column("token_id").to_numpy()[w.row : w.row + m].tolist() == w.ids.tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_are_the_ones_generate_picks(family, models, tmp_path):
+    model = models(family)
+    computer = _computer(model, tmp_path)
+    shard = _shard()
+    table = computer.compute(shard)
+    ids, mask = computer.decoder.left_padded([w.ids for w in shard.windows], "cpu")
+    with torch.no_grad():
+        ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
+                             do_sample=False, eos_token_id=None, pad_token_id=0)[:, ids.shape[1] :]  # fmt: skip
+    tokens = table.column("token_id").to_numpy()
+    for r, (w, m) in enumerate(zip(shard.windows, LENGTHS)):
+        assert tokens[w.row + m : w.row + m + STEPS].tolist() == ref[r].tolist(), family
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(models, tmp_path):
+    model = models("mixtral")
+    shard = _shard(steps=STEPS)
+
+    def decoded(**settings):
+        table = _computer(model, tmp_path, **settings).compute(shard)
+        return table.column("token_id").to_numpy()
+
+    greedy = decoded()
+    first = decoded(temperature=1.5, seed=1)
+    assert np.array_equal(first, decoded(temperature=1.5, seed=1))
+    assert not np.array_equal(first, decoded(temperature=1.5, seed=2))
+    assert not np.array_equal(first, greedy)
+    # top_p that keeps only the most probable token is greedy decoding
+    assert np.array_equal(decoded(temperature=1.5, top_p=1e-6, seed=5), greedy)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teacher_forced_agreement_is_measured_per_phase(family, models, tmp_path):
+    model = models(family)
+    computer = _computer(model, tmp_path)
+    got = teacher_forced_agreement(computer, _shard())
+    assert got["prefill"]["tokens"] == sum(LENGTHS) and got["decode"]["tokens"] == len(LENGTHS) * STEPS
+    for phase in got.values():
+        assert set(phase["layers"]) == {str(x) for x in computer.routing.moe_layers}
+        # float32 tiny models: the cached decode and the full forward differ only by rounding
+        assert phase["first"] >= 0.9 and phase["set_equal"] >= 0.85, (family, got)
+    print(family, {p: (v["first"], v["set_equal"]) for p, v in got.items()})
+
+
+def test_trace_writes_prompt_and_generated_rows(tiny_mixtral, tmp_path):
+    corpus = write_txt(tmp_path / "p.txt", DOCS)
+    tr = trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "t", generate=5, progress=False, batch_size=2)
+    chunk = tr.load(["phase"])
+    plain = trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "plain", progress=False).load()
+    assert tr.manifest["generation"] == {"generate": 5, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stops_at_eos": False}
+    assert tr.manifest["identity"]["generate"] == 5
+    docs = np.unique(plain.doc_id)
+    assert tr.num_tokens == len(plain) + 5 * len(docs) == tr.manifest["totals"]["tokens"] == len(chunk)
+    for d in docs:
+        prompt = plain.token_id[plain.doc_id == d]
+        rows = chunk.doc_id == d
+        assert chunk.token_id[rows][: len(prompt)].tolist() == prompt.tolist()
+        assert chunk.position[rows].tolist() == list(range(len(prompt) + 5))
+        assert chunk.phase[rows].tolist() == [0] * len(prompt) + [1] * 5
+    assert trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "t", generate=5, progress=False, batch_size=2).path == tr.path
+    assert "generate" not in trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "plain", progress=False).manifest["identity"]
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [({"generate": -1}, "--generate"), ({"generate": 2, "temperature": -0.5}, "--temperature"),
+     ({"generate": 2, "top_p": 0}, "--top-p"), ({"generate": 2, "ray": "local"}, "--ray"),
+     ({"generate": 2, "store_expert_norms": True}, "--store-expert-norms")],
+)  # fmt: skip
+def test_bad_generation_settings_are_refused_in_one_line(settings, fragment):
+    with pytest.raises(RoutelensError, match=fragment) as err:
+        TraceConfig(**settings)
+    assert "\n" not in str(err.value)
