@@ -170,6 +170,18 @@ def glob_escape(text: str) -> str:
 
 
 # -- files ---------------------------------------------------------------------------------------
+def make_parent(target: Path) -> None:
+    """Create `target`'s folder, refusing in one line when a file stands in its way or the location
+    is not writable (checked before any work, not after minutes of it)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), target.parent)
+        raise RoutelensError(f"cannot write {target}: {blocker} is a file, not a folder; remove it or choose another location.") from None
+    except OSError as exc:
+        raise RoutelensError(f"cannot write {target} ({exc.strerror}); choose a writable location.") from None
+
+
 def _check_file_target(target: Path) -> None:
     if target.is_dir():
         raise RoutelensError(f"{target} is a directory; give a file name inside it, such as {target / 'out.json'}.")
@@ -186,7 +198,7 @@ def atomic_path(target: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[
     """
     target = Path(target)
     _check_file_target(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     _clean_beside(target)
     fd, name = tempfile.mkstemp(prefix=temp_prefix(_sibling_lead(target)), suffix=suffix, dir=target.parent)
     os.close(fd)
@@ -264,7 +276,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise RoutelensError(f"{target} is a file, not a folder; remove it or choose another output folder.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     _clean_beside(target)
     tmp = _make_temp_dir(target.parent, temp_prefix(_sibling_lead(target)), ".tmp")
     try:

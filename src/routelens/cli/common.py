@@ -82,8 +82,52 @@ def _show_flags_as_flags() -> None:
 _show_flags_as_flags()
 
 
+OUTPUT_FLAGS = ("--out", "-o", "--json", "--figures")  # options naming a file or folder a command writes
+
+
+def check_output_location(flag: str, path: str | Path) -> None:
+    """Refuse an output that can never be written (under a file, in a read-only folder) before the
+    command computes for minutes: the nearest existing folder above it must be a writable folder."""
+    target = Path(path).absolute()
+    above = target.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise RoutelensError(f"{flag} {path}: {above} is a file, not a folder; remove it or choose another location.")
+    import os
+
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise RoutelensError(f"{flag} {path}: the folder {above} is not writable; choose a writable location.")
+
+
+def _checking_outputs(command) -> None:
+    """Wrap `command`'s callback so that its single-valued output options are checked first."""
+    flags = {p.name: next(o for o in p.opts if o in OUTPUT_FLAGS) for p in command.params
+             if isinstance(p, TyperOption) and not p.multiple and any(o in OUTPUT_FLAGS for o in p.opts)}  # fmt: skip
+    callback = command.callback
+    if not flags or callback is None or getattr(callback, "_outputs_checked", False):
+        return
+
+    def checked(*args, **kwargs):
+        for name, flag in flags.items():
+            value = kwargs.get(name)
+            if isinstance(value, (str, Path)) and str(value) != STDOUT:
+                check_output_location(flag, value)
+        return callback(*args, **kwargs)
+
+    checked._outputs_checked = True
+    command.callback = checked
+
+
 class UserErrorGroup(TyperGroup):
-    """Turns a RoutelensError raised by any command into one red line on stderr and exit code 2."""
+    """Turns a RoutelensError raised by any command into one red line on stderr and exit code 2, and
+    refuses an output location that cannot be written before the command starts."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not isinstance(command, TyperGroup):
+            _checking_outputs(command)
+        return name, command, rest
 
     def invoke(self, ctx: click.Context):
         try:

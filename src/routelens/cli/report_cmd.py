@@ -145,6 +145,7 @@ def report_command(
     from routelens.report import check_analysis, write_report
 
     tr = open_trace(trace)
+    tr.shard_rows()  # every shard's footer read: a damaged one is refused before any computing
     view_layers = parse_layers(layers)
     # The page and its figure folder, locked before any computing: two reports into one would
     # replace each other's files, and the second should learn it at once, not after the analysis.

@@ -87,20 +87,28 @@ def iter_documents(spec: CorpusSpec | str) -> Iterator[Document]:
         CorpusKind.CONLLU: _read_conllu,
         CorpusKind.HF: _read_hf,
     }[spec.kind]
-    for doc in reader(spec):
-        if doc.text.strip():
-            yield doc
+    try:
+        for doc in reader(spec):
+            if doc.text.strip():
+                yield doc
+    except UnicodeDecodeError as exc:
+        # Read strictly: a latin-1 or binary file decoded with replacement would be traced as U+FFFD
+        # tokens with no warning, a corpus nobody meant to measure.
+        raise RoutelensError(
+            f"{spec.source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded); convert it to "
+            f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {spec.source} > utf8{Path(spec.source).suffix}`."
+        ) from None
 
 
 def _read_txt(spec: CorpusSpec) -> Iterator[Document]:
-    with open(spec.source, encoding="utf-8", errors="replace") as fh:
+    with open(spec.source, encoding="utf-8") as fh:
         line_per_doc = not any(not line.strip() for line in fh)
     if line_per_doc:
-        with open(spec.source, encoding="utf-8", errors="replace") as fh:
+        with open(spec.source, encoding="utf-8") as fh:
             yield from (Document(line.rstrip("\n")) for line in fh)
         return
     lines: list[str] = []
-    with open(spec.source, encoding="utf-8", errors="replace") as fh:
+    with open(spec.source, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 lines.append(line)
@@ -126,6 +134,7 @@ def _read_jsonl(spec: CorpusSpec) -> Iterator[Document]:
 
 
 def _read_parquet(spec: CorpusSpec) -> Iterator[Document]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -134,6 +143,9 @@ def _read_parquet(spec: CorpusSpec) -> Iterator[Document]:
         raise RoutelensError(f"{spec.source} is not a readable Parquet file ({exc}).") from None
     if "text" not in pf.schema_arrow.names:
         raise RoutelensError(f"{spec.source} has no column 'text' (columns: {', '.join(pf.schema_arrow.names)}).")
+    kind = pf.schema_arrow.field("text").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+        raise RoutelensError(f"{spec.source}: column 'text' holds {kind}, not strings; write the documents' text as a string column.")
     for batch in pf.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
             if text is not None:

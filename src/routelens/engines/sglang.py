@@ -87,8 +87,12 @@ def load_recorder(path: str | os.PathLike) -> dict:
 
     import torch
 
+    import warnings
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RoutelensError(f"{path} cannot be read with torch.load(weights_only=True) ({first[:160]}); "

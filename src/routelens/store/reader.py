@@ -70,21 +70,31 @@ class Trace:
                 f"no routelens trace at {self.path} (missing {MANIFEST}); create one with `routelens trace`."
             )
         try:
-            self.manifest: dict = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RoutelensError(f"{manifest_path} is not valid JSON ({exc.msg}); re-run `routelens trace`.") from None
-        if self.manifest.get("format") != FORMAT_NAME:
-            raise RoutelensError(f"{manifest_path} is not a routelens trace manifest.")
+            self.manifest: dict = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+            raise RoutelensError(f"{manifest_path} is not valid JSON ({why}); re-run `routelens trace`.") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_NAME:
+            raise RoutelensError(f"{manifest_path} is not a routelens trace manifest; re-create the trace with `routelens trace`.")
         self.format_version = _readable_version(self.manifest.get("format_version", 1), manifest_path)
         if not self.manifest.get("complete") and not allow_incomplete:
             raise RoutelensError(
                 f"the trace at {self.path} is incomplete (its run was interrupted); "
                 "re-run the same `routelens trace` command to finish it."
             )
-        self.layers: list[int] = list(self.manifest["moe_layers"])
-        self.num_experts: int = int(self.manifest["num_experts"])
-        self.top_k: int = int(self.manifest["top_k"])
-        self.domains: list[str] = [c["name"] for c in self.manifest["corpora"]]
+        try:
+            self.layers: list[int] = [int(x) for x in self.manifest["moe_layers"]]
+            self.num_routed_experts: int = int(self.manifest["num_experts"])
+            self.num_zero_experts: int = int(self.manifest.get("num_zero_experts") or 0)
+            # Analyses and simulators count zero-computation experts (LongCat-Flash) as experts
+            # E..E+Z-1: ids are recorded as they are, so the width of every count is E + Z.
+            self.num_experts: int = self.num_routed_experts + self.num_zero_experts
+            self.top_k: int = int(self.manifest["top_k"])
+            self.domains: list[str] = [str(c["name"]) for c in self.manifest["corpora"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"key {exc}" if isinstance(exc, KeyError) else f"value ({exc})"
+            raise RoutelensError(f"{manifest_path} lacks a valid {what} (moe_layers, num_experts, top_k and corpora are "
+                                 "needed); re-create the trace with `routelens trace`.") from None  # fmt: skip
         self._domain_code = {name: i for i, name in enumerate(self.domains)}
 
     def __repr__(self) -> str:
@@ -102,17 +112,38 @@ class Trace:
         return sorted((self.path / SHARD_DIR).glob("part-*.parquet"))
 
     def shard_rows(self) -> list[int]:
-        return [pq.ParquetFile(p).metadata.num_rows for p in self.shards]
+        return [self._parquet(p).metadata.num_rows for p in self.shards]
 
     @cached_property
     def columns(self) -> list[str]:
-        return pq.read_schema(self.shards[0]).names if self.shards else list(BASE_COLUMNS)
+        return self._parquet(self.shards[0]).schema_arrow.names if self.shards else list(BASE_COLUMNS)
+
+    def _parquet(self, shard: Path) -> pq.ParquetFile:
+        """A shard opened for reading; a zero-byte, truncated or corrupt one is refused in one line."""
+        try:
+            return pq.ParquetFile(shard)
+        except (pa.ArrowException, OSError) as exc:
+            raise self._damaged(shard, exc) from None
+
+    def _damaged(self, shard: Path, exc: BaseException) -> RoutelensError:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        return RoutelensError(f"the trace shard {shard} is damaged ({first}); re-create the trace with "
+                              "`routelens trace ... --overwrite`.")  # fmt: skip
 
     @cached_property
     def vocab(self) -> list[str]:
         """Display strings of the model's tokens, indexed by token id."""
         path = self.path / VOCAB
-        return json.loads(path.read_text())["tokens"] if path.exists() else []
+        if not path.exists():
+            return []
+        try:
+            tokens = json.loads(path.read_text(encoding="utf-8"))["tokens"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            tokens = None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise RoutelensError(f"{path} is not a token list ({{\"tokens\": [strings]}}); delete it (tokens are then "
+                                 "shown by id) or re-create the trace with `routelens trace`.")  # fmt: skip
+        return tokens
 
     def has(self, column: str) -> bool:
         return column in self.columns
@@ -142,7 +173,7 @@ class Trace:
         for shard in self.shards:
             pending: list[TraceChunk] = []
             have = 0
-            for batch in pq.ParquetFile(shard).iter_batches(batch_size=step, columns=wanted):
+            for batch in self._batches(shard, step, wanted):
                 pending.append(self._to_chunk(batch))
                 have += batch.num_rows
                 if have >= rows:
@@ -152,6 +183,17 @@ class Trace:
                     have -= rows
             if pending:
                 yield pending[0] if len(pending) == 1 else TraceChunk.concat(pending)
+
+    def _batches(self, shard: Path, step: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        batches = self._parquet(shard).iter_batches(batch_size=step, columns=columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise self._damaged(shard, exc) from None
+            yield batch
 
     def load(self, columns: Sequence[str] | None = None) -> TraceChunk:
         """The whole trace in memory (fine for small traces; analyses stream instead)."""
@@ -163,7 +205,7 @@ class Trace:
     def _to_chunk(self, batch: pa.RecordBatch) -> TraceChunk:
         col = batch.column
         names = batch.schema.names
-        k, E = self.top_k, self.num_experts
+        k, E = self.top_k, self.num_routed_experts  # router probabilities cover the routed experts
         out = TraceChunk(
             doc_id=col("doc_id").to_numpy(),
             domain=_decode_dictionary(col("domain"), self._domain_code),

@@ -56,8 +56,10 @@ def load_model_dir(model_dir: str | Path):
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise RoutelensError(f"{path} holds no config.json; pass a model directory (e.g. one written by `routelens train`).")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    from routelens.trace.loading import load_or_refuse  # one line, not a traceback, for a damaged folder
+
+    model = load_or_refuse(str(path), lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)).eval()
+    tokenizer = load_or_refuse(str(path), lambda: AutoTokenizer.from_pretrained(path))
     meta = json.loads((path / "training.json").read_text()) if (path / "training.json").is_file() else {}
     return model, tokenizer, meta
 

@@ -113,12 +113,14 @@ def _load_pretrained(path: Path, what: str):
 
     if not (path / "config.json").is_file():
         raise RoutelensError(f"{what} {path} holds no config.json; pass a MixtralForCausalLM directory.")
-    with _no_hf_progress():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    from routelens.trace.loading import load_or_refuse
+
+    model = load_or_refuse(f"{what} {path}", lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32))
     if type(model).__name__ != "MixtralForCausalLM":
         raise RoutelensError(f"{what} {path} is a {type(model).__name__}; training needs a MixtralForCausalLM (see `routelens upcycle`).")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with _no_hf_progress():
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
         raise RoutelensError(f"{what} {path} has no tokenizer files; save the tokenizer beside the model.") from None
     return model, tokenizer
