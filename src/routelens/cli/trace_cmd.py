@@ -30,6 +30,9 @@ def trace_command(
     store_expert_norms: Annotated[bool, typer.Option("--store-expert-norms", help="Also store each chosen expert's "
                                                      "output norm before weighting (for `routelens importance` reap; "
                                                      "k more expert passes).")] = False,
+    lookahead: Annotated[int, typer.Option("--lookahead", help="Also store, for each MoE layer and d = 1..D, the top-k "
+                                           "the router of the MoE layer d steps later picks from this layer's "
+                                           "router input (for `simulate cache --policy lookahead`); 0: off.")] = 0,
     generate: Annotated[int, typer.Option("--generate", help="Each document is a prompt: decode this many tokens "
                                           "with the KV cache and record them too (rows get phase prefill / "
                                           "decode); 0: off (teacher-forced text).")] = 0,
@@ -82,7 +85,7 @@ def trace_command(
 
     config = TraceConfig(
         seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
-        store_expert_norms=store_expert_norms,
+        store_expert_norms=store_expert_norms, lookahead=lookahead,
         dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
         ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,

@@ -94,7 +94,8 @@ def replay(
     when continuing a stream). Belady needs `next_use` (tokens * k,) int64 from `next_use_indices`
     over the whole stream, sliced to this chunk; pin needs `pinned`, the ids of at most
     `capacity` experts that keep their slots; lookahead needs `predicted` (tokens, width) int,
-    the experts to load before each token (ids outside 0..E-1, such as -1, mean none).
+    the experts to load before each token (ids outside 0..E-1, such as -1, mean none; the kernel
+    sees them as ids >= E).
     Returns the counters (NUM_COUNTERS,) int64.
     """
     assert experts.ndim == 2 and len(segment_start) == len(experts), (experts.shape, segment_start.shape)
@@ -111,11 +112,16 @@ def replay(
         assert pinned is not None and len(set(np.asarray(pinned).tolist())) == len(pinned), "pin needs distinct experts"
         assert len(pinned) <= max_pinned(capacity, experts.shape[1]), (len(pinned), capacity, "see max_pinned")
         pin_mask[np.asarray(pinned, np.int64)] = True
+    ahead = np.empty((0, 1), experts.dtype)  # one compiled variant per id type, whatever the policy
     if code == LOOKAHEAD:
         assert predicted is not None and predicted.ndim == 2 and len(predicted) == len(experts), "lookahead needs predicted (tokens, width)"
-        ahead = np.ascontiguousarray(predicted, dtype=np.int64)
-    else:
-        ahead = np.empty((0, 1), np.int64)
+        none = np.iinfo(experts.dtype).max  # "no prediction" in the stream's own id type, when it cannot be an id
+        if predicted.dtype == experts.dtype and E <= none:
+            ahead = np.ascontiguousarray(predicted)  # as spilled: no copy
+        elif E <= none:
+            ahead = np.where((predicted < 0) | (predicted >= E), none, predicted).astype(experts.dtype)
+        else:
+            ahead = np.where((predicted < 0) | (predicted >= E), E, predicted).astype(np.int64)  # none: E
     counters = np.zeros(NUM_COUNTERS, np.int64)
     _replay(
         np.ascontiguousarray(experts), np.ascontiguousarray(segment_start, dtype=np.bool_),
@@ -173,33 +179,6 @@ def _take_slot(e, policy, protect, tg, region, size, cached, pinned, prefetched,
     return size
 
 
-@numba.njit(cache=True, inline="always")
-def _load_ahead(table, r, tg, pstamp, region, size, clock, cached, pinned, prefetched, recency, freq, nxt, counters):
-    """Load the predicted experts table[r] that are not resident, in order, each evicting the least
-    recently used unpinned expert outside the prediction (stopping when there is none). Each
-    load ticks the clock (the caller adds the loads counted in `counters`). Returns the size."""
-    E = cached.shape[0]
-    for j in range(table.shape[1]):
-        p = table[r, j]
-        if 0 <= p < E:
-            pstamp[p] = tg
-    for j in range(table.shape[1]):
-        p = table[r, j]
-        if p < 0 or p >= E or cached[p]:
-            continue
-        if size >= region:  # the predicted experts are protected; LRU among the rest
-            if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
-                break
-            size -= 1
-        cached[p] = True
-        size += 1
-        clock += 1
-        recency[p] = clock
-        prefetched[p] = True
-        counters[PREFETCH_LOADS] += 1
-    return size
-
-
 @numba.njit(cache=True, nogil=True)
 def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
             cached, recency, freq, nxt, seen, prefetched, successor, scalars, counters):  # fmt: skip
@@ -226,10 +205,28 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
                 prefetched[e] = False
                 for j in range(k):
                     successor[e, j] = -1
-        if policy == LOOKAHEAD:  # loaded while an earlier layer computes this token
-            loads = counters[PREFETCH_LOADS]
-            size = _load_ahead(ahead, t, tg, pstamp, region, size, clock, cached, pinned, prefetched, recency, freq, nxt, counters)
-            clock += counters[PREFETCH_LOADS] - loads
+        if policy == LOOKAHEAD:
+            # Load the prediction while an earlier layer computes this token: the experts of ahead[t]
+            # not resident, in order, each evicting the least recently used expert outside the
+            # prediction (stop when there is none); ids >= E mean none. The same loads as prefetch's
+            # below, written out twice: through a shared numba helper both replayed ~35% slower.
+            for j in range(ahead.shape[1]):
+                if ahead[t, j] < E:
+                    pstamp[ahead[t, j]] = tg
+            for j in range(ahead.shape[1]):
+                p = ahead[t, j]
+                if p >= E or cached[p]:
+                    continue
+                if size >= region:
+                    if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
+                        break
+                    size -= 1
+                cached[p] = True
+                size += 1
+                clock += 1
+                recency[p] = clock
+                prefetched[p] = True
+                counters[PREFETCH_LOADS] += 1
         if capacity < k:
             # The token's experts cannot all be resident: its requests are served one by one in
             # routing order (demand paging), each a hit only if resident when served.
@@ -293,7 +290,7 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
                 for j in range(k):
                     successor[prev_first, j] = experts[t, j]
             prev_first = first
-            # `_load_ahead` on successor[first], written out: through the helper, prefetch replayed ~35% slower.
+            # the lookahead loads above, from the successor table
             for j in range(k):
                 p = successor[first, j]
                 if p >= 0:

@@ -17,7 +17,7 @@ import torch
 
 from routelens.corpus import CorpusSpec
 from routelens.corpus.upos import UPOS_TAGS
-from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, trace_schema
+from routelens.store.schema import expert_id_numpy, expert_id_type, lookahead_array, nested_array, trace_schema
 from routelens.trace.config import TraceConfig
 from routelens.trace.loading import input_device
 from routelens.trace.plan import Shard, records_pos
@@ -33,7 +33,7 @@ class ShardComputer:
         self.schema = trace_schema(
             self.L, self.E, self.k,
             weights_dtype=config.weights_dtype, store_probs=config.store_probs, with_pos=self.with_pos,
-            store_expert_norms=config.store_expert_norms,
+            store_expert_norms=config.store_expert_norms, lookahead=config.lookahead,
         )  # fmt: skip
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.domains = pa.array([s.name for s in specs], pa.string())
@@ -48,11 +48,12 @@ class ShardComputer:
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))  # (tokens, layers, k)
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
         norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
+        ahead = np.empty((n, L, self.config.lookahead, k), np.int16) if self.config.lookahead else None  # (tokens, layers, D, k)
         # Longest windows first, so batches hold windows of similar length and little padding.
         order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
         body = getattr(self.model, self.model.base_model_prefix, self.model)  # the LM head is not needed
         with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
-                self._norm_recorder() as norm_recorder:  # fmt: skip
+                self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
             for b in range(0, len(order), self.config.batch_size):
                 batch = [shard.windows[i] for i in order[b : b + self.config.batch_size]]
                 T = len(batch[0].ids)
@@ -70,6 +71,7 @@ class ShardComputer:
                 wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
                 p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
                 nrm = norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy() if norms is not None else None
+                ah = ahead_recorder.take()[:, keep.cpu()].permute(1, 0, 2, 3).numpy() if ahead is not None else None
                 at = 0
                 for w in batch:
                     m = len(w.ids)
@@ -79,8 +81,17 @@ class ShardComputer:
                         probs[w.row : w.row + m] = p[at : at + m]
                     if norms is not None:
                         norms[w.row : w.row + m] = nrm[at : at + m]
+                    if ahead is not None:
+                        ahead[w.row : w.row + m] = ah[at : at + m]
                     at += m
-        return self._table(shard, experts, weights, probs, norms)
+        return self._table(shard, experts, weights, probs, norms, ahead)
+
+    def _lookahead_recorder(self):
+        from contextlib import nullcontext
+
+        from routelens.trace.lookahead import LookaheadRecorder
+
+        return LookaheadRecorder(self.model, self.routing, self.config.lookahead) if self.config.lookahead else nullcontext()
 
     def _norm_recorder(self):
         from contextlib import nullcontext
@@ -89,7 +100,7 @@ class ShardComputer:
 
         return ExpertNormRecorder(self.model, self.routing) if self.config.store_expert_norms else nullcontext()
 
-    def _table(self, shard: Shard, experts, weights, probs, norms=None) -> pa.Table:
+    def _table(self, shard: Shard, experts, weights, probs, norms=None, ahead=None) -> pa.Table:
         n = shard.rows
         doc_id = np.empty(n, np.int64)
         domain = np.empty(n, np.int32)
@@ -118,4 +129,6 @@ class ShardComputer:
             columns.append(pa.DictionaryArray.from_arrays(pa.array(upos, mask=upos < 0), pa.array(UPOS_TAGS)))
         if norms is not None:
             columns.append(nested_array(norms, pa.float16()))
+        if ahead is not None:
+            columns.append(lookahead_array(ahead))
         return pa.Table.from_arrays(columns, schema=self.schema)

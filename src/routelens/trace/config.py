@@ -91,6 +91,7 @@ class TraceConfig:
     max_tokens: int | None = None  # per corpus; the last document is cut to fit
     store_probs: bool = False  # also store the full router distribution (L x E float16 per token)
     store_expert_norms: bool = False  # also store each chosen expert's output norm (L x k float16; k more expert passes)
+    lookahead: int = 0  # D > 0: also store, per MoE layer l and d = 1..D, layer l+d's router top-k on layer l's router input
     generate: int = 0  # N > 0: each document is a prompt; decode N tokens with the KV cache and record them too (generate.py)
     temperature: float = 0.0  # with generate: 0 is greedy, else sampling at this temperature
     top_p: float = 1.0  # with generate and temperature > 0: nucleus sampling over this probability mass
@@ -114,6 +115,8 @@ class TraceConfig:
         for name in ("seq_len", "batch_size", "shard_tokens"):
             if getattr(self, name) < 1:
                 raise RoutelensError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
+        if self.lookahead < 0:
+            raise RoutelensError(f"--lookahead must be 0 (off) or a number of layers ahead (got {self.lookahead}).")
         self._check_generation()
         if self.max_tokens is not None and self.max_tokens < 1:
             raise RoutelensError(f"--max-tokens must be at least 1 (got {self.max_tokens}).")
@@ -145,7 +148,7 @@ class TraceConfig:
             return
         if self.ray is not None:
             raise RoutelensError("--generate runs in this process only; drop --ray (or --ray-address).")
-        for flag, on in (("--store-expert-norms", self.store_expert_norms),):
+        for flag, on in (("--store-expert-norms", self.store_expert_norms), ("--lookahead", self.lookahead)):
             if on:
                 raise RoutelensError(f"--generate does not record {flag} yet; drop {flag} or --generate.")
 
@@ -175,6 +178,8 @@ class TraceConfig:
         out = {k: v for k, v in asdict(self).items() if k not in CONTENT_FREE}
         if not self.store_expert_norms:  # absent when off: traces begun before the flag existed still resume
             del out["store_expert_norms"]
+        if not self.lookahead:  # likewise
+            del out["lookahead"]
         if not self.generate:  # likewise: a teacher-forced trace's identity is as before the flag existed
             for name in ("generate", "temperature", "top_p", "seed"):
                 del out[name]

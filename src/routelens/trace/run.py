@@ -78,7 +78,7 @@ def trace(
         seq_len=config.seq_len,
         extra={"batch_size": config.batch_size, "dtype": str(hf_model.dtype).removeprefix("torch."),
                "weights_dtype": config.weights_dtype, "store_probs": config.store_probs,
-               "store_expert_norms": config.store_expert_norms,
+               "store_expert_norms": config.store_expert_norms, "lookahead": config.lookahead,
                "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing)},
     )  # fmt: skip
     if config.generate:  # generation traces say how their decode rows were drawn
