@@ -56,3 +56,18 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(case, fragment, tiny_m
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_trace_generate_writes_decode_rows_and_refuses_ray(tiny_mixtral, tmp_path):
+    from routelens.store.reader import open_trace
+
+    corpus = write_txt(tmp_path / "p.txt", DOCS)
+    args = ["trace", str(tiny_mixtral), "--corpus", f"p={corpus}", "--out", str(tmp_path / "g"), "-q", "--generate", "3"]
+    res = runner.invoke(app, [*args, "--temperature", "0.7", "--top-p", "0.9", "--seed", "4"])
+    assert res.exit_code == 0, res.output
+    tr = open_trace(tmp_path / "g")
+    assert tr.manifest["generation"]["temperature"] == 0.7 and tr.manifest["generation"]["seed"] == 4
+    phase = tr.load(["phase"]).phase
+    assert (phase == 1).sum() == 3 * tr.manifest["totals"]["documents"] and (phase == 0).sum() > 0
+    res = runner.invoke(app, [*args, "--ray", "--overwrite"])
+    assert res.exit_code == 2 and "--ray" in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -194,7 +194,7 @@ class GenerationComputer(ShardComputer):
 def teacher_forced(shard: PromptShard, table: pa.Table) -> Shard:
     """The generated rows of `table` as a plain shard: one window per document holding its prompt and
     generated ids, for a `ShardComputer` (one teacher-forced forward of the whole sequence)."""
-    ids = table.column("token_id").to_numpy()
+    ids = np.array(table.column("token_id"), np.int32)  # a writable copy: the computer hands it to torch
     windows = [replace(w, ids=ids[w.row : w.row + len(w.ids) + shard.generate], word_index=None, upos=None)
                for w in shard.windows]  # fmt: skip
     return Shard(shard.index, windows, shard.rows, shard.next_doc)
