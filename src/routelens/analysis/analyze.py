@@ -223,7 +223,8 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
 
     result = {
         "meta": {
-            "num_experts": E,
+            "num_experts": E,  # routed + zero-computation experts: ids E-Z..E-1 are the latter
+            "num_zero_experts": tr.num_zero_experts,
             "top_k": k,
             "layers": list(tr.layers),
             "domains": list(tr.domains),

@@ -31,7 +31,7 @@ class ShardComputer:
         self.L, self.E, self.k = len(routing.moe_layers), routing.num_experts, routing.top_k
         self.with_pos = records_pos(specs, config)
         self.schema = trace_schema(
-            self.L, self.E, self.k,
+            self.L, self.E, self.k, id_span=routing.id_span,
             weights_dtype=config.weights_dtype, store_probs=config.store_probs, with_pos=self.with_pos,
             store_expert_norms=config.store_expert_norms, lookahead=config.lookahead,
         )  # fmt: skip
@@ -44,7 +44,7 @@ class ShardComputer:
         from routelens.capture import RoutingRecorder
 
         n, L, k, E = shard.rows, self.L, self.k, self.E
-        experts = np.empty((n, L, k), dtype=expert_id_numpy(E))  # (tokens, layers, k)
+        experts = np.empty((n, L, k), dtype=expert_id_numpy(self.routing.id_span))  # (tokens, layers, k)
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))  # (tokens, layers, k)
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
         norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
@@ -68,6 +68,7 @@ class ShardComputer:
                 # (L, B*T, k) -> (real tokens, L, k), in batch-row order, on the CPU whatever
                 # device the layers ran on
                 e = got.experts[:, keep].permute(1, 0, 2).cpu().numpy()
+                assert e.size == 0 or int(e.max()) < self.routing.id_span, "an expert id beyond the stored id type"
                 wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
                 p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
                 nrm = norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy() if norms is not None else None
@@ -119,7 +120,7 @@ class ShardComputer:
             pa.DictionaryArray.from_arrays(pa.array(domain), self.domains),
             pa.array(position),
             pa.array(token_id),
-            nested_array(experts, expert_id_type(self.E)),
+            nested_array(experts, expert_id_type(self.routing.id_span)),
             nested_array(weights, pa.from_numpy_dtype(weights.dtype)),
         ]
         if probs is not None:
