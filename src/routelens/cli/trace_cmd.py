@@ -92,7 +92,12 @@ def trace_command(
         offload_folder=offload_folder, trust_remote_code=trust_remote_code,
         generate=generate, temperature=temperature, top_p=top_p, seed=seed,
     )  # fmt: skip
-    tr = trace(model, corpus, out, config)
+    from routelens.lock import output_lock
+
+    # Two runs into one --out would mix their shards (or one --overwrite replace the other's trace
+    # while both report success): the second is refused naming the first's PID.
+    with output_lock(out, what="trace"):
+        tr = trace(model, corpus, out, config)
     info = summarize(tr.path)
     console.print(
         f"[green]traced[/] {info['tokens']:,} tokens x {len(info['moe_layers'])} MoE layers "

@@ -96,6 +96,35 @@ class Trace:
             raise RoutelensError(f"{manifest_path} lacks a valid {what} (moe_layers, num_experts, top_k and corpora are "
                                  "needed); re-create the trace with `routelens trace`.") from None  # fmt: skip
         self._domain_code = {name: i for i, name in enumerate(self.domains)}
+        if self.manifest.get("complete"):
+            self.check_shards()
+
+    def check_shards(self) -> None:
+        """Refuse in one line a trace whose shards are not the ones its manifest lists (file, rows
+        and size): a deleted shard, a shard of another run, or one replaced or truncated since.
+        Manifests written before the listing existed have nothing to check."""
+        listed = self.manifest.get("shards")
+        if not isinstance(listed, list):
+            return
+        on_disk = {p.name: p for p in self.shards}
+        fix = "re-run the same `routelens trace` command to rewrite it"
+        try:
+            expected = {str(s["file"]): (int(s["rows"]), int(s["bytes"])) for s in listed}
+        except (KeyError, TypeError, ValueError):
+            raise RoutelensError(f"{self.path / MANIFEST} lists its shards without file, rows and bytes; "
+                                 "re-create the trace with `routelens trace`.") from None  # fmt: skip
+        missing = sorted(set(expected) - set(on_disk))
+        if missing:
+            raise RoutelensError(f"the trace at {self.path} lacks {len(missing)} of its {len(expected)} shards "
+                                 f"({', '.join(missing[:3])}); {fix}.")  # fmt: skip
+        extra = sorted(set(on_disk) - set(expected))
+        if extra:
+            raise RoutelensError(f"the trace at {self.path} holds shards its manifest does not list ({', '.join(extra[:3])}), "
+                                 "from another run; re-create the trace with `routelens trace ... --overwrite`.")  # fmt: skip
+        for name, (rows, size) in expected.items():
+            if on_disk[name].stat().st_size != size:
+                raise RoutelensError(f"the trace shard {on_disk[name]} has {on_disk[name].stat().st_size} bytes, not the "
+                                     f"{size} its manifest lists (damaged or replaced); {fix}.")  # fmt: skip
 
     def __repr__(self) -> str:
         return (

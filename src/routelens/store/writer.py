@@ -52,7 +52,11 @@ def existing_shards(shard_dir: str | os.PathLike) -> dict[int, dict]:
     """{index: shard metadata} of every complete shard in `shard_dir`, in any order."""
     found = {}
     for path in sorted(Path(shard_dir).glob("part-*.parquet")):
-        meta = pq.read_schema(path).metadata or {}
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except (pa.ArrowException, OSError):
+            continue  # damaged (truncated, zeroed): not done, so the resume writes it again
+
         if SHARD_META_KEY in meta:
             info = json.loads(meta[SHARD_META_KEY])
             found[int(info["index"])] = info
@@ -109,9 +113,23 @@ class TraceWriter:
             stale.unlink()
 
     def _clear(self) -> None:
-        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        """Remove what routelens wrote (shards, their temporaries, manifest, vocab) and nothing else:
+        `--overwrite` refuses a shard folder that also holds someone's own files."""
+        if self.shard_dir.is_dir():
+            theirs = sorted(p.name for p in self.shard_dir.iterdir()
+                            if not (p.is_file() and (p.name.startswith("part-") and p.suffix == ".parquet" or p.name.endswith(".tmp"))))  # fmt: skip
+            if theirs:
+                raise RoutelensError(f"{self.shard_dir} holds files routelens did not write ({', '.join(theirs[:3])}); "
+                                     "move them out before --overwrite, or choose another --out.")  # fmt: skip
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
         for name in (MANIFEST, VOCAB):
             (self.dir / name).unlink(missing_ok=True)
+
+    def shard_listing(self) -> list[dict]:
+        """Every shard on disk as the manifest lists it (file, rows, bytes): readers check the set
+        against it, so a deleted or replaced shard is refused instead of silently read around."""
+        return [{"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
+                for p in sorted(self.shard_dir.glob("part-*.parquet"))]  # fmt: skip
 
     # -- state -----------------------------------------------------------------------------
     def existing_shards(self) -> dict[int, dict]:

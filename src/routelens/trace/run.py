@@ -38,6 +38,7 @@ def trace(
     from routelens.trace.loading import load_model, load_skeleton
 
     config = TraceConfig(**{**(asdict(config) if config else {}), **overrides})
+    model = model_identity(model)  # loaded by its normal name, so the config's _name_or_path (hashed) agrees too
     specs = parse_specs(corpora)
     preflight(specs)
     if config.ray is not None:  # the driver needs the model's structure only: no weights in its memory
@@ -48,16 +49,17 @@ def trace(
     else:
         hf_model, tokenizer = load_model(model, config)
     routing = describe_model(hf_model)
+    check_seq_len(hf_model.config, config)
     identity = {
-        "model": str(model),
+        "model": model,
         "config_sha256": config_sha256(hf_model.config),
         "corpora": [corpus_identity(s) for s in specs],
         **config.identity(),
     }
     writer = TraceWriter(out, identity, overwrite=config.overwrite)
     previous = writer.previous_manifest()
-    if previous and previous.get("complete") and previous.get("identity") == identity:
-        return open_trace(out)
+    if previous and previous.get("complete") and previous.get("identity") == identity and shards_intact(out):
+        return open_trace(out)  # a trace with a shard deleted or damaged goes on: the missing shards are rewritten
     base = new_manifest(
         model={
             "name_or_path": str(model),
@@ -94,9 +96,38 @@ def trace(
         from routelens.trace.local import trace_locally
 
         totals = trace_locally(hf_model, tokenizer, routing, config, specs, writer)
-    base.update(complete=True, **totals)
+    base.update(complete=True, **totals, shards=writer.shard_listing())
     writer.write_manifest(base)
     return open_trace(out)
+
+
+def check_seq_len(hf_config, config: TraceConfig) -> None:
+    """Refuse windows longer than the model's positions: past `max_position_embeddings` it routes
+    tokens at positions it never saw (or indexes past its position table), a trace of nothing real."""
+    from routelens.errors import RoutelensError
+
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    limit = getattr(text, "max_position_embeddings", None)
+    if isinstance(limit, int) and limit > 0 and config.seq_len > limit:
+        raise RoutelensError(f"--seq-len {config.seq_len} is beyond the model's max_position_embeddings {limit}; "
+                             f"choose --seq-len {limit} or less.")  # fmt: skip
+
+
+def model_identity(model: str | os.PathLike) -> str:
+    """The model's name in the trace identity: `./model`, `model/` and `model` are one model."""
+    text = str(model)
+    return os.path.normpath(text) if os.path.exists(text) else text
+
+
+def shards_intact(out: str | os.PathLike) -> bool:
+    """Whether the complete trace at `out` has every shard its manifest lists, as listed."""
+    from routelens.errors import RoutelensError
+
+    try:
+        open_trace(out).check_shards()
+    except RoutelensError:
+        return False
+    return True
 
 
 def _routing_layout(routing) -> dict:
