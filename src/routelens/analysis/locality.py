@@ -42,16 +42,21 @@ class UnitPairCounts:
         self.any = np.zeros((num_units, num_layers), dtype=np.int64)
         self.pairs = np.zeros(num_units, dtype=np.int64)
 
-    def add(self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray) -> None:
-        """hits (L, m) bool, valid (m,), unit (m,) of each pair's anchor, in trace order (a unit's
-        pairs come in runs: one reduceat per run instead of a bincount per layer)."""
+    def add(self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray, times: int = 1) -> None:
+        """hits (L, m) (bool, or counts summed over permutations), valid (m,), unit (m,) of each
+        pair's anchor, in trace order (a unit's pairs come in runs: one bincount per layer over
+        the runs, no (L, m) temporaries). `times`: how many permutations the hits sum over (each
+        pair is counted that many times)."""
         if not valid.any():
             return
-        sel = np.flatnonzero(valid)
-        starts, units = runs(unit[sel])
-        self.first[units] += np.add.reduceat(hit_first[:, sel], starts, axis=1, dtype=np.int64).T
-        self.any[units] += np.add.reduceat(hit_any[:, sel], starts, axis=1, dtype=np.int64).T
-        np.add.at(self.pairs, units, np.diff(np.append(starts, len(sel))))
+        starts, units = runs(unit)
+        run_of = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(unit))))  # (m,)
+        keep = np.flatnonzero(valid)
+        run_of = run_of[keep]
+        for hits, out in ((hit_first, self.first), (hit_any, self.any)):
+            per_run = np.stack([np.bincount(run_of, weights=hits[layer, keep], minlength=len(starts)) for layer in range(len(hits))])
+            np.add.at(out, units, np.rint(per_run.T).astype(np.int64))  # a unit can hold several documents
+        np.add.at(self.pairs, units, times * np.bincount(run_of, minlength=len(starts)))
 
 
 def straddles(pos_a: np.ndarray, pos_b: np.ndarray, window: int) -> np.ndarray:
@@ -136,14 +141,20 @@ class PairCounter:
 
 
 class PermutedCounter:
-    """Locality after seeded random permutations of the rows of each document: one PairCounter
-    per permutation (for the spread between permutations), unit counts summed over them."""
+    """Locality after seeded random permutations of the rows of each document: per permutation
+    the per-domain counts (for the spread between permutations), and per resampling unit the
+    counts summed over the permutations. A shuffle keeps every document where it was, so pair j
+    belongs to the same document (and unit) in every permutation: the hits are summed over the
+    permutations first and reduced per unit once."""
 
     def __init__(self, num_domains: int, num_layers: int, *, seed: int = 0, permutations: int = 1,
                  units: UnitPairCounts | None = None):  # fmt: skip
         assert permutations >= 1
-        self.counters = [PairCounter(num_domains, num_layers, units=units) for _ in range(permutations)]
-        self.counter = self.counters[0]  # the first permutation (the one permutation of earlier releases)
+        self.D, self.L, self.P = num_domains, num_layers, permutations
+        self.first = np.zeros((permutations, num_domains, num_layers), dtype=np.int64)
+        self.any = np.zeros((permutations, num_domains, num_layers), dtype=np.int64)
+        self.pairs = np.zeros(num_domains, dtype=np.int64)  # the same in every permutation
+        self.units = units
         self.rng = np.random.default_rng(seed)
         self._held: tuple[np.ndarray, ...] | None = None  # rows of the document still open
 
@@ -167,25 +178,44 @@ class PermutedCounter:
         self._held = None
 
     def _feed(self, rows: tuple[np.ndarray, ...]) -> None:
+        """Whole documents: pairs are consecutive rows of one document after the shuffle."""
         first, mask, doc, dom, unit = rows
         starts, _ = runs(doc)
         doc_number = np.zeros(len(doc), dtype=np.int64)
         doc_number[starts[1:]] = 1
         doc_number = np.cumsum(doc_number)
-        position = np.arange(len(doc), dtype=np.int64)  # consecutive tokens of a doc are pairs now
-        for counter in self.counters:
+        valid = doc[1:] == doc[:-1]  # (m,) the same for every permutation
+        anchor_dom = dom[:-1]
+        self.pairs += count_by_domain(np.zeros((0, len(valid)), dtype=bool), valid, anchor_dom, self.D)[1]
+        summed = None if self.units is None else (np.zeros((self.L, len(valid)), np.int32), np.zeros((self.L, len(valid)), np.int32))
+        for p in range(self.P):
             # Documents stay in order; tokens within each are shuffled (random key within the doc).
             perm = np.argsort(doc_number + self.rng.random(len(doc)), kind="stable")
-            counter.update(first[:, perm], mask[..., perm], doc[perm], position, dom[perm], unit[perm])
+            f, m = first[:, perm], mask[..., perm]
+            same, overlap = f[:, 1:] == f[:, :-1], sets_overlap(m[..., 1:], m[..., :-1])  # (L, m)
+            self.first[p] += count_by_domain(same, valid, anchor_dom, self.D)[0]
+            self.any[p] += count_by_domain(overlap, valid, anchor_dom, self.D)[0]
+            if summed is not None:
+                np.add(summed[0], same, out=summed[0])
+                np.add(summed[1], overlap, out=summed[1])
+        if summed is not None:
+            self.units.add(summed[0], summed[1], valid, unit[:-1], times=self.P)
+
+    @property
+    def counter(self) -> PairCounter:
+        """The first permutation as a PairCounter (the one permutation of earlier releases)."""
+        c = PairCounter(self.D, self.L)
+        c.first[:, :, 0], c.any[:, :, 0], c.pairs[:, 0] = self.first[0], self.any[0], self.pairs
+        return c
 
     def shares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """d = 1 (first, any) shares (D + 1, L): the mean over permutations and the standard
         deviation between them (0 with one permutation)."""
-        per = [c.shares() for c in self.counters]
-        first = np.stack([f[:, :, 0] for f, _, _ in per])  # (P, D + 1, L)
-        any_ = np.stack([a[:, :, 0] for _, a, _ in per])
-        ddof = 1 if len(per) > 1 else 0
-        with np.errstate(invalid="ignore"):
+        pairs = np.append(self.pairs, self.pairs.sum()).astype(np.float64)[None, :, None]  # (1, D + 1, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            first = np.concatenate([self.first, self.first.sum(1, keepdims=True)], axis=1) / pairs  # (P, D + 1, L)
+            any_ = np.concatenate([self.any, self.any.sum(1, keepdims=True)], axis=1) / pairs
+            ddof = 1 if self.P > 1 else 0
             return first.mean(0), any_.mean(0), first.std(0, ddof=ddof), any_.std(0, ddof=ddof)
 
 
