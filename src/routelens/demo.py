@@ -102,6 +102,9 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
 
     _say("simulating expert caching and expert-parallel load", config.progress)
     analysis.update(simulate_all(trace, devices=4, batch_tokens=1024, progress=config.progress))
+    from routelens.pruning.importance import expert_importance
+
+    analysis["importance"] = expert_importance(trace, progress=False)  # which experts a pruning would keep
     write_json(analysis, out / "analysis.json")
     report = write_report(trace, analysis, out / "report.html", progress=config.progress)
     return report

@@ -79,11 +79,13 @@ class Built:
 def built(tmp_path_factory) -> Built:
     """One full report (every section) of a small synthetic trace."""
     from routelens.analysis import analyze
+    from routelens.pruning.importance import expert_importance
     from routelens.report import write_report
 
     root = tmp_path_factory.mktemp("report")
     trace = make_trace(root / "trace")
     analysis = analyze(trace, bootstrap=20, progress=False)
     analysis.update(extras([str(x) for x in LAYERS], E, K))
+    analysis["importance"] = expert_importance(trace, progress=False)
     out = write_report(trace, analysis, root / "out" / "report.html", progress=False)
     return Built(trace, analysis, out, out.with_name("report_figures"), out.read_text(encoding="utf-8"))
