@@ -115,3 +115,26 @@ def test_two_traces_into_one_directory_never_mix(here, overwrite):
             w.stdin.close()
             w.wait(timeout=60)
     assert 0 in codes
+
+
+def test_a_huge_one_line_document_is_cut_before_tokenizing(here, monkeypatch):
+    from transformers import AutoTokenizer
+
+    import routelens.trace.plan as plan
+
+    rng = np.random.default_rng(0)
+    text = " ".join(rng.choice(["alpha", "beta", "gamma", "routing", "experts,", "the"], size=200_000))
+    Path("big.txt").write_text(text + "\n")
+    tokenizer_calls = []
+    original = AutoTokenizer.from_pretrained("model").__class__.__call__
+
+    def spy(self, texts, *a, **k):
+        tokenizer_calls.append(max(len(t) for t in ([texts] if isinstance(texts, str) else texts)))
+        return original(self, texts, *a, **k)
+
+    monkeypatch.setattr(AutoTokenizer.from_pretrained("model").__class__, "__call__", spy)
+    assert run("trace", "model", "-c", "web=big.txt", "-o", "t", "-q", "--seq-len", "64", "--max-tokens", "300").exit_code == 0
+    assert max(tokenizer_calls) <= 300 * plan.CUT_CHARS < len(text)  # never the whole text
+    whole = original(AutoTokenizer.from_pretrained("model"), text, add_special_tokens=True)["input_ids"]
+    traced = open_trace("t").load().token_id
+    assert len(traced) == 300 and np.array_equal(traced, np.asarray(whole[:300]))  # the same tokens as the whole text's

@@ -146,18 +146,30 @@ class Planner:
 
             model = self.config.tagger.partition(":")[2] or "en_core_web_sm"
             docs = tag_documents(docs, model=model)
+        # No more than max_tokens of a corpus are traced, so a 9 MB one-line document need not be
+        # tokenized whole (gigabytes of offsets): its text is cut to a generous CUT_CHARS per token;
+        # only when the cut text gives too few tokens (MARGIN beyond the budget, which no merge at the
+        # cut reaches) is the whole text tokenized after all. Tagged documents keep their whole text.
+        limit = self.config.max_tokens * CUT_CHARS if self.config.max_tokens else None
         for batch in _batched(docs, group):
             with_words = any(doc.words is not None for doc in batch)
+            cut = [limit is not None and doc.words is None and len(doc.text) > limit for doc in batch]
             enc = self.tokenizer(
-                [doc.text for doc in batch], add_special_tokens=True, return_offsets_mapping=with_words,
-                return_attention_mask=False,
+                [doc.text[:limit] if c else doc.text for doc, c in zip(batch, cut)], add_special_tokens=True,
+                return_offsets_mapping=with_words, return_attention_mask=False,
             )  # fmt: skip
             for i, doc in enumerate(batch):
+                if cut[i] and len(enc["input_ids"][i]) < self.config.max_tokens + CUT_MARGIN:
+                    enc["input_ids"][i] = self.tokenizer(doc.text, add_special_tokens=True)["input_ids"]
                 ids = np.asarray(enc["input_ids"][i], dtype=np.int32)
                 if doc.words is None:
                     yield ids, None, None
                     continue
                 yield ids, *_align_words(doc, enc["offset_mapping"][i])
+
+
+CUT_CHARS = 64  # characters per token kept before tokenizing a document longer than the budget
+CUT_MARGIN = 64  # tokens the cut text must give beyond the budget (a merge at the cut stays past it)
 
 
 def _align_words(doc: Document, offsets) -> tuple[np.ndarray, np.ndarray]:
