@@ -67,6 +67,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     temperature-scaled softmax restricted to the smallest set of tokens holding `top_p` of it."""
     if temperature == 0:
         return logits.argmax(-1)
+    if generator is not None and logits.device != generator.device:  # a device map's LM head may sit elsewhere
+        logits = logits.to(generator.device)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1:
         sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -112,7 +114,7 @@ class Decoder:
                 on_forward(step)
             if step == steps:  # the last generated token has been fed; its successor is not wanted
                 break
-            nxt = sample_next(out.logits[:, -1, :], self.temperature, self.top_p, generator)
+            nxt = sample_next(out.logits[:, -1, :], self.temperature, self.top_p, generator).to(ids.device)
             out_tokens.append(nxt)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             positions = positions[:, -1:] + 1
@@ -194,7 +196,7 @@ class GenerationComputer(ShardComputer):
 def teacher_forced(shard: PromptShard, table: pa.Table) -> Shard:
     """The generated rows of `table` as a plain shard: one window per document holding its prompt and
     generated ids, for a `ShardComputer` (one teacher-forced forward of the whole sequence)."""
-    ids = np.array(table.column("token_id"), np.int32)  # a writable copy: the computer hands it to torch
+    ids = table.column("token_id").to_numpy().astype(np.int32, copy=True)  # writable: the computer hands it to torch
     windows = [replace(w, ids=ids[w.row : w.row + len(w.ids) + shard.generate], word_index=None, upos=None)
                for w in shard.windows]  # fmt: skip
     return Shard(shard.index, windows, shard.rows, shard.next_doc)
