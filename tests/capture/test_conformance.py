@@ -71,6 +71,16 @@ def _experts_calls(model) -> tuple[dict[str, list], list]:
     return seen, handles
 
 
+def _hook_block_inputs(model, seen: dict, handles: list) -> None:
+    """Llama4: also keep each MoE block's input, in `seen["_block_in"]` (what `_llama4_truth` needs)."""
+    seen["_block_in"] = {}
+    for name, module in model.named_modules():
+        if name.endswith(".experts"):
+            owner = model.get_submodule(name.rsplit(".", 1)[0])
+            handles.append(owner.register_forward_pre_hook(
+                lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())))  # fmt: skip
+
+
 def _llama4_truth(model, calls: dict[str, list]) -> dict[str, list]:
     """Llama4's experts get `routed_in` (E*T, H): hidden * score for each expert, zero for the
     experts not chosen. The choice is the non-zero rows; the weight is the scale of each row."""
@@ -107,12 +117,7 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
     seen, handles = _experts_calls(model)
     llama4 = spec.family == "llama4"
     if llama4:  # the experts see scaled inputs; the reference needs the block's input too
-        seen["_block_in"] = {}
-        for name, module in model.named_modules():
-            if name.endswith(".experts"):
-                owner = model.get_submodule(name.rsplit(".", 1)[0])
-                handles.append(owner.register_forward_pre_hook(
-                    lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())))  # fmt: skip
+        _hook_block_inputs(model, seen, handles)
     got = []
     try:
         with torch.no_grad(), RoutingRecorder(model, spec) as rec:

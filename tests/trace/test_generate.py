@@ -21,7 +21,7 @@ from routelens.trace import TraceConfig, trace
 from routelens.trace.generate import GenerationComputer, PromptShard, teacher_forced_agreement
 from routelens.trace.plan import Window
 from tests.capture.test_conformance import FAMILIES as CONFORMANCE
-from tests.capture.test_conformance import RECORDED, _canonical, _experts_calls, _llama4_truth
+from tests.capture.test_conformance import RECORDED, _canonical, _experts_calls, _hook_block_inputs, _llama4_truth
 from tests.capture.tiny_auto import VOCAB, build
 from tests.trace.corpora import DOCS, write_txt
 
@@ -104,12 +104,7 @@ def _check_exact(model, family, tmp_path, **settings):
     seen, handles = _experts_calls(model)
     llama4 = computer.routing.family == "llama4"
     if llama4:  # its experts see scaled inputs; the reference needs each block's input too (as in conformance)
-        seen["_block_in"] = {}
-        for name, module in model.named_modules():
-            if name.endswith(".experts"):
-                owner = model.get_submodule(name.rsplit(".", 1)[0])
-                handles.append(owner.register_forward_pre_hook(
-                    lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())))  # fmt: skip
+        _hook_block_inputs(model, seen, handles)
     try:
         table = computer.compute(shard)
     finally:
