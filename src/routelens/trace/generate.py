@@ -143,7 +143,7 @@ class GenerationComputer(ShardComputer):
         from routelens.capture import RoutingRecorder
 
         n, L, k, E, N = shard.rows, self.L, self.k, self.E, shard.generate
-        experts = np.empty((n, L, k), dtype=expert_id_numpy(E))
+        experts = np.empty((n, L, k), dtype=expert_id_numpy(self.routing.id_span))  # (tokens, layers, k)
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None
         full: list[Window] = list(shard.windows)  # prompt + generated ids, filled per batch
