@@ -28,7 +28,6 @@ from routelens.report.sections.confidence import confidence_section
 from routelens.report.sections.context import ReportContext, spread_layers
 from routelens.report.sections.distribution import distribution_section, domain_distance_section
 from routelens.report.sections.importance import importance_section
-from routelens.report.sections.importance import importance_section
 from routelens.report.sections.locality import locality_section
 from routelens.report.sections.pos import pos_section
 from routelens.report.sections.saturation import saturation_section
@@ -51,7 +50,6 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
     (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
     (cache_section, "cache", "`routelens simulate cache --json cache.json`, passed as `--cache cache.json`"),
     (balance_section, "balance", "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`"),
-    (importance_section, "importance", "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`"),
     (importance_section, "importance", "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`"),
     (compare_section, "compare", ""),  # only when two traces were compared (`--compare`): no note otherwise
 ]
