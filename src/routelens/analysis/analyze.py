@@ -30,6 +30,7 @@ from routelens.analysis.locality import (
     locality_intervals,
     random_baseline,
 )
+from routelens.analysis.lookahead import LookaheadAccumulator
 from routelens.analysis.pairs import choices_last, pair_valid, set_masks
 from routelens.analysis.vocabulary import (
     TokenExpertCounter,
@@ -118,6 +119,9 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     coact = CoactivationAccumulator(L, E)
     conf = ConfidenceAccumulator(L, E, weights=has_weights, probs=has_probs)
     columns = [c for c, present in (("weights", has_weights), ("probs", has_probs)) if present]
+    ahead = None  # `trace --lookahead D`: how well the next layers' experts are known early
+    if tr.has("lookahead"):
+        columns.append("lookahead")
     last = None  # (doc, pos, experts) of the previous chunk's last row, for next-token pairs
     with progress_bar(not progress) as bar:
         task = bar.add_task("analyze", total=total, status="")
@@ -139,6 +143,9 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
             last = (doc[-1:], pos[-1:], experts[-1:].copy())
             coact.update(et=et)
             conf.update(chunk.weights, chunk.probs)
+            if chunk.lookahead is not None:
+                ahead = ahead or LookaheadAccumulator(L, chunk.lookahead.shape[2], k)  # D from the column itself
+                ahead.update(experts, chunk.lookahead, doc, pos)
             bar.advance(task, len(chunk))
     permuted.finish()
     intervals = locality_intervals(real_units, perm_units, dist.unit_domains(), replicates=cfg.bootstrap, seed=cfg.seed)
@@ -146,6 +153,8 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     result["vocabulary_null"] = to_json_ready(dict(zip(map(str, tr.layers), specialization(vocab_null, cfg.min_count))))
     result["coactivation_adjacent"] = to_json_ready({str(layer): m for layer, m in zip(tr.layers, coact.result(adjacent=True))})
     result.update(_locality_extras(tr, local, permuted, intervals))
+    if ahead is not None:
+        result["lookahead"] = to_json_ready(ahead.result([str(layer) for layer in tr.layers]))
     result["meta"]["params"].update(locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling)
     return result
 

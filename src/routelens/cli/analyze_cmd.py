@@ -81,8 +81,24 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
         )
     if not meta.get("has_weights", True) and not meta.get("has_probs"):
         console.print("router confidence: skipped (the trace has no weights or probs: imported traces record experts only)")
+    if result.get("lookahead"):
+        _print_lookahead(result["lookahead"])
     if result.get("pos"):
         _print_pos(result["pos"], shown)
+
+
+def _print_lookahead(lookahead: dict) -> None:
+    """Per predicting layer and distance: the lookahead predictor against the previous token's experts."""
+    table = Table(title="Lookahead: layer l+d's experts predicted at layer l (exact set, ± s.e.; recall) "
+                  "vs the previous token's experts", title_justify="left")  # fmt: skip
+    for col in ("layer -> target", "lookahead exact", "recall", "previous token exact", "recall"):
+        table.add_column(col, justify="right")
+    for layer, row in lookahead.items():
+        for d, c in row.items():
+            table.add_row(f"{layer} -> {c['target_layer']} (d={d})", f"{_pct(c['exact'])} ± {_pct(c['exact_se'])}",
+                          _pct(c["recall"]), f"{_pct(c['previous_exact'])} ± {_pct(c['previous_exact_se'])}",
+                          _pct(c["previous_recall"]))  # fmt: skip
+    console.print(table)
 
 
 def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
