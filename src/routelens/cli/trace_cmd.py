@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from routelens.cli.common import BareJsonCommand, console, to_stdout
-from routelens.trace.config import DeviceMap
+from routelens.cli.options import cli_config, config_option
+from routelens.trace.config import DeviceMap, TraceConfig
 
 
 def trace_command(
@@ -23,46 +24,33 @@ def trace_command(
         ),
     ],  # fmt: skip
     out: Annotated[Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")],
-    seq_len: Annotated[int, typer.Option(help="Window length in tokens; longer documents are cut into windows.")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 8,
-    max_tokens: Annotated[int | None, typer.Option(help="At most this many tokens per corpus.")] = None,
-    store_probs: Annotated[bool, typer.Option("--store-probs", help="Also store the full router distribution.")] = False,
-    store_expert_norms: Annotated[bool, typer.Option("--store-expert-norms", help="Also store each chosen expert's "
-                                                     "output norm before weighting (for `routelens importance` reap; "
-                                                     "k more expert passes).")] = False,
-    lookahead: Annotated[int, typer.Option("--lookahead", help="Also store, for each MoE layer and d = 1..D, the top-k "
-                                           "the router of the MoE layer d steps later picks from this layer's "
-                                           "router input (for `simulate cache --policy lookahead`); 0: off.")] = 0,
-    generate: Annotated[int, typer.Option("--generate", help="Each document is a prompt: decode this many tokens "
-                                          "with the KV cache and record them too (rows get phase prefill / "
-                                          "decode); 0: off (teacher-forced text).")] = 0,
-    temperature: Annotated[float, typer.Option(help="With --generate: 0 greedy, else sampling temperature.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="With --generate and --temperature > 0: nucleus mass.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="With --generate and --temperature > 0: sampling seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="Model dtype: auto, float32, bfloat16, float16.")] = "auto",
-    weights_dtype: Annotated[str, typer.Option(help="Stored weight precision: float16 or float32.")] = "float16",
-    tagger: Annotated[str | None, typer.Option(help="Tag raw text with UPOS: spacy or spacy:MODEL (routelens[pos]).")] = None,
-    shard_tokens: Annotated[int, typer.Option(help="Target rows per Parquet shard.")] = 1 << 18,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a trace of another model or corpus in --out.")] = False,
+    seq_len: int = config_option(TraceConfig, "seq_len", "--seq-len"),
+    batch_size: int = config_option(TraceConfig, "batch_size", "--batch-size"),
+    max_tokens: int | None = config_option(TraceConfig, "max_tokens", "--max-tokens"),
+    store_probs: bool = config_option(TraceConfig, "store_probs", "--store-probs"),
+    store_expert_norms: bool = config_option(TraceConfig, "store_expert_norms", "--store-expert-norms"),
+    lookahead: int = config_option(TraceConfig, "lookahead", "--lookahead"),
+    generate: int = config_option(TraceConfig, "generate", "--generate"),
+    temperature: float = config_option(TraceConfig, "temperature", "--temperature"),
+    top_p: float = config_option(TraceConfig, "top_p", "--top-p"),
+    seed: int = config_option(TraceConfig, "seed", "--seed"),
+    device: str = config_option(TraceConfig, "device", "--device"),
+    dtype: str = config_option(TraceConfig, "dtype", "--dtype"),
+    weights_dtype: str = config_option(TraceConfig, "weights_dtype", "--weights-dtype"),
+    tagger: str | None = config_option(TraceConfig, "tagger", "--tagger"),
+    shard_tokens: int = config_option(TraceConfig, "shard_tokens", "--shard-tokens"),
+    overwrite: bool = config_option(TraceConfig, "overwrite", "--overwrite"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Trace on Ray (routelens[ray]): a pool of model actors; "
                                       "starts a local Ray instance unless --ray-address is given.")] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (implies --ray): auto (the cluster "
                                                     "`ray start` made here), HOST:PORT or ray://HOST:10001.")] = None,
-    ray_workers: Annotated[int | None, typer.Option(help="Model actors (default: one per GPU of the cluster, "
-                                                    "else one per CPU but one).")] = None,
-    ray_gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per model actor (default: 1 when the "
-                                                              "cluster has GPUs, else 0: CPU actors; above 1 "
-                                                              "the model is spread over the actor's GPUs).")] = None,
-    device_map: Annotated[DeviceMap | None, typer.Option(help="Spread a model larger than one device over the GPUs, "
-                                                         "CPU memory and disk (accelerate); see docs/scaling.md.")] = None,
-    max_memory: Annotated[str | None, typer.Option(help="Memory per device for --device-map, e.g. "
-                                                   "0=70GiB,1=70GiB,cpu=200GiB.")] = None,
-    offload_folder: Annotated[Path | None, typer.Option(help="Folder for the weights that fit no device "
-                                                        "(--device-map).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Load a model that ships its own "
-                                                    "code (auto_map in config.json): runs that code here.")] = False,
+    ray_workers: int | None = config_option(TraceConfig, "ray_workers", "--ray-workers"),
+    ray_gpus_per_worker: float | None = config_option(TraceConfig, "ray_gpus_per_worker", "--ray-gpus-per-worker"),
+    device_map: DeviceMap | None = config_option(TraceConfig, "device_map", "--device-map"),
+    max_memory: str | None = config_option(TraceConfig, "max_memory", "--max-memory"),
+    offload_folder: Path | None = config_option(TraceConfig, "offload_folder", "--offload-folder"),
+    trust_remote_code: bool = config_option(TraceConfig, "trust_remote_code", "--trust-remote-code"),
 ) -> None:
     """Run a MoE model over corpora and record, for every token and MoE layer, the experts the router
     chose and the weights the model applied.
@@ -81,15 +69,15 @@ def trace_command(
 
         routelens trace ./my-moe --corpus prompts=prompts.jsonl --out gen/ --generate 128 --temperature 0.7 --top-p 0.9
     """
-    from routelens.trace import TraceConfig, summarize, trace
+    from routelens.trace import summarize, trace
 
-    config = TraceConfig(
+    config = cli_config(TraceConfig,
         seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
         store_expert_norms=store_expert_norms, lookahead=lookahead,
         dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
         ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,
-        offload_folder=offload_folder, trust_remote_code=trust_remote_code,
+        offload_folder=None if offload_folder is None else str(offload_folder), trust_remote_code=trust_remote_code,
         generate=generate, temperature=temperature, top_p=top_p, seed=seed,
     )  # fmt: skip
     from routelens.lock import output_lock

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
+from routelens.config import setting
 from routelens.errors import RoutelensError
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.py maps them to torch dtypes
@@ -86,30 +87,39 @@ def _size_bytes(size) -> int:
 
 @dataclass
 class TraceConfig:
-    seq_len: int = 512  # window length in tokens; longer documents are cut into windows
-    batch_size: int = 8  # windows per forward pass
-    max_tokens: int | None = None  # per corpus; the last document is cut to fit
-    store_probs: bool = False  # also store the full router distribution (L x E float16 per token)
-    store_expert_norms: bool = False  # also store each chosen expert's output norm (L x k float16; k more expert passes)
-    lookahead: int = 0  # D > 0: also store, per MoE layer l and d = 1..D, layer l+d's router top-k on layer l's router input
-    generate: int = 0  # N > 0: each document is a prompt; decode N tokens with the KV cache and record them too (generate.py)
-    temperature: float = 0.0  # with generate: 0 is greedy, else sampling at this temperature
-    top_p: float = 1.0  # with generate and temperature > 0: nucleus sampling over this probability mass
-    seed: int = 0  # with generate and temperature > 0: seeds the sampling generator
-    device: str = "cpu"  # the one device of the whole model; with device_map, leave it at cpu
-    dtype: str = "auto"  # model dtype: auto (as saved) | float32 | bfloat16 | float16
-    weights_dtype: str = "float16"  # storage of combination weights: float16 | float32
-    shard_tokens: int = 1 << 18  # target rows per shard (shards hold whole documents)
-    tagger: str | None = None  # "spacy[:MODEL]": tag raw text with UPOS (needs routelens[pos])
-    overwrite: bool = False
-    progress: bool = True
-    ray: str | None = None  # None: this process; "local": a Ray instance of its own; "auto"/ADDRESS: a cluster
-    ray_workers: int | None = None  # model actors; default one per GPU of the cluster, else one per spare CPU
-    ray_gpus_per_worker: float | None = None  # default 1 when the cluster has GPUs, else 0 (CPU actors)
-    device_map: DeviceMap | None = None  # spread the model over GPUs, CPU memory and disk (accelerate)
-    max_memory: dict | None = None  # {device: bytes} caps for device_map; the CLI's "0=70GiB,cpu=200GiB" parses here
-    offload_folder: str | None = None  # where device_map puts the weights that fit no device
-    trust_remote_code: bool = False  # run the model folder's own Python code (config.json auto_map)
+    """Settings of one trace; each field's default and help are also the CLI option's."""
+
+    seq_len: int = setting(512, "Window length in tokens; longer documents are cut into windows.")
+    batch_size: int = setting(8, "Windows per forward pass.")
+    max_tokens: int | None = setting(None, "At most this many tokens per corpus (the last document is cut to fit).")
+    store_probs: bool = setting(False, "Also store the full router distribution (L x E float16 per token).")
+    store_expert_norms: bool = setting(False, "Also store each chosen expert's output norm before weighting (for "
+                                       "`routelens importance` reap; k more expert passes).")  # fmt: skip
+    lookahead: int = setting(0, "Also store, for each MoE layer and d = 1..D, the top-k the router of the MoE layer d "
+                             "steps later picks from this layer's router input (for `simulate cache --policy "
+                             "lookahead`); 0: off.")  # fmt: skip
+    generate: int = setting(0, "Each document is a prompt: decode this many tokens with the KV cache and record them "
+                            "too (rows get phase prefill / decode); 0: off (teacher-forced text).")  # fmt: skip
+    temperature: float = setting(0.0, "With --generate: 0 greedy, else sampling temperature.")
+    top_p: float = setting(1.0, "With --generate and --temperature > 0: nucleus mass.")
+    seed: int = setting(0, "With --generate and --temperature > 0: sampling seed.")
+    device: str = setting("cpu", "cpu or cuda (cuda:N): the one device of the whole model (leave cpu with --device-map).")
+    dtype: str = setting("auto", "Model dtype: auto (as saved), float32, bfloat16, float16.")
+    weights_dtype: str = setting("float16", "Stored weight precision: float16 or float32.")
+    shard_tokens: int = setting(1 << 18, "Target rows per Parquet shard (shards hold whole documents).")
+    tagger: str | None = setting(None, "Tag raw text with UPOS: spacy or spacy:MODEL (routelens[pos]).")
+    overwrite: bool = setting(False, "Replace a trace of another model or corpus in --out.")
+    progress: bool = setting(True, "Show progress bars.")
+    ray: str | None = setting(None, "None: this process; local: a Ray instance of its own; auto or an address: a cluster.")
+    ray_workers: int | None = setting(None, "Model actors (default: one per GPU of the cluster, else one per CPU but one).")
+    ray_gpus_per_worker: float | None = setting(None, "GPUs per model actor (default: 1 when the cluster has GPUs, else "
+                                                "0: CPU actors; above 1 the model is spread over the actor's GPUs).")  # fmt: skip
+    device_map: DeviceMap | None = setting(None, "Spread a model larger than one device over the GPUs, CPU memory and "
+                                           "disk (accelerate); see docs/scaling.md.")  # fmt: skip
+    max_memory: dict | None = setting(None, "Memory per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB.")
+    offload_folder: str | None = setting(None, "Folder for the weights that fit no device (--device-map).")
+    trust_remote_code: bool = setting(False, "Load a model that ships its own code (auto_map in config.json): runs "
+                                      "that code here.")  # fmt: skip
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "shard_tokens"):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 
+from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.store.reader import Trace, open_trace
 from routelens.store.writer import TraceWriter, new_manifest
@@ -37,7 +37,7 @@ def trace(
     from routelens.capture import describe_model
     from routelens.trace.loading import load_model, load_skeleton
 
-    config = TraceConfig(**{**(asdict(config) if config else {}), **overrides})
+    config = build_config(TraceConfig, config, overrides)  # an unknown override is refused by name
     model = model_identity(model)  # loaded by its normal name, so the config's _name_or_path (hashed) agrees too
     specs = parse_specs(corpora)
     preflight(specs)
