@@ -18,38 +18,24 @@ from torch import nn
 
 from routelens.errors import RoutelensError
 from routelens.store.schema import LOOKAHEAD_FILL
+from routelens.trace.site_hooks import SiteHooks
 
 
-class LookaheadRecorder:
+class LookaheadRecorder(SiteHooks):
     """Context manager hooking every router of `model`; `take()` returns (L, tokens, D, k) int16."""
 
     def __init__(self, model: nn.Module, spec, depth: int):
         from routelens.capture.families import find_routers
 
+        super().__init__()
         self.spec, self.depth = spec, depth
         self._sites = find_routers(model)
-        self._handles: list = []
-        self._inputs: list[list[torch.Tensor]] = []
 
-    def __enter__(self) -> LookaheadRecorder:
-        self._inputs = [[] for _ in self._sites]
-        try:
-            for slot, site in enumerate(self._sites):
-                self._handles.append(site.router.register_forward_pre_hook(self._hook(slot)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            for handle in self._handles:
-                handle.remove()
-        finally:
-            self._handles, self._inputs = [], []
+    def _register(self, slot: int, site):
+        return site.router.register_forward_pre_hook(self._hook(slot))
 
     def _hook(self, slot: int):
-        inputs = self._inputs[slot]
+        inputs = self._seen[slot]
 
         def hook(module, args):
             hidden = args[0]
@@ -60,7 +46,7 @@ class LookaheadRecorder:
     def take(self) -> torch.Tensor:
         """(L, tokens, D, k) int16 of the forward passes since the last take, on the CPU; clears them."""
         L, k = len(self._sites), self.spec.top_k
-        hidden = [torch.cat(calls) if calls else None for calls in self._inputs]
+        hidden = [torch.cat(calls) if calls else None for calls in self._seen]
         tokens = next(h.shape[0] for h in hidden if h is not None)
         out = torch.full((L, tokens, self.depth, k), LOOKAHEAD_FILL, dtype=torch.int16)
         for layer, x in enumerate(hidden):
@@ -69,7 +55,7 @@ class LookaheadRecorder:
                     continue
                 index = self._top_k(self._sites[layer + d], x)
                 out[layer, :, d - 1, : index.shape[1]] = index.to(torch.int16)
-        for calls in self._inputs:
+        for calls in self._seen:
             calls.clear()
         return out
 

@@ -18,14 +18,16 @@ import torch
 from torch import nn
 
 from routelens.errors import RoutelensError
+from routelens.trace.site_hooks import SiteHooks
 
 
-class ExpertNormRecorder:
+class ExpertNormRecorder(SiteHooks):
     """Context manager hooking every experts module of `model`; `take` returns (L, tokens, k) norms."""
 
     def __init__(self, model: nn.Module, spec):
         from routelens.capture.families import find_routers
 
+        super().__init__()
         self.spec = spec
         self._sites = find_routers(model)
         readers = [s.name for s in self._sites if s.reads_router]
@@ -34,28 +36,12 @@ class ExpertNormRecorder:
                 f"--store-expert-norms needs experts called with (hidden, index, weights), but {readers[0]} "
                 f"({spec.family}) is fed scaled inputs instead; trace without it."
             )
-        self._handles: list = []
-        self._calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
 
-    def __enter__(self) -> ExpertNormRecorder:
-        self._calls = [[] for _ in self._sites]
-        try:
-            for slot, site in enumerate(self._sites):
-                self._handles.append(site.experts.register_forward_hook(self._hook(slot), with_kwargs=True))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            for handle in self._handles:
-                handle.remove()
-        finally:
-            self._handles, self._calls = [], []
+    def _register(self, slot: int, site):
+        return site.experts.register_forward_hook(self._hook(slot), with_kwargs=True)
 
     def _hook(self, slot: int):
-        calls = self._calls[slot]
+        calls = self._seen[slot]  # (index, norms) per call
 
         def hook(module, args, kwargs, output):
             # experts(hidden_states, top_k_index, top_k_weights), positional or by keyword
@@ -76,7 +62,7 @@ class ExpertNormRecorder:
         """(L, tokens, k) norms of the experts `experts` (the RoutingRecorder's take() of the same
         forward passes) hold, slot by slot; clears what was recorded."""
         per_layer = []
-        for layer, calls in enumerate(self._calls):
+        for layer, calls in enumerate(self._seen):
             recorded = experts[layer]  # (tokens, k)
             if not calls:
                 per_layer.append(torch.zeros(recorded.shape, device=recorded.device))
