@@ -102,7 +102,7 @@ def bench(shape: str, words: int, workdir: Path) -> None:
     from routelens.analysis.pos import PosConfig, analyze_pos, load_word_rows
     from routelens.analysis.pos_map import path_map
     from routelens.analysis.pos_probe import group_splits, layer_ablation, run_probe
-    from routelens.analysis.pos_specialization import permutation_pvalues, share_intervals
+    from routelens.analysis.pos_specialization import permutation_test, share_intervals
     from routelens.corpus.upos import UPOS_TAGS
     from routelens.store.reader import open_trace
     from tests.analysis.pos_planted import write_pos_trace
@@ -115,7 +115,7 @@ def bench(shape: str, words: int, workdir: Path) -> None:
     print(f"\n== {words:,} words, {trace.num_tokens:,} tokens, {L} layers x {E} experts, top-{k} ==")
     w, t_load = timed(lambda: load_word_rows(trace, cfg.policy))
     T = len(UPOS_TAGS)
-    _, t_perm = timed(lambda: permutation_pvalues(w.experts, w.tags, T, E, groups=w.doc_id, permutations=cfg.permutations))
+    _, t_perm = timed(lambda: permutation_test(w.experts, w.tags, T, E, groups=w.doc_id, permutations=cfg.permutations))
     best = np.zeros((L, T), dtype=np.int64)
     _, t_boot = timed(lambda: share_intervals(w.experts, w.tags, w.doc_id, best, T, replicates=cfg.bootstrap, seed=0))
     splits = group_splits(w.groups(), seed=0, splits=cfg.splits)

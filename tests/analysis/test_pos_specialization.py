@@ -8,7 +8,7 @@ import pytest
 
 from routelens.analysis.pos_specialization import (
     kl_from_overall,
-    permutation_pvalues,
+    permutation_test,
     shares_from_counts,
     tag_expert_counts,
 )
@@ -16,6 +16,12 @@ from routelens.errors import RoutelensError
 from tests.analysis.pos_planted import random_routing
 
 T = 17
+
+
+def permutation_pvalues(*args, **kwargs):
+    """(observed KL, Monte-Carlo permutation p-values) of `permutation_test`."""
+    test = permutation_test(*args, **kwargs)
+    return test.observed, test.p_permutation
 
 
 def brute_counts(experts, tags, E):

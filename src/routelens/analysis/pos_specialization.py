@@ -175,23 +175,6 @@ def moment_matched_pvalues(observed: np.ndarray, mean: np.ndarray, sd: np.ndarra
     return np.where(ok, p, fallback)
 
 
-def permutation_pvalues(
-    experts: np.ndarray,
-    tags: np.ndarray,
-    num_tags: int,
-    num_experts: int,
-    *,
-    groups: np.ndarray | None = None,
-    permutations: int = 500,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Observed KL (L, T) and its Monte-Carlo permutation p-values (L, T), with add-one smoothing:
-    p = (1 + #{KL_perm >= KL_obs}) / (1 + permutations), so the smallest is 1 / (1 + permutations).
-    Tags are shuffled within `groups` (None: across all rows). NaN for absent tags."""
-    test = permutation_test(experts, tags, num_tags, num_experts, groups=groups, permutations=permutations, seed=seed)
-    return test.observed, test.p_permutation
-
-
 class Correction(StrEnum):
     FDR_BH = "fdr_bh"  # Benjamini-Hochberg: controls the false discovery rate
     HOLM = "holm"  # Holm-Bonferroni: controls the family-wise error rate
