@@ -179,6 +179,34 @@ def _take_slot(e, policy, protect, tg, region, size, cached, pinned, prefetched,
     return size
 
 
+@numba.njit(cache=True, inline="always")
+def _load_predicted(pred, row, tg, region, size, clock, pstamp, cached, pinned, prefetched, recency, freq, nxt, counters):
+    """Load the predicted experts `pred[row]` (ids outside 0..E-1 mean none) that are not resident, in
+    order, each into a free slot or that of the least recently used expert outside the prediction
+    (stop when there is none): the loads of prefetch and of lookahead. Inlined by numba, so both
+    replay loops run it at the speed of the code written out (the table and its row are passed,
+    not a row view: a view per token costs the lookahead replay ~30%). Returns (size, clock)."""
+    E = cached.shape[0]
+    for j in range(pred.shape[1]):
+        if 0 <= pred[row, j] < E:
+            pstamp[pred[row, j]] = tg
+    for j in range(pred.shape[1]):
+        p = pred[row, j]
+        if p < 0 or p >= E or cached[p]:
+            continue
+        if size >= region:
+            if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
+                break
+            size -= 1
+        cached[p] = True
+        size += 1
+        clock += 1
+        recency[p] = clock
+        prefetched[p] = True
+        counters[PREFETCH_LOADS] += 1
+    return size, clock
+
+
 @numba.njit(cache=True, nogil=True)
 def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
             cached, recency, freq, nxt, seen, prefetched, successor, scalars, counters):  # fmt: skip
@@ -208,25 +236,9 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
         if policy == LOOKAHEAD:
             # Load the prediction while an earlier layer computes this token: the experts of ahead[t]
             # not resident, in order, each evicting the least recently used expert outside the
-            # prediction (stop when there is none); ids >= E mean none. The same loads as prefetch's
-            # below, written out twice: through a shared numba helper both replayed ~35% slower.
-            for j in range(ahead.shape[1]):
-                if ahead[t, j] < E:
-                    pstamp[ahead[t, j]] = tg
-            for j in range(ahead.shape[1]):
-                p = ahead[t, j]
-                if p >= E or cached[p]:
-                    continue
-                if size >= region:
-                    if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
-                        break
-                    size -= 1
-                cached[p] = True
-                size += 1
-                clock += 1
-                recency[p] = clock
-                prefetched[p] = True
-                counters[PREFETCH_LOADS] += 1
+            # prediction (stop when there is none); ids >= E mean none. The same loads as prefetch's.
+            size, clock = _load_predicted(ahead, t, tg, region, size, clock, pstamp, cached, pinned, prefetched,
+                                          recency, freq, nxt, counters)  # fmt: skip
         if capacity < k:
             # The token's experts cannot all be resident: its requests are served one by one in
             # routing order (demand paging), each a hit only if resident when served.
@@ -290,25 +302,9 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
                 for j in range(k):
                     successor[prev_first, j] = experts[t, j]
             prev_first = first
-            # the lookahead loads above, from the successor table
-            for j in range(k):
-                p = successor[first, j]
-                if p >= 0:
-                    pstamp[p] = tg
-            for j in range(k):
-                p = successor[first, j]
-                if p < 0 or cached[p]:
-                    continue
-                if size >= region:  # the predicted experts are protected; LRU among the rest
-                    if _evict(LRU, pstamp, tg, cached, pinned, prefetched, recency, freq, nxt) < 0:
-                        break
-                    size -= 1
-                cached[p] = True
-                size += 1
-                clock += 1
-                recency[p] = clock
-                prefetched[p] = True
-                counters[PREFETCH_LOADS] += 1
+            # the same loads as lookahead's, predicted from the successor table
+            size, clock = _load_predicted(successor, first, tg, region, size, clock, pstamp, cached, pinned, prefetched,
+                                          recency, freq, nxt, counters)  # fmt: skip
     scalars[0], scalars[1], scalars[2] = clock, prev_first, token0 + T
 
 
