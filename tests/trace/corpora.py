@@ -21,17 +21,22 @@ def write_txt(path: Path, docs) -> str:
     return str(path)
 
 
-def experts_inputs(model, window_ids):
-    """Independent ground truth: the (indices, weights) each layer's experts module received."""
+def forward_pre_inputs(model, window_ids, module_of, take) -> list:
+    """Run one window through `model` and return `take(args)` of every call of `module_of(layer)`
+    (one module per decoder layer), in call order: an independent ground truth for the tests."""
     seen = []
-    handles = [
-        layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append((args[1].clone(), args[2].clone())))
-        for layer in model.model.layers
-    ]
+    handles = [module_of(layer).register_forward_pre_hook(lambda m, args: seen.append(take(args)))
+               for layer in model.model.layers]  # fmt: skip
     try:
         with torch.inference_mode():
             model(input_ids=torch.tensor([window_ids]))
     finally:
         for h in handles:
             h.remove()
+    return seen
+
+
+def experts_inputs(model, window_ids):
+    """Independent ground truth: the (indices, weights) each layer's experts module received."""
+    seen = forward_pre_inputs(model, window_ids, lambda layer: layer.mlp.experts, lambda args: (args[1].clone(), args[2].clone()))
     return np.stack([s[0].numpy() for s in seen], 1), np.stack([s[1].float().numpy() for s in seen], 1)

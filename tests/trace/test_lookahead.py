@@ -10,7 +10,7 @@ import torch
 import routelens
 from routelens.trace import TraceConfig
 from tests.conftest import save_tiny_model, tiny_mixtral_config
-from tests.trace.corpora import DOCS, write_txt
+from tests.trace.corpora import DOCS, forward_pre_inputs, write_txt
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +20,8 @@ def four_layers(tmp_path_factory):
 
 def router_inputs(model, window_ids):
     """Independent ground truth: the hidden states each layer's router (mlp.gate) received (tokens, H)."""
-    seen = []
-    handles = [layer.mlp.gate.register_forward_pre_hook(lambda m, args: seen.append(args[0].reshape(-1, args[0].shape[-1])))
-               for layer in model.model.layers]  # fmt: skip
-    try:
-        with torch.inference_mode():
-            model(input_ids=torch.tensor([window_ids]))
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+    return forward_pre_inputs(model, window_ids, lambda layer: layer.mlp.gate,
+                              lambda args: args[0].reshape(-1, args[0].shape[-1]))
 
 
 def test_lookahead_column_is_the_later_routers_on_the_earlier_inputs(four_layers, tmp_path):
