@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from routelens.errors import RoutelensError
 
 C = TypeVar("C")
+E = TypeVar("E")
 HELP = "help"  # field metadata key of the help text
 SHOWN_DEFAULT = "shown_default"  # metadata key: how --help words a default that is not a value (e.g. "1..E")
 
@@ -67,3 +68,12 @@ def split_overrides(overrides: Mapping[str, Any], *classes: type, what: str) -> 
 
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def choice(cls: type[E], value: Any, what: str) -> E:
+    """`value` as a member of the StrEnum `cls`, or a user error naming it and the choices."""
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in cls)
+        raise RoutelensError(f"{what} {value!r} is unknown; use one of {choices}.") from None

@@ -31,7 +31,7 @@ from routelens.analysis.pos_probe import (
     run_probe,
 )
 from routelens.analysis.pos_specialization import Correction
-from routelens.config import build_config, setting
+from routelens.config import build_config, choice, setting
 from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_TAGS
 from routelens.store.reader import Trace, open_trace
@@ -63,10 +63,10 @@ class PosConfig:
     seed: int = setting(0, "Seed of the permutations, the bootstrap, the splits and the probes.")
 
     def __post_init__(self):
-        self.policy = _choice(WordPolicy, self.policy, "word policy")
-        self.features = _choice(PathFeatures, self.features, "path features")
-        self.ablation_classifier = _choice(AblationClassifier, self.ablation_classifier, "ablation classifier")
-        self.correction = _choice(Correction, self.correction, "correction")
+        self.policy = choice(WordPolicy, self.policy, "word policy")
+        self.features = choice(PathFeatures, self.features, "path features")
+        self.ablation_classifier = choice(AblationClassifier, self.ablation_classifier, "ablation classifier")
+        self.correction = choice(Correction, self.correction, "correction")
         if self.splits < 1:
             raise RoutelensError(f"splits={self.splits} must be at least 1; use e.g. 5.")
         if self.permutations < 1:
@@ -83,15 +83,6 @@ class PosConfig:
             raise RoutelensError(f"ablation_rows={self.ablation_rows} is too few to train a probe; use e.g. 10000.")
         if self.tsne_points < 0:
             raise RoutelensError(f"tsne_points={self.tsne_points} must be >= 0 (0 skips the path map).")
-
-
-def _choice(cls: type[StrEnum], value, what: str) -> StrEnum:
-    """`value` as a member of the StrEnum `cls`, or a user error naming it and the choices."""
-    try:
-        return cls(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in cls)
-        raise RoutelensError(f"{what} {value!r} is unknown; use one of {choices}.") from None
 
 
 @dataclass

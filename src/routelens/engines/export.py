@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from routelens.config import build_config, setting
+from routelens.config import build_config, choice, setting
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
@@ -45,12 +45,8 @@ class ExportConfig:
 
     def __post_init__(self):
         for name, kind in (("format", LoadFormat), ("layers", LayerAxis)):
-            value = getattr(self, name)
-            if value is not None:
-                try:
-                    setattr(self, name, kind(value))
-                except ValueError:
-                    raise RoutelensError(f"--{name} {value!r} is unknown; use {', '.join(v.value for v in kind)}.") from None
+            if getattr(self, name) is not None:
+                setattr(self, name, choice(kind, getattr(self, name), f"--{name}"))
 
     @property
     def axis(self) -> LayerAxis:

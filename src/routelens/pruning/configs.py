@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from routelens.config import setting
+from routelens.config import choice, setting
 from routelens.errors import RoutelensError
 
 
@@ -19,13 +19,6 @@ class Criterion(StrEnum):
     FREQUENCY = "frequency"  # share of the layer's assignments
     WEIGHTED = "weighted"  # mean combination weight x frequency
     RANDOM = "random"  # a seeded random choice: the baseline every criterion must beat
-
-
-def criterion(value) -> Criterion:
-    try:
-        return Criterion(value)
-    except ValueError:
-        raise RoutelensError(f"criterion {value!r} is unknown; use {', '.join(c.value for c in Criterion)}.") from None
 
 
 @dataclass
@@ -49,7 +42,7 @@ class PruneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.criterion = criterion(self.criterion)
+        self.criterion = choice(Criterion, self.criterion, "criterion")
         if (self.keep is None) == (self.drop_fraction is None):
             raise RoutelensError("give exactly one of --keep N and --drop-fraction F (e.g. --keep 6 or --drop-fraction 0.25).")
         if self.keep is not None and self.keep < 1:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
-from routelens.config import setting
+from routelens.config import choice, setting
 from routelens.errors import RoutelensError
 from routelens.training import UpcycleMode
 
@@ -116,7 +116,7 @@ class UpcycleConfig:
     seed: int = setting(0, "Seed of the router initialisation and of split's neuron permutation.")
 
     def __post_init__(self):
-        object.__setattr__(self, "mode", _mode(self.mode))
+        object.__setattr__(self, "mode", choice(UpcycleMode, self.mode, "--mode"))
         if self.num_experts < 2:
             raise RoutelensError(f"--num-experts {self.num_experts}: an MoE needs at least 2 experts; e.g. --num-experts 8.")
         if not 1 <= self.top_k <= self.num_experts:
@@ -126,13 +126,6 @@ class UpcycleConfig:
         """The upcycle.json record's settings, with the count also under its earlier key."""
         out = {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in dataclasses.asdict(self).items()}
         return out | {"experts": self.num_experts}
-
-
-def _mode(mode) -> UpcycleMode:
-    try:
-        return UpcycleMode(mode)
-    except ValueError:
-        raise RoutelensError(f"--mode {mode!r} is unknown; use copy or split.") from None
 
 
 @dataclass
