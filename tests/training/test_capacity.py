@@ -155,11 +155,13 @@ def test_top_k_override_and_restore():
         hook.remove()
     index, weights = received[0]
     assert index.shape == (18, 1) and torch.equal(weights, torch.ones(18, 1))
-    assert block.gate.top_k == 2 and "forward" not in vars(block)  # restored
+    # the capacity is a forward pre-hook on the experts (the block's own forward is never replaced)
+    hooked = lambda: len(block.experts._forward_pre_hooks)  # noqa: E731
+    assert block.gate.top_k == block.top_k == 2 and hooked() == 0 and "forward" not in vars(block)  # restored
     with pytest.raises(RuntimeError, match="boom"), apply_capacity(model, capacity_factor=1.0, top_k=3):
-        assert block.gate.top_k == 3 and "forward" in vars(block)
+        assert block.gate.top_k == block.top_k == 3 and hooked() == 1
         raise RuntimeError("boom")
-    assert block.gate.top_k == 2 and "forward" not in vars(block)
+    assert block.gate.top_k == block.top_k == 2 and hooked() == 0 and "forward" not in vars(block)
 
 
 def test_bad_values_name_the_fix():

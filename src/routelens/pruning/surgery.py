@@ -130,14 +130,24 @@ def _slice(owner: nn.Module, name: str, tensor: torch.Tensor, is_param: bool, in
         owner._buffers[name] = kept
 
 
+def set_top_k(modules, top_k: int, new: int) -> list[tuple[nn.Module, str, int]]:
+    """Set every k attribute (`TOPK_NAMES`) of `modules` that holds `top_k` to `new`; returns
+    (module, name, old value) of each one set, to undo it (`routelens eval --top-k` does)."""
+    changed = []
+    for module in modules:
+        for name in TOPK_NAMES:
+            if getattr(module, name, None) == top_k:
+                changed.append((module, name, top_k))
+                setattr(module, name, new)
+    return changed
+
+
 def _set_counts(modules, num_experts: int, n: int, top_k: int) -> None:
     for module in modules:
         for name in COUNT_NAMES:
             if getattr(module, name, None) == num_experts:
                 setattr(module, name, n)
-        for name in TOPK_NAMES:
-            if getattr(module, name, None) == top_k:
-                setattr(module, name, min(top_k, n))
+        set_top_k([module], top_k, min(top_k, n))
         if isinstance(module, nn.Linear) and module.out_features == num_experts:
             module.out_features = n
 

@@ -21,16 +21,31 @@ capacity is dropped: its weight becomes 0 and the other choices keep their weigh
 renormalisation), so a token whose every choice is dropped gets a zero MoE output and passes
 through the residual connection only.
 
-`apply_capacity(model, capacity_factor, top_k)` patches every `MixtralSparseMoeBlock` (and the
-router's top-k) for the duration of a `with` block and restores them in `finally`; it yields a
-`CapacityStats` that counts dropped assignments per layer. The router module is still called, so
-hooks that record `(router_logits, top_k_weights, top_k_index)` keep working.
+Which ids take slots: only the E routed experts (ids 0..E-1). An id >= E -- a zero-computation
+expert (LongCat's identity experts) or the empty-slot / masked-token id some experts implementations
+use -- is never dropped, takes no slot and is not counted as an assignment; E and k in the formula
+are the block's routed experts and the width of its top-k index. A token counts as fully dropped
+when every one of its k assignments is dropped (so a token with such an id never is). Routers that
+take their top-k unsorted (DeepSeek-V3's `sorted=False`) are ranked by weight, largest first, as
+the recorder orders them, so "first choice" means the same for every family.
+
+`apply_capacity(model, capacity_factor, top_k)` works on every MoE family routelens records (the
+sites of `routelens.capture.families.find_routers`): in transformers 5 each MoE block calls
+`experts(hidden_states, top_k_index, top_k_weights)`, so a forward pre-hook on each experts module
+counts the assignments, applies the capacity by zeroing the dropped weights, and passes the rest on
+unchanged; the block's own forward, router and shared experts run as they are, so a model under an
+unlimited capacity computes exactly what it computes without one. The top-k override sets the k
+attributes of each block's router and owner (`routelens.pruning.surgery.set_top_k`) and the first
+call of each hook checks that the experts really got k columns. Everything is restored in `finally`;
+it yields a `CapacityStats` counting dropped assignments per MoE layer. Families whose experts never
+see (index, weights) -- Llama 4, whose router scales the experts' inputs, and hash-routed layers,
+whose table fixes the experts per token id -- are refused a capacity factor or a top-k in one line
+(`why_no_capacity`); plain evaluation still works for them.
 """
 
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,10 +53,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from routelens.errors import RoutelensError
+from routelens.errors import RoutelensError, UnsupportedModelError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the rule above stays torch-free
     import torch
+
+    from routelens.capture.families import RouterSite
 
 
 def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
@@ -54,16 +71,18 @@ def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_fact
 def capacity_keep_mask(top_k_index: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
     """Which assignments fit: (tokens, k) bool, True where the token keeps that expert.
 
-    Slots are filled choice rank by choice rank, and in token order within a rank.
+    Slots are filled choice rank by choice rank (column by column), and in token order within a
+    rank. Ids >= num_experts (zero-computation experts, empty slots) are always kept and take no slot.
     """
     import torch
     import torch.nn.functional as F
 
     tokens, k = top_k_index.shape
-    rank_major = top_k_index.t().reshape(-1)  # (k * tokens,): all first choices, then all second...
-    onehot = F.one_hot(rank_major.long(), num_experts)  # (k * tokens, E)
+    rank_major = top_k_index.t().reshape(-1).long()  # (k * tokens,): all first choices, then all second...
+    real = rank_major < num_experts
+    onehot = F.one_hot(rank_major.clamp(max=num_experts), num_experts + 1)[:, :num_experts]  # (k * tokens, E)
     slot = (torch.cumsum(onehot, dim=0) * onehot).sum(-1)  # (k * tokens,) 1-based place in its expert's queue
-    return (slot <= capacity).view(k, tokens).t()  # (tokens, k)
+    return ((slot <= capacity) | ~real).view(k, tokens).t()  # (tokens, k)
 
 
 @dataclass
@@ -93,80 +112,165 @@ class CapacityStats:
         self.__post_init__()
 
 
-def moe_blocks(model: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
-    """(decoder layer index, block) for every Mixtral sparse MoE block of `model`, in layer order."""
-    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+def moe_blocks(model: torch.nn.Module) -> list[tuple[int, RouterSite]]:
+    """(decoder layer index, `RouterSite`) for every MoE block of `model`, in layer order: the sites
+    routelens records, of any family; a lone MoE block (no model around it) is layer 0."""
+    from routelens.capture.families import find_routers
 
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, MixtralSparseMoeBlock):
-            parts = name.split(".")
-            layer = next((int(p) for p in reversed(parts) if p.isdigit()), len(found))
-            found.append((layer, module))
-    if not found:
+    has_config = getattr(model, "config", None) is not None
+    try:
+        sites = find_routers(model)
+    except UnsupportedModelError:
+        if has_config:  # a model: its own message says why its family is not recorded
+            raise
+        sites = [site] if (site := _lone_block_site(model)) is not None else []
+    if not sites:
         raise RoutelensError(
-            f"{type(model).__name__} has no MixtralSparseMoeBlock; capacity factor and top-k override "
-            "need a Mixtral-architecture model (e.g. one made by `routelens train`)."
+            f"{type(model).__name__} has no MoE block routelens can record; capacity factor and top-k override need "
+            "a Mixture-of-Experts model of a family `routelens families` lists (or one MoE block, e.g. a MixtralSparseMoeBlock)."
         )
-    return found
+    return [(site.layer, site) for site in sites]
 
 
-def _capacity_forward(block, hidden_states: torch.Tensor, *, capacity_factor: float | None, stats: CapacityStats, slot: int):
-    """MixtralSparseMoeBlock.forward with an expert capacity; identical when nothing is dropped."""
+def _lone_block_site(block: torch.nn.Module) -> RouterSite | None:
+    """The site of a MoE block used on its own (tests, a block being trained): find_routers needs the
+    model around it (its recorded router classes and decoder-layer names), so read the block directly."""
+    from torch import nn
+
+    from routelens.capture import families as fam
+
+    experts = getattr(block, "experts", None)
+    if not isinstance(experts, nn.Module) or not list(experts.parameters()) or not fam._takes_routing(experts):
+        return None
+    router = fam._router_of(block, {})
+    if router is None:
+        return None
+    top_k = fam._first_int((router, ["top_k"]), (block, ["top_k", "num_experts_per_tok"]))
+    num_experts = fam._first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]), (block, ["num_experts"]))
+    if not top_k or not num_experts:
+        return None
+    return fam.RouterSite(
+        layer=0, name="experts", router=router, owner=block, experts=experts,
+        adapter=fam.ADAPTERS.get(type(router).__name__, fam.Adapter()), logits_index=0, top_k=top_k,
+        num_experts=num_experts, num_zero_experts=0, hash_routed=False,
+        best_first="sorted=False" not in fam.class_source(type(router)) + fam.class_source(type(block)),
+    )  # fmt: skip
+
+
+def why_no_capacity(site: RouterSite) -> str | None:
+    """Why `site`'s experts cannot take a capacity or another top-k (None: they can): the hooks need
+    experts called with (hidden, index, weights), and a k the router chooses."""
+    if site.reads_router:
+        return f"{site.name} is fed inputs its router scaled, never expert indices and weights"
+    if site.hash_routed:
+        return f"{site.name} is routed by token id (a fixed token -> experts table)"
+    return None
+
+
+def _refuse(sites: list[RouterSite], what: str, fix: str) -> None:
+    for site in sites:
+        reason = why_no_capacity(site)
+        if reason is not None:
+            raise RoutelensError(f"{what} cannot be applied to this {_family(site)} model: {reason}; {fix}.")
+
+
+def _family(site: RouterSite) -> str:
+    from routelens.capture.catalog import family_name
+
+    return family_name(type(site.router)) or type(site.owner).__name__
+
+
+def _routing_inputs(args: tuple, kwargs: dict) -> tuple[str | int, str | int]:
+    """Where `top_k_index` and `top_k_weights` sit in a call experts(hidden, index, weights): a
+    position in args or a keyword (the recorder's reading, `capture.recorder._experts_inputs`)."""
     import torch
 
-    batch_size, sequence_length, hidden_dim = hidden_states.shape
-    if block.training and block.jitter_noise > 0:
-        hidden_states *= torch.empty_like(hidden_states).uniform_(1.0 - block.jitter_noise, 1.0 + block.jitter_noise)
-    flat = hidden_states.view(-1, hidden_dim)  # (tokens, H)
-    _, top_k_weights, top_k_index = block.gate(flat)  # (tokens, k), (tokens, k)
-    tokens, k = top_k_index.shape
-    if capacity_factor is not None:
-        num_experts = block.gate.num_experts
-        keep = capacity_keep_mask(top_k_index, num_experts, expert_capacity(tokens, num_experts, k, capacity_factor))
-        top_k_weights = top_k_weights * keep.to(top_k_weights.dtype)  # dropped: weight 0, others unchanged
+    slots: list[str | int] = [i for i in (1, 2) if i < len(args)]
+    slots += [name for name, v in kwargs.items() if name != "hidden_states" and torch.is_tensor(v)][: 2 - len(slots)]
+    assert len(slots) == 2, f"experts called without (index, weights): {len(args)} args, kwargs {list(kwargs)}"
+    return slots[0], slots[1]
+
+
+def _rank_order(index: torch.Tensor, weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
+    """Column order that puts each token's choices best first (None: they already are)."""
+    if best_first:
+        return None
+    return weights.detach().float().sort(dim=-1, descending=True, stable=True).indices
+
+
+def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None, top_k: int | None, stats: CapacityStats):
+    """Forward pre-hook on `site.experts`: counts, checks the overridden k once, zeroes the weights
+    of assignments over capacity."""
+    import torch
+
+    num_experts, checked = site.num_experts, [top_k is None]
+
+    def hook(module, args, kwargs):
+        at_index, at_weights = _routing_inputs(args, kwargs)
+        get = lambda at: args[at] if isinstance(at, int) else kwargs[at]  # noqa: E731
+        index, weights = get(at_index), get(at_weights)
+        k = index.shape[-1]
+        if not checked[0]:
+            if k != top_k:
+                raise RoutelensError(f"this {_family(site)} model's k cannot be overridden: {site.name} still chose {k} "
+                                     f"experts per token with top-k set to {top_k}; evaluate without --top-k.")  # fmt: skip
+            checked[0] = True
+        flat = index.reshape(-1, k)  # (tokens, k)
+        real = flat < num_experts  # ids >= E (zero-computation, empty slot) take no slot
+        stats.assignments[slot] += int(real.sum())
+        stats.tokens[slot] += flat.shape[0]
+        if capacity_factor is None:
+            return None
+        order = _rank_order(flat, weights.reshape(-1, k), site.best_first)
+        ranked = flat if order is None else flat.gather(-1, order)
+        keep = capacity_keep_mask(ranked, num_experts, expert_capacity(flat.shape[0], num_experts, k, capacity_factor))
+        if order is not None:
+            keep = torch.empty_like(keep).scatter_(-1, order, keep)  # back to the router's column order
         with torch.no_grad():
-            dropped = (~keep).sum().item()
-            stats.dropped[slot] += dropped
-            stats.tokens_fully_dropped[slot] += (~keep).all(dim=-1).sum().item()
-    stats.assignments[slot] += tokens * k
-    stats.tokens[slot] += tokens
-    out = block.experts(flat, top_k_index, top_k_weights)  # (tokens, H)
-    return out.reshape(batch_size, sequence_length, hidden_dim)
+            stats.dropped[slot] += int((~keep).sum())
+            stats.tokens_fully_dropped[slot] += int((~keep).all(dim=-1).sum())
+        capped = weights * keep.view(weights.shape).to(weights.dtype)  # dropped: weight 0, others unchanged
+        if isinstance(at_weights, int):
+            return (*args[:at_weights], capped, *args[at_weights + 1 :]), kwargs
+        return args, {**kwargs, at_weights: capped}
+
+    return hook
 
 
 @contextmanager
 def apply_capacity(model: torch.nn.Module, capacity_factor: float | None = None, top_k: int | None = None) -> Iterator[CapacityStats]:
-    """Patch the model's MoE blocks: expert capacity `capacity_factor` (None: unlimited) and
+    """Cap the model's MoE blocks at expert capacity `capacity_factor` (None: unlimited) with
     `top_k` experts per token (None: the model's own). Restores the model on exit, even on error.
 
         with apply_capacity(model, capacity_factor=1.0, top_k=1) as stats:
             model(input_ids)
         stats.dropped_share()   # (layers,)
     """
-    blocks = moe_blocks(model)
-    num_experts = blocks[0][1].gate.num_experts
+    from routelens.pruning.surgery import set_top_k
+
+    sites = [site for _, site in moe_blocks(model)]
+    num_experts = max(site.num_experts for site in sites)
     if capacity_factor is not None and capacity_factor <= 0:
         raise RoutelensError(f"capacity factor {capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
     if top_k is not None and not 1 <= top_k <= num_experts:
         raise RoutelensError(f"top-k {top_k} is outside 1..{num_experts} (the model's experts); pick e.g. --top-k 2.")
-    stats = CapacityStats([layer for layer, _ in blocks])
-    saved = []
+    if capacity_factor is not None:
+        _refuse(sites, f"capacity factor {capacity_factor:g}", "evaluate without --capacity-factor")
+    if top_k is not None:
+        _refuse(sites, f"top-k {top_k}", "evaluate without --top-k")
+    stats = CapacityStats([site.layer for site in sites])
+    handles, changed = [], []
     try:
-        for slot, (_, block) in enumerate(blocks):
-            saved.append((block, block.gate.top_k, block.top_k, vars(block).get("forward")))
+        for slot, site in enumerate(sites):
             if top_k is not None:
-                block.gate.top_k = block.top_k = top_k
-            patched = types.MethodType(
-                lambda self, h, _slot=slot: _capacity_forward(self, h, capacity_factor=capacity_factor, stats=stats, slot=_slot),
-                block,
-            )
-            block.forward = patched
+                modules = dict.fromkeys([site.router, site.owner, site.experts, *site.router.modules()])
+                changed += set_top_k(modules, site.top_k, top_k)
+            if why_no_capacity(site) is None:  # plain evaluation of the others: nothing to count at their experts
+                hook = _capacity_hook(site, slot, capacity_factor=capacity_factor, top_k=top_k, stats=stats)
+                handles.append(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
         yield stats
     finally:
-        for block, gate_k, block_k, own_forward in saved:  # nested patches unwind in order
-            block.gate.top_k, block.top_k = gate_k, block_k
-            if own_forward is None:
-                del block.forward
-            else:
-                block.forward = own_forward
+        for handle in handles:
+            handle.remove()
+        for module, name, old in reversed(changed):  # nested overrides unwind in order
+            setattr(module, name, old)

@@ -5,6 +5,10 @@ another top-k), the unigram baseline it must beat, and the health of its routing
 informative routing?" on held-out text: the largest expert's share of assignments over the
 uniform share k/E... per layer (balanced: <= 2), and how often consecutive tokens keep the same
 first expert (informative: >= 2/E somewhere, twice the rate of random routing).
+
+Both work on every MoE family routelens records: E, k and the MoE layers come from
+`describe_model`, and the routing is read where the experts receive it (`RoutingRecorder`'s
+forward pre-hooks on the experts modules), first choice first whatever order the router used.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.capture.families import describe_model
 from routelens.training.capacity import apply_capacity, moe_blocks
 from routelens.training.configs import EvalConfig
 from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
@@ -34,10 +39,12 @@ def unigram_loss(train_counts: np.ndarray, targets: np.ndarray) -> float:
 
 
 def max_load_ratio(top_k_index: np.ndarray, num_experts: int) -> np.ndarray:
-    """(tokens, layers, k) expert ids -> (layers,) largest expert's share of assignments / (1/E)."""
-    tokens, layers, k = top_k_index.shape
-    counts = np.stack([np.bincount(top_k_index[:, layer].ravel(), minlength=num_experts) for layer in range(layers)])
-    return counts.max(axis=1) / (tokens * k) * num_experts
+    """(tokens, layers, k) expert ids -> (layers,) largest expert's share of assignments / (1/E).
+    Ids >= E (empty slots, zero-computation experts) are not assignments to a routed expert."""
+    layers = top_k_index.shape[1]
+    per_layer = [top_k_index[:, layer].ravel() for layer in range(layers)]
+    counts = np.stack([np.bincount(ids[ids < num_experts], minlength=num_experts) for ids in per_layer])
+    return counts.max(axis=1) / np.maximum(counts.sum(axis=1), 1) * num_experts
 
 
 def first_expert_repeat_rate(first: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -80,18 +87,17 @@ def window_nll(model, windows: np.ndarray, batch_size: int, pad_id: int) -> tupl
 
 @contextmanager
 def record_routing(model) -> Iterator[list[list[torch.Tensor]]]:
-    """Collect the top-k index each router returned, per MoE layer: out[layer] = [(tokens, k), ...]."""
-    blocks = moe_blocks(model)
-    out: list[list[torch.Tensor]] = [[] for _ in blocks]
-    handles = [
-        block.gate.register_forward_hook(lambda _m, _i, o, _s=slot: out[_s].append(o[2].detach()))
-        for slot, (_, block) in enumerate(blocks)
-    ]
-    try:
+    """Collect the top-k index the experts of each MoE layer received, first choice first:
+    out[layer] = [(tokens, k), ...], filled when the `with` ends (the recorder's `take`)."""
+    from routelens.capture.recorder import RoutingRecorder
+
+    recorder = RoutingRecorder(model)
+    out: list[list[torch.Tensor]] = [[] for _ in recorder.spec.moe_layers]
+    with recorder:
         yield out
-    finally:
-        for h in handles:
-            h.remove()
+        experts = recorder.take().experts  # (layers, tokens, k)
+    for slot, index in enumerate(experts):
+        out[slot].append(index)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -104,6 +110,7 @@ def evaluate(
 
     config = build_config(EvalConfig, config, overrides)
     model, tokenizer, meta = load_model_dir(model_dir)
+    spec = describe_model(model)  # E and k of any family routelens records; refuses others in one line
     seq_len = config.seq_len or int(meta.get("config", {}).get("seq_len", 128))
     # ~16 characters per token bounds what must be read and tokenized for max_tokens
     corpora = read_corpora(corpus_specs, min_docs=1, max_chars=None if config.max_tokens is None else 16 * config.max_tokens)
@@ -120,12 +127,11 @@ def evaluate(
             domains[name] = {"tokens": n, "loss": nll / n, "perplexity": float(np.exp(nll / n))}
             total_nll, total_n = total_nll + nll, total_n + n
             bar.update(task, advance=1, status=f"{name}: loss {nll / n:.3f}")
-    k = config.top_k or model.config.num_experts_per_tok
     return {
         "model": str(model_dir),
         "capacity_factor": config.capacity_factor,
-        "top_k": k,
-        "num_experts": model.config.num_local_experts,
+        "top_k": config.top_k or spec.top_k,
+        "num_experts": spec.num_experts,
         "seq_len": seq_len,
         "batch_size": config.batch_size,
         "loss": total_nll / total_n,
@@ -156,7 +162,8 @@ def routing_health(
         windows = held_out_windows(encoded, seq_len, int(meta["config"]["seed"]), int(meta["config"]["val_tokens"]))
     else:
         windows = {d: windows_of(np.concatenate(docs), seq_len, pad_last=True) for d, docs in encoded.items()}
-    E, k = model.config.num_local_experts, model.config.num_experts_per_tok
+    spec = describe_model(model)
+    E, k = spec.num_experts, spec.top_k
     firsts, valids, per_domain, all_idx = [], [], {}, []
     for domain, win in windows.items():
         win = win[: max(1, max_tokens // seq_len)]
@@ -174,7 +181,7 @@ def routing_health(
     load = max_load_ratio(idx, E)
     repeat = first_expert_repeat_rate(np.concatenate(firsts), np.concatenate(valids))
     return {
-        "layers": moe_blocks_layers(model),
+        "layers": list(spec.moe_layers),
         "num_experts": E,
         "top_k": k,
         "tokens": int(len(idx)),
@@ -188,4 +195,5 @@ def routing_health(
 
 
 def moe_blocks_layers(model) -> list[int]:
+    """Decoder-layer indices of the model's MoE blocks (kept for callers of the Mixtral-only version)."""
     return [layer for layer, _ in moe_blocks(model)]
