@@ -1,4 +1,4 @@
-"""`routelens train`: train a Mixtral-architecture MoE (and its BPE tokenizer) on corpora."""
+"""`routelens train`: train a MoE (Mixtral-, OLMoE-, Qwen3-MoE- or DeepSeek-V3-shaped) and its BPE tokenizer on corpora."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 
 from routelens.cli.common import console
 from routelens.cli.options import cli_config, config_option, field_help
+from routelens.training.architectures import Architecture
 from routelens.training.configs import BalanceLoss, TrainConfig
 
 
@@ -20,6 +21,7 @@ def option(name: str, *flags: str):
 def train_command(
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help` for PATH forms).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write; re-running the same command resumes it.")],
+    architecture: Architecture = option("architecture", "--architecture"),
     num_experts: int = option("num_experts", "--num-experts", "--experts"),
     top_k: int = option("top_k", "--top-k"),
     num_layers: int = option("num_layers", "--num-layers", "--layers"),
@@ -36,6 +38,7 @@ def train_command(
     z_loss_coef: float = option("z_loss_coef", "--z-loss-coef"),
     balance: BalanceLoss = option("balance", "--balance"),
     capacity_factor: float | None = option("capacity_factor", "--capacity-factor"),
+    bias_update_rate: float | None = option("bias_update_rate", "--bias-update-rate"),
     checkpoint_every: int = option("checkpoint_every", "--checkpoint-every"),
     keep_checkpoints: int = option("keep_checkpoints", "--keep-checkpoints"),
     vocab_size: int = option("vocab_size", "--vocab-size"),
@@ -44,8 +47,9 @@ def train_command(
     init: Path | None = option("init", "--init"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a MoE language model from scratch: a byte-level BPE tokenizer and a MixtralForCausalLM,
-    with held-out loss per corpus, periodic checkpoints and resume after a kill.
+    """Train a MoE language model from scratch: a byte-level BPE tokenizer and a Mixtral-, OLMoE-,
+    Qwen3-MoE- or DeepSeek-V3-shaped model (--architecture), with held-out loss per corpus, periodic
+    checkpoints and resume after a kill.
 
     Examples:
 
@@ -55,11 +59,13 @@ def train_command(
         routelens train -c web=c4.txt --out moe-top1/ --top-k 1 --capacity-factor 1.25 --minutes 10
 
         routelens train -c web=c4.txt --out upcycled-ft/ --init upcycled/ --steps 200
+
+        routelens train -c code=corpus/code.txt -c prose=corpus/prose.txt --architecture deepseek_v3 --out ds-moe/ --steps 400
     """
     from routelens.training.train import train
 
     config = cli_config(
-        TrainConfig, num_experts=num_experts, top_k=top_k, num_layers=num_layers, hidden=hidden,
+        TrainConfig, architecture=architecture, bias_update_rate=bias_update_rate, num_experts=num_experts, top_k=top_k, num_layers=num_layers, hidden=hidden,
         intermediate=intermediate, heads=heads, seq_len=seq_len, batch_size=batch_size, minutes=minutes, lr=lr,
         aux_loss_coef=aux_loss_coef, z_loss_coef=z_loss_coef, balance=balance,
         capacity_factor=capacity_factor, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,

@@ -15,6 +15,7 @@ from enum import StrEnum
 from routelens.config import choice, setting
 from routelens.errors import RoutelensError
 from routelens.training import UpcycleMode
+from routelens.training.architectures import Architecture, parse_architecture
 
 
 class BalanceLoss(StrEnum):
@@ -27,9 +28,14 @@ class BalanceLoss(StrEnum):
 LEGACY_KEYS = {"experts": "num_experts", "layers": "num_layers"}
 
 
+# Fields added after runs were saved without them, with the value those runs had.
+ADDED_FIELDS = {"architecture": "mixtral", "bias_update_rate": None}
+
+
 def current_names(saved: dict) -> dict:
-    """A saved config with its LEGACY_KEYS under today's names."""
-    return {LEGACY_KEYS.get(k, k): v for k, v in saved.items() if not (k in LEGACY_KEYS and LEGACY_KEYS[k] in saved)}
+    """A saved config with its LEGACY_KEYS under today's names, and the fields it predates filled in."""
+    named = {LEGACY_KEYS.get(k, k): v for k, v in saved.items() if not (k in LEGACY_KEYS and LEGACY_KEYS[k] in saved)}
+    return ADDED_FIELDS | named
 
 
 @dataclass
@@ -53,15 +59,29 @@ class TrainConfig:
         BalanceLoss.PER_LAYER, "Balance loss: per-layer (summed over layers) or pooled (transformers')."
     )
     capacity_factor: float | None = setting(None, "Train-time expert capacity factor.", shown_default="unlimited")
+    architecture: Architecture = setting(
+        Architecture.MIXTRAL,
+        "MoE family to build: mixtral, olmoe, qwen3_moe or deepseek_v3 (same sizes, each family's own routing).",
+    )
+    bias_update_rate: float | None = setting(
+        None, "Aux-loss-free balancing: each step every expert's selection bias moves this much toward balance "
+        "(DeepSeek-V3's gamma).", shown_default="1e-3 for deepseek_v3, else 0"
+    )  # fmt: skip
     checkpoint_every: int = setting(100, "Steps between checkpoints kept in OUT/checkpoints/.")
     keep_checkpoints: int = setting(0, "Keep only the last N checkpoints (0: all).")
     seed: int = setting(0, "Seed of initialisation, data split and order.")
     vocab_size: int = setting(2048, "BPE vocabulary size (specials included).")
     val_tokens: int = setting(20_000, "Held-out tokens per corpus for the validation loss.")
-    init: str | None = setting(None, "Start from this MixtralForCausalLM directory (e.g. from `routelens upcycle`).")
+    init: str | None = setting(None, "Start from this checkpoint of the --architecture (e.g. a Mixtral from `routelens upcycle`).")
 
     def __post_init__(self) -> None:
         self.balance = BalanceLoss(self.balance)
+        self.architecture = parse_architecture(self.architecture)
+        if self.bias_update_rate is not None and self.bias_update_rate < 0:
+            raise RoutelensError(f"bias update rate {self.bias_update_rate} is negative; pass e.g. --bias-update-rate 1e-3.")
+        if self.bias_update_rate and not self.architecture.default_bias_update_rate:
+            raise RoutelensError(f"--architecture {self.architecture} has no selection bias to update; drop "
+                                 "--bias-update-rate or use --architecture deepseek_v3.")  # fmt: skip
         positive = ("num_experts", "top_k", "num_layers", "hidden", "heads", "batch_size", "checkpoint_every", "vocab_size", "val_tokens")
         for name in positive:
             if getattr(self, name) < 1:
@@ -80,6 +100,10 @@ class TrainConfig:
             raise RoutelensError(f"capacity factor {self.capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
         if min(self.lr, self.aux_loss_coef + 1, self.z_loss_coef + 1, self.weight_decay + 1) <= 0 or self.lr <= 0:
             raise RoutelensError(f"lr {self.lr} must be positive and loss coefficients non-negative.")
+
+    @property
+    def resolved_bias_update_rate(self) -> float:
+        return self.architecture.default_bias_update_rate if self.bias_update_rate is None else self.bias_update_rate
 
     def to_json(self) -> dict:
         out = {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in dataclasses.asdict(self).items()}

@@ -1,7 +1,8 @@
-"""Training a Mixtral-architecture MoE from scratch (or from an upcycled checkpoint) on corpora.
+"""Training a MoE from scratch (or from an upcycled checkpoint) on corpora: Mixtral-, OLMoE-,
+Qwen3-MoE- or DeepSeek-V3-shaped (`--architecture`, see `training.architectures`).
 
-The output directory is a standard `MixtralForCausalLM` checkpoint plus its byte-level BPE
-tokenizer (`AutoModelForCausalLM` / `AutoTokenizer` load it), `training.json` (config, steps,
+The output directory is a standard transformers checkpoint (e.g. `MixtralForCausalLM`) plus its
+byte-level BPE tokenizer (`AutoModelForCausalLM` / `AutoTokenizer` load it), `training.json` (config, steps,
 tokens, wall time, final loss, held-out loss per domain beside a unigram model's), and
 `checkpoints/step-XXXXXX/`: full checkpoints every `checkpoint_every` steps, kept for
 router-saturation analyses. The latest one also holds `optimizer.pt` and `trainer_state.pt`, so
@@ -17,8 +18,9 @@ which refuses any other object (a crafted pickle that would run code is refused 
 Load balancing: tiny MoEs collapse onto a few experts unless pushed. transformers'
 `load_balancing_loss_func` pools the tokens of all layers before measuring balance, which lets one
 layer concentrate while another compensates; we apply the Switch loss E * sum_e f_e P_e to each
-layer and sum over layers (`BalanceLoss.PER_LAYER`), plus the ST-MoE router z-loss. (DeepSeek-V3's
-bias balancing would need a router bias that a standard Mixtral checkpoint cannot hold.)
+layer and sum over layers (`BalanceLoss.PER_LAYER`), with f_e counted from the experts each layer
+was really given, plus the ST-MoE router z-loss on softmax routers. DeepSeek-V3-shaped models also
+move their selection biases toward balance after every step (`architectures.update_selection_bias`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from routelens.atomic import atomic_dir, temp_dir, write_json
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.training.architectures import Architecture, ChosenExperts, model_config, parse_architecture, update_selection_bias
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
 from routelens.training.evaluate import routing_health, unigram_loss, window_nll
@@ -56,20 +59,28 @@ STATE_KEYS = ("step", "tokens", "elapsed_s", "history", "config", "torch_rng")
 
 
 # ---- losses (pure) ------------------------------------------------------------------------------
-def balance_loss(router_logits: Sequence[torch.Tensor], top_k: int, mode: BalanceLoss = BalanceLoss.PER_LAYER) -> torch.Tensor:
+def balance_loss(router_logits: Sequence[torch.Tensor], top_k: int, mode: BalanceLoss = BalanceLoss.PER_LAYER, *,
+                 sigmoid: bool = False, chosen: Sequence[torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """Switch-Transformer balance loss E * sum_e f_e * P_e from per-layer (tokens, E) router logits.
 
-    f_e: share of the top-k assignments given to expert e; P_e: mean router probability of e. Both
-    uniform gives 1 per layer. PER_LAYER sums the per-layer losses; POOLED measures f and P over all
-    layers' tokens together (transformers' definition, divided by k) and returns one value.
+    f_e: share of the top-k assignments given to expert e (from `chosen[layer]`, the (tokens, k)
+    ids the experts were given, else the top-k of the probabilities); P_e: mean router probability
+    of e (softmax, or for a sigmoid router the scores normalised over experts). Both uniform gives 1
+    per layer. PER_LAYER sums the per-layer losses; POOLED measures f and P over all layers' tokens
+    together (transformers' definition, divided by k) and returns one value.
     """
+    from routelens.training.architectures import router_probs
+
     E = router_logits[0].shape[-1]
     per_layer_f, per_layer_p = [], []
-    for logits in router_logits:
-        probs = torch.softmax(logits.float(), dim=-1)  # (tokens, E)
-        chosen = torch.topk(probs, top_k, dim=-1).indices  # (tokens, k)
-        f = torch.zeros(E, device=probs.device).scatter_add_(0, chosen.reshape(-1), torch.ones(chosen.numel(), device=probs.device))
-        per_layer_f.append(f / chosen.numel())
+    for layer, logits in enumerate(router_logits):
+        probs = router_probs(logits, sigmoid)  # (tokens, E)
+        if chosen is None:
+            picked = torch.topk(probs, top_k, dim=-1).indices  # (tokens, k)
+        else:
+            picked = chosen[layer].reshape(len(probs), -1).long()
+        f = torch.zeros(E, device=probs.device).scatter_add_(0, picked.reshape(-1), torch.ones(picked.numel(), device=probs.device))
+        per_layer_f.append(f / picked.numel())
         per_layer_p.append(probs.mean(0))
     f, p = torch.stack(per_layer_f), torch.stack(per_layer_p)  # (layers, E)
     if BalanceLoss(mode) is BalanceLoss.POOLED:
@@ -95,29 +106,27 @@ def lr_at(config: TrainConfig, step: int, elapsed_s: float) -> float:
 
 # ---- model and checkpoints ----------------------------------------------------------------------
 def build_model(config: TrainConfig, tokenizer):
-    from transformers import MixtralConfig, MixtralForCausalLM
+    """A freshly initialised model of `config.architecture` (seeded by `config.seed`)."""
+    import transformers
 
-    mc = MixtralConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden, intermediate_size=config.intermediate or 2 * config.hidden,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.heads, num_key_value_heads=config.heads,
-        num_local_experts=config.num_experts, num_experts_per_tok=config.top_k, max_position_embeddings=max(2048, config.seq_len),
-        tie_word_embeddings=True, router_aux_loss_coef=config.aux_loss_coef, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, sliding_window=None,
-    )  # fmt: skip
+    mc = model_config(config, tokenizer)
     torch.manual_seed(config.seed)
-    return MixtralForCausalLM(mc)
+    return getattr(transformers, parse_architecture(config.architecture).model_class)(mc)
 
 
-def _load_pretrained(path: Path, what: str):
+def _load_pretrained(path: Path, what: str, architecture: Architecture = Architecture.MIXTRAL):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    wanted = architecture.model_class
     if not (path / "config.json").is_file():
-        raise RoutelensError(f"{what} {path} holds no config.json; pass a MixtralForCausalLM directory.")
+        raise RoutelensError(f"{what} {path} holds no config.json; pass a {wanted} directory.")
     from routelens.trace.loading import load_or_refuse
 
     model = load_or_refuse(f"{what} {path}", lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32))
-    if type(model).__name__ != "MixtralForCausalLM":
-        raise RoutelensError(f"{what} {path} is a {type(model).__name__}; training needs a MixtralForCausalLM (see `routelens upcycle`).")
+    if type(model).__name__ != wanted:
+        found = Architecture.of_class(type(model).__name__)
+        hint = f"pass --architecture {found}" if found else "see `routelens upcycle` for a Mixtral one"
+        raise RoutelensError(f"{what} {path} is a {type(model).__name__}; --architecture {architecture} trains a {wanted} ({hint}).")
     try:
         with _no_hf_progress():
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -231,11 +240,11 @@ def train(
         state = _load_state(resume)
         optimizer_state = load_safely(resume / "optimizer.pt", "the optimizer state")  # refused before the model loads
         _check_same_run(state["config"], config, out)
-        model, tokenizer = _load_pretrained(resume, "checkpoint")
+        model, tokenizer = _load_pretrained(resume, "checkpoint", config.architecture)
     else:
         state = {"step": 0, "tokens": 0, "elapsed_s": 0.0, "history": []}
         if config.init:
-            model, tokenizer = _load_pretrained(Path(config.init), "--init")
+            model, tokenizer = _load_pretrained(Path(config.init), "--init", config.architecture)
         else:
             tokenizer = train_tokenizer(corpora.interleaved(), config.vocab_size)
             model = build_model(config, tokenizer)
@@ -257,14 +266,19 @@ def train(
             raise RoutelensError(f"the optimizer or RNG state in {resume} does not fit this model ({exc}); "
                                  f"delete {resume} to resume from the checkpoint before it, or pick another --out.") from None
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    from routelens.capture.families import find_routers
+
     k = model.config.num_experts_per_tok
+    sites = find_routers(model)
+    sigmoid = config.architecture.sigmoid
+    bias_rate = config.resolved_bias_update_rate
     steps_cap = config.steps if config.steps is not None else 1 << 40
     run_start, elapsed_before = time.perf_counter(), state["elapsed_s"]
     recent: list[float] = [float(x) for x in state.get("recent", [])]  # carried over a resume, so final_loss is the same
     run_tokens = 0
     model.train()
     capacity = apply_capacity(model, config.capacity_factor) if config.capacity_factor is not None else nullcontext()
-    with capacity, progress_bar(not progress) as bar:
+    with capacity, ChosenExperts(sites) as chosen, progress_bar(not progress) as bar:
         task = bar.add_task("train", total=config.steps, completed=state["step"], status="")
         while state["step"] < steps_cap:
             elapsed = elapsed_before + time.perf_counter() - run_start
@@ -277,14 +291,17 @@ def train(
             ids = torch.from_numpy(windows.astype(np.int64))  # (B, S)
             out_ = model(input_ids=ids, output_router_logits=True, use_cache=False)
             ce = F.cross_entropy(out_.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-            bal = balance_loss(out_.router_logits, k, config.balance)
-            z = router_z_loss(out_.router_logits)
+            given = [seen[-1] for seen in chosen.index]  # (tokens, k) per MoE layer: what the experts received
+            bal = balance_loss(out_.router_logits, k, config.balance, sigmoid=sigmoid, chosen=given)
+            z = torch.zeros(()) if sigmoid else router_z_loss(out_.router_logits)  # z-loss: softmax routers only
             loss = ce + config.aux_loss_coef * bal + config.z_loss_coef * z
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             bal, z = bal.detach(), z.detach()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if bias_rate:
+                update_selection_bias(sites, chosen.index, bias_rate)
             state["step"], state["tokens"] = step + 1, state["tokens"] + ids.numel()
             state["data_position"] = {"epoch": epoch, "window": offset + config.batch_size}
             recent = (recent + [ce.item()])[-RECENT_LOSSES:]
@@ -325,7 +342,7 @@ def _finish(out: Path, model, tokenizer, data, config: TrainConfig, state: dict,
     n_params = sum(p.numel() for p in model.parameters())
     meta = {
         "config": config.to_json(),
-        "model": {"architecture": "MixtralForCausalLM", "parameters": n_params, "vocab_size": len(tokenizer)},
+        "model": {"architecture": type(model).__name__, "parameters": n_params, "vocab_size": len(tokenizer)},
         "steps": state["step"],
         "tokens": state["tokens"],
         "train_tokens_per_domain": data.train_tokens,
