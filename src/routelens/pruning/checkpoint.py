@@ -6,8 +6,8 @@
       --save_pretrained + tokenizer (+ training.json, prune.json)--> OUT, written atomically
 
 The kept experts' weights are bit-equal to the original's and keep their dtype (the model is
-loaded as saved). OUT loads with `AutoModelForCausalLM`, traces with `routelens trace` and, for
-Mixtral-architecture models, evaluates with `routelens eval`. `prune.json` records the source,
+loaded as saved). OUT loads with `AutoModelForCausalLM`, traces with `routelens trace` and evaluates
+with `routelens eval`, of any family. `prune.json` records the source,
 the criterion and the kept ids per layer (new id i = the i-th kept original id).
 """
 
@@ -51,6 +51,23 @@ def kept_per_layer(scores: np.ndarray | None, layers: list[int], num_experts: in
         row = rng.random(num_experts) if scores is None else scores[i]
         out[layer] = choose_experts(row, n, groups[i])
     return out
+
+
+def kept_experts(hf_model, importance: dict, n: int, criterion: Criterion | str, *, domain: str | None = None,
+                 seed: int = 0) -> dict[int, list[int]]:  # fmt: skip
+    """{MoE layer: the n expert ids to keep} of a loaded model, ranked by `importance` (the result of
+    `expert_importance` on a trace of this model) under `criterion`, or drawn at random (seeded);
+    group-limited routers keep as many experts in every group."""
+    from routelens.capture import describe_model
+    from routelens.capture.families import _text_config, find_routers
+    from routelens.pruning.importance import scores_of
+    from routelens.pruning.surgery import num_groups
+
+    criterion = Criterion(criterion)
+    spec, text = describe_model(hf_model), _text_config(hf_model)
+    groups = [num_groups(s, text) for s in find_routers(hf_model)]
+    scores = None if criterion is Criterion.RANDOM else scores_of(importance, criterion, domain)
+    return kept_per_layer(scores, list(spec.moe_layers), spec.num_experts, n, groups, seed)
 
 
 def check_trace_matches(trace: Trace, model, spec) -> None:
@@ -125,10 +142,10 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
     `prune("moe/", "trace/", "moe-6/", keep=6, criterion="reap")`. Returns the prune.json record."""
     from routelens.atomic import atomic_dir, write_json
     from routelens.capture import describe_model
-    from routelens.capture.families import _text_config, find_routers
+    from routelens.capture.families import find_routers
     from routelens.lock import output_lock
     from routelens.pruning.importance import expert_importance, scores_of
-    from routelens.pruning.surgery import num_groups, why_not_prunable
+    from routelens.pruning.surgery import why_not_prunable
     from routelens.trace.config import TraceConfig
     from routelens.trace.loading import load_model
 
@@ -149,12 +166,9 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
             if reason:
                 raise RoutelensError(f"{spec.family} cannot be pruned: {reason} ({site.name}).")
         n = config.kept_count(spec.num_experts)
-        text = _text_config(hf_model)
-        groups = [num_groups(s, text) for s in sites]
         result = expert_importance(trace, progress=config.progress)
         freq = scores_of(result, Criterion.FREQUENCY, config.domain)  # an unknown --domain is refused here
-        scores = None if config.criterion is Criterion.RANDOM else scores_of(result, config.criterion, config.domain)
-        keep = kept_per_layer(scores, list(spec.moe_layers), spec.num_experts, n, groups, config.seed)
+        keep = kept_experts(hf_model, result, n, config.criterion, domain=config.domain, seed=config.seed)
         changed = prune_model(hf_model, keep)
         record = {
             "source_model": str(model),
