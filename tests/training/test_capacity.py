@@ -172,3 +172,147 @@ def test_bad_values_name_the_fix():
         pass
     with pytest.raises(RoutelensError, match="MixtralSparseMoeBlock"), apply_capacity(torch.nn.Linear(2, 2)):
         pass
+
+
+# ---- every family routelens records, not only Mixtral -------------------------------------------
+FAMILY_CASES = ["olmoe", "qwen2_moe", "deepseek_v3"]  # renormalised; shared expert; sigmoid, groups, unsorted top-k
+
+
+def _family_model(family: str):
+    from tests.pruning.conftest import tiny_model
+
+    return tiny_model(family)
+
+
+def _capture_experts_inputs(model):
+    """Pre-hooks registered before apply_capacity's: they see what the router gave the experts."""
+    from routelens.capture.families import find_routers
+
+    seen: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    handles = []
+    for site in find_routers(model):
+        calls: list = []
+        seen.append(calls)
+        handles.append(site.experts.register_forward_pre_hook(lambda m, args, c=calls: c.append((args[1].clone(), args[2].clone()))))
+    return seen, handles
+
+
+@pytest.mark.parametrize("family", FAMILY_CASES)
+def test_family_huge_capacity_changes_nothing(family):
+    model = _family_model(family)
+    ids = torch.randint(3, 300, (3, 11))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with apply_capacity(model, capacity_factor=1e6) as stats:
+            got = model(input_ids=ids).logits
+    assert torch.equal(ref, got)
+    assert stats.layers == ([1, 2] if family == "deepseek_v3" else [0, 1])  # DeepSeek-V3's first layer is dense
+    assert stats.dropped.sum() == 0 and stats.tokens.tolist() == [33, 33] and stats.assignments.tolist() == [66, 66]
+
+
+@pytest.mark.parametrize("family", FAMILY_CASES)
+@pytest.mark.parametrize("cf", [0.25, 0.5, 1.0])
+def test_family_drops_what_a_brute_force_count_drops(family, cf):
+    model = _family_model(family)
+    seen, handles = _capture_experts_inputs(model)
+    ids = torch.randint(3, 300, (2, 13))
+    try:
+        with torch.no_grad():
+            ref = model(input_ids=ids).logits
+            for calls in seen:
+                calls.clear()
+            with apply_capacity(model, capacity_factor=cf) as stats:
+                got = model(input_ids=ids).logits
+    finally:
+        for h in handles:
+            h.remove()
+    for slot, calls in enumerate(seen):
+        index, weights = (t.numpy() for t in calls[0])  # (26, 2) as the router gave them, in its column order
+        order = np.argsort(-weights, axis=1, kind="stable")  # first choice first (DeepSeek-V3's top-k is unsorted)
+        ranked = np.take_along_axis(index, order, axis=1)
+        keep = _keep_reference(ranked, 8, math.ceil(26 * 2 / 8 * cf))
+        assert int(stats.dropped[slot]) == int((~keep).sum()), (family, cf, slot)
+        assert int(stats.tokens_fully_dropped[slot]) == int((~keep).all(axis=1).sum())
+        assert stats.dropped_share()[slot] == pytest.approx((~keep).sum() / 52)
+    assert stats.dropped.sum() > 0 and not torch.equal(ref, got)  # the counts compared were not all zero
+
+
+def test_deepseek_capacity_ranks_choices_by_weight():
+    """An unsorted router's column order is not its choice order: the slots go to the heavier choice."""
+    from routelens.capture.families import find_routers
+
+    site = find_routers(_family_model("deepseek_v3"))[0]
+    assert not site.best_first
+    index = torch.tensor([[1, 0], [0, 1]])  # two tokens, both choosing experts 0 and 1
+    weights = torch.tensor([[0.2, 0.8], [0.9, 0.1]])  # both prefer expert 0: column 1 for token 0, column 0 for token 1
+    received = []
+    with torch.no_grad(), apply_capacity(site.owner, capacity_factor=0.5):  # the block alone; capacity ceil(2 x 2 / 8 x 0.5) = 1
+        grab = site.experts.register_forward_pre_hook(lambda m, args: received.append(args[2].clone()))  # runs after
+        try:
+            site.experts(torch.zeros(2, 32), index, weights)
+        finally:
+            grab.remove()
+    # by weight: token 0 takes both slots (its first choice, expert 0, comes before token 1's); by
+    # column order it would keep [[0.2, 0], [0.9, 0]] (token 1's column 0 is expert 0)
+    torch.testing.assert_close(received[0], torch.tensor([[0.2, 0.8], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("family", ["olmoe", "deepseek_v3"])
+def test_family_top_k_override_routes_k_experts_and_restores(family):
+    from routelens.capture.families import find_routers
+
+    model = _family_model(family)
+    seen, handles = _capture_experts_inputs(model)
+    ids = torch.randint(3, 300, (2, 9))
+    try:
+        with torch.no_grad(), apply_capacity(model, top_k=1) as stats:
+            model(input_ids=ids)
+        widths = [calls[0][0].shape[-1] for calls in seen]
+        for calls in seen:
+            calls.clear()
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        for h in handles:
+            h.remove()
+    assert widths == [1, 1] and stats.assignments.tolist() == [18, 18]
+    assert [calls[0][0].shape[-1] for calls in seen] == [2, 2]  # restored
+    assert all(s.router.top_k == 2 for s in find_routers(model))
+
+
+def test_a_k_the_family_does_not_take_is_refused():
+    """The first call checks the experts really got k columns: here a router whose k was put back."""
+    from routelens.capture.families import find_routers
+
+    model = _family_model("olmoe")
+    router = find_routers(model)[1].router
+    with pytest.raises(RoutelensError, match="k cannot be overridden: model.layers.1.mlp.experts still chose 2"):
+        with torch.no_grad(), apply_capacity(model, top_k=1):
+            router.top_k = 2  # as if the family read k from somewhere routelens does not set
+            model(input_ids=torch.randint(3, 300, (1, 5)))
+    assert router.top_k == 2
+
+
+def test_llama4_and_hash_routed_are_refused_a_capacity_in_one_line():
+    import dataclasses
+
+    from routelens.capture.families import find_routers
+    from routelens.training.capacity import why_no_capacity
+    from tests.capture.tiny_moe import build
+
+    model = build("llama4")
+    with pytest.raises(RoutelensError, match=r"capacity factor 1 cannot be applied to this llama4 model: .*its router scaled.*without --capacity-factor"):
+        with apply_capacity(model, capacity_factor=1.0):
+            pass
+    with pytest.raises(RoutelensError, match="top-k 1 cannot be applied to this llama4 model.*without --top-k"):
+        with apply_capacity(model, top_k=1):
+            pass
+    ids = torch.randint(3, 97, (1, 6))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with apply_capacity(model) as stats:  # plain evaluation still works
+            got = model(input_ids=ids).logits
+    assert torch.equal(ref, got) and stats.layers == [1, 3] and stats.dropped_share().tolist() == [0.0, 0.0]
+    site = find_routers(_family_model("olmoe"))[0]
+    assert why_no_capacity(site) is None
+    assert "routed by token id" in why_no_capacity(dataclasses.replace(site, hash_routed=True))

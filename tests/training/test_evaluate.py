@@ -83,3 +83,81 @@ def test_eval_errors_are_user_errors(micro_model, tmp_path):
         evaluate(tmp_path, specs)
     with pytest.raises(RoutelensError, match="unknown option 'top' for EvalConfig; valid options are capacity_factor, top_k"):
         evaluate(tmp_path, specs, top=1)
+
+
+# ---- every family routelens records ------------------------------------------------------------
+EVAL_FAMILIES = ["olmoe", "qwen2_moe", "deepseek_v3"]
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory):
+    """(saved tiny model of each family, with a tokenizer; a one-domain corpus spec)."""
+    from tests.conftest import SAMPLE_TEXT
+    from tests.pruning.conftest import save_tiny
+
+    root = tmp_path_factory.mktemp("eval-families")
+    (root / "prose.txt").write_text("\n\n".join(SAMPLE_TEXT * 3))
+    return {family: save_tiny(root / family, family) for family in EVAL_FAMILIES}, f"prose={root / 'prose.txt'}"
+
+
+def _hand_loss(model_dir, spec: str, tokens: int, seq_len: int) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from routelens.corpus import iter_documents, parse_corpus_spec
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ids = []
+    for doc in iter_documents(parse_corpus_spec(spec)):
+        ids.extend(tok(doc.text)["input_ids"] + [tok.eos_token_id])
+    stream = torch.tensor(ids[:tokens]).view(-1, seq_len)
+    with torch.no_grad():
+        logits = model(input_ids=stream).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), stream[:, 1:].flatten()).item()
+
+
+@pytest.mark.parametrize("family", EVAL_FAMILIES)
+def test_evaluate_any_family(family_dirs, family):
+    dirs, spec = family_dirs
+    config = dict(seq_len=16, batch_size=4, max_tokens=128, progress=False)
+    free = evaluate(dirs[family], [spec], **config)
+    assert free["domains"]["prose"]["tokens"] == 8 * 15
+    assert free["loss"] == pytest.approx(_hand_loss(dirs[family], spec, 128, 16), rel=1e-4)
+    layers = [1, 2] if family == "deepseek_v3" else [0, 1]
+    assert free["num_experts"] == 8 and free["top_k"] == 2 and free["moe_layers"] == layers
+    assert free["dropped_share"] == [0.0, 0.0]
+    huge = evaluate(dirs[family], [spec], **config, capacity_factor=1e6)
+    assert huge["loss"] == free["loss"] and huge["dropped_share"] == [0.0, 0.0]
+    tight = evaluate(dirs[family], [spec], **config, capacity_factor=0.5)
+    # half the slots balanced routing needs: at least half of the assignments cannot fit
+    assert all(d >= 0.5 - 1e-9 for d in tight["dropped_share"]) and tight["loss"] != free["loss"]
+    top1 = evaluate(dirs[family], [spec], **config, top_k=1)
+    assert top1["top_k"] == 1 and top1["loss"] != free["loss"] and top1["dropped_share"] == [0.0, 0.0]
+
+
+def test_routing_health_any_family(family_dirs):
+    dirs, spec = family_dirs
+    health = routing_health(dirs["deepseek_v3"], [spec], max_tokens=200)
+    assert health["layers"] == [1, 2] and health["num_experts"] == 8 and health["top_k"] == 2
+    assert all(1.0 <= r <= 8 / 2 + 1e-9 for r in health["max_load_ratio"]) and health["random_repeat_rate"] == 1 / 8
+    assert health["tokens"] > 0 and all(0.0 <= r <= 1.0 for r in health["first_repeat_rate"])
+
+
+def test_record_routing_reads_the_experts_inputs_best_first(family_dirs):
+    """DeepSeek-V3 takes its top-k unsorted: what record_routing returns is the same set, first choice first."""
+    from routelens.training.evaluate import load_model_dir, record_routing
+
+    model, _, _ = load_model_dir(family_dirs[0]["deepseek_v3"])
+    seen = []
+    hooks = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append((args[1].clone(), args[2].clone())))
+             for layer in model.model.layers[1:]]  # fmt: skip
+    try:
+        with torch.no_grad(), record_routing(model) as routed:
+            model(input_ids=torch.randint(3, 300, (2, 7)))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [len(r) for r in routed] == [1, 1]
+    for (index, weights), got in zip(seen, (r[0] for r in routed)):
+        want = index.gather(1, weights.argsort(dim=1, descending=True, stable=True))
+        assert torch.equal(got, want)

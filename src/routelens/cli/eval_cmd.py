@@ -15,7 +15,7 @@ from routelens.training.configs import EvalConfig
 
 
 def eval_command(
-    model: Annotated[Path, typer.Argument(help="Model directory (e.g. written by `routelens train`).")],
+    model: Annotated[Path, typer.Argument(help="Model directory: a MoE checkpoint of any family routelens records (e.g. written by `routelens train` or `routelens prune`).")],
     corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")],
     capacity_factor: float | None = config_option(EvalConfig, "capacity_factor", "--capacity-factor"),
     top_k: int | None = config_option(EvalConfig, "top_k", "--top-k"),
@@ -25,8 +25,10 @@ def eval_command(
     json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file; - for stdout (then no tables).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Evaluate a MoE model: loss and perplexity per corpus, and the share of token-expert
-    assignments dropped per layer when experts have a capacity (the ST-MoE train-CF vs eval-CF study).
+    """Evaluate a MoE model of any family routelens records: loss and perplexity per corpus, and the
+    share of token-expert assignments dropped per layer when experts have a capacity (the ST-MoE
+    train-CF vs eval-CF study). --capacity-factor and --top-k act where the experts receive the
+    top-k index and weights: every family but Llama 4 and hash-routed layers, which are refused.
 
     Examples:
 

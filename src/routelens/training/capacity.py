@@ -117,14 +117,14 @@ def moe_blocks(model: torch.nn.Module) -> list[tuple[int, RouterSite]]:
     routelens records, of any family; a lone MoE block (no model around it) is layer 0."""
     from routelens.capture.families import find_routers
 
-    has_config = getattr(model, "config", None) is not None
     try:
         sites = find_routers(model)
     except UnsupportedModelError:
-        if has_config:  # a model: its own message says why its family is not recorded
+        site = _lone_block_site(model)
+        if site is not None:
+            return [(site.layer, site)]
+        if getattr(model, "config", None) is not None:  # a model: its own message says why its family is not recorded
             raise
-        sites = [site] if (site := _lone_block_site(model)) is not None else []
-    if not sites:
         raise RoutelensError(
             f"{type(model).__name__} has no MoE block routelens can record; capacity factor and top-k override need "
             "a Mixture-of-Experts model of a family `routelens families` lists (or one MoE block, e.g. a MixtralSparseMoeBlock)."
