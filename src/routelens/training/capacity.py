@@ -191,7 +191,7 @@ def _routing_inputs(args: tuple, kwargs: dict) -> tuple[str | int, str | int]:
     return slots[0], slots[1]
 
 
-def _rank_order(index: torch.Tensor, weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
+def _rank_order(weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
     """Column order that puts each token's choices best first (None: they already are)."""
     if best_first:
         return None
@@ -221,7 +221,7 @@ def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None
         stats.tokens[slot] += flat.shape[0]
         if capacity_factor is None:
             return None
-        order = _rank_order(flat, weights.reshape(-1, k), site.best_first)
+        order = _rank_order(weights.reshape(-1, k), site.best_first)
         ranked = flat if order is None else flat.gather(-1, order)
         keep = capacity_keep_mask(ranked, num_experts, expert_capacity(flat.shape[0], num_experts, k, capacity_factor))
         if order is not None:
