@@ -136,3 +136,19 @@ def test_a_dead_actor_s_shard_is_retried_and_never_half_written(ray_instance, ti
     assert_same_rows(got, reference)
     assert got.manifest["totals"] == reference.manifest["totals"]
     assert not list((out / "shards").glob(".*.tmp"))
+
+
+def test_expert_norms_on_ray_equal_the_single_process_ones(ray_instance, tiny_mixtral, corpora, tmp_path):
+    """`--store-expert-norms` through Ray actors: the same norms, row for row, as in this process."""
+    settings = TraceConfig(**SETTINGS, store_expert_norms=True)
+    local = routelens.trace(str(tiny_mixtral), corpora, tmp_path / "local", settings)
+    ray_run = routelens.trace(str(tiny_mixtral), corpora, tmp_path / "ray",
+                              TraceConfig(**SETTINGS, store_expert_norms=True, ray="local", ray_workers=2))  # fmt: skip
+    assert_same_rows(ray_run, local)
+    norms = []
+    for tr in (local, ray_run):
+        rows = tr.load(["expert_norms"])
+        order = np.lexsort((rows.position, rows.doc_id))
+        norms.append(rows.expert_norms[order])
+    assert norms[0].shape[1:] == (len(local.layers), local.top_k) and (norms[0] > 0).all()
+    np.testing.assert_array_equal(norms[0], norms[1])
