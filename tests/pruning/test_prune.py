@@ -63,6 +63,12 @@ def test_pruned_checkpoint_keeps_the_chosen_experts_bit_equal(family, traced_fam
     out = routelens.trace(tmp_path / "pruned", [f"code={src / 'code.txt'}"], tmp_path / "trace", seq_len=32, progress=False)
     chunk = out.load(["weights"])
     assert out.num_experts == 4 and int(chunk.experts.max()) < 4 and chunk.experts.shape[1:] == (moe_layers, 2)
+    # ... and evaluates with `routelens eval`, under a capacity factor too
+    from routelens.training.evaluate import evaluate
+
+    scored = evaluate(tmp_path / "pruned", [f"code={src / 'code.txt'}"], capacity_factor=1.0, max_tokens=300, progress=False)
+    assert scored["num_experts"] == 4 and scored["top_k"] == 2 and np.isfinite(scored["loss"])
+    assert scored["moe_layers"] == [int(layer) for layer in record["kept"]] and len(scored["dropped_share"]) == moe_layers
 
 
 def test_keep_one_lowers_top_k_and_random_is_seeded(traced_family, tmp_path):
