@@ -65,6 +65,9 @@ def test_overwrite_keeps_a_users_files_and_seq_len_is_bounded(here):
     too_long = run("trace", "model", "-c", "web=a.txt", "-o", "t2", "-q", "--seq-len", "4096")
     assert too_long.exit_code == 2 and "max_position_embeddings 512" in too_long.output
     assert not Path("t2").exists()
+    decoding_past = run("trace", "model", "-c", "web=a.txt", "-o", "t3", "-q", "--seq-len", "500", "--generate", "20")
+    assert decoding_past.exit_code == 2 and "--generate 20 = 520 positions" in decoding_past.output
+    assert "max_position_embeddings 512" in decoding_past.output and not Path("t3").exists()
 
 
 RUNNER = """

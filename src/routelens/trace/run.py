@@ -108,9 +108,14 @@ def check_seq_len(hf_config, config: TraceConfig) -> None:
 
     text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
     limit = getattr(text, "max_position_embeddings", None)
-    if isinstance(limit, int) and limit > 0 and config.seq_len > limit:
+    if not (isinstance(limit, int) and limit > 0):
+        return
+    if config.seq_len > limit:
         raise RoutelensError(f"--seq-len {config.seq_len} is beyond the model's max_position_embeddings {limit}; "
                              f"choose --seq-len {limit} or less.")  # fmt: skip
+    if config.generate and config.seq_len + config.generate > limit:  # decoding continues past the prompt's positions
+        raise RoutelensError(f"--seq-len {config.seq_len} + --generate {config.generate} = {config.seq_len + config.generate} "
+                             f"positions is beyond the model's max_position_embeddings {limit}; keep their sum at {limit} or less.")  # fmt: skip
 
 
 def model_identity(model: str | os.PathLike) -> str:
