@@ -8,7 +8,11 @@ The model must come from `routelens train` (its training.json says which documen
 Importance is measured on a trace of the *training* documents only (`--calib-tokens` per domain,
 expert output norms included, so reap is defined); the loss is scored on the held-out documents,
 which neither training nor the importance saw. Prints one markdown table per model (nats per token,
-per domain and pooled) and writes every number to `--out`/results.json.
+per domain and pooled, the pooled one with its standard error over held-out windows) and, for each
+criterion, its paired difference from random at the same N (negative: better than random) with
+the paired standard error; writes every number to `--out`/results.json. The windows (seq_len tokens
+of consecutive held-out documents) are the units: one model, one calibration set, so the errors say
+how sure the held-out text makes us, not how another training run would come out.
 """
 
 from __future__ import annotations
@@ -21,6 +25,23 @@ import tempfile
 from pathlib import Path
 
 CRITERIA = ("reap", "frequency", "weighted", "random")
+
+
+def ratio_se(nll, tokens) -> float:
+    """Standard error of sum(nll) / sum(tokens) over independent windows (delta method)."""
+    import numpy as np
+
+    loss = nll.sum() / tokens.sum()
+    w = len(nll)
+    return float(np.sqrt(((nll - loss * tokens) ** 2).sum() * w / max(w - 1, 1)) / tokens.sum())
+
+
+def per_window(parts: dict[str, list]):
+    """(windows,) NLL sums and token counts, all domains in order."""
+    import numpy as np
+
+    rows = np.concatenate([np.concatenate(chunks) for chunks in parts.values()])
+    return rows[:, 0], rows[:, 1]
 
 
 def calibration_corpora(tokenizer, corpus_dir: Path, meta: dict, work: Path) -> tuple[list[str], list[str]]:
@@ -62,23 +83,35 @@ def measure(model_dir: Path, corpus_dir: Path, work: Path, keeps: list[int], see
     windows, _, held_out = eval_windows(tokenizer, specs, meta, held_out=True, max_tokens=eval_tokens)
     assert held_out, "the model's training.json names no held-out split"
     pad = tokenizer.pad_token_id or 0
-    rows = {"intact": domain_losses(model, windows, 32, pad) | {"kept": None}}
+    parts: dict[str, list] = {}
+    rows = {"intact": domain_losses(model, windows, 32, pad, parts) | {"kept": None}}
+    nll, tokens = per_window(parts)
+    rows["intact"]["loss_se"] = ratio_se(nll, tokens)
+    window_nll = {}
     for n in keeps:
         for criterion in CRITERIA:
-            runs = []
+            runs, seed_nll = [], []
             for seed in range(seeds if criterion == "random" else 1):
                 pruned = copy.deepcopy(model)
                 keep = kept_experts(model, importance, n, criterion, seed=seed)
                 prune_model(pruned, keep)
-                runs.append(domain_losses(pruned, windows, 32, pad) | {"kept": {str(k): v for k, v in keep.items()}})
+                parts = {}
+                runs.append(domain_losses(pruned, windows, 32, pad, parts) | {"kept": {str(k): v for k, v in keep.items()}})
+                seed_nll.append(per_window(parts)[0])
                 print(f"  {model_dir.name}: {n} kept, {criterion} seed {seed}: loss {runs[-1]['loss']:.4f}", file=sys.stderr, flush=True)
+            window_nll[n, criterion] = np.mean(seed_nll, axis=0)  # random: the mean over seeds, window by window
             rows[f"{n}/{criterion}"] = {
                 "loss": float(np.mean([r["loss"] for r in runs])),
+                "loss_se": ratio_se(window_nll[n, criterion], tokens),
                 "loss_per_run": [r["loss"] for r in runs],
                 "domains": {d: {"loss": float(np.mean([r["domains"][d]["loss"] for r in runs])),
                                 "tokens": runs[0]["domains"][d]["tokens"]} for d in windows},  # fmt: skip
                 "kept": [r["kept"] for r in runs],
             }
+        for criterion in CRITERIA[:-1]:  # paired over the same windows: most of the window-to-window spread cancels
+            diff = window_nll[n, criterion] - window_nll[n, "random"]
+            rows[f"{n}/{criterion}"]["vs_random"] = float(diff.sum() / tokens.sum())
+            rows[f"{n}/{criterion}"]["vs_random_se"] = ratio_se(diff, tokens)
     return {"model": str(model_dir), "architecture": meta["model"]["architecture"], "num_experts": trace.num_experts,
             "top_k": trace.top_k, "moe_layers": trace.layers, "calib_tokens_per_domain": calib_tokens, "rows": rows}  # fmt: skip
 
@@ -89,7 +122,8 @@ def table(result: dict) -> str:
     lines = [f"{result['architecture']} ({result['model']}): top-{result['top_k']} of {result['num_experts']}, "
              f"MoE layers {result['moe_layers']}; held-out tokens per domain "
              + ", ".join(f"{d} {rows['intact']['domains'][d]['tokens']:,}" for d in domains),  # fmt: skip
-             "", "| kept | criterion | " + " | ".join(domains) + " | all |", "|---|---|" + "---|" * (len(domains) + 1)]
+             "", "| kept | criterion | " + " | ".join(domains) + " | all (± s.e.) | vs random (± s.e.) |",
+             "|---|---|" + "---|" * (len(domains) + 2)]
     best = {}
     for name, row in rows.items():
         if "/" in name:
@@ -98,7 +132,9 @@ def table(result: dict) -> str:
     for name, row in rows.items():
         n, crit = name.split("/") if "/" in name else (str(result["num_experts"]), name)
         total = f"**{row['loss']:.3f}**" if best.get(n) == row["loss"] else f"{row['loss']:.3f}"
-        lines.append(f"| {n} | {crit} | " + " | ".join(f"{row['domains'][d]['loss']:.3f}" for d in domains) + f" | {total} |")
+        total += f" ± {row['loss_se']:.3f}"
+        versus = f"{row['vs_random']:+.3f} ± {row['vs_random_se']:.3f}" if "vs_random" in row else ""
+        lines.append(f"| {n} | {crit} | " + " | ".join(f"{row['domains'][d]['loss']:.3f}" for d in domains) + f" | {total} | {versus} |")
     spread = {n: rows[f"{n}/random"]["loss_per_run"] for n in best}
     lines += ["", "random seeds, pooled loss: " + "; ".join(f"{n} kept " + " / ".join(f"{v:.3f}" for v in runs) for n, runs in spread.items())]
     return "\n".join(lines)

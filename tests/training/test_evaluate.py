@@ -161,3 +161,22 @@ def test_record_routing_reads_the_experts_inputs_best_first(family_dirs):
     for (index, weights), got in zip(seen, (r[0] for r in routed)):
         want = index.gather(1, weights.argsort(dim=1, descending=True, stable=True))
         assert torch.equal(got, want)
+
+
+def test_window_nll_per_window_sums_to_the_total():
+    from routelens.training.evaluate import window_nll
+    from tests.pruning.conftest import tiny_model
+
+    model = tiny_model("mixtral")
+    rng = np.random.default_rng(0)
+    windows = rng.integers(3, 300, (5, 12))
+    windows[4, 7:] = -1  # a padded last window: its padding predicts nothing
+    parts: list[np.ndarray] = []
+    with torch.no_grad():
+        total, count = window_nll(model, windows, 2, 0, per_window=parts)
+        rows = np.concatenate(parts)
+        assert rows.shape == (5, 2) and rows[:, 1].tolist() == [11, 11, 11, 11, 6] and count == 50
+        assert rows[:, 0].sum() == pytest.approx(total, rel=1e-6)
+        # one window alone gives its own row's NLL
+        alone, n = window_nll(model, windows[4:5], 1, 0)
+    assert n == 6 and rows[4, 0] == pytest.approx(alone, rel=1e-5)

@@ -43,13 +43,15 @@ def eval_windows(tokenizer, corpus_specs: Sequence[str | CorpusSpec], meta: dict
     return windows, seq_len, use_split
 
 
-def domain_losses(model, windows: dict[str, np.ndarray], batch_size: int, pad_id: int) -> dict:
-    """{"loss", "perplexity", "domains": {name: {tokens, loss, perplexity}}} of `model` on the windows."""
+def domain_losses(model, windows: dict[str, np.ndarray], batch_size: int, pad_id: int,
+                  per_window: dict[str, list] | None = None) -> dict:  # fmt: skip
+    """{"loss", "perplexity", "domains": {name: {tokens, loss, perplexity}}} of `model` on the windows;
+    with `per_window`, also its [NLL sum, tokens] per window under each domain's name."""
     from routelens.training.evaluate import window_nll
 
     domains, total, count = {}, 0.0, 0
     for name, win in windows.items():
-        nll, n = window_nll(model, win, batch_size, pad_id)
+        nll, n = window_nll(model, win, batch_size, pad_id, None if per_window is None else per_window.setdefault(name, []))
         if n == 0:
             raise RoutelensError(f"corpus {name!r} holds no text to predict; give it at least two tokens of text.")
         domains[name] = {"tokens": n, "loss": nll / n, "perplexity": float(np.exp(nll / n))}
