@@ -24,7 +24,7 @@ HOSTILE = [
 ]  # fmt: skip
 FORBIDDEN_TAGS = {"script", "img", "iframe", "object", "embed"}
 SECTIONS = ["summary", "distribution", "domain-distance", "locality", "token-view", "vocabulary", "coactivation",
-            "confidence", "pos", "saturation", "cache", "balance", "compare"]  # fmt: skip
+            "confidence", "pos", "saturation", "cache", "balance", "distinct", "compare"]  # fmt: skip
 
 
 class Elements(HTMLParser):
@@ -95,6 +95,8 @@ def inputs(tmp_path_factory) -> Path:
     balance = {hostile(i + 1): {cf: v for cf, v in by.items()} for i, by in enumerate(sim["balance"].values())}
     (root / "cache.json").write_text(json.dumps({"cache": cache, "cache_meta": poison({**meta, "policies": ["lru"]})}))
     (root / "balance.json").write_text(json.dumps({"balance": balance, "balance_meta": {**meta, "note": HOSTILE[4]}}))
+    distinct = {layer: {"mean": 4.5, "p50": 4, "p95": 6, "max": 7, "batches": 10} for layer in ("0", "3")}
+    (root / "distinct.json").write_text(json.dumps({"distinct": distinct, "distinct_meta": {**meta, "batch": 4, "note": HOSTILE[5]}}))
     pos = sim["pos"]
     rename = {"NOUN": HOSTILE[0], "VERB": HOSTILE[1], "PUNCT": HOSTILE[2]}
 
@@ -127,7 +129,7 @@ def report(inputs) -> Path:
     args = ["report", str(inputs / "trace"), "-o", str(out), "-q", "--analysis", str(inputs / "analysis.json"),
             "--json", str(inputs / "extra.json"), "--cache", str(inputs / "cache.json"),
             "--balance", str(inputs / "balance.json"), "--compare", str(inputs / "compare.json"),
-            "--importance", str(inputs / "importance.json")]  # fmt: skip
+            "--importance", str(inputs / "importance.json"), "--distinct", str(inputs / "distinct.json")]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out

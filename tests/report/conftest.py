@@ -81,11 +81,13 @@ def built(tmp_path_factory) -> Built:
     from routelens.analysis import analyze
     from routelens.pruning.importance import expert_importance
     from routelens.report import write_report
+    from routelens.simulate import simulate_distinct
 
     root = tmp_path_factory.mktemp("report")
     trace = make_trace(root / "trace")
     analysis = analyze(trace, bootstrap=20, progress=False)
     analysis.update(extras([str(x) for x in LAYERS], E, K))
     analysis["importance"] = expert_importance(trace, progress=False)
+    analysis.update(simulate_distinct(trace, batch=4))
     out = write_report(trace, analysis, root / "out" / "report.html", progress=False)
     return Built(trace, analysis, out, out.with_name("report_figures"), out.read_text(encoding="utf-8"))

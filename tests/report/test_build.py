@@ -17,10 +17,10 @@ from tests.report.conftest import LAYERS, make_trace
 EXPECTED_FIGURES = [
     "distribution", "distribution-first", "distribution-per-token", "domain-distance-by-layer",
     "domain-distance-heatmaps", "locality-by-layer", "locality-by-distance", "vocabulary", "coactivation",
-    "confidence-top1_weight", "pos-specialization", "pos-ablation", "pos-path-map", "saturation", "cache", "balance", "importance",
+    "confidence-top1_weight", "pos-specialization", "pos-ablation", "pos-path-map", "saturation", "cache", "balance", "distinct", "importance",
 ]  # fmt: skip
 SECTIONS = ["summary", "distribution", "domain-distance", "locality", "token-view", "vocabulary", "coactivation",
-            "confidence", "pos", "saturation", "cache", "balance", "importance"]  # fmt: skip
+            "confidence", "pos", "saturation", "cache", "balance", "distinct", "importance"]  # fmt: skip
 
 
 def figure_svgs(text: str) -> list[str]:

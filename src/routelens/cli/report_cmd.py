@@ -27,6 +27,7 @@ def parse_layers(text: str | None) -> list[int] | None:
 RESULTS = {
     "--cache": ("cache", "routelens simulate cache TRACE --json {path}"),
     "--balance": ("balance", "routelens simulate balance TRACE --json {path}"),
+    "--distinct": ("distinct", "routelens simulate distinct TRACE --json {path}"),
 }
 
 
@@ -77,8 +78,9 @@ def check_result_meta(payload: dict, key: str, path: Path, flag: str, trace) -> 
 
 
 def load_result(path: Path, flag: str, trace) -> dict:
-    """The keys of one simulator's result (`cache`, `cache_*`; `balance`, `balance_*`) from `path`,
-    refused when the file holds no such result or was computed on a trace of another shape.
+    """The keys of one simulator's result (`cache`, `cache_*`; `balance`, `balance_*`; `distinct`,
+    `distinct_*`) from `path`, refused when the file holds no such result or was computed on a trace
+    of another shape (for `distinct`, keyed by layer, also of other layers).
 
     Only the simulator's own keys are taken, so the file of `routelens simulate all` can be passed
     to both --cache and --balance, and no input overwrites another's keys."""
@@ -87,6 +89,11 @@ def load_result(path: Path, flag: str, trace) -> dict:
     if not isinstance(payload.get(key), dict):
         raise RoutelensError(f"{flag} {path} holds no `{key}` result; pass the file `{writer.format(path=path)}` wrote.")
     check_result_meta(payload, key, path, flag, trace)
+    if key == "distinct":  # keyed by layer: another model's layers would fill the table with rows of no layer here
+        layers, mine = list(payload[key]), [str(x) for x in trace.layers]
+        if not set(layers) <= set(mine):
+            raise RoutelensError(f"{flag} {path} has layers {','.join(layers)} but the trace at {trace.path} has layers "
+                                 f"{','.join(mine)}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
     return {k: v for k, v in payload.items() if k == key or k.startswith(f"{key}_")}
 
 
@@ -112,6 +119,8 @@ def report_command(
         "--cache", help="Expert-cache results (`routelens simulate cache --json`, or `simulate all`).")] = None,
     balance_path: Annotated[Path | None, typer.Option(
         "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`).")] = None,
+    distinct_path: Annotated[Path | None, typer.Option(
+        "--distinct", help="Distinct experts per batch (`routelens simulate distinct --json`).")] = None,
     compare_path: Annotated[Path | None, typer.Option(
         "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
     importance_path: Annotated[Path | None, typer.Option(
@@ -126,7 +135,7 @@ def report_command(
 ) -> None:
     """Write one self-contained HTML report (inline CSS and SVG, viewable offline) of a trace:
     summary, expert distributions, domain distances, locality, token view, vocabulary,
-    co-activation, confidence, and the POS / cache / balance results when given.
+    co-activation, confidence, and the POS / cache / balance / distinct results when given.
 
     Examples:
 
@@ -137,6 +146,8 @@ def report_command(
         routelens report trace/ --analysis analysis.json --cache cache.json --balance balance.json --layers 0,15,31 -o report.html
 
         routelens compare trace-fp32/ trace-bf16/ --json compare.json && routelens report trace-fp32/ --compare compare.json
+
+        routelens simulate distinct trace/ -B 64 --json distinct.json && routelens report trace/ --distinct distinct.json
     """
     from contextlib import ExitStack
 
@@ -157,7 +168,7 @@ def report_command(
         analysis.update(load_analyses(list(json_paths or []), tr))
         if analysis:
             check_analysis(tr, analysis)  # fail on a mismatched file before any computing
-        for flag, path in (("--cache", cache_path), ("--balance", balance_path)):
+        for flag, path in (("--cache", cache_path), ("--balance", balance_path), ("--distinct", distinct_path)):
             if path is not None:
                 analysis.update(load_result(path, flag, tr))
         if compare_path is not None:

@@ -1,7 +1,7 @@
 """`write_report(trace, analysis, out_html)`: the self-contained HTML report of a routing trace.
 
 The analysis dict (from `routelens.analysis.analyze`, or read back from its `--json`, possibly
-merged with the `pos`, `cache`, `balance` and `compare` results) decides which sections appear: a section
+merged with the `pos`, `cache`, `balance`, `distinct` and `compare` results) decides which sections appear: a section
 whose keys are absent is listed as not available, one whose keys have an unexpected shape is
 skipped with a note, and neither stops the report. Output is written atomically: the figure
 folder and the HTML file appear whole or not at all.
@@ -26,6 +26,7 @@ from routelens.report.sections.coactivation import coactivation_section
 from routelens.report.sections.compare import compare_section
 from routelens.report.sections.confidence import confidence_section
 from routelens.report.sections.context import ReportContext, spread_layers
+from routelens.report.sections.distinct import distinct_section
 from routelens.report.sections.distribution import distribution_section, domain_distance_section
 from routelens.report.sections.importance import importance_section
 from routelens.report.sections.locality import locality_section
@@ -50,6 +51,7 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
     (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
     (cache_section, "cache", "`routelens simulate cache --json cache.json`, passed as `--cache cache.json`"),
     (balance_section, "balance", "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`"),
+    (distinct_section, "distinct", "`routelens simulate distinct --json distinct.json`, passed as `--distinct distinct.json`"),
     (importance_section, "importance", "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`"),
     (compare_section, "compare", ""),  # only when two traces were compared (`--compare`): no note otherwise
 ]
