@@ -36,12 +36,12 @@ def test_demo_writes_model_trace_and_report(demo):
         assert 0 < c["tokens"] <= DEMO_TINY["trace_tokens"]
 
     analysis = json.loads((out / "analysis.json").read_text())
-    assert {"distribution", "locality", "cache", "balance"} <= set(analysis)
+    assert {"distribution", "locality", "cache", "balance", "distinct", "importance"} <= set(analysis)
     # checkpoints at steps 1, 2, 3; the last one is the final model itself
     assert meta["checkpoints"] == ["step-000001", "step-000002", "step-000003"]
     assert analysis["saturation"]["checkpoints"] == ["step-000001", "step-000002", "final"]
     assert all(v[-1] == 1.0 for v in analysis["saturation"]["topk"].values())
-    assert '<section id="saturation">' in html
+    assert '<section id="saturation">' in html and '<section id="distinct">' in html
 
 
 def test_demo_pos_section_when_spacy_is_installed(demo):

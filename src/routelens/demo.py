@@ -55,7 +55,7 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     from routelens.corpus.builtin import write_builtin_corpus
     from routelens.training import train as training
     from routelens.report import write_report
-    from routelens.simulate import simulate_all
+    from routelens.simulate import simulate_all, simulate_distinct
 
     config = build_config(DemoConfig, config, overrides)
     out, quiet = config.out, not config.progress
@@ -102,6 +102,7 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
 
     _say("simulating expert caching and expert-parallel load", config.progress)
     analysis.update(simulate_all(trace, devices=4, batch_tokens=1024, progress=config.progress))
+    analysis.update(simulate_distinct(trace, batch=16))  # experts one decode batch of 16 sequences touches
     from routelens.pruning.importance import expert_importance
 
     analysis["importance"] = expert_importance(trace, progress=False)  # which experts a pruning would keep

@@ -127,7 +127,7 @@ def report_command(
         "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
     json_paths: Annotated[list[Path] | None, typer.Option(
         "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
-        "keys); prefer --analysis, --cache and --balance.")] = None,
+        "keys); prefer --analysis, --cache, --balance and --distinct.")] = None,
     layers: Annotated[str | None, typer.Option("--layers", help="True layer indices of the token view, comma-separated (default: first, middle, last).")] = None,
     pos: Annotated[bool, typer.Option("--pos", help="When computing the analysis here, include the part-of-speech analyses.")] = False,
     figures: Annotated[Path | None, typer.Option("--figures", help="Folder for the PNG/PDF copies of the figures (default: <stem>_figures/ beside the HTML).")] = None,
