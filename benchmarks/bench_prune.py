@@ -10,7 +10,9 @@ expert output norms included, so reap is defined); the loss is scored on the hel
 which neither training nor the importance saw. Prints one markdown table per model (nats per token,
 per domain and pooled, the pooled one with its standard error over held-out windows) and, for each
 criterion, its paired difference from random at the same N (negative: better than random) with
-the paired standard error; writes every number to `--out`/results.json. The windows (seq_len tokens
+its standard error: the paired one over windows combined with the spread of random's seeds (the
+mean of S random draws is itself uncertain by sd / sqrt(S)); writes every number to
+`--out`/results.json (`--render FILE` prints the tables of such a file again). The windows (seq_len tokens
 of consecutive held-out documents) are the units: one model, one calibration set, so the errors say
 how sure the held-out text makes us, not how another training run would come out.
 """
@@ -116,6 +118,16 @@ def measure(model_dir: Path, corpus_dir: Path, work: Path, keeps: list[int], see
             "top_k": trace.top_k, "moe_layers": trace.layers, "calib_tokens_per_domain": calib_tokens, "rows": rows}  # fmt: skip
 
 
+def versus_random_se(rows: dict, name: str) -> float:
+    """The s.e. of a criterion's difference from random: paired over windows, plus random's seed spread."""
+    import numpy as np
+
+    n = name.split("/")[0]
+    draws = rows[f"{n}/random"]["loss_per_run"]
+    seed_var = float(np.var(draws, ddof=1)) / len(draws) if len(draws) > 1 else 0.0
+    return float(np.sqrt(rows[name]["vs_random_se"] ** 2 + seed_var))
+
+
 def table(result: dict) -> str:
     rows = result["rows"]
     domains = list(rows["intact"]["domains"])
@@ -133,7 +145,7 @@ def table(result: dict) -> str:
         n, crit = name.split("/") if "/" in name else (str(result["num_experts"]), name)
         total = f"**{row['loss']:.3f}**" if best.get(n) == row["loss"] else f"{row['loss']:.3f}"
         total += f" ± {row['loss_se']:.3f}"
-        versus = f"{row['vs_random']:+.3f} ± {row['vs_random_se']:.3f}" if "vs_random" in row else ""
+        versus = f"{row['vs_random']:+.3f} ± {versus_random_se(rows, name):.3f}" if "vs_random" in row else ""
         lines.append(f"| {n} | {crit} | " + " | ".join(f"{row['domains'][d]['loss']:.3f}" for d in domains) + f" | {total} | {versus} |")
     spread = {n: rows[f"{n}/random"]["loss_per_run"] for n in best}
     lines += ["", "random seeds, pooled loss: " + "; ".join(f"{n} kept " + " / ".join(f"{v:.3f}" for v in runs) for n, runs in spread.items())]
@@ -142,14 +154,21 @@ def table(result: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, action="append", required=True, help="a model directory from `routelens train` (repeatable)")
-    parser.add_argument("--corpus", type=Path, required=True, help="the directory of DOMAIN.txt files it was trained on")
+    parser.add_argument("--model", type=Path, action="append", help="a model directory from `routelens train` (repeatable)")
+    parser.add_argument("--corpus", type=Path, help="the directory of DOMAIN.txt files it was trained on")
+    parser.add_argument("--render", type=Path, help="only print the tables of a results.json this benchmark wrote")
     parser.add_argument("--keep", type=int, nargs="+", default=[6, 4], help="experts kept per layer (default 6 4)")
     parser.add_argument("--seeds", type=int, default=3, help="random draws averaged (default 3)")
     parser.add_argument("--calib-tokens", type=int, default=20_000, help="calibration tokens per domain (default 20000)")
     parser.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens per domain (default all)")
     parser.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one)")
     args = parser.parse_args()
+    if args.render:
+        for result in json.loads(args.render.read_text()):
+            print(table(result) + "\n")
+        return 0
+    if not args.model or not args.corpus:
+        parser.error("--model and --corpus are required (or --render FILE)")
 
     from routelens.progress import disable_progress_bars
 
