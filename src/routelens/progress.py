@@ -8,6 +8,9 @@ only turns bars on or off (`--quiet`); nothing here imports the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -51,3 +54,18 @@ def status(message: str, *, show: bool = True) -> None:
     """One status line on stderr (rich markup allowed), unless bars are off."""
     if show and _enabled:
         console.print(message, highlight=False)
+
+
+@contextmanager
+def transformers_bars_off() -> Iterator[None]:
+    """Without transformers' own loading and shard-writing bars for the length of a `with`: they
+    would interleave with ours and with one-line errors, and a quiet run must stay quiet."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()

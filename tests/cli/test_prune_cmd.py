@@ -46,6 +46,7 @@ def test_prune_writes_a_checkpoint_eval_reads(cli_model, cli_trace, tmp_path):
                                       "--out", str(out), "--quiet"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "2 of 4 experts" in result.output and (out / "prune.json").is_file() and (out / "training.json").is_file()
+    assert "Writing model shards" not in result.output + (result.stderr or "")  # quiet: transformers' bars too
     evaluated = CliRunner().invoke(app, ["eval", str(out), "--corpus", specs[0], "--max-tokens", "200", "--json", "-", "--quiet"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["num_experts"] == 2

@@ -144,6 +144,7 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
     from routelens.capture import describe_model
     from routelens.capture.families import find_routers
     from routelens.lock import output_lock
+    from routelens.progress import transformers_bars_off
     from routelens.pruning.importance import expert_importance, scores_of
     from routelens.pruning.surgery import why_not_prunable
     from routelens.trace.config import TraceConfig
@@ -185,7 +186,7 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
         # per layer, the share of the trace's assignments that went to the kept experts
         record["kept_assignment_share"] = {str(layer): round(float(freq[i][keep[layer]].sum()), 6)
                                            for i, layer in enumerate(spec.moe_layers)}  # fmt: skip
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out) as tmp, transformers_bars_off():
             hf_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             source_training = Path(model) / "training.json"

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from routelens.errors import RoutelensError
+from routelens.progress import transformers_bars_off
 from routelens.trace.config import TraceConfig
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
     no tokenizer) is refused in one line."""
     from safetensors import SafetensorError
 
-    with _transformers_quiet():
+    with transformers_bars_off():
         try:
             return load()
         except (OSError, ValueError, KeyError, ImportError, RuntimeError, SafetensorError) as exc:
@@ -167,17 +167,3 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
             first = (text.splitlines()[0] if text else type(exc).__name__).rstrip(":. ")
             raise RoutelensError(f"could not load model {name!r}: {first}; check that the folder holds the config.json, "
                                  "weights and tokenizer files save_pretrained writes.") from None  # fmt: skip
-
-
-@contextmanager
-def _transformers_quiet():
-    """transformers' own loading bars would interleave with ours and with one-line errors."""
-    from transformers.utils import logging as hf_logging
-
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()

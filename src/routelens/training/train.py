@@ -32,7 +32,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from routelens.atomic import atomic_dir, temp_dir, write_json
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.progress import transformers_bars_off
 from routelens.training.architectures import Architecture, ChosenExperts, model_config, parse_architecture, update_selection_bias
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
@@ -128,7 +129,7 @@ def _load_pretrained(path: Path, what: str, architecture: Architecture = Archite
         hint = f"pass --architecture {found}" if found else "see `routelens upcycle` for a Mixtral one"
         raise RoutelensError(f"{what} {path} is a {type(model).__name__}; --architecture {architecture} trains a {wanted} ({hint}).")
     try:
-        with _no_hf_progress():
+        with transformers_bars_off():
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError):
         raise RoutelensError(f"{what} {path} has no tokenizer files; save the tokenizer beside the model.") from None
@@ -140,22 +141,8 @@ def _latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-@contextmanager
-def _no_hf_progress():
-    """Without transformers' own loading and shard-writing progress bars (ours is running)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _save_pretrained(model, tokenizer, path: Path) -> None:
-    with _no_hf_progress():
+    with transformers_bars_off():
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
 

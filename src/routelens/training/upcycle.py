@@ -33,6 +33,7 @@ import torch
 from routelens.atomic import atomic_dir
 from routelens.config import build_config
 from routelens.errors import RoutelensError
+from routelens.progress import transformers_bars_off
 from routelens.training import UpcycleMode
 from routelens.training.configs import UpcycleConfig
 
@@ -190,7 +191,7 @@ def upcycle(
         if moe_config.tie_word_embeddings:
             moe.tie_weights()
         bar.update(task, advance=1, status="saving")
-        with atomic_dir(out) as tmp:  # an existing `out` is replaced only once the new one is complete
+        with atomic_dir(out) as tmp, transformers_bars_off():  # `out` is replaced only once the new one is complete
             moe.save_pretrained(tmp)
             for name in TOKENIZER_FILES:
                 if (dense_dir / name).is_file():
