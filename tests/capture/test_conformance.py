@@ -148,3 +148,58 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
             assert torch.equal(rec_i, ref_i), f"{where}: experts differ"
             tol = dict(rtol=1e-5, atol=1e-6) if llama4 else dict(rtol=0, atol=0)
             torch.testing.assert_close(rec_w, ref_w, **tol, msg=f"{where}: weights differ")
+
+
+# Families whose weights are not one factor per token times the scoring at the chosen experts, and why.
+WEIGHTS_NOT_FROM_SCORES = {
+    "phimoe": "sparsemixer: each choice's weight is a softmax over the logits left after masking earlier choices",
+    "diffusion_gemma": "a learned per-expert scale multiplies each chosen expert's weight",
+}
+
+
+@pytest.mark.parametrize("model_type", RECORDED)
+def test_recorded_probs_are_the_routers_own_scores(model_type):
+    """`probs` (store_probs) is the family's full per-expert scoring: values in [0, 1], a distribution
+    where the family scores by softmax, never a softmax of a softmax, and where the family's weights
+    derive from it, each token's weights are the scores of its chosen experts times one factor
+    (renormalisation, scaling) -- so a wrong scoring rule fails here."""
+    from routelens.capture import Scoring
+    from routelens.capture.families import find_routers
+
+    model = build(model_type, FAMILIES[model_type].module)
+    spec = describe_model(model)
+    raw, handles = [], []
+    for site in find_routers(model):
+        handles.append(site.router.register_forward_hook(
+            lambda _m, _i, out, _at=site.logits_index: raw.append((out[_at] if isinstance(out, tuple) else out).detach())))  # fmt: skip
+    ids, mask = _batches()[0]
+    try:
+        with torch.no_grad(), RoutingRecorder(model, spec, store_probs=True) as rec:
+            model(input_ids=ids, attention_mask=mask)
+            got = rec.take()
+    finally:
+        for h in handles:
+            h.remove()
+    E = spec.num_experts
+    probs, experts, weights = got.probs, got.experts, got.weights  # (L, T, E), (L, T, k), (L, T, k)
+    assert probs.shape == (len(spec.moe_layers), ids.numel(), E) and torch.isfinite(probs).all()
+    assert probs.min() >= 0 and (rec.scoring is Scoring.SQRTSOFTPLUS or probs.max() <= 1 + 1e-6)
+    already_distributions = all(r.min() >= 0 and torch.allclose(r.float().sum(-1), torch.ones(r.shape[:-1]), atol=1e-4) for r in raw)
+    if already_distributions:  # the router hands out probabilities: they are `probs` as they are
+        assert rec.scoring is Scoring.PROBS, f"{model_type}: the router outputs probabilities; softmax again would flatten them"
+    distribution = rec.scoring in (Scoring.SOFTMAX, Scoring.PROBS)  # sigmoid and sqrt-softplus scores are not
+    # ... and a softmax that also scores zero-computation experts or a null choice leaves less than 1 to the routed ones
+    if distribution and not spec.num_zero_experts and model_type not in ("zaya", "inkling_mm_model"):
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:2]), atol=1e-4, rtol=0)
+    if model_type in WEIGHTS_NOT_FROM_SCORES or spec.top_k < 2:  # with one choice there is no ratio to compare
+        return
+    routed = [i for i, layer in enumerate(spec.moe_layers) if layer not in spec.hash_routed_layers]
+    real = experts[routed] < E
+    scores = probs[routed].gather(-1, experts[routed].clamp(max=E - 1))
+    factor = torch.where(real & (scores > 1e-6), weights[routed] / scores.clamp(min=1e-12), torch.nan)
+    lo = torch.nan_to_num(factor, nan=float("inf")).amin(-1)
+    hi = torch.nan_to_num(factor, nan=-float("inf")).amax(-1)
+    checked = real.sum(-1) >= 2
+    assert checked.any()
+    spread = ((hi - lo).abs() / hi.abs().clamp(min=1e-6))[checked]
+    assert spread.max() <= 1e-3, f"{model_type}: weights are not the chosen experts' scores times one factor per token"

@@ -44,17 +44,26 @@ _OTHER_MODALITY = re.compile(r"(?:^|\.)(?:vision|visual|image|video|audio)[a-z_]
 
 
 class Scoring(StrEnum):
-    """How a family turns what its router outputs into the full per-expert distribution (`probs`)."""
+    """How a family turns what its router outputs into the full per-expert scores (`probs`)."""
 
     SOFTMAX = "softmax"
     SIGMOID = "sigmoid"
+    SQRTSOFTPLUS = "sqrtsoftplus"  # DeepSeek-V4: sqrt(softplus(logit)), not bounded by 1
     PROBS = "probs"  # the router already outputs the distribution
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if self is Scoring.PROBS:
             return logits
+        if self is Scoring.SQRTSOFTPLUS:
+            return torch.nn.functional.softplus(logits).sqrt()
         return logits.softmax(dim=-1) if self is Scoring.SOFTMAX else logits.sigmoid()
+
+    @classmethod
+    def of_rule(cls, rule: str) -> Scoring:
+        """The scoring a derived rule names first ("sigmoid scores -> ..."); softmax otherwise."""
+        first = rule.split(" ", 1)[0]
+        return cls(first) if first in {s.value for s in (cls.SIGMOID, cls.SQRTSOFTPLUS)} else cls.SOFTMAX
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,8 @@ ADAPTERS: dict[str, Adapter] = {
     "JambaTopKRouter": Adapter("fp32 softmax over E -> top-k, no renormalisation"),
     "Llama4Router": Adapter("top-k of logits -> sigmoid of the k logits, scaling the expert's input; plus a shared "
                             "expert", Scoring.SIGMOID, _read_llama4),  # fmt: skip
-    "Gemma4TextRouter": Adapter(scoring=Scoring.PROBS),
+    "Gemma4TextRouter": Adapter(scoring=Scoring.PROBS),  # these routers output the softmax itself
+    "DiffusionGemmaTextRouter": Adapter(scoring=Scoring.PROBS),
 }  # fmt: skip
 
 

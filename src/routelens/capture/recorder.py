@@ -69,12 +69,16 @@ class RoutingRecorder:
                 f"layers {found}; build the spec with describe_model(model) for this model."
             )
         first = self._sites[0]
-        derived = Scoring.SIGMOID if self.spec.rule.startswith("sigmoid") else Scoring.SOFTMAX
-        self._scoring = first.adapter.scoring or derived
+        self._scoring = first.adapter.scoring or Scoring.of_rule(self.spec.rule)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         # per MoE layer, one (index, weights) per forward pass since the last take(); logits apart
         self._buffer: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         self._logits: list[list[torch.Tensor]] = []
+
+    @property
+    def scoring(self) -> Scoring:
+        """How the routers' recorded output becomes `probs` (softmax, sigmoid, or already probabilities)."""
+        return self._scoring
 
     def __enter__(self) -> RoutingRecorder:
         assert not self._handles, "RoutingRecorder is not re-entrant"
