@@ -62,7 +62,8 @@ def test_cli_trace_generate_writes_decode_rows_and_refuses_ray(tiny_mixtral, tmp
     from routelens.store.reader import open_trace
 
     corpus = write_txt(tmp_path / "p.txt", DOCS)
-    args = ["trace", str(tiny_mixtral), "--corpus", f"p={corpus}", "--out", str(tmp_path / "g"), "-q", "--generate", "3"]
+    # (prompt length + generated tokens must fit the tiny model's 512 positions)
+    args = ["trace", str(tiny_mixtral), "--corpus", f"p={corpus}", "--out", str(tmp_path / "g"), "-q", "--generate", "3", "--seq-len", "64"]
     res = runner.invoke(app, [*args, "--temperature", "0.7", "--top-p", "0.9", "--seed", "4"])
     assert res.exit_code == 0, res.output
     tr = open_trace(tmp_path / "g")

@@ -107,7 +107,7 @@ def test_two_traces_into_one_directory_never_mix(here, overwrite):
             for r in results:
                 assert r["code"] in (0, 2), r["out"]
                 if r["code"] == 2:
-                    assert len(r["out"].strip().splitlines()) == 1 and ("in use by process" in r["out"] or "--overwrite" in r["out"])
+                    assert len(r["out"].strip().splitlines()) == 1 and ("is in use by" in r["out"] or "--overwrite" in r["out"])
             tr = open_trace("shared")
             assert tr.manifest["complete"]
             n = tr.manifest["seq_len"]
