@@ -293,14 +293,14 @@ def supported_families() -> tuple[str, ...]:
 def _expert_params(experts: nn.Module, num_experts: int, num_zero: int) -> int:
     """Parameters of one routed expert. Fused weights carry the experts on their first axis: (E, ...)
     or (E + Z, ...) where zero experts have rows, or E blocks stacked (DBRX (E * ffn, H)); shared
-    experts live outside `experts` and are not counted."""
+    experts live outside `experts` and are not counted, nor is a tensor inside it that all experts
+    share (Muse Spark's norm over their width: stored once, whatever E)."""
     total = 0
     for p in experts.parameters():
         rows = p.shape[0] if p.dim() else 1
-        if rows in (num_experts, num_experts + num_zero) and num_zero:
+        if rows in (num_experts, num_experts + num_zero):
             total += p.numel() // rows
-        else:
-            assert p.numel() % num_experts == 0, (tuple(p.shape), num_experts)
+        elif p.dim() >= 2 and rows % num_experts == 0:  # E blocks stacked on the first axis
             total += p.numel() // num_experts
     return total
 

@@ -36,6 +36,12 @@ def _source(*classes: type) -> str:
     return "\n".join(class_source(cls) for cls in classes)
 
 
+def _helpers_of(router: type, src: str) -> str:
+    """The source of the classes of the router's own module that `src` constructs (`Name(`)."""
+    blocks = _class_blocks(router.__module__)
+    return "\n".join(text for name, text in blocks.items() if name != router.__name__ and f"{name}(" in src)
+
+
 def derived_rule(router: type, owner: type, config) -> str:
     """The rule of router class `router` inside MoE block class `owner` in one line; `{norm}` and
     `{scale}` are left for the caller to fill in from the config."""
@@ -52,7 +58,8 @@ def derived_rule(router: type, owner: type, config) -> str:
     parts = [first]
     if "tid2eid" in src or "HashRouter" in src or "input_ids" in inspect.signature(router.forward).parameters:
         parts.append("hash layers select by token id")
-    if "correction_bias" in src or "expert_bias" in src:
+    helpers = _helpers_of(router, src)  # e.g. ERNIE keeps its selection bias in an `Ernie4_5_MoeStatics` module
+    if any(word in text for text in (src, helpers) for word in ("correction_bias", "expert_bias")):
         parts.append("selection on scores + a bias correction")
     if "topk_group" in src or "n_group" in src:
         parts.append("group-limited (best topk_group of n_group groups)")

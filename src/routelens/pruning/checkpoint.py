@@ -121,7 +121,15 @@ def prune_model(model, keep: dict[int, list[int]]) -> dict:
     from routelens.capture import describe_model
     from routelens.pruning.surgery import remove_experts, update_config
 
+    from routelens.capture.families import find_routers
+    from routelens.pruning.surgery import untraced_expert_sets
+
     before = describe_model(model)
+    others = untraced_expert_sets(model, find_routers(model))
+    if others:
+        raise RoutelensError(f"{before.family} cannot be saved pruned: its config's expert count also sizes {others[0]} "
+                             f"({len(others)} expert sets routelens does not trace, e.g. vision ones), so the checkpoint "
+                             "would not load; `routelens ablate` can still remove experts in memory.")  # fmt: skip
     counts = {len(ids) for ids in keep.values()}
     assert len(counts) == 1 and set(keep) == set(before.moe_layers), (counts, keep.keys())
     n = counts.pop()

@@ -6,8 +6,13 @@ records), the kept experts' slices of every per-expert tensor are kept, in exper
 - the experts module's fused (E, ...) parameters and buffers (`gate_up_proj`, `down_proj`, their
   biases), or its E child modules where the experts are a module list;
 - the router's per-expert rows: its weight (E, H), bias, and selection biases such as DeepSeek-V3's
-  `e_score_correction_bias`;
-- the counts the modules keep as attributes (`num_experts`, `top_k`, a Linear's `out_features`),
+  `e_score_correction_bias`; where the router scores choices after the E experts (LongCat's
+  zero-computation experts, Zaya's null choice, Inkling's shared-expert gate: `extra_choices`),
+  those rows are kept too, after the kept experts, so their ids become N, N+1, ...;
+- tensors of the experts module without an expert axis that every expert shares (a norm over
+  their width) stay whole;
+- the counts the modules keep as attributes (`num_experts`, `total_experts`, `top_k`, a Linear's
+  `out_features`; E + extra choices becomes N + extra),
   and the config's (`num_local_experts` / `num_experts` / `n_routed_experts` ..., found by value),
   with top-k = min(k, N).
 
@@ -55,16 +60,39 @@ def _router_tensors(site) -> list:
     return _tensors(site.router) + own
 
 
-def _expert_axis(tensor: torch.Tensor, num_experts: int) -> int | None:
-    """The axis a router tensor holds its experts on: the first if it has E entries, else the only
-    one that has (DeepSeek-style (1, E) biases); None for a tensor that is not per expert."""
+def extra_choices(site) -> int:
+    """Choices the router scores after its E routed experts, in its last rows: zero-computation
+    experts (LongCat), a null "skip" choice (Zaya), a shared expert's gate (Inkling). Pruning keeps
+    them, after the kept experts."""
+    if site.num_zero_experts:
+        return site.num_zero_experts
+    E = site.num_experts
+    for _, _, t, _ in _router_tensors(site):
+        if t.dim() == 2 and t.shape[0] in (E + 1, E + 2) and t.shape[1] != E:
+            return t.shape[0] - E
+    return 0
+
+
+def _expert_axis(tensor: torch.Tensor, num_experts: int, extra: int = 0) -> int | None:
+    """The axis a router tensor holds its experts on (E entries, or E + extra where the extra
+    choices have rows too): the first if it has, else the only one that has (DeepSeek-style (1, E)
+    biases); None for a tensor that is not per expert."""
+    sizes = {num_experts, num_experts + extra}
     shape = tuple(tensor.shape)
     if not shape:
         return None
-    if shape[0] == num_experts:
+    if shape[0] in sizes:
         return 0
-    axes = [i for i, size in enumerate(shape) if size == num_experts]
+    axes = [i for i, size in enumerate(shape) if size in sizes]
     return axes[0] if len(axes) == 1 else None
+
+
+def _shared_by_all(tensor: torch.Tensor, per_expert: list[torch.Tensor]) -> bool:
+    """A tensor of the experts module without an expert axis whose every size is one of the
+    per-expert tensors' other sizes (a norm or scale over their hidden width, Muse Spark's): the same
+    for every expert, so it stays whole. Stacked experts (DBRX's (E x ffn, H)) have no such partner."""
+    widths = {size for t in per_expert for size in t.shape[1:]}
+    return bool(per_expert) and all(size in widths for size in tensor.shape)
 
 
 def _int_attr(obj, names) -> int | None:
@@ -82,23 +110,19 @@ def num_groups(site, text_config) -> int:
 
 def why_not_prunable(site) -> str | None:
     """Why the experts of this MoE block cannot be removed by slicing, or None when they can."""
-    E = site.num_experts
-    if site.num_zero_experts:
-        return "zero-computation experts share the id space and the router's rows with routed experts"
+    E, extra = site.num_experts, extra_choices(site)
     if site.hash_routed:
         return "hash-routed layers map token ids to expert ids through a fixed table"
     if isinstance(site.experts, nn.ModuleList):
         if len(site.experts) != E:
             return f"its experts are a list of {len(site.experts)} modules, not E = {E}"
     else:
-        for _, name, t, _ in _tensors(site.experts):
-            if t.dim() == 0 or t.shape[0] != E:
+        tensors = _tensors(site.experts)
+        per_expert = [t for _, _, t, _ in tensors if t.dim() and t.shape[0] in (E, E + extra)]
+        for _, name, t, _ in tensors:
+            if (t.dim() == 0 or t.shape[0] not in (E, E + extra)) and not _shared_by_all(t, per_expert):
                 return f"experts keep {name} as {tuple(t.shape)}, not (E = {E}, ...) per expert"
-    router = _router_tensors(site)
-    for _, name, t, _ in router:
-        if t.dim() == 2 and t.shape[0] in (E + 1, E + 2) and t.shape[1] != E:
-            return f"the router scores {t.shape[0]} choices for E = {E} experts ({name} {tuple(t.shape)}: extra null choices)"
-    if not any(_expert_axis(t, E) is not None for _, _, t, _ in router):
+    if not any(_expert_axis(t, E, extra) is not None for _, _, t, _ in _router_tensors(site)):
         return f"no router tensor has one row per expert (E = {E})"
     return None
 
@@ -142,14 +166,24 @@ def set_top_k(modules, top_k: int, new: int) -> list[tuple[nn.Module, str, int]]
     return changed
 
 
-def _set_counts(modules, num_experts: int, n: int, top_k: int) -> None:
+def _is_count_name(name: str) -> bool:
+    """Attribute names that count experts (`total_experts`, Zaya's `num_router_classes`), not widths or k."""
+    if name in COUNT_NAMES:
+        return True
+    return ("expert" in name or name.endswith("classes")) and not any(w in name for w in ("size", "dim", "hidden", "per_tok", "top"))
+
+
+def _set_counts(modules, num_experts: int, n: int, top_k: int, extra: int = 0) -> None:
+    """E -> N (and E + extra -> N + extra, where the router scores extra choices) in every count
+    attribute of `modules`, top-k -> min(k, N)."""
+    after = {num_experts: n} | ({num_experts + extra: n + extra} if extra else {})
     for module in modules:
-        for name in COUNT_NAMES:
-            if getattr(module, name, None) == num_experts:
-                setattr(module, name, n)
+        for name, value in list(vars(module).items()):
+            if type(value) is int and value in after and _is_count_name(name):
+                setattr(module, name, after[value])
         set_top_k([module], top_k, min(top_k, n))
-        if isinstance(module, nn.Linear) and module.out_features == num_experts:
-            module.out_features = n
+        if isinstance(module, nn.Linear) and module.out_features in after:
+            module.out_features = after[module.out_features]
 
 
 def remove_experts_from_block(site, kept: Sequence[int], groups: int = 1) -> list[int]:
@@ -167,8 +201,10 @@ def remove_experts_from_block(site, kept: Sequence[int], groups: int = 1) -> lis
                 f"layer {site.layer} picks {min(k, n)} experts within its best {topk_group} of {groups} groups, which "
                 f"would hold only {topk_group * (n // groups)}; keep more experts (N >= {groups * -(-min(k, n) // topk_group)})."
             )
+    extra = extra_choices(site)
     index = torch.tensor(ids, dtype=torch.long)
-    rows = [(*t, _expert_axis(t[2], E)) for t in _router_tensors(site)]
+    with_extra = torch.tensor(ids + list(range(E, E + extra)), dtype=torch.long)  # the extra choices stay last
+    rows = [(*t, _expert_axis(t[2], E, extra)) for t in _router_tensors(site)]
     rows = [r for r in rows if r[4] is not None]
     if isinstance(site.experts, nn.ModuleList):
         kept_modules = [site.experts[i] for i in ids]
@@ -176,15 +212,24 @@ def remove_experts_from_block(site, kept: Sequence[int], groups: int = 1) -> lis
             del site.experts[i]
         site.experts.extend(kept_modules)
     else:
-        rows += [(*t, 0) for t in _tensors(site.experts)]
+        rows += [(*t, 0) for t in _tensors(site.experts) if t[2].dim() and t[2].shape[0] in (E, E + extra)]
     with torch.no_grad():
         for owner, name, tensor, is_param, axis in rows:
-            _slice(owner, name, tensor, is_param, index, axis)
+            _slice(owner, name, tensor, is_param, index if tensor.shape[axis] == E else with_extra, axis)
     modules = [site.router, site.experts, site.owner, *site.router.modules()]
     if not isinstance(site.experts, nn.ModuleList):
         modules += list(site.experts.modules())
-    _set_counts(dict.fromkeys(modules), E, n, k)
+    _set_counts(dict.fromkeys(modules), E, n, k, extra)
     return ids
+
+
+def untraced_expert_sets(model: nn.Module, sites) -> list[str]:
+    """Experts modules the sites do not cover (ERNIE-4.5-VL's vision experts, which no text token
+    reaches): the config's one expert count sizes them too, so a checkpoint pruned in the text
+    experts alone would not load."""
+    traced = {id(s.experts) for s in sites}
+    return [name for name, module in model.named_modules()
+            if name.rsplit(".", 1)[-1] == "experts" and id(module) not in traced and list(module.parameters())]  # fmt: skip
 
 
 def update_config(config, num_experts: int, n: int, top_k: int) -> dict[str, tuple]:
