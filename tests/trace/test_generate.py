@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from routelens.capture import describe_model
+from routelens.capture.families import find_routers
 from routelens.corpus import parse_corpus_spec
 from routelens.errors import RoutelensError
 from routelens.store.schema import nested_to_numpy
@@ -200,9 +201,51 @@ def test_trace_writes_prompt_and_generated_rows(tiny_mixtral, tmp_path):
     "settings, fragment",
     [({"generate": -1}, "--generate"), ({"generate": 2, "temperature": -0.5}, "--temperature"),
      ({"generate": 2, "top_p": 0}, "--top-p"), ({"generate": 2, "ray": "local"}, "--ray"),
-     ({"generate": 2, "lookahead": 1}, "--lookahead"), ({"generate": 2, "store_expert_norms": True}, "--store-expert-norms")],
+     ({"generate": 2, "lookahead": 1}, "--lookahead")],
 )  # fmt: skip
 def test_bad_generation_settings_are_refused_in_one_line(settings, fragment):
     with pytest.raises(RoutelensError, match=fragment) as err:
         TraceConfig(**settings)
     assert "\n" not in str(err.value)
+
+
+def test_decode_steps_record_each_chosen_experts_output_norm(models, tmp_path):
+    """`--generate` with `--store-expert-norms`: every prefill and decode row holds the norms of its
+    chosen experts' outputs, recomputed here from the hidden states each experts call received and
+    the experts' fused weights."""
+    from tests.pruning.test_expert_norms import _mixtral_expert_output
+
+    model = models("mixtral")
+    computer = _computer(model, tmp_path, store_expert_norms=True)
+    shard = _shard()
+    sites = find_routers(model)
+    calls = {s.name: [] for s in sites}
+
+    def truth_hook(name, experts):
+        def hook(_module, args):
+            hidden = args[0].reshape(-1, args[0].shape[-1])  # (tokens, H)
+            index = args[1].reshape(len(hidden), -1)  # (tokens, k)
+            with torch.no_grad():
+                norms = torch.stack([torch.stack([_mixtral_expert_output(experts, int(e), hidden[t : t + 1])[0].norm()
+                                                  for e in index[t]]) for t in range(len(hidden))])  # fmt: skip
+            calls[name].append((index.clone(), norms))
+
+        return hook
+
+    handles = [s.experts.register_forward_pre_hook(truth_hook(s.name, s.experts)) for s in sites]
+    try:
+        table = computer.compute(shard)
+    finally:
+        for h in handles:
+            h.remove()
+    truth = _truth_rows(calls, shard, LENGTHS)  # per layer: (index, norms) of every row
+    experts = nested_to_numpy(table.column("experts"), computer.k)
+    norms = nested_to_numpy(table.column("expert_norms"), computer.k).astype(np.float32)
+    decode = np.array(table.column("phase").to_pylist()) == "decode"
+    assert decode.sum() == len(LENGTHS) * STEPS
+    for layer, (index, want) in enumerate(truth.values()):
+        # the recorder orders each token's k by weight; compare slot by slot through the expert ids
+        for row in range(shard.rows):
+            by_expert = dict(zip(index[row].tolist(), want[row].tolist()))
+            got = [by_expert[int(e)] for e in experts[row, layer]]
+            np.testing.assert_allclose(norms[row, layer], got, rtol=2e-3, atol=1e-3, err_msg=f"layer {layer} row {row}")

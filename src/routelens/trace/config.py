@@ -158,9 +158,8 @@ class TraceConfig:
             return
         if self.ray is not None:
             raise RoutelensError("--generate runs in this process only; drop --ray (or --ray-address).")
-        for flag, on in (("--store-expert-norms", self.store_expert_norms), ("--lookahead", self.lookahead)):
-            if on:
-                raise RoutelensError(f"--generate does not record {flag} yet; drop {flag} or --generate.")
+        if self.lookahead:
+            raise RoutelensError("--generate does not record --lookahead yet; drop --lookahead or --generate.")
 
     def _check_placement(self) -> None:
         if self.device_map is not None:
