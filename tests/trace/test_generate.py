@@ -17,7 +17,7 @@ from routelens.capture import describe_model
 from routelens.capture.families import find_routers
 from routelens.corpus import parse_corpus_spec
 from routelens.errors import RoutelensError
-from routelens.store.schema import nested_to_numpy
+from routelens.store.schema import lookahead_to_numpy, nested_to_numpy
 from routelens.trace import TraceConfig, trace
 from routelens.trace.generate import GenerationComputer, PromptShard, teacher_forced_agreement
 from routelens.trace.plan import Window
@@ -200,8 +200,7 @@ def test_trace_writes_prompt_and_generated_rows(tiny_mixtral, tmp_path):
 @pytest.mark.parametrize(
     "settings, fragment",
     [({"generate": -1}, "--generate"), ({"generate": 2, "temperature": -0.5}, "--temperature"),
-     ({"generate": 2, "top_p": 0}, "--top-p"), ({"generate": 2, "ray": "local"}, "--ray"),
-     ({"generate": 2, "lookahead": 1}, "--lookahead")],
+     ({"generate": 2, "top_p": 0}, "--top-p"), ({"generate": 2, "ray": "local"}, "--ray")],
 )  # fmt: skip
 def test_bad_generation_settings_are_refused_in_one_line(settings, fragment):
     with pytest.raises(RoutelensError, match=fragment) as err:
@@ -249,3 +248,35 @@ def test_decode_steps_record_each_chosen_experts_output_norm(models, tmp_path):
             by_expert = dict(zip(index[row].tolist(), want[row].tolist()))
             got = [by_expert[int(e)] for e in experts[row, layer]]
             np.testing.assert_allclose(norms[row, layer], got, rtol=2e-3, atol=1e-3, err_msg=f"layer {layer} row {row}")
+
+
+def test_decode_steps_record_the_later_routers_lookahead(tmp_path):
+    """`--generate` with `--lookahead 2`: every prefill and decode row holds what the routers d layers
+    on choose from that layer's router input, recomputed here from each call's router inputs."""
+    from transformers import MixtralForCausalLM
+
+    from tests.conftest import tiny_mixtral_config
+
+    torch.manual_seed(0)
+    model = MixtralForCausalLM(tiny_mixtral_config(num_hidden_layers=3, vocab_size=VOCAB)).eval()
+    computer = _computer(model, tmp_path, lookahead=2)
+    shard = _shard()
+    gates = [layer.mlp.gate for layer in model.model.layers]
+    inputs = {i: [] for i in range(3)}
+    handles = [g.register_forward_pre_hook(lambda _m, a, _i=i: inputs[_i].append(a[0].reshape(-1, a[0].shape[-1]).clone()))
+               for i, g in enumerate(gates)]  # fmt: skip
+    try:
+        table = computer.compute(shard)
+    finally:
+        for h in handles:
+            h.remove()
+    got = lookahead_to_numpy(table.column("lookahead"))  # (tokens, L, D, k)
+    for layer in range(3):
+        for d in (1, 2):
+            if layer + d >= 3:
+                assert (got[:, layer, d - 1] == -1).all()
+                continue
+            with torch.no_grad():  # the later router's top-2 on this layer's input, per call (prefill, then each step)
+                calls = [(torch.topk(x.float() @ gates[layer + d].weight.float().T, 2, dim=-1).indices,) * 2 for x in inputs[layer]]
+            index, _ = _truth_rows({"router": calls}, shard, LENGTHS)["router"]
+            np.testing.assert_array_equal(got[:, layer, d - 1], index, err_msg=f"layer {layer} d {d}")

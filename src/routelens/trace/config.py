@@ -158,8 +158,6 @@ class TraceConfig:
             return
         if self.ray is not None:
             raise RoutelensError("--generate runs in this process only; drop --ray (or --ray-address).")
-        if self.lookahead:
-            raise RoutelensError("--generate does not record --lookahead yet; drop --lookahead or --generate.")
 
     def _check_placement(self) -> None:
         if self.device_map is not None:

@@ -147,10 +147,12 @@ class GenerationComputer(ShardComputer):
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None
         norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
+        D = self.config.lookahead
+        ahead = np.empty((n, L, D, k), np.int16) if D else None  # (tokens, layers, D, k)
         full: list[Window] = list(shard.windows)  # prompt + generated ids, filled per batch
         order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
         with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
-                self._norm_recorder() as norm_recorder:  # fmt: skip
+                self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
             for b in range(0, len(order), self.config.batch_size):
                 rows = order[b : b + self.config.batch_size]
                 batch = [shard.windows[i] for i in rows]
@@ -165,6 +167,7 @@ class GenerationComputer(ShardComputer):
                     wt = got.weights.view(L, len(batch), width, k).float().cpu().numpy()
                     p = got.probs.view(L, len(batch), width, E).cpu().numpy() if probs is not None else None
                     nr = norm_recorder.take(got.experts).view(L, len(batch), width, k).cpu().numpy() if norms is not None else None
+                    ah = ahead_recorder.take().view(L, len(batch), width, D, k).numpy() if ahead is not None else None
                     for r, w in enumerate(batch):
                         m = lengths[r]
                         # prefill: the prompt sits at the right end of the padded row
@@ -176,12 +179,14 @@ class GenerationComputer(ShardComputer):
                             probs[dst] = p[:, r, src].transpose(1, 0, 2)
                         if nr is not None:
                             norms[dst] = nr[:, r, src].transpose(1, 0, 2)
+                        if ah is not None:
+                            ahead[dst] = ah[:, r, src].transpose(1, 0, 2, 3)
 
                 new = self.decoder.run(ids, mask, N, self._generator(batch[0].doc_id), store).cpu().numpy()
                 for r, i in enumerate(rows):
                     full[i] = self._with_generated(shard.windows[i], new[r].astype(np.int32))
         whole = replace(shard, windows=full)
-        table = self._table(whole, experts, weights, probs, norms)
+        table = self._table(whole, experts, weights, probs, norms, ahead)
         phase = np.full(n, DECODE, np.int32)
         for w in shard.windows:
             phase[w.row : w.row + len(w.ids)] = PREFILL
