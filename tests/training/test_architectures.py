@@ -14,7 +14,8 @@ from transformers import AutoModelForCausalLM
 from routelens.capture import describe_model
 from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
-from routelens.training.architectures import Architecture, ChosenExperts, deepseek_groups, router_probs, update_selection_bias
+from routelens.capture import RoutingRecorder
+from routelens.training.architectures import Architecture, deepseek_groups, router_probs, update_selection_bias
 from routelens.training.configs import TrainConfig
 from routelens.training.train import balance_loss, train
 from tests.training.test_train import MICRO, write_micro_corpus
@@ -76,14 +77,17 @@ def test_bias_update_moves_toward_balance():
     model = AutoModelForCausalLM.from_config(cfg)
     sites = find_routers(model)
     # loads 3, 2, 1, 2 (mean 2): expert 0 over, expert 2 under, 1 and 3 exactly at the mean
-    chosen = [[torch.tensor([[0, 1], [0, 2], [0, 3], [1, 3]])]]
+    chosen = torch.tensor([[[0, 1], [0, 2], [0, 3], [1, 3]]])  # (MoE layers, tokens, k)
     imbalance = update_selection_bias(sites, chosen, 0.5)
     assert sites[0].router.e_score_correction_bias.tolist() == [-0.5, 0.0, 0.5, 0.0]
     assert imbalance == [pytest.approx(1.5)]
-    # what ChosenExperts reads is what the experts received, in every MoE layer
-    with ChosenExperts(sites) as seen:
+    # training feeds it what the recorder took: one (tokens, k) per MoE layer, ids of this layer's experts
+    with torch.no_grad(), RoutingRecorder(model) as recorder:
         model(input_ids=torch.arange(10)[None])
-    assert len(seen.index) == 1 and seen.index[0][-1].shape == (10, 2)
+        taken = recorder.take().experts
+    assert taken.shape == (1, 10, 2) and int(taken.max()) < 4
+    update_selection_bias(sites, taken, 0.0)  # rate 0: the biases stay
+    assert sites[0].router.e_score_correction_bias.tolist() == [-0.5, 0.0, 0.5, 0.0]
 
 
 def test_groups_and_settings():

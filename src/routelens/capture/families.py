@@ -232,6 +232,26 @@ def _router_of(owner: nn.Module, recorded: dict[type, int]) -> nn.Module | None:
     return None
 
 
+def site_of(owner: nn.Module, experts: nn.Module, router: nn.Module, *, name: str = "experts", layer: int = 0,
+            text=None, logits_index: int = 0) -> RouterSite | None:  # fmt: skip
+    """The site of one MoE block (`owner` holding `experts` beside `router`), with k and E read from
+    the modules (and the text config, where given); None where they cannot be read."""
+    top_k = _first_int((router, ["top_k"]), (owner, ["top_k", "num_experts_per_tok"]),
+                       (experts, ["top_k"]), (text, ["num_experts_per_tok", "top_k_experts", "moe_topk"]))  # fmt: skip
+    num_experts = _first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]),
+                             (owner, ["num_experts"]), (text, ["num_local_experts", "num_experts"]))  # fmt: skip
+    if not top_k or not num_experts:
+        return None
+    zero = _first_int((experts, ["zero_expert_num"]), (text, ["zero_expert_num"])) or 0
+    forward = inspect.signature(type(router).forward).parameters
+    return RouterSite(
+        layer=layer, name=name, router=router, owner=owner, experts=experts,
+        adapter=ADAPTERS.get(type(router).__name__, Adapter()), logits_index=logits_index, top_k=top_k,
+        num_experts=num_experts, num_zero_experts=zero, hash_routed="input_ids" in forward,
+        best_first="sorted=False" not in class_source(type(router)) + class_source(type(owner)),
+    )  # fmt: skip
+
+
 def find_routers(model: nn.Module) -> list[RouterSite]:
     """Every MoE block of `model` routelens can record, ordered by decoder layer."""
     recorded = _recorded_routers(model)
@@ -252,19 +272,10 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
             continue
         layer = _LAYER_RE.search(name)
         assert layer is not None, f"experts {name} sit outside a decoder layer"
-        top_k = _first_int((router, ["top_k"]), (owner, ["top_k", "num_experts_per_tok"]),
-                           (experts, ["top_k"]), (text, ["num_experts_per_tok", "top_k_experts", "moe_topk"]))  # fmt: skip
-        num_experts = _first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]),
-                                 (owner, ["num_experts"]), (text, ["num_local_experts", "num_experts"]))  # fmt: skip
-        assert top_k and num_experts, f"no top_k / num_experts on {name}"
-        zero = _first_int((experts, ["zero_expert_num"]), (text, ["zero_expert_num"])) or 0
-        forward = inspect.signature(type(router).forward).parameters
-        sites.append(RouterSite(
-            layer=int(layer.group(1)), name=name, router=router, owner=owner, experts=experts, adapter=adapter,
-            logits_index=recorded.get(type(router), 0), top_k=top_k, num_experts=num_experts,
-            num_zero_experts=zero, hash_routed="input_ids" in forward,
-            best_first="sorted=False" not in class_source(type(router)) + class_source(type(owner)),
-        ))  # fmt: skip
+        site = site_of(owner, experts, router, name=name, layer=int(layer.group(1)), text=text,
+                       logits_index=recorded.get(type(router), 0))  # fmt: skip
+        assert site is not None, f"no top_k / num_experts on {name}"
+        sites.append(site)
     if not sites:
         from routelens.capture.unsupported import why_unsupported
 

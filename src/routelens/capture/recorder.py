@@ -39,15 +39,18 @@ class Routing:
         assert self.experts.shape == self.weights.shape, (self.experts.shape, self.weights.shape)
 
 
-def _experts_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(top_k_index, top_k_weights)` from a call `experts(hidden_states, top_k_index, top_k_weights)`,
-    positional or by keyword."""
-    rest = list(args[1:3])
-    if len(rest) < 2:
-        named = [v for k, v in kwargs.items() if k != "hidden_states" and torch.is_tensor(v)]
-        rest += named[: 2 - len(rest)]
-    index, weights = rest
-    return index, weights
+def experts_input_slots(args: tuple, kwargs: dict) -> tuple[int | str, int | str]:
+    """Where `top_k_index` and `top_k_weights` sit in a call `experts(hidden_states, top_k_index,
+    top_k_weights)`: a position in `args` or a keyword of `kwargs` (what a pre-hook replaces)."""
+    slots: list[int | str] = [i for i in (1, 2) if i < len(args)]
+    slots += [name for name, v in kwargs.items() if name != "hidden_states" and torch.is_tensor(v)][: 2 - len(slots)]
+    assert len(slots) == 2, f"experts called without (index, weights): {len(args)} args, kwargs {list(kwargs)}"
+    return slots[0], slots[1]
+
+
+def experts_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(top_k_index, top_k_weights)` of such a call, positional or by keyword."""
+    return tuple(args[at] if isinstance(at, int) else kwargs[at] for at in experts_input_slots(args, kwargs))
 
 
 def _logits(output, index: int) -> torch.Tensor:
@@ -115,7 +118,7 @@ class RoutingRecorder:
         buffer = self._buffer[slot]
 
         def hook(module, args, kwargs):
-            index, weights = _experts_inputs(args, kwargs)
+            index, weights = experts_inputs(args, kwargs)
             buffer.append((index.detach(), weights.detach()))
 
         return hook

@@ -119,10 +119,8 @@ def prune_model(model, keep: dict[int, list[int]]) -> dict:
     """Keep experts `keep[layer]` (the same count N in every MoE layer) of a loaded model, in place;
     update its config and check the result. Returns {config field: (before, after)}."""
     from routelens.capture import describe_model
-    from routelens.pruning.surgery import remove_experts, update_config
-
     from routelens.capture.families import find_routers
-    from routelens.pruning.surgery import untraced_expert_sets
+    from routelens.pruning.surgery import remove_experts, untraced_expert_sets, update_config
 
     before = describe_model(model)
     others = untraced_expert_sets(model, find_routers(model))

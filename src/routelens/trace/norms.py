@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from routelens.capture.recorder import experts_inputs
 from routelens.errors import RoutelensError
 from routelens.trace.site_hooks import SiteHooks
 
@@ -45,7 +46,8 @@ class ExpertNormRecorder(SiteHooks):
 
         def hook(module, args, kwargs, output):
             # experts(hidden_states, top_k_index, top_k_weights), positional or by keyword
-            hidden, index, weights = [*args, *(v for v in kwargs.values() if torch.is_tensor(v))][:3]
+            hidden = args[0] if args else kwargs["hidden_states"]
+            index, weights = experts_inputs(args, kwargs)
             width = index.shape[-1]
             norms = []
             for j in range(width):

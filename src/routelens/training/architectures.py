@@ -28,7 +28,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from routelens.config import choice
-from routelens.trace.site_hooks import SiteHooks
 
 if TYPE_CHECKING:
     import torch
@@ -111,45 +110,24 @@ def router_probs(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:
     return scores / scores.sum(dim=-1, keepdim=True)
 
 
-class ChosenExperts(SiteHooks):
-    """The experts each MoE layer was given in the forward calls of a `with`: `.index[slot]` is the
-    (tokens, k) top-k index of site `slot` (the last call's), read where the experts receive it."""
-
-    def __init__(self, sites) -> None:
-        super().__init__()
-        self._sites = list(sites)
-        self.index: list = []
-
-    def _register(self, slot: int, site):
-        def hook(_module, args, kwargs):
-            index = args[1] if len(args) > 1 else kwargs["top_k_index"]
-            self._seen[slot][:] = [index.detach()]
-
-        return site.experts.register_forward_pre_hook(hook, with_kwargs=True)
-
-    def __enter__(self):
-        super().__enter__()
-        self.index = self._seen  # the hooks fill these lists
-        return self
-
-
 def selection_bias(site):
     """The per-expert selection bias of a site's router (DeepSeek-V3's `e_score_correction_bias`), or None."""
     return getattr(site.router, "e_score_correction_bias", None)
 
 
-def update_selection_bias(sites, chosen: list, rate: float) -> list[float]:
-    """Move every expert's selection bias by `rate` toward balance, from the (tokens, k) ids each
-    layer chose this step; returns per layer max load / mean load before the update."""
+def update_selection_bias(sites, chosen, rate: float) -> list[float]:
+    """Move every expert's selection bias by `rate` toward balance, from the ids each MoE layer
+    chose this step (`chosen[layer]`: (tokens, k), as `RoutingRecorder.take().experts` holds them);
+    returns per layer max load / mean load before the update."""
     import torch
 
     imbalance = []
     with torch.no_grad():
-        for site, seen in zip(sites, chosen):
+        for site, ids in zip(sites, chosen):
             bias = selection_bias(site)
-            if bias is None or not seen:
+            if bias is None:
                 continue
-            ids = seen[-1].reshape(-1)
+            ids = ids.reshape(-1)
             load = torch.bincount(ids[ids < site.num_experts], minlength=site.num_experts).float()
             bias += rate * torch.sign(load.mean() - load).to(bias)
             imbalance.append(float(load.max() / load.mean().clamp(min=1e-9)))

@@ -143,18 +143,7 @@ def _lone_block_site(block: torch.nn.Module) -> RouterSite | None:
     if not isinstance(experts, nn.Module) or not list(experts.parameters()) or not fam._takes_routing(experts):
         return None
     router = fam._router_of(block, {})
-    if router is None:
-        return None
-    top_k = fam._first_int((router, ["top_k"]), (block, ["top_k", "num_experts_per_tok"]))
-    num_experts = fam._first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]), (block, ["num_experts"]))
-    if not top_k or not num_experts:
-        return None
-    return fam.RouterSite(
-        layer=0, name="experts", router=router, owner=block, experts=experts,
-        adapter=fam.ADAPTERS.get(type(router).__name__, fam.Adapter()), logits_index=0, top_k=top_k,
-        num_experts=num_experts, num_zero_experts=0, hash_routed=False,
-        best_first="sorted=False" not in fam.class_source(type(router)) + fam.class_source(type(block)),
-    )  # fmt: skip
+    return None if router is None else fam.site_of(block, experts, router)
 
 
 def why_no_capacity(site: RouterSite) -> str | None:
@@ -180,17 +169,6 @@ def _family(site: RouterSite) -> str:
     return family_name(type(site.router)) or type(site.owner).__name__
 
 
-def _routing_inputs(args: tuple, kwargs: dict) -> tuple[str | int, str | int]:
-    """Where `top_k_index` and `top_k_weights` sit in a call experts(hidden, index, weights): a
-    position in args or a keyword (the recorder's reading, `capture.recorder._experts_inputs`)."""
-    import torch
-
-    slots: list[str | int] = [i for i in (1, 2) if i < len(args)]
-    slots += [name for name, v in kwargs.items() if name != "hidden_states" and torch.is_tensor(v)][: 2 - len(slots)]
-    assert len(slots) == 2, f"experts called without (index, weights): {len(args)} args, kwargs {list(kwargs)}"
-    return slots[0], slots[1]
-
-
 def _rank_order(weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
     """Column order that puts each token's choices best first (None: they already are)."""
     if best_first:
@@ -203,12 +181,13 @@ def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None
     of assignments over capacity."""
     import torch
 
+    from routelens.capture.recorder import experts_input_slots, experts_inputs
+
     num_experts, checked = site.num_experts, [top_k is None]
 
     def hook(module, args, kwargs):
-        at_index, at_weights = _routing_inputs(args, kwargs)
-        get = lambda at: args[at] if isinstance(at, int) else kwargs[at]  # noqa: E731
-        index, weights = get(at_index), get(at_weights)
+        _, at_weights = experts_input_slots(args, kwargs)
+        index, weights = experts_inputs(args, kwargs)
         k = index.shape[-1]
         if not checked[0]:
             if k != top_k:

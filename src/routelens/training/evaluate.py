@@ -26,7 +26,7 @@ from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.capture.families import describe_model
-from routelens.training.capacity import apply_capacity, moe_blocks
+from routelens.training.capacity import apply_capacity
 from routelens.training.configs import EvalConfig
 from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
 
@@ -199,8 +199,3 @@ def routing_health(
         "balanced": bool((load <= 2.0).all()),
         "informative": bool((repeat >= 2.0 / E).any()),
     }
-
-
-def moe_blocks_layers(model) -> list[int]:
-    """Decoder-layer indices of the model's MoE blocks (kept for callers of the Mixtral-only version)."""
-    return [layer for layer, _ in moe_blocks(model)]

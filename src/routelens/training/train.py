@@ -44,7 +44,7 @@ from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.progress import transformers_bars_off
-from routelens.training.architectures import Architecture, ChosenExperts, model_config, parse_architecture, update_selection_bias
+from routelens.training.architectures import Architecture, model_config, parse_architecture, update_selection_bias
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
 from routelens.training.evaluate import routing_health, unigram_loss, window_nll
@@ -253,6 +253,7 @@ def train(
             raise RoutelensError(f"the optimizer or RNG state in {resume} does not fit this model ({exc}); "
                                  f"delete {resume} to resume from the checkpoint before it, or pick another --out.") from None
     ckpt_root.mkdir(parents=True, exist_ok=True)
+    from routelens.capture import RoutingRecorder
     from routelens.capture.families import find_routers
 
     k = model.config.num_experts_per_tok
@@ -265,7 +266,7 @@ def train(
     run_tokens = 0
     model.train()
     capacity = apply_capacity(model, config.capacity_factor) if config.capacity_factor is not None else nullcontext()
-    with capacity, ChosenExperts(sites) as chosen, progress_bar(not progress) as bar:
+    with capacity, RoutingRecorder(model) as recorder, progress_bar(not progress) as bar:
         task = bar.add_task("train", total=config.steps, completed=state["step"], status="")
         while state["step"] < steps_cap:
             elapsed = elapsed_before + time.perf_counter() - run_start
@@ -278,7 +279,7 @@ def train(
             ids = torch.from_numpy(windows.astype(np.int64))  # (B, S)
             out_ = model(input_ids=ids, output_router_logits=True, use_cache=False)
             ce = F.cross_entropy(out_.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-            given = [seen[-1] for seen in chosen.index]  # (tokens, k) per MoE layer: what the experts received
+            given = recorder.take().experts  # (MoE layers, tokens, k): what the experts received
             bal = balance_loss(out_.router_logits, k, config.balance, sigmoid=sigmoid, chosen=given)
             z = torch.zeros(()) if sigmoid else router_z_loss(out_.router_logits)  # z-loss: softmax routers only
             loss = ce + config.aux_loss_coef * bal + config.z_loss_coef * z
@@ -288,7 +289,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             if bias_rate:
-                update_selection_bias(sites, chosen.index, bias_rate)
+                update_selection_bias(sites, given, bias_rate)
             state["step"], state["tokens"] = step + 1, state["tokens"] + ids.numel()
             state["data_position"] = {"epoch": epoch, "window": offset + config.batch_size}
             recent = (recent + [ce.item()])[-RECENT_LOSSES:]
