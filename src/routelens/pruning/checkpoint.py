@@ -115,19 +115,27 @@ def _smoke_forward(model, family: str) -> None:
                              "this family cannot be pruned by slicing its experts.") from None  # fmt: skip
 
 
+def check_savable(model, family: str, sites) -> None:
+    """Refuse, in one line, a model whose pruned checkpoint would not load: one whose config's expert
+    count also sizes experts routelens does not trace (`surgery.untraced_expert_sets`)."""
+    from routelens.pruning.surgery import untraced_expert_sets
+
+    others = untraced_expert_sets(model, sites)
+    if others:
+        raise RoutelensError(f"{family} cannot be saved pruned: its config's expert count also sizes {others[0]} "
+                             f"({len(others)} expert sets routelens does not trace, e.g. vision ones), so the checkpoint "
+                             "would not load; `routelens ablate` can still remove experts in memory.")  # fmt: skip
+
+
 def prune_model(model, keep: dict[int, list[int]]) -> dict:
     """Keep experts `keep[layer]` (the same count N in every MoE layer) of a loaded model, in place;
     update its config and check the result. Returns {config field: (before, after)}."""
     from routelens.capture import describe_model
     from routelens.capture.families import find_routers
-    from routelens.pruning.surgery import remove_experts, untraced_expert_sets, update_config
+    from routelens.pruning.surgery import remove_experts, update_config
 
     before = describe_model(model)
-    others = untraced_expert_sets(model, find_routers(model))
-    if others:
-        raise RoutelensError(f"{before.family} cannot be saved pruned: its config's expert count also sizes {others[0]} "
-                             f"({len(others)} expert sets routelens does not trace, e.g. vision ones), so the checkpoint "
-                             "would not load; `routelens ablate` can still remove experts in memory.")  # fmt: skip
+    check_savable(model, before.family, find_routers(model))
     counts = {len(ids) for ids in keep.values()}
     assert len(counts) == 1 and set(keep) == set(before.moe_layers), (counts, keep.keys())
     n = counts.pop()
@@ -172,6 +180,7 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
             reason = why_not_prunable(site)
             if reason:
                 raise RoutelensError(f"{spec.family} cannot be pruned: {reason} ({site.name}).")
+        check_savable(hf_model, spec.family, sites)  # before the importance is computed
         n = config.kept_count(spec.num_experts)
         result = expert_importance(trace, progress=config.progress)
         freq = scores_of(result, Criterion.FREQUENCY, config.domain)  # an unknown --domain is refused here
