@@ -434,6 +434,20 @@ def _(env, tmp):
     return Case(args, r"top-k 3")
 
 
+@case("train --bias-update-rate on a family without a selection bias")
+def _(env, tmp):
+    out = tmp / "m"
+    return Case(train_case(tmp, f"web={env.corpus}", out, ["--architecture", "olmoe", "--bias-update-rate", "0.01"]),
+                r"olmoe has no selection bias to update", [out])  # fmt: skip
+
+
+@case("train --init of another architecture")
+def _(env, tmp):
+    out = tmp / "m"
+    return Case(train_case(tmp, f"web={env.corpus}", out, ["--init", str(env.model), "--architecture", "olmoe"]),
+                r"is a MixtralForCausalLM; --architecture olmoe trains a OlmoeForCausalLM", [out, env.model])  # fmt: skip
+
+
 @case("corpus builtin --out under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp)
