@@ -4,7 +4,7 @@ The families are enumerated from transformers itself (`routelens.capture.catalog
 whose model classes record `router_logits`), so a transformers upgrade that adds a MoE family
 adds a case here, and that case fails until the family records exactly or is listed with its
 reason in `routelens.capture.unsupported`. Each family is built tiny from its config class alone
-(`tests.capture.tiny_auto`), run on a right-padded and a left-padded batch, and the recording is
+(`routelens.capture.tiny`), run on a right-padded and a left-padded batch, and the recording is
 compared with what every experts module was actually called with, captured by the test's own
 hooks (found by module name, not by the recorder's discovery).
 """
@@ -18,8 +18,9 @@ import torch
 
 from routelens.capture import RoutingRecorder, describe_model
 from routelens.capture.catalog import moe_families
+from routelens.capture.overrides import OVERRIDES
 from routelens.capture.unsupported import UNSUPPORTED
-from tests.capture.tiny_auto import VOCAB, build
+from routelens.capture.tiny import VOCAB, build
 
 FAMILIES = {f.model_type: f for f in moe_families()}
 RECORDED = sorted(set(FAMILIES) - set(UNSUPPORTED))
@@ -100,6 +101,34 @@ def _llama4_truth(model, calls: dict[str, list]) -> dict[str, list]:
     return truth
 
 
+# Families whose block rewrites the router's choice before its experts see it; the router's output
+# is then the choice (LongCat-Flash from transformers 5.25 hands zero-computation choices to the
+# experts as real ids with weight 0 and adds their identity itself).
+ROUTER_IS_THE_CHOICE = {"longcat_flash"}
+
+
+def _router_calls(model, handles: list) -> dict[str, list]:
+    """Forward hooks on every module named `router` beside an `experts`: (index, weights) per call."""
+    seen: dict[str, list] = {}
+    for name, module in model.named_modules():
+        if name.endswith(".experts"):
+            router = model.get_submodule(name.rsplit(".", 1)[0] + ".router")
+            handles.append(router.register_forward_hook(
+                lambda m, a, out, n=name: seen.setdefault(n, []).append([out[2].detach().clone(), out[1].detach().clone()])))  # fmt: skip
+    return seen
+
+
+def _router_truth(model, experts_calls: dict, num_experts: int, routers: dict) -> dict[str, list]:
+    """The router's choices, after checking that the experts got each real choice with its weight and
+    every other slot (a zero-computation choice) with weight 0."""
+    for name, calls in routers.items():
+        for (index, weights), (given_i, given_w) in zip(calls, experts_calls[name]):
+            real = index < num_experts
+            assert torch.equal(given_i[real], index[real]) and torch.equal(given_w[real], weights[real])
+            assert bool((given_w[~real] == 0).all()) or torch.equal(given_i, index)
+    return routers
+
+
 def _canonical(index: torch.Tensor, weights: torch.Tensor, empty: int):
     """The k slots of each token ordered by expert id with empty slots dropped, to compare choices."""
     index, weights = index.long(), weights.float()
@@ -118,6 +147,7 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
     llama4 = spec.family == "llama4"
     if llama4:  # the experts see scaled inputs; the reference needs the block's input too
         _hook_block_inputs(model, seen, handles)
+    routers = _router_calls(model, handles) if spec.family in ROUTER_IS_THE_CHOICE else {}
     got = []
     try:
         with torch.no_grad(), RoutingRecorder(model, spec) as rec:
@@ -128,6 +158,8 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
         for h in handles:
             h.remove()
     truth = _llama4_truth(model, seen) if llama4 else seen
+    if spec.family in ROUTER_IS_THE_CHOICE:
+        truth = _router_truth(model, seen, spec.num_experts, routers)
     # expert sets no text token reached (ERNIE-4.5-VL's vision experts, called with no token) are not layers
     truth = {n: calls for n, calls in truth.items() if any(c[0].numel() for c in calls)}
     # every experts module that ran is a recorded layer, in layer order
@@ -150,11 +182,9 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
             torch.testing.assert_close(rec_w, ref_w, **tol, msg=f"{where}: weights differ")
 
 
-# Families whose weights are not one factor per token times the scoring at the chosen experts, and why.
-WEIGHTS_NOT_FROM_SCORES = {
-    "phimoe": "sparsemixer: each choice's weight is a softmax over the logits left after masking earlier choices",
-    "diffusion_gemma": "a learned per-expert scale multiplies each chosen expert's weight",
-}
+# Families whose weights are not one factor per token times the scoring at the chosen experts, and why
+# (the library's overrides table, which the verifier reads too).
+WEIGHTS_NOT_FROM_SCORES = {t: o.weights for t, o in OVERRIDES.items() if o.weights}
 
 
 @pytest.mark.parametrize("model_type", RECORDED)

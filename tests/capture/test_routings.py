@@ -13,7 +13,7 @@ import torch
 
 from routelens.capture import RoutingRecorder, RoutingSpec, describe_model
 from routelens.capture.families import find_routers
-from tests.capture.tiny_auto import VOCAB, build
+from routelens.capture.tiny import VOCAB, build
 
 HUNYUAN = "transformers.models.hunyuan_v1_moe.modeling_hunyuan_v1_moe"
 LONGCAT = "transformers.models.longcat_flash.modeling_longcat_flash"
@@ -76,9 +76,18 @@ def test_zero_computation_experts_are_recorded_with_their_ids():
     with torch.no_grad():  # make the first zero expert win everywhere: every token uses it
         for site in find_routers(model):
             site.router.e_score_correction_bias[E] = 10.0
-    got, seen, _ = _run(model, spec)
-    for layer, (index, weights) in enumerate(seen):
+    chosen = []  # the router's own (index, weights): what LongCat's block computes with
+    handles = [site.router.register_forward_hook(lambda m, a, out: chosen.append((out[2].clone(), out[1].clone())))
+               for site in find_routers(model)]  # fmt: skip
+    try:
+        got, seen, _ = _run(model, spec)
+    finally:
+        for h in handles:
+            h.remove()
+    for layer, ((index, weights), (given_i, given_w)) in enumerate(zip(chosen, seen)):
         _assert_same(got.experts[layer], got.weights[layer], index, weights)
+        real = index < E  # the experts get the real choices as chosen (and, from 5.25, zero ones with weight 0)
+        assert torch.equal(given_i[real], index[real]) and torch.equal(given_w[real], weights[real])
     assert bool((got.experts == E).any(-1).all()), "the zero expert E should be in every token's k"
     assert int(got.experts.max()) < E + Z
 

@@ -8,7 +8,7 @@ import pytest
 
 import routelens
 from routelens.trace import TraceConfig
-from tests.capture.tiny_auto import tiny_config
+from routelens.capture.tiny import tiny_config
 from tests.conftest import SAMPLE_TEXT, save_tiny_model
 
 

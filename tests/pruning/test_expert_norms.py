@@ -76,7 +76,7 @@ def test_the_flag_is_part_of_the_identity_only_when_on():
 def test_llama4_refuses_expert_norms():
     from routelens.capture import describe_model
     from routelens.trace.norms import ExpertNormRecorder
-    from tests.capture.tiny_auto import build
+    from routelens.capture.tiny import build
 
     model = build("llama4_text")
     with pytest.raises(RoutelensError, match="scaled inputs"):

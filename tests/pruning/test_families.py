@@ -16,7 +16,7 @@ from routelens.errors import RoutelensError
 from routelens.pruning.checkpoint import prune_model
 from routelens.capture.families import _text_config
 from routelens.pruning.surgery import num_groups, why_not_prunable
-from tests.capture.tiny_auto import VOCAB, build
+from routelens.capture.tiny import VOCAB, build
 
 FAMILIES = {f.model_type: f for f in moe_families() if f.model_type not in UNSUPPORTED}
 # family -> words of the reason why_not_prunable gives (also listed in docs/pruning.md)

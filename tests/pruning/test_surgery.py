@@ -137,7 +137,7 @@ def test_bad_kept_sets_are_refused_in_one_line():
 
 
 def test_families_whose_experts_are_not_sliced_per_expert_say_why():
-    from tests.capture.tiny_auto import build
+    from routelens.capture.tiny import build
 
     dbrx = build("dbrx")
     reason = why_not_prunable(find_routers(dbrx)[0])

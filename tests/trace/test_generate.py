@@ -23,7 +23,7 @@ from routelens.trace.generate import GenerationComputer, PromptShard, teacher_fo
 from routelens.trace.plan import Window
 from tests.capture.test_conformance import FAMILIES as CONFORMANCE
 from tests.capture.test_conformance import RECORDED, _canonical, _experts_calls, _hook_block_inputs, _llama4_truth
-from tests.capture.tiny_auto import VOCAB, build
+from routelens.capture.tiny import VOCAB, build
 from tests.trace.corpora import DOCS, write_txt
 
 FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "deepseek_v3"]

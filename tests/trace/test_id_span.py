@@ -13,7 +13,7 @@ import routelens
 from routelens.capture import RoutingSpec
 from routelens.capture.families import find_routers
 from routelens.store.schema import trace_schema
-from tests.capture.tiny_auto import build
+from routelens.capture.tiny import build
 from tests.conftest import build_tokenizer
 from tests.trace.corpora import DOCS, write_txt
 

@@ -17,7 +17,7 @@ from tests.trace.corpora import DOCS, write_txt
 def tiny_qwen3_vl_moe():
     from transformers import Qwen3VLMoeConfig
 
-    from tests.capture.tiny_auto import tiny_config
+    from routelens.capture.tiny import tiny_config
 
     text = tiny_config("qwen3_vl_moe", vocab_size=300)
     vision = dict(depth=1, hidden_size=32, intermediate_size=32, num_heads=2, out_hidden_size=32, patch_size=4,

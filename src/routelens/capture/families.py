@@ -108,13 +108,27 @@ class RoutingSpec:
         return self.no_expert_id + (1 if min(self.top_k_per_layer, default=self.top_k) < self.top_k else 0)
 
 
+# a router's output carrying another routing: (router, output, index (tokens, k), weights (tokens, k)) -> output
+Writer = Callable[[nn.Module, object, torch.Tensor, torch.Tensor], object]
+
+
 @dataclass(frozen=True)
 class Adapter:
-    """How one family deviates from the convention; None fields keep the derived behaviour."""
+    """How one family deviates from the convention; None fields keep the derived behaviour.
+
+    The convention: the router returns `(logits, top_k_weights, top_k_index)` and the block hands
+    the last two to `experts(hidden_states, top_k_index, top_k_weights)` unchanged. `reference`
+    and `write` serve the verifier (`routelens.capture.verify`), which reads the router's own
+    choice and recomputes the block's output with a recorded routing handed out by the router.
+    """
 
     rule: str | None = None  # one line, formatted with the config's switches
     scoring: Scoring | None = None
     read: Reader | None = None  # read (index, weights) from the router's output instead of the experts' inputs
+    experts_see_routing: bool = True  # False: the experts get inputs the router scaled, never (index, weights)
+    reference: Reader | None = None  # the router's own choice where its output is not the (logits, w, index) triple
+    write: Writer | None = None  # the router's output carrying a given routing (None: the triple's)
+    choice_method: str | None = None  # the block's method turning router logits into (weights, index), if any
 
 
 def _read_llama4(router: nn.Module, owner: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +139,33 @@ def _read_llama4(router: nn.Module, owner: nn.Module, output) -> tuple[torch.Ten
     scores, logits = output
     index = torch.topk(logits, router.top_k, dim=1).indices
     return index, scores.gather(1, index)
+
+
+def _write_llama4(router: nn.Module, output, index: torch.Tensor, weights: torch.Tensor):
+    """Llama4's `(router_scores, router_logits)` whose scores hold `weights` at `index`, zero elsewhere
+    (its own scores are sigmoid(-inf) = 0 off the chosen experts)."""
+    scores, logits = output
+    return scores.new_zeros(scores.shape).scatter(1, index.long(), weights.to(scores.dtype)), logits
+
+
+def _reference_llama4(router: nn.Module, owner: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor]:
+    """Llama4's rule from its logits alone: top-k of the logits, each weight the sigmoid of its logit."""
+    logits = output[1]
+    top, index = torch.topk(logits.float(), router.top_k, dim=-1)
+    return index, top.sigmoid()
+
+
+def _reference_dbrx(router: nn.Module, owner: nn.Module, logits) -> tuple[torch.Tensor, torch.Tensor]:
+    """DBRX's rule from its logits: softmax over E, top-k, each divided by the p-norm of the k
+    (p = moe_normalize_expert_weights; none: no division)."""
+    top, index = torch.topk(logits.float().softmax(dim=-1), owner.top_k, dim=-1)
+    p = owner.moe_normalize_expert_weights
+    return index, top if p is None else top / top.norm(p=p, dim=-1, keepdim=True)
+
+
+def read_router_choice(router: nn.Module, owner: nn.Module, output) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, weights) of a router returning `(logits, top_k_weights, top_k_index, ...)`."""
+    return output[2], output[1]
 
 
 _SOFTMAX_RENORM = "fp32 softmax over E -> top-k -> renormalise over the k"
@@ -148,10 +189,15 @@ ADAPTERS: dict[str, Adapter] = {
                                     Scoring.SIGMOID),  # fmt: skip
     "GptOssTopKRouter": Adapter("top-k of biased logits -> softmax over the k"),
     "GraniteMoeTopKRouter": Adapter("top-k of logits -> softmax over the k"),
-    "DbrxRouter": Adapter("softmax over E -> top-k -> divide by the p-norm of the k (p=moe_normalize_expert_weights={p})"),
+    "DbrxRouter": Adapter("softmax over E -> top-k -> divide by the p-norm of the k (p=moe_normalize_expert_weights={p})",
+                          reference=_reference_dbrx, choice_method="route_tokens_to_experts"),
     "JambaTopKRouter": Adapter("fp32 softmax over E -> top-k, no renormalisation"),
     "Llama4Router": Adapter("top-k of logits -> sigmoid of the k logits, scaling the expert's input; plus a shared "
-                            "expert", Scoring.SIGMOID, _read_llama4),  # fmt: skip
+                            "expert", Scoring.SIGMOID, _read_llama4, experts_see_routing=False,
+                            reference=_reference_llama4, write=_write_llama4),  # fmt: skip
+    # LongCat-Flash: from transformers 5.25 its block hands zero-computation choices to the experts as
+    # real ids with weight 0 and adds their identity itself, so the router's output is the choice
+    "LongcatFlashTopkRouter": Adapter(read=read_router_choice),
     "Gemma4TextRouter": Adapter(scoring=Scoring.PROBS),  # these routers output the softmax itself
     "DiffusionGemmaTextRouter": Adapter(scoring=Scoring.PROBS),
 }  # fmt: skip
@@ -176,7 +222,13 @@ class RouterSite:
 
     @property
     def reads_router(self) -> bool:
+        """The recorder reads this site's routing at its router, not at its experts' inputs."""
         return self.adapter.read is not None
+
+    @property
+    def experts_see_routing(self) -> bool:
+        """The experts are called with (hidden, index, weights) (not with inputs the router scaled)."""
+        return self.adapter.experts_see_routing
 
 
 def _architecture(model: nn.Module) -> str:

@@ -31,7 +31,7 @@ class ExpertNormRecorder(SiteHooks):
         super().__init__()
         self.spec = spec
         self._sites = find_routers(model)
-        readers = [s.name for s in self._sites if s.reads_router]
+        readers = [s.name for s in self._sites if not s.experts_see_routing]
         if readers:
             raise RoutelensError(
                 f"--store-expert-norms needs experts called with (hidden, index, weights), but {readers[0]} "

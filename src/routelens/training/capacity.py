@@ -149,7 +149,7 @@ def _lone_block_site(block: torch.nn.Module) -> RouterSite | None:
 def why_no_capacity(site: RouterSite) -> str | None:
     """Why `site`'s experts cannot take a capacity or another top-k (None: they can): the hooks need
     experts called with (hidden, index, weights), and a k the router chooses."""
-    if site.reads_router:
+    if not site.experts_see_routing:
         return f"{site.name} is fed inputs its router scaled, never expert indices and weights"
     if site.hash_routed:
         return f"{site.name} is routed by token id (a fixed token -> experts table)"

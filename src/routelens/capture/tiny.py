@@ -1,8 +1,8 @@
 """Tiny randomly initialised models of any MoE family of the installed transformers, built from
 its config class alone: every size field of the (text) config is shrunk by name, and the few
-families whose configs need more say so in ONE table, `OVERRIDES`.
+families whose configs need more say so in ONE table (`routelens.capture.overrides`).
 
-Used by the conformance suite; sizes follow Hugging Face's model testers (hidden 32, 2-4 layers,
+Used by `routelens families --verify` and by the conformance suite; sizes follow Hugging Face's model testers (hidden 32, 2-4 layers,
 8 experts, top-2, vocabulary 128), so each model builds and runs in well under a second.
 """
 
@@ -14,6 +14,7 @@ import importlib
 import torch
 
 from routelens.capture.catalog import text_config_class
+from routelens.capture.overrides import override
 
 VOCAB = 128
 LAYERS = 4
@@ -32,43 +33,13 @@ _SIZES = {
     "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "n_shared_experts": 1,
     "max_position_embeddings": 256, "sliding_window": 8, "attention_chunk_size": 64, "zero_expert_num": 2,
     "top_k_experts": 2, "moe_k": 2, "unpadded_vocab_size": VOCAB, "vocab_size_per_layer_input": VOCAB,
-    "hidden_size_per_layer_input": 8, "swa_head_dim": 8, "index_head_dim": 8, "index_topk": 16,
+    "hidden_size_per_layer_input": 8, "swa_head_dim": 8, "index_head_dim": 8, "index_topk": 4,
     "linear_num_heads": 2, "linear_head_dim": 8, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
     "linear_num_key_heads": 2, "linear_num_value_heads": 4,
 }  # fmt: skip
 _SWITCHES = {"enable_moe_block": True}  # families whose MoE blocks are off by default (Gemma 4)
 _TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
-# model_type -> field overrides for the (text) config, applied after _SIZES; the reason beside each
-_MRoPE_HALF = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "mrope_section": [1, 1, 0]}
-OVERRIDES: dict[str, dict] = {
-    # hybrids: the default layer patterns put no attention layer within 4 layers
-    "bailing_hybrid": {"layer_group_size": 2},
-    "kimi_linear": {"layer_types": ["linear_attention", "full_attention"] * 2},
-    "lfm2_moe": {"layer_types": ["conv", "full_attention"] * 2, "num_dense_layers": 1},
-    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
-              "use_mamba_kernels": False, "mamba_d_state": 4, "mamba_dt_rank": 4, "mamba_expand": 2},
-    "granitemoehybrid": {"layer_types": ["linear_attention", "full_attention"] * 2, "mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 8, "mamba_chunk_size": 16},
-    # per-layer MLP types with no default
-    "deepseek_ocr2": {"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]},
-    # attention variants that insist on as many key/value heads as query heads, or on no RoPE
-    "dots3_note": {"num_key_value_heads": 4, "use_sliding_window": False},
-    "glm5_next": {"num_key_value_heads": 4, "qk_rope_head_dim": 0, "qk_head_dim": 8},
-    # multimodal RoPE sections sized for the tiny head
-    "glm4v_moe": {"rope_parameters": _MRoPE_HALF},
-    "hy_v4_vl": {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}},
-    "ernie4_5_vl_moe": {"moe_intermediate_size": [16, 16], "moe_num_experts": 8,
-                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}},
-    # DBRX keeps sizes in sub-configs; its attention reads rope_theta and clip_qkv from them
-    "dbrx": {"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 64,
-             "attn_config": {"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0},
-             "ffn_config": {"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2,
-                            "moe_normalize_expert_weights": 1.0}},
-    "zaya": {"num_experts_per_tok": 1},  # top-1 only
-    "qwen4_exp": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 8, "indexer_budget": 8,
-                  "indexer_compress_ratio": 2, "hc_lowrank": 8, "heads_per_ngram": 2, "ngram_vocab_size_base": 256,
-                  "split_ngram_parts": 4},
-}  # fmt: skip
 
 
 def _fields(cls) -> dict[str, object]:
@@ -100,7 +71,7 @@ def tiny_config(model_type: str, **overrides):
         if isinstance(fields.get(name), (int, list)):
             kwargs[name] = value
     kwargs.update({name: value for name, value in _SWITCHES.items() if name in fields})
-    kwargs.update(OVERRIDES.get(model_type, {}))
+    kwargs.update(override(model_type).tiny)
     return cls(**{**kwargs, **overrides})
 
 
