@@ -22,7 +22,16 @@ from routelens.trace import TraceConfig, trace
 from routelens.trace.generate import GenerationComputer, PromptShard, teacher_forced_agreement
 from routelens.trace.plan import Window
 from tests.capture.test_conformance import FAMILIES as CONFORMANCE
-from tests.capture.test_conformance import RECORDED, _canonical, _experts_calls, _hook_block_inputs, _llama4_truth
+from tests.capture.test_conformance import (
+    RECORDED,
+    ROUTER_IS_THE_CHOICE,
+    _canonical,
+    _experts_calls,
+    _hook_block_inputs,
+    _llama4_truth,
+    _router_calls,
+    _router_truth,
+)
 from routelens.capture.tiny import VOCAB, build
 from tests.trace.corpora import DOCS, write_txt
 
@@ -101,8 +110,11 @@ def test_every_generating_family_records_each_decode_step_exactly(family, tmp_pa
 
 def _check_exact(model, family, tmp_path, **settings):
     computer = _computer(model, tmp_path, **settings)
-    shard = _shard()
+    # a family whose routing padding moves is batched without padding: prompts of one length keep one batch
+    lengths = (6, 6, 6) if computer.unpadded else LENGTHS
+    shard = _shard(lengths)
     seen, handles = _experts_calls(model)
+    routers = _router_calls(model, handles) if computer.routing.family in ROUTER_IS_THE_CHOICE else {}
     llama4 = computer.routing.family == "llama4"
     if llama4:  # its experts see scaled inputs; the reference needs each block's input too (as in conformance)
         _hook_block_inputs(model, seen, handles)
@@ -112,8 +124,10 @@ def _check_exact(model, family, tmp_path, **settings):
         for h in handles:
             h.remove()
     seen = _llama4_truth(model, seen) if llama4 else seen
+    if routers:
+        seen = _router_truth(model, seen, computer.routing.num_experts, routers)
     layer_order = sorted(seen, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
-    truth = _truth_rows({n: seen[n] for n in layer_order}, shard, LENGTHS)
+    truth = _truth_rows({n: seen[n] for n in layer_order}, shard, lengths)
     experts = nested_to_numpy(table.column("experts"), computer.k)
     weights = nested_to_numpy(table.column("weights"), computer.k)
     empty = computer.routing.no_expert_id
@@ -125,7 +139,7 @@ def _check_exact(model, family, tmp_path, **settings):
         torch.testing.assert_close(got_w, want_w, **(dict(rtol=1e-5, atol=1e-6) if llama4 else dict(rtol=0, atol=0)))
     phase = table.column("phase").to_pylist()
     positions = table.column("position").to_numpy()
-    for w, m in zip(shard.windows, LENGTHS):
+    for w, m in zip(shard.windows, lengths):
         assert phase[w.row : w.row + m + STEPS] == ["prefill"] * m + ["decode"] * STEPS
         assert positions[w.row : w.row + m + STEPS].tolist() == list(range(m + STEPS))
         assert table.column("token_id").to_numpy()[w.row : w.row + m].tolist() == w.ids.tolist()

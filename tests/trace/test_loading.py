@@ -71,4 +71,11 @@ def test_with_the_flag_the_models_own_code_runs_and_traces(custom_model, tiny_mi
     got = routelens.trace(str(custom_model), [f"web={corpus}"], tmp_path / "t-custom", trust_remote_code=True, **settings)
     want = routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path / "t-plain", **settings)
     assert got.manifest["model"]["architecture"] == "TinyCustomForCausalLM"
-    assert [pq.read_table(p).to_pylist() for p in got.shards] == [pq.read_table(p).to_pylist() for p in want.shards]
+    a, b = [pq.read_table(p).to_pylist() for p in got.shards], [pq.read_table(p).to_pylist() for p in want.shards]
+    # the same rows; weights may differ in the last float32 bit (transformers picks its kernels by model type)
+    assert [[{k: v for k, v in r.items() if k != "weights"} for r in s] for s in a] == \
+        [[{k: v for k, v in r.items() if k != "weights"} for r in s] for s in b]  # fmt: skip
+    import numpy as np
+
+    for x, y in zip(a, b):
+        np.testing.assert_allclose([r["weights"] for r in x], [r["weights"] for r in y], rtol=1e-6, atol=1e-7)

@@ -9,8 +9,10 @@ these rows (`python -m routelens.capture.readme`), so it cannot drift from the c
 from __future__ import annotations
 
 import importlib
+import json
 import string
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 from routelens.capture.catalog import Family, moe_families, text_config_class
@@ -21,15 +23,43 @@ from routelens.capture.unsupported import UNSUPPORTED
 EXACT = "exact"
 
 
+# family -> the transformers versions on which the test suite verified it (newest last); written by
+# `python -m routelens.capture.readme` on each version the suite passed on
+VERIFIED_ON = Path(__file__).with_name("verified_on.json")
+
+
 @dataclass(frozen=True)
 class FamilyRow:
     model_type: str
     router: str  # router class name(s), comma-separated where a model has several
     rule: str
     status: str  # "exact" or "unsupported: <reason>"
+    verified_on: str | None = None  # the newest transformers version the suite verified it on
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def verified_versions() -> dict[str, list[str]]:
+    """{family: [transformers versions the suite verified it on, oldest first]}."""
+    try:
+        return json.loads(VERIFIED_ON.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def record_verified(families: list[str], version: str) -> dict[str, list[str]]:
+    """Add `version` to the families verified on it and write the file back."""
+    from packaging.version import Version
+
+    from routelens.atomic import write_json
+
+    table = verified_versions()
+    for model_type in families:
+        table[model_type] = sorted(set(table.get(model_type, [])) | {version}, key=Version)
+    table = dict(sorted(table.items()))
+    write_json(VERIFIED_ON, table, indent=1, newline=True)
+    return table
 
 
 class _Named(dict):
@@ -78,10 +108,12 @@ def _rule(family: Family) -> str:
 def family_rows() -> list[FamilyRow]:
     """Every MoE family of the installed transformers, sorted by model type."""
     rows = []
+    verified = verified_versions()
     for family in moe_families():
         reason = UNSUPPORTED.get(family.model_type)
         status = EXACT if reason is None else f"unsupported: {reason}"
-        rows.append(FamilyRow(family.model_type, ", ".join(family.routers), _rule(family), status))
+        on = (verified.get(family.model_type) or [None])[-1] if reason is None else None
+        rows.append(FamilyRow(family.model_type, ", ".join(family.routers), _rule(family), status, on))
     return rows
 
 

@@ -159,16 +159,17 @@ class _Calls:
 
 # -- the check -------------------------------------------------------------------------------------
 def check_routing(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  spec: RoutingSpec | None = None, **forward_kwargs) -> Mismatch | None:  # fmt: skip
-    """Run `model` once on a batch and check what `RoutingRecorder` records against the router's own
-    choice, the block's output recomputed from the recording, and the family's scoring; None when
-    everything agrees, else the first `Mismatch`. Nothing of the model is changed afterwards."""
+                  spec: RoutingSpec | None = None, *, body: nn.Module | None = None) -> Mismatch | None:  # fmt: skip
+    """Run `model` (or its `body`, e.g. the model without its LM head) once on a batch and check what
+    `RoutingRecorder` records against the router's own choice, the block's output recomputed from the
+    recording, and the family's scoring; None when everything agrees, else the first `Mismatch`.
+    Nothing of the model is changed afterwards."""
     spec = spec if spec is not None else describe_model(model)
     sites = find_routers(model)
     calls = _Calls(sites)
     try:
         with torch.no_grad(), RoutingRecorder(model, spec, store_probs=True) as recorder:
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **forward_kwargs)
+            (body or model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             routing = recorder.take()
     finally:
         calls.remove()

@@ -2,7 +2,8 @@
 
     routelens families
     routelens families --json families.json
-    routelens families --json -
+    routelens families --verify                      # every family, on the installed transformers
+    routelens families --verify mixtral longcat_flash --json -
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ import typer
 from rich.table import Table
 
 from routelens.cli.common import BareJsonCommand, console, print_json, to_stdout
+from routelens.errors import RoutelensError
 
 
 def families(
+    model_types: Annotated[
+        list[str] | None, typer.Argument(help="With --verify: only these model types (default: every family).")
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Build each family's tiny model here and check what routelens records "
+                                            "against the router's own choice and the MoE block's own output.")
+    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write a JSON list to this file instead of a table; - or a bare --json: stdout.")
     ] = None,
@@ -24,31 +33,76 @@ def families(
     """List every MoE family of the installed transformers: router class, routing rule, status.
 
     Families are found in transformers itself (model classes that record `router_logits`), so a
-    newer transformers lists its new families here. Status `exact`: routelens records the
-    experts' own inputs, checked on a tiny model of the family by the conformance suite;
-    otherwise the reason the family is not recorded.
-    """
+    newer transformers lists its new families here. Status `exact`: routelens records the routing
+    each MoE block computes with; otherwise the reason the family is not recorded. `verified_on`
+    is the newest transformers on which the test suite verified the family. `--verify` checks it
+    now, on the installed transformers (exit 1 when a family fails).
+    """  # fmt: skip
     from routelens.capture.listing import EXACT, family_rows
 
     rows = family_rows()
+    if model_types and not verify:
+        raise RoutelensError("model types select the families to verify; add --verify (or drop the model types).")
+    verdicts = _verify(rows, model_types or [], quiet_stdout=to_stdout(json_path)) if verify else None
     payload = [r.to_json() for r in rows]
+    if verdicts is not None:
+        import transformers
+
+        payload = [p | {"verify": verdicts[p["model_type"]].verify, "padding": verdicts[p["model_type"]].padding,
+                        "transformers": transformers.__version__} for p in payload if p["model_type"] in verdicts]  # fmt: skip
     if to_stdout(json_path):
         print_json(payload, indent=2)
-        return
-    if json_path is not None:
+    elif json_path is not None:
         from routelens.atomic import write_json
 
         write_json(json_path, payload, indent=2, newline=True)
         console.print(f"[green]wrote[/] {json_path}")
-        return
-    table = Table()
-    for column in ("family", "router", "routing rule", "status"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(r.model_type, r.router, r.rule, r.status if r.status == EXACT else f"[yellow]{r.status}[/]")
-    console.print(table)
-    exact = sum(r.status == EXACT for r in rows)
-    console.print(f"{exact} of {len(rows)} MoE families recorded exactly", highlight=False)
+    elif verdicts is None:
+        table = Table()
+        for column in ("family", "router", "routing rule", "status", "verified on"):
+            table.add_column(column, overflow="fold")
+        for r in rows:
+            status = r.status if r.status == EXACT else f"[yellow]{r.status}[/]"
+            table.add_row(r.model_type, r.router, r.rule, status, r.verified_on or "-")
+        console.print(table)
+        exact = sum(r.status == EXACT for r in rows)
+        console.print(f"{exact} of {len(rows)} MoE families recorded exactly", highlight=False)
+    if verdicts is not None:
+        import transformers
+
+        from routelens.progress import console as progress_console
+
+        verified = sum(v.verify == "verified" for v in verdicts.values())
+        (progress_console if to_stdout(json_path) else console).print(f"{verified} of {len(verdicts)} MoE families verified on transformers {transformers.__version__}",
+                      highlight=False)  # fmt: skip
+        if any(not v.ok for v in verdicts.values()):
+            raise typer.Exit(1)
+
+
+def _verify(rows, wanted: list[str], *, quiet_stdout: bool) -> dict:
+    """Each family's verdict, printed as it comes (on stderr where stdout carries the JSON), under a
+    progress bar."""
+    from routelens.capture.verify import verify_family
+    from routelens.progress import progress_bar
+
+    known = [r.model_type for r in rows]
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise RoutelensError(f"{unknown[0]} is not a MoE family of the installed transformers; "
+                             "`routelens families` lists them.")  # fmt: skip
+    chosen = wanted or known
+    verdicts = {}
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("verifying", total=len(chosen), status="")
+        for model_type in chosen:
+            bar.update(task, status=model_type)
+            verdict = verify_family(model_type)
+            verdicts[model_type] = verdict
+            colour = "green" if verdict.verify == "verified" else ("red" if not verdict.ok else "yellow")
+            note = f" ({verdict.padding})" if verdict.padding and verdict.padding != "exact" else ""
+            (bar.console if quiet_stdout else console).print(f"{model_type}: [{colour}]{verdict.verify}[/]{note}", highlight=False)
+            bar.update(task, advance=1)
+    return verdicts
 
 
 def register(app: typer.Typer) -> None:

@@ -41,6 +41,9 @@ def trace_command(
     shard_tokens: int = config_option(TraceConfig, "shard_tokens", "--shard-tokens"),
     overwrite: bool = config_option(TraceConfig, "overwrite", "--overwrite"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the first batch's recorded routing "
+                                         "against the router's own choice and the MoE blocks' own outputs before "
+                                         "anything is written (--no-verify: record unchecked; the manifest says so).")] = True,
     ray: Annotated[bool, typer.Option("--ray", help="Trace on Ray (routelens[ray]): a pool of model actors; "
                                       "starts a local Ray instance unless --ray-address is given.")] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (implies --ray): auto (the cluster "
@@ -78,7 +81,7 @@ def trace_command(
         progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
         ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,
         offload_folder=None if offload_folder is None else str(offload_folder), trust_remote_code=trust_remote_code,
-        generate=generate, temperature=temperature, top_p=top_p, seed=seed,
+        generate=generate, temperature=temperature, top_p=top_p, seed=seed, verify=verify,
     )  # fmt: skip
     from routelens.lock import output_lock
 
@@ -92,6 +95,16 @@ def trace_command(
         f"(top-{info['top_k']} of {info['num_experts']}) -> {tr.path} "
         f"({info['bytes_per_token_layer']:.2f} bytes per token-layer)"
     )
+
+
+def _verified(info: dict) -> str:
+    on = f" on transformers {info['transformers']}" if info.get("transformers") else ""
+    batches = "; batches without padding (padding moves this family's routing)" if info.get("unpadded") else ""
+    if info.get("verified") is None:
+        return f"[yellow]not recorded (a trace from before the first-batch check){on}[/]"
+    if info["verified"]:
+        return f"yes: the first batch's routing matched the model's own{on}{batches}"
+    return f"[yellow]no: traced with --no-verify{on}[/]{batches}"
 
 
 def info_command(
@@ -128,6 +141,7 @@ def info_command(
         ("storage", f"{info['bytes'] / 1e6:.2f} MB in {info['shards']} shards, "
                     f"{info['bytes_per_token_layer']:.2f} bytes per token-layer"),
         ("complete", "yes" if info["complete"] else "[yellow]no: re-run the trace command to finish it[/]"),
+        ("verified", _verified(info)),
     ]  # fmt: skip
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)

@@ -20,7 +20,24 @@ from routelens.corpus.upos import UPOS_TAGS
 from routelens.store.schema import expert_id_numpy, expert_id_type, lookahead_array, nested_array, trace_schema
 from routelens.trace.config import TraceConfig
 from routelens.trace.loading import input_device
-from routelens.trace.plan import Shard, records_pos
+from routelens.capture.overrides import unpadded_reason
+from routelens.trace.plan import Shard, Window, batch_rows, records_pos
+
+
+def model_body(model):
+    """The model without its LM head (the routing does not need it)."""
+    return getattr(model, model.base_model_prefix, model)
+
+
+def right_padded(batch: list[Window], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), each (B, longest), of windows padded on the right."""
+    T = max(len(w.ids) for w in batch)
+    ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), T), dtype=torch.long)
+    for r, w in enumerate(batch):
+        ids[r, : len(w.ids)] = torch.from_numpy(w.ids)
+        mask[r, : len(w.ids)] = 1
+    return ids, mask
 
 
 class ShardComputer:
@@ -38,6 +55,23 @@ class ShardComputer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.domains = pa.array([s.name for s in specs], pa.string())
         self.device = input_device(model, config)
+        self.unpadded = unpadded_reason(routing.family) is not None  # padding would move its routing
+
+    def verify_first(self, shard: Shard) -> None:
+        """The trace's first-batch check (trace/checks.py) on `shard`'s first batch, where the model
+        lives (a Ray actor); raises RoutelensError on a mismatch, before the shard is written."""
+        from routelens.capture.verify import check_routing
+        from routelens.trace.checks import refusal
+
+        rows = batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded)[0] if shard.windows else []
+        if not rows:
+            return
+        ids, mask = right_padded([shard.windows[i] for i in rows], self.pad_id)
+        with torch.inference_mode():
+            found = check_routing(self.model, ids.to(self.device), mask.to(self.device), self.routing,
+                                  body=model_body(self.model))  # fmt: skip
+        if found is not None:
+            raise refusal(self.routing, found)
 
     @torch.inference_mode()
     def compute(self, shard: Shard) -> pa.Table:
@@ -49,19 +83,12 @@ class ShardComputer:
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
         norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
         ahead = np.empty((n, L, self.config.lookahead, k), np.int16) if self.config.lookahead else None  # (tokens, layers, D, k)
-        # Longest windows first, so batches hold windows of similar length and little padding.
-        order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
-        body = getattr(self.model, self.model.base_model_prefix, self.model)  # the LM head is not needed
+        body = model_body(self.model)
         with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
                 self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
-            for b in range(0, len(order), self.config.batch_size):
-                batch = [shard.windows[i] for i in order[b : b + self.config.batch_size]]
-                T = len(batch[0].ids)
-                ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), T), dtype=torch.long)
-                for r, w in enumerate(batch):
-                    ids[r, : len(w.ids)] = torch.from_numpy(w.ids)
-                    mask[r, : len(w.ids)] = 1
+            for rows in batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded):
+                batch = [shard.windows[i] for i in rows]
+                ids, mask = right_padded(batch, self.pad_id)
                 body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
                 got = recorder.take()
                 keep = mask.reshape(-1).bool().to(got.experts.device)

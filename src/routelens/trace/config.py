@@ -22,7 +22,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.py maps them to torc
 # out of the trace's identity, so a run may be resumed with other placement or Ray settings.
 CONTENT_FREE = (
     "overwrite", "progress", "device", "device_map", "max_memory", "offload_folder", "trust_remote_code",
-    "ray", "ray_workers", "ray_gpus_per_worker",
+    "ray", "ray_workers", "ray_gpus_per_worker", "verify",
 )  # fmt: skip
 
 
@@ -110,6 +110,9 @@ class TraceConfig:
     tagger: str | None = setting(None, "Tag raw text with UPOS: spacy or spacy:MODEL (routelens[pos]).")
     overwrite: bool = setting(False, "Replace a trace of another model or corpus in --out.")
     progress: bool = setting(True, "Show progress bars.")
+    verify: bool = setting(True, "Check the first batch's recorded routing against the router's own choice and the "
+                           "MoE blocks' own outputs before anything is written; off: record unchecked (the manifest "
+                           "says so).")  # fmt: skip
     ray: str | None = setting(None, "None: this process; local: a Ray instance of its own; auto or an address: a cluster.")
     ray_workers: int | None = setting(None, "Model actors (default: one per GPU of the cluster, else one per CPU but one).")
     ray_gpus_per_worker: float | None = setting(None, "GPUs per model actor (default: 1 when the cluster has GPUs, else "

@@ -33,7 +33,7 @@ import torch
 
 from routelens.store.schema import PHASES, expert_id_numpy, phase_array
 from routelens.trace.compute import ShardComputer
-from routelens.trace.plan import Shard, Window
+from routelens.trace.plan import Shard, Window, batch_rows
 
 PREFILL, DECODE = PHASES.index("prefill"), PHASES.index("decode")
 
@@ -150,11 +150,9 @@ class GenerationComputer(ShardComputer):
         D = self.config.lookahead
         ahead = np.empty((n, L, D, k), np.int16) if D else None  # (tokens, layers, D, k)
         full: list[Window] = list(shard.windows)  # prompt + generated ids, filled per batch
-        order = sorted(range(len(shard.windows)), key=lambda i: -len(shard.windows[i].ids))
         with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
                 self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
-            for b in range(0, len(order), self.config.batch_size):
-                rows = order[b : b + self.config.batch_size]
+            for rows in batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded):
                 batch = [shard.windows[i] for i in rows]
                 ids, mask = self.decoder.left_padded([w.ids for w in batch], self.device)
                 T = ids.shape[1]

@@ -200,3 +200,19 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+def batch_rows(windows: list[Window], batch_size: int, *, equal_lengths: bool = False) -> list[list[int]]:
+    """The windows of each forward pass, by index: longest first, so that a batch holds windows of
+    similar length and little padding. `equal_lengths`: only windows of one length share a batch
+    (no padding at all), for families whose routing padding moves (`routelens.capture.overrides`)."""
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
+    if not equal_lengths:
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < batch_size and len(windows[out[-1][0]].ids) == len(windows[i].ids):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out

@@ -95,6 +95,7 @@ class ShardTracer:
         hf_model, tokenizer = load_model(model, local)
         self.computer = ShardComputer(hf_model, tokenizer, routing, local, specs)
         self.shard_dir = Path(shard_dir)
+        self.unchecked = config.verify  # each actor checks its first batch before it writes a shard
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sizes = np.zeros(len(batch["index"]), np.int64)
@@ -103,6 +104,9 @@ class ShardTracer:
                 sizes[i] = (self.shard_dir / shard_name(int(index))).stat().st_size
                 continue
             shard: Shard = pickle.loads(payload)
+            if self.unchecked:
+                self.computer.verify_first(shard)
+                self.unchecked = False
             table = self.computer.compute(shard)
             sizes[i] = write_shard(self.shard_dir, shard.index, table, {"next_doc": shard.next_doc, "rows": shard.rows})
         return {k: batch[k] for k in ("index", "rows", "next_doc", "docs", "tokens")} | {"bytes": sizes}

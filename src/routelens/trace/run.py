@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from routelens.config import build_config
+from routelens.errors import RoutelensError
 from routelens.corpus import CorpusSpec
 from routelens.store.reader import Trace, open_trace
 from routelens.store.writer import TraceWriter, new_manifest
@@ -35,6 +36,7 @@ def trace(
     interruption resumes it; a finished trace is returned as is.
     """
     from routelens.capture import describe_model
+    from routelens.capture.overrides import unpadded_reason
     from routelens.trace.loading import load_model, load_skeleton
 
     config = build_config(TraceConfig, config, overrides)  # an unknown override is refused by name
@@ -56,6 +58,11 @@ def trace(
         "corpora": [corpus_identity(s) for s in specs],
         **config.identity(),
     }
+    verified = False
+    if config.verify and config.ray is None:  # on Ray the actors check their first batch (ray_backend)
+        from routelens.trace.checks import verify_first_batch
+
+        verified = verify_first_batch(hf_model, tokenizer, routing, config, specs)
     writer = TraceWriter(out, identity, overwrite=config.overwrite)
     previous = writer.previous_manifest()
     if previous and previous.get("complete") and previous.get("identity") == identity and shards_intact(out):
@@ -81,7 +88,9 @@ def trace(
         extra={"batch_size": config.batch_size, "dtype": str(hf_model.dtype).removeprefix("torch."),
                "weights_dtype": config.weights_dtype, "store_probs": config.store_probs,
                "store_expert_norms": config.store_expert_norms, "lookahead": config.lookahead,
-               "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing)},
+               "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing),
+               "verified": verified or (config.verify and config.ray is not None), "transformers": _transformers(),
+               "unpadded": unpadded_reason(routing.family) is not None},
     )  # fmt: skip
     if config.generate:  # generation traces say how their decode rows were drawn
         base["generation"] = {"generate": config.generate, "temperature": config.temperature,
@@ -91,7 +100,12 @@ def trace(
     if config.ray is not None:
         from routelens.trace.ray_backend import trace_on_ray
 
-        totals = trace_on_ray(str(model), routing, config, specs, writer)
+        try:
+            totals = trace_on_ray(str(model), routing, config, specs, writer)
+        except RoutelensError:
+            if not previous and not writer.existing_shards():  # refused before any shard: leave nothing behind
+                _remove_new_trace(writer)
+            raise
     else:
         from routelens.trace.local import trace_locally
 
@@ -133,6 +147,25 @@ def shards_intact(out: str | os.PathLike) -> bool:
     except RoutelensError:
         return False
     return True
+
+
+def _remove_new_trace(writer: TraceWriter) -> None:
+    """Remove the manifest, vocabulary and empty shard folder a new trace wrote before it was refused."""
+    from routelens.store.writer import MANIFEST, VOCAB
+
+    for name in (MANIFEST, VOCAB):
+        (writer.dir / name).unlink(missing_ok=True)
+    for folder in (writer.shard_dir,):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _transformers() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _routing_layout(routing) -> dict:

@@ -35,6 +35,10 @@ def summarize(path: str | os.PathLike) -> dict:
         "bytes": shard_bytes,
         "bytes_per_token_layer": shard_bytes / max(1, tokens * len(tr.layers)),
         "seq_len": m.get("seq_len"),
+        # the first-batch check (None: a trace written before routelens checked itself)
+        "verified": m.get("verified"),
+        "transformers": m.get("transformers"),
+        "unpadded": bool(m.get("unpadded")),
     }
 
 
