@@ -14,7 +14,8 @@ paragraph about it becomes one line saying what the flag would do).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -144,9 +145,9 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
     no tokenizer) is refused in one line."""
     from safetensors import SafetensorError
 
-    with transformers_bars_off():
+    with transformers_bars_off(), _held_warnings() as replay:
         try:
-            return load()
+            loaded = load()
         except (OSError, ValueError, KeyError, ImportError, RuntimeError, SafetensorError) as exc:
             text = str(exc).strip()
             if "mismatched_sizes" in text:
@@ -167,3 +168,43 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
             first = (text.splitlines()[0] if text else type(exc).__name__).rstrip(":. ")
             raise RoutelensError(f"could not load model {name!r}: {first}; check that the folder holds the config.json, "
                                  "weights and tokenizer files save_pretrained writes.") from None  # fmt: skip
+        replay()  # a load that succeeded shows transformers' notices (a load report of missing keys) as usual
+        return loaded
+
+
+@contextmanager
+def _held_warnings() -> Iterator[Callable[[], None]]:
+    """Hold transformers' log records during a load: a load that fails is refused in one line, with
+    no "LOAD REPORT" table before it (transformers logs one before it raises); one that succeeds
+    replays them to transformers' own handlers."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    root = hf_logging.get_logger()  # the "transformers" logger its modules log through
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            held.append(record)
+
+    handlers, propagate = list(root.handlers), root.propagate
+    hold = Hold()
+    for h in handlers:
+        root.removeHandler(h)
+    root.addHandler(hold)
+    root.propagate = False
+
+    def replay() -> None:
+        for record in held:
+            for h in handlers:
+                if record.levelno >= h.level:
+                    h.handle(record)
+
+    try:
+        yield replay
+    finally:
+        root.removeHandler(hold)
+        for h in handlers:
+            root.addHandler(h)
+        root.propagate = propagate
