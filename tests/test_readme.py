@@ -97,11 +97,23 @@ def test_error_lines_keep_square_brackets(tmp_path, monkeypatch):
 
 def test_the_family_list_is_generated_from_routelens_families():
     """The block between the families markers is what `python -m routelens.capture.readme` writes
-    for the installed transformers; rerun that command after a transformers upgrade."""
-    from routelens.capture.listing import family_rows, markdown
+    for the transformers it names; on that version it must match exactly. On another version (a
+    newer release before the pin moves, or the one before) what holds is checked instead: every
+    family both list is routed by the same router class, and the block names a version the suite
+    verified families on."""
+    import transformers
+
+    from routelens.capture.listing import family_rows, markdown, verified_versions
     from routelens.capture.readme import block_of
 
     rows = family_rows()
-    assert block_of(README) == markdown(rows)
-    for row in rows:
-        assert f"| {row.model_type} | `{row.router}` |" in README
+    block = block_of(README)
+    generated_for = re.search(r"MoE families of transformers (\S+) are recorded", block).group(1)
+    if generated_for == transformers.__version__:
+        assert block == markdown(rows)
+        return
+    assert any(generated_for in versions for versions in verified_versions().values()), generated_for
+    listed = dict(re.findall(r"^\| ([\w-]+) \| `([^`]+)` \|", block, re.M))
+    here = {r.model_type: r.router for r in rows}
+    for model_type in set(listed) & set(here):
+        assert listed[model_type] == here[model_type], model_type

@@ -1,7 +1,11 @@
 """Regenerate the README's list of supported families from `routelens families`' rows.
 
-    python -m routelens.capture.readme            # rewrite the block in README.md
+    python -m routelens.capture.readme            # verify every family here, record the version, rewrite the block
     python -m routelens.capture.readme --check    # exit 1 if the block is out of date
+
+Run it on each transformers release the suite passed on (after moving the pin in
+.ci/constraints.txt): the families that verify get that version in capture/verified_on.json,
+which `routelens families` shows as `verified_on`.
 
 The block sits between `<!-- families:start -->` and `<!-- families:end -->`; tests/test_readme.py
 checks that it is up to date with the installed transformers.
@@ -40,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     new = updated(text)
     if "--check" in args:
         return 0 if new == text else 1
-    readme.write_text(new, encoding="utf-8")
+    import transformers
+
+    from routelens.capture.listing import record_verified
+    from routelens.capture.verify import VERIFIED, verify_family
+
+    verdicts = [verify_family(r.model_type) for r in family_rows()]
+    failed = [f"{v.model_type}: {v.verify}" for v in verdicts if not v.ok]
+    if failed:
+        print("\n".join(failed), file=sys.stderr)
+        return 1
+    record_verified([v.model_type for v in verdicts if v.verify == VERIFIED], transformers.__version__)
+    readme.write_text(updated(text), encoding="utf-8")
     return 0
 
 
