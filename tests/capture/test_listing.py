@@ -23,10 +23,12 @@ def test_families_json_lists_every_moe_family_with_its_status():
     by_type = {r["model_type"]: r for r in rows}
     mixtral = dict(by_type["mixtral"])
     verified_on = mixtral.pop("verified_on")
+    assert mixtral.pop("unpadded") is None
     assert mixtral == {"model_type": "mixtral", "router": "MixtralTopKRouter",
                        "rule": "fp32 softmax over E -> top-k -> renormalise over the k", "status": "exact"}  # fmt: skip
     assert verified_on == verified_versions()["mixtral"][-1]
     assert all(by_type[t]["verified_on"] is None for t in UNSUPPORTED)
+    assert by_type["deepseek_v4"]["unpadded"]
     for model_type, reason in UNSUPPORTED.items():
         assert by_type[model_type]["status"] == f"unsupported: {reason}"
     assert all(r["rule"] and "\n" not in r["rule"] and "{" not in r["rule"] for r in rows)

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 from routelens.capture.catalog import Family, moe_families, text_config_class
 from routelens.capture.families import ADAPTERS
+from routelens.capture.overrides import unpadded_reason
 from routelens.capture.rules import class_source, derived_rule
 from routelens.capture.unsupported import UNSUPPORTED
 
@@ -35,6 +36,7 @@ class FamilyRow:
     rule: str
     status: str  # "exact" or "unsupported: <reason>"
     verified_on: str | None = None  # the newest transformers version the suite verified it on
+    unpadded: str | None = None  # why it is traced without padding (None: padded batches route as documents alone)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -113,7 +115,8 @@ def family_rows() -> list[FamilyRow]:
         reason = UNSUPPORTED.get(family.model_type)
         status = EXACT if reason is None else f"unsupported: {reason}"
         on = (verified.get(family.model_type) or [None])[-1] if reason is None else None
-        rows.append(FamilyRow(family.model_type, ", ".join(family.routers), _rule(family), status, on))
+        rows.append(FamilyRow(family.model_type, ", ".join(family.routers), _rule(family), status, on,
+                              unpadded_reason(family.model_type)))  # fmt: skip
     return rows
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from routelens.capture.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
 from routelens.capture.overrides import override
 from routelens.capture.recorder import RoutingRecorder
+from routelens.errors import RoutelensError
 
 ATOL = RTOL = 1e-5
 
@@ -252,18 +253,25 @@ def _check_probs(site, slot, spec, routing, weights_not_from_scores: bool) -> st
     return None
 
 
+def refusal(family: str, found: Mismatch) -> RoutelensError:
+    """The one-line error of a trace whose first batch records differently from what the model computes."""
+    import transformers
+
+    return RoutelensError(
+        f"routelens would record this {family} model's routing wrongly on transformers "
+        f"{transformers.__version__} ({found}); run `routelens families --verify {family}` to see it on a "
+        "tiny model and report it, install the transformers version the family was verified on "
+        "(`routelens families`), or pass --no-verify to record anyway (the manifest then says unverified)."
+    )
+
+
 # -- padding ---------------------------------------------------------------------------------------
 def check_padding(model: nn.Module, documents: Sequence[torch.Tensor], *, pad_id: int = 0, left: bool = False,
                   spec: RoutingSpec | None = None) -> Mismatch | None:  # fmt: skip
     """Does a padded batch of `documents` (1-D id tensors) route each as it alone would? Ids must
     agree and weights within 1e-5 on every real token; None when they do."""
     spec = spec if spec is not None else describe_model(model)
-    width = max(len(d) for d in documents)
-    ids = torch.full((len(documents), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(documents), width), dtype=torch.long)
-    for r, d in enumerate(documents):
-        where = slice(width - len(d), width) if left else slice(0, len(d))
-        ids[r, where], mask[r, where] = d, 1
+    ids, mask = _padded(documents, left, pad_id)
     with torch.no_grad(), RoutingRecorder(model, spec) as recorder:
         model(input_ids=ids, attention_mask=mask, use_cache=False)
         batch = recorder.take()
@@ -310,9 +318,10 @@ def _documents(vocab: int, lengths: Sequence[int] = (12, 9, 5), seed: int = 0) -
     return [torch.randint(3, vocab, (n,), generator=gen) for n in lengths]
 
 
-def _padded(documents: Sequence[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(documents: Sequence[torch.Tensor], left: bool, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of `documents` padded with `pad_id` on the left or on the right."""
     width = max(len(d) for d in documents)
-    ids = torch.zeros((len(documents), width), dtype=torch.long)
+    ids = torch.full((len(documents), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(documents), width), dtype=torch.long)
     for r, d in enumerate(documents):
         where = slice(width - len(d), width) if left else slice(0, len(d))

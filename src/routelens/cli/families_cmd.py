@@ -63,6 +63,8 @@ def families(
             table.add_column(column, overflow="fold")
         for r in rows:
             status = r.status if r.status == EXACT else f"[yellow]{r.status}[/]"
+            if r.unpadded:
+                status += f" (traced without padding: {r.unpadded})"
             table.add_row(r.model_type, r.router, r.rule, status, r.verified_on or "-")
         console.print(table)
         exact = sum(r.status == EXACT for r in rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 
 from routelens.corpus import CorpusSpec
-from routelens.errors import RoutelensError
 from routelens.trace.compute import model_body, right_padded
 from routelens.trace.config import TraceConfig
 from routelens.trace.loading import input_device
@@ -16,8 +15,13 @@ from routelens.trace.plan import Planner, batch_rows
 
 
 def first_batch(tokenizer, config: TraceConfig, specs: list[CorpusSpec], *, equal_lengths: bool):
-    """(ids, mask) of the first forward pass the trace will make, or None for an empty corpus."""
-    shard = next(iter(Planner(tokenizer, config, specs).shards()), None)
+    """(ids, mask) of a first forward pass over the corpus, shaped as the trace's (batch_size windows
+    of seq_len, longest first), or None for an empty corpus. Only the first documents are read: a
+    shard of one batch's tokens, not the trace's first shard (`shard_tokens`)."""
+    from dataclasses import replace
+
+    small = replace(config, shard_tokens=min(config.shard_tokens, config.seq_len * config.batch_size))
+    shard = next(iter(Planner(tokenizer, small, specs).shards()), None)
     if shard is None or not shard.windows:
         return None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -28,7 +32,7 @@ def first_batch(tokenizer, config: TraceConfig, specs: list[CorpusSpec], *, equa
 def verify_first_batch(model, tokenizer, routing, config: TraceConfig, specs: list[CorpusSpec]) -> bool:
     """Check the recording of the trace's first batch; True when checked (False: empty corpus)."""
     from routelens.capture.overrides import unpadded_reason
-    from routelens.capture.verify import check_routing
+    from routelens.capture.verify import check_routing, refusal
 
     batch = first_batch(tokenizer, config, specs, equal_lengths=unpadded_reason(routing.family) is not None)
     if batch is None:
@@ -38,17 +42,5 @@ def verify_first_batch(model, tokenizer, routing, config: TraceConfig, specs: li
     with torch.inference_mode():
         found = check_routing(model, ids, mask, routing, body=model_body(model))
     if found is not None:
-        raise refusal(routing, found)
+        raise refusal(routing.family, found)
     return True
-
-
-def refusal(routing, found) -> RoutelensError:
-    """The one-line error of a first batch whose recording differs from what the model computes."""
-    import transformers
-
-    return RoutelensError(
-        f"routelens would record this {routing.family} model's routing wrongly on transformers "
-        f"{transformers.__version__} ({found}); run `routelens families --verify {routing.family}` to see it on a "
-        "tiny model and report it, install the transformers version the family was verified on "
-        "(`routelens families`), or pass --no-verify to record anyway (the manifest then says unverified)."
-    )

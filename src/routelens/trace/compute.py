@@ -60,8 +60,7 @@ class ShardComputer:
     def verify_first(self, shard: Shard) -> None:
         """The trace's first-batch check (trace/checks.py) on `shard`'s first batch, where the model
         lives (a Ray actor); raises RoutelensError on a mismatch, before the shard is written."""
-        from routelens.capture.verify import check_routing
-        from routelens.trace.checks import refusal
+        from routelens.capture.verify import check_routing, refusal
 
         rows = batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded)[0] if shard.windows else []
         if not rows:
@@ -71,7 +70,7 @@ class ShardComputer:
             found = check_routing(self.model, ids.to(self.device), mask.to(self.device), self.routing,
                                   body=model_body(self.model))  # fmt: skip
         if found is not None:
-            raise refusal(self.routing, found)
+            raise refusal(self.routing.family, found)
 
     @torch.inference_mode()
     def compute(self, shard: Shard) -> pa.Table:
