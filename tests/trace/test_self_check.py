@@ -57,8 +57,13 @@ def test_no_verify_records_anyway_and_the_manifest_says_so(tiny_mixtral, tmp_pat
     assert manifest["verified"] is False and manifest["complete"]
     info = CliRunner().invoke(app, ["info", str(tmp_path / "t"), "--json", "-"])
     assert json.loads(info.output)["verified"] is False
-    table = CliRunner().invoke(app, ["info", str(tmp_path / "ok")], env={"COLUMNS": "200"})
-    assert f"matched the model's own on transformers {transformers.__version__}" in table.output
+    assert json.loads(CliRunner().invoke(app, ["info", str(tmp_path / "ok"), "--json", "-"]).output)["verified"] is True
+    from routelens.cli.trace_cmd import _verified
+    from routelens.trace import summarize
+
+    assert f"matched the model's own on transformers {transformers.__version__}" in _verified(summarize(tmp_path / "ok"))
+    assert "--no-verify" in _verified(summarize(tmp_path / "t"))
+    assert CliRunner().invoke(app, ["info", str(tmp_path / "ok")]).exit_code == 0
 
 
 def test_an_unpadded_family_traces_as_one_document_at_a_time(tmp_path):
