@@ -82,15 +82,21 @@ def test_first_batch_is_the_traces_own(tiny_mixtral, tmp_path):
 
     from routelens.corpus import parse_corpus_spec
     from routelens.trace import TraceConfig
-    from routelens.trace.checks import first_batch
+    from routelens.trace.checks import first_shard
+    from routelens.trace.compute import right_padded
+    from routelens.trace.plan import batch_rows
 
     corpus = write_txt(tmp_path / "a.txt", DOCS)
     tokenizer = AutoTokenizer.from_pretrained(tiny_mixtral)
-    ids, mask = first_batch(tokenizer, TraceConfig(seq_len=16, batch_size=3), [parse_corpus_spec(f"web={corpus}")],
-                            equal_lengths=False)  # fmt: skip
+
+    def first_batch(batch_size: int, equal_lengths: bool):
+        shard = first_shard(tokenizer, TraceConfig(seq_len=16, batch_size=batch_size), [parse_corpus_spec(f"web={corpus}")])
+        rows = batch_rows(shard.windows, batch_size, equal_lengths=equal_lengths)[0]
+        return right_padded([shard.windows[i] for i in rows], tokenizer.pad_token_id)
+
+    ids, mask = first_batch(3, equal_lengths=False)
     assert ids.shape == (3, 16) and int(mask[0].sum()) == 16
-    _, mask = first_batch(tokenizer, TraceConfig(seq_len=16, batch_size=64), [parse_corpus_spec(f"web={corpus}")],
-                          equal_lengths=True)  # fmt: skip
+    _, mask = first_batch(64, equal_lengths=True)
     assert bool(mask.all())  # one length only: no padding
 
 

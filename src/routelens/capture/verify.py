@@ -175,18 +175,20 @@ def check_routing(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     finally:
         calls.remove()
     empty = spec.no_expert_id
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    weights_not_from_scores = override(spec.family).weights is not None
     for slot, site in enumerate(sites):
-        found = _check_site(site, slot, spec, routing, calls, empty, override(model_type or "").weights is not None)
+        found = _check_site(site, slot, spec, routing, calls, empty, weights_not_from_scores)
         if found is not None:
             return Mismatch(site.layer, found)
     return None
 
 
 def _check_site(site, slot, spec, routing, calls, empty, weights_not_from_scores) -> str | None:
-    outputs = [o for o in calls.router[slot] if _tokens(o)]
-    if not outputs:
+    # each router call with the block call it served, calls that routed no token left out
+    pairs = [(o, b) for o, b in zip(calls.router[slot], calls.block[slot]) if _tokens(o)]
+    if not pairs:
         return None
+    outputs = [o for o, _ in pairs]
     recorded_i, recorded_w = routing.experts[slot].cpu(), routing.weights[slot].cpu()
     own = [router_choice(site, o) for o in outputs]
     own_i = torch.cat([i.cpu() for i, _ in own])
@@ -205,7 +207,7 @@ def _check_site(site, slot, spec, routing, calls, empty, weights_not_from_scores
         return f"weights differ from the router's own by up to {(rec[1] - ref[1]).abs().max().item():.3g}"
     # (2) the block's output recomputed from the recording, handed out by the router
     at = 0
-    for output, (args, kwargs, real) in zip(outputs, calls.block[slot]):
+    for output, (args, kwargs, real) in pairs:
         n = _tokens(output)
         index, weights = recorded_i[at : at + n, : site.top_k], recorded_w[at : at + n, : site.top_k]
         at += n
