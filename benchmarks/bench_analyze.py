@@ -37,7 +37,9 @@ import numpy as np
 DOMAINS = ("web", "code", "math", "books")
 
 
-def write_trace(out: Path, tokens: int, layers: int, experts: int, top_k: int, seed: int = 0, piece: int = 1 << 19) -> None:
+def write_trace(
+    out: Path, tokens: int, layers: int, experts: int, top_k: int, seed: int = 0, piece: int = 1 << 19
+) -> None:
     """Write `tokens` rows in shards of about `piece` rows with bounded memory."""
     from routelens.store.reader import TraceChunk
     from routelens.store.schema import expert_id_numpy
@@ -75,25 +77,44 @@ def write_trace(out: Path, tokens: int, layers: int, experts: int, top_k: int, s
                 ids[:, layer, 1:] = np.argsort(keys, axis=1)[:, : k - 1]
         weights = rng.random((n, L, k)).astype(np.float16)
         chunk = TraceChunk(
-            doc_id=doc_id, domain=np.full(n, dom, np.int32), position=position,
-            token_id=rng.zipf(1.3, size=n).clip(max=32000).astype(np.int32) - 1, experts=ids, weights=weights,
-        )  # fmt: skip
+            doc_id=doc_id,
+            domain=np.full(n, dom, np.int32),
+            position=position,
+            token_id=rng.zipf(1.3, size=n).clip(max=32000).astype(np.int32) - 1,
+            experts=ids,
+            weights=weights,
+        )
         writer.write_shard(shard, chunk_table(chunk, list(DOMAINS), E), {})
         per_domain[DOMAINS[dom]][0] += len(lengths)
         per_domain[DOMAINS[dom]][1] += n
         written, doc, shard = written + n, doc + len(lengths), shard + 1
     manifest = new_manifest(
-        model={"name_or_path": "bench", "architecture": "synthetic", "config_sha256": None}, family="synthetic",
-        routing_rule="planted Markov chain", moe_layers=list(range(L)), num_experts=E, top_k=k,
+        model={"name_or_path": "bench", "architecture": "synthetic", "config_sha256": None},
+        family="synthetic",
+        routing_rule="planted Markov chain",
+        moe_layers=list(range(L)),
+        num_experts=E,
+        top_k=k,
         corpora=[{"name": d, "source": "synthetic", "documents": v[0], "tokens": v[1]} for d, v in per_domain.items()],
-        tokenizer={"name": None, "vocab_size": 32000}, seq_len=0,
-    )  # fmt: skip
+        tokenizer={"name": None, "vocab_size": 32000},
+        seq_len=0,
+    )
     manifest.update(complete=True, totals={"tokens": written, "documents": doc})
     writer.write_manifest(manifest)
 
 
-def loop_baseline(chunk, num_layers: int, num_experts: int, domains: list[str], *, max_distance: int, stride: int,
-                  first_row: int, min_count: int = 10, seed: int = 0) -> dict:  # fmt: skip
+def loop_baseline(
+    chunk,
+    num_layers: int,
+    num_experts: int,
+    domains: list[str],
+    *,
+    max_distance: int,
+    stride: int,
+    first_row: int,
+    min_count: int = 10,
+    seed: int = 0,
+) -> dict:
     """The statistics of `analyze` (except the bootstrap over per-document counts and the
     final ranking of typical tokens) counted token by token in Python, as common scripts do."""
     L, E = num_layers, num_experts
@@ -144,7 +165,7 @@ def loop_baseline(chunk, num_layers: int, num_experts: int, domains: list[str], 
                     after = experts[j][layer]
                     curve[name][layer][d - 1][0] += chosen[0] == after[0]
                     curve[name][layer][d - 1][1] += bool(set(chosen) & set(after))
-    for d, rows in doc_rows.items():  # permutation baseline: shuffle each document
+    for rows in doc_rows.values():  # permutation baseline: shuffle each document
         rows = rows[:]
         rand.shuffle(rows)
         name = domains[dom[rows[0]]]
@@ -159,7 +180,7 @@ def loop_baseline(chunk, num_layers: int, num_experts: int, domains: list[str], 
     special = []
     for layer in range(L):
         best: dict[int, int] = {}
-        for (t, e), c in vocab_in[layer].items():
+        for (t, _), c in vocab_in[layer].items():
             best[t] = max(best.get(t, 0), c)
         shares = [best[t] / c for t, c in occurrences.items() if c >= min_count]
         special.append(sum(shares) / len(shares) if shares else None)
@@ -195,14 +216,18 @@ def main() -> None:
         print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     tr = open_trace(path)
     n = tr.num_tokens
-    print(f"trace: {n:,} tokens x {len(tr.layers)} layers, top-{tr.top_k} of {tr.num_experts}, {len(tr.domains)} domains")
+    print(
+        f"trace: {n:,} tokens x {len(tr.layers)} layers, top-{tr.top_k} of {tr.num_experts}, {len(tr.domains)} domains"
+    )
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     result = analyze(tr, progress=False)
     t_analyze = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
-    print(f"analyze: {t_analyze:.1f} s ({n / t_analyze / 1e6:.2f} M tokens/s), peak RSS {peak:.0f} MiB (before: {rss_before:.0f} MiB)")
+    print(
+        f"analyze: {t_analyze:.1f} s ({n / t_analyze / 1e6:.2f} M tokens/s), peak RSS {peak:.0f} MiB (before: {rss_before:.0f} MiB)"
+    )
     t0 = time.perf_counter()
     for _ in tr.iter_chunks(columns=["weights"], rows=1 << 20):
         pass
@@ -214,13 +239,17 @@ def main() -> None:
     piece = next(tr.iter_chunks(columns=["weights"], rows=args.loop_tokens))
     ref = loop_baseline(piece, len(tr.layers), tr.num_experts, tr.domains, max_distance=64, stride=stride, first_row=0)
     t_loop = (time.perf_counter() - t0) * n / len(piece)
-    print(f"per-token loop (same statistics, same distance stride {stride}): {len(piece):,} tokens in "
-          f"{t_loop * len(piece) / n:.1f} s -> {t_loop:.0f} s for the trace (extrapolated)")  # fmt: skip
+    print(
+        f"per-token loop (same statistics, same distance stride {stride}): {len(piece):,} tokens in "
+        f"{t_loop * len(piece) / n:.1f} s -> {t_loop:.0f} s for the trace (extrapolated)"
+    )
     print(f"speed-up: {t_loop / t_analyze:.0f}x")
     name = tr.domains[int(piece.domain[0])]
     first, _, pairs = ref["local"][name][0]
-    print(f"check: layer-0 locality 'first' of {name}: loop on the slice {first / max(pairs, 1):.4f}, "
-          f"analyze on the whole trace {result['locality'][name]['0']['first']:.4f}")  # fmt: skip
+    print(
+        f"check: layer-0 locality 'first' of {name}: loop on the slice {first / max(pairs, 1):.4f}, "
+        f"analyze on the whole trace {result['locality'][name]['0']['first']:.4f}"
+    )
     print(f"targets: <= 60 s, <= 4096 MiB, >= 50x; got {t_analyze:.1f} s, {peak:.0f} MiB, {t_loop / t_analyze:.0f}x")
     if tmp is not None:
         shutil.rmtree(tmp)

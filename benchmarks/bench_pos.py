@@ -37,10 +37,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for the planted-
 
 # UD English EWT dev UPOS frequencies (rounded), so class imbalance is realistic.
 TAG_FREQ = {
-    "NOUN": 0.17, "PUNCT": 0.12, "VERB": 0.11, "PRON": 0.09, "ADP": 0.08, "DET": 0.07, "AUX": 0.06,
-    "PROPN": 0.06, "ADJ": 0.06, "ADV": 0.05, "CCONJ": 0.03, "PART": 0.03, "NUM": 0.02, "SCONJ": 0.02,
-    "X": 0.01, "INTJ": 0.01, "SYM": 0.01,
-}  # fmt: skip
+    "NOUN": 0.17,
+    "PUNCT": 0.12,
+    "VERB": 0.11,
+    "PRON": 0.09,
+    "ADP": 0.08,
+    "DET": 0.07,
+    "AUX": 0.06,
+    "PROPN": 0.06,
+    "ADJ": 0.06,
+    "ADV": 0.05,
+    "CCONJ": 0.03,
+    "PART": 0.03,
+    "NUM": 0.02,
+    "SCONJ": 0.02,
+    "X": 0.01,
+    "INTJ": 0.01,
+    "SYM": 0.01,
+}
 
 
 def planted_rows(words: int, layers: int, experts: int, top_k: int, seed: int = 0):
@@ -128,10 +142,19 @@ def bench(shape: str, words: int, workdir: Path) -> None:
     few = 10
     _, t_ref = timed(lambda: scatter_add_counts(w.experts, w.tags, T, E, few))
     t_ref *= cfg.permutations / few
-    for name, t in [("load", t_load), ("permutation", t_perm), ("bootstrap", t_boot), ("probe", t_probe),
-                    ("ablation", t_abl), ("(linear)", t_lin), ("path map", t_map)]:  # fmt: skip
+    for name, t in [
+        ("load", t_load),
+        ("permutation", t_perm),
+        ("bootstrap", t_boot),
+        ("probe", t_probe),
+        ("ablation", t_abl),
+        ("(linear)", t_lin),
+        ("path map", t_map),
+    ]:
         print(f"  {name:<12} {t:7.2f} s")
-    print(f"  {'analyze_pos':<12} {t_total:7.2f} s wall, {cpu_total:.2f} s CPU  ({t_total / 120:.0%} of the 2-minute budget)")
+    print(
+        f"  {'analyze_pos':<12} {t_total:7.2f} s wall, {cpu_total:.2f} s CPU  ({t_total / 120:.0%} of the 2-minute budget)"
+    )
     print(f"  permutation test: bincount {t_perm:.2f} s vs np.add.at {t_ref:.2f} s (x{t_ref / t_perm:.1f})")
     print(
         f"  probe accuracy {probe['accuracy']:.3f}, majority {probe['baseline_majority']:.3f}, "

@@ -64,8 +64,15 @@ def calibration_corpora(tokenizer, corpus_dir: Path, meta: dict, work: Path) -> 
     return specs, calib
 
 
-def measure(model_dir: Path, corpus_dir: Path, work: Path, keeps: list[int], seeds: int, calib_tokens: int,
-            eval_tokens: int | None) -> dict:  # fmt: skip
+def measure(
+    model_dir: Path,
+    corpus_dir: Path,
+    work: Path,
+    keeps: list[int],
+    seeds: int,
+    calib_tokens: int,
+    eval_tokens: int | None,
+) -> dict:
     import numpy as np
 
     import routelens
@@ -79,8 +86,17 @@ def measure(model_dir: Path, corpus_dir: Path, work: Path, keeps: list[int], see
     model, tokenizer = load_model(model_dir, TraceConfig(dtype="float32", progress=False))
     work.mkdir(parents=True, exist_ok=True)
     specs, calib = calibration_corpora(tokenizer, corpus_dir, meta, work)
-    trace = routelens.trace(model_dir, calib, work / "trace", seq_len=int(meta["config"]["seq_len"]), batch_size=16,
-                            max_tokens=calib_tokens, store_expert_norms=True, overwrite=True, progress=False)  # fmt: skip
+    trace = routelens.trace(
+        model_dir,
+        calib,
+        work / "trace",
+        seq_len=int(meta["config"]["seq_len"]),
+        batch_size=16,
+        max_tokens=calib_tokens,
+        store_expert_norms=True,
+        overwrite=True,
+        progress=False,
+    )
     importance = expert_importance(trace, progress=False)
     windows, _, held_out = eval_windows(tokenizer, specs, meta, held_out=True, max_tokens=eval_tokens)
     assert held_out, "the model's training.json names no held-out split"
@@ -98,24 +114,42 @@ def measure(model_dir: Path, corpus_dir: Path, work: Path, keeps: list[int], see
                 keep = kept_experts(model, importance, n, criterion, seed=seed)
                 prune_model(pruned, keep)
                 parts = {}
-                runs.append(domain_losses(pruned, windows, 32, pad, parts) | {"kept": {str(k): v for k, v in keep.items()}})
+                runs.append(
+                    domain_losses(pruned, windows, 32, pad, parts) | {"kept": {str(k): v for k, v in keep.items()}}
+                )
                 seed_nll.append(per_window(parts)[0])
-                print(f"  {model_dir.name}: {n} kept, {criterion} seed {seed}: loss {runs[-1]['loss']:.4f}", file=sys.stderr, flush=True)
+                print(
+                    f"  {model_dir.name}: {n} kept, {criterion} seed {seed}: loss {runs[-1]['loss']:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             window_nll[n, criterion] = np.mean(seed_nll, axis=0)  # random: the mean over seeds, window by window
             rows[f"{n}/{criterion}"] = {
                 "loss": float(np.mean([r["loss"] for r in runs])),
                 "loss_se": ratio_se(window_nll[n, criterion], tokens),
                 "loss_per_run": [r["loss"] for r in runs],
-                "domains": {d: {"loss": float(np.mean([r["domains"][d]["loss"] for r in runs])),
-                                "tokens": runs[0]["domains"][d]["tokens"]} for d in windows},  # fmt: skip
+                "domains": {
+                    d: {
+                        "loss": float(np.mean([r["domains"][d]["loss"] for r in runs])),
+                        "tokens": runs[0]["domains"][d]["tokens"],
+                    }
+                    for d in windows
+                },
                 "kept": [r["kept"] for r in runs],
             }
         for criterion in CRITERIA[:-1]:  # paired over the same windows: most of the window-to-window spread cancels
             diff = window_nll[n, criterion] - window_nll[n, "random"]
             rows[f"{n}/{criterion}"]["vs_random"] = float(diff.sum() / tokens.sum())
             rows[f"{n}/{criterion}"]["vs_random_se"] = ratio_se(diff, tokens)
-    return {"model": str(model_dir), "architecture": meta["model"]["architecture"], "num_experts": trace.num_experts,
-            "top_k": trace.top_k, "moe_layers": trace.layers, "calib_tokens_per_domain": calib_tokens, "rows": rows}  # fmt: skip
+    return {
+        "model": str(model_dir),
+        "architecture": meta["model"]["architecture"],
+        "num_experts": trace.num_experts,
+        "top_k": trace.top_k,
+        "moe_layers": trace.layers,
+        "calib_tokens_per_domain": calib_tokens,
+        "rows": rows,
+    }
 
 
 def versus_random_se(rows: dict, name: str) -> float:
@@ -131,11 +165,14 @@ def versus_random_se(rows: dict, name: str) -> float:
 def table(result: dict) -> str:
     rows = result["rows"]
     domains = list(rows["intact"]["domains"])
-    lines = [f"{result['architecture']} ({result['model']}): top-{result['top_k']} of {result['num_experts']}, "
-             f"MoE layers {result['moe_layers']}; held-out tokens per domain "
-             + ", ".join(f"{d} {rows['intact']['domains'][d]['tokens']:,}" for d in domains),  # fmt: skip
-             "", "| kept | criterion | " + " | ".join(domains) + " | all (± s.e.) | vs random (± s.e.) |",
-             "|---|---|" + "---|" * (len(domains) + 2)]
+    lines = [
+        f"{result['architecture']} ({result['model']}): top-{result['top_k']} of {result['num_experts']}, "
+        f"MoE layers {result['moe_layers']}; held-out tokens per domain "
+        + ", ".join(f"{d} {rows['intact']['domains'][d]['tokens']:,}" for d in domains),
+        "",
+        "| kept | criterion | " + " | ".join(domains) + " | all (± s.e.) | vs random (± s.e.) |",
+        "|---|---|" + "---|" * (len(domains) + 2),
+    ]
     best = {}
     for name, row in rows.items():
         if "/" in name:
@@ -146,20 +183,32 @@ def table(result: dict) -> str:
         total = f"**{row['loss']:.3f}**" if best.get(n) == row["loss"] else f"{row['loss']:.3f}"
         total += f" ± {row['loss_se']:.3f}"
         versus = f"{row['vs_random']:+.3f} ± {versus_random_se(rows, name):.3f}" if "vs_random" in row else ""
-        lines.append(f"| {n} | {crit} | " + " | ".join(f"{row['domains'][d]['loss']:.3f}" for d in domains) + f" | {total} | {versus} |")
+        lines.append(
+            f"| {n} | {crit} | "
+            + " | ".join(f"{row['domains'][d]['loss']:.3f}" for d in domains)
+            + f" | {total} | {versus} |"
+        )
     spread = {n: rows[f"{n}/random"]["loss_per_run"] for n in best}
-    lines += ["", "random seeds, pooled loss: " + "; ".join(f"{n} kept " + " / ".join(f"{v:.3f}" for v in runs) for n, runs in spread.items())]
+    lines += [
+        "",
+        "random seeds, pooled loss: "
+        + "; ".join(f"{n} kept " + " / ".join(f"{v:.3f}" for v in runs) for n, runs in spread.items()),
+    ]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, action="append", help="a model directory from `routelens train` (repeatable)")
+    parser.add_argument(
+        "--model", type=Path, action="append", help="a model directory from `routelens train` (repeatable)"
+    )
     parser.add_argument("--corpus", type=Path, help="the directory of DOMAIN.txt files it was trained on")
     parser.add_argument("--render", type=Path, help="only print the tables of a results.json this benchmark wrote")
     parser.add_argument("--keep", type=int, nargs="+", default=[6, 4], help="experts kept per layer (default 6 4)")
     parser.add_argument("--seeds", type=int, default=3, help="random draws averaged (default 3)")
-    parser.add_argument("--calib-tokens", type=int, default=20_000, help="calibration tokens per domain (default 20000)")
+    parser.add_argument(
+        "--calib-tokens", type=int, default=20_000, help="calibration tokens per domain (default 20000)"
+    )
     parser.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens per domain (default all)")
     parser.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one)")
     args = parser.parse_args()
@@ -177,8 +226,17 @@ def main() -> int:
         out = args.out or Path(tmp)
         results = []
         for i, model_dir in enumerate(args.model):
-            results.append(measure(model_dir, args.corpus, out / f"{i}-{model_dir.name}", args.keep, args.seeds,
-                                   args.calib_tokens, args.eval_tokens))  # fmt: skip
+            results.append(
+                measure(
+                    model_dir,
+                    args.corpus,
+                    out / f"{i}-{model_dir.name}",
+                    args.keep,
+                    args.seeds,
+                    args.calib_tokens,
+                    args.eval_tokens,
+                )
+            )
             print(table(results[-1]) + "\n", flush=True)
         (out / "results.json").write_text(json.dumps(results, indent=1))
         if args.out:

@@ -77,7 +77,9 @@ def run_analyze(trace: Path, out: Path) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--assignments", type=int, default=500_000_000, help="token-layer assignments N of the smaller trace")
+    ap.add_argument(
+        "--assignments", type=int, default=500_000_000, help="token-layer assignments N of the smaller trace"
+    )
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=2)
@@ -93,7 +95,11 @@ def main() -> None:
     root = args.tmp if args.tmp is not None else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     sizes = [("N", tokens), ("2N", 2 * tokens)]
-    need = sum(int(t * args.layers * BYTES_PER_TOKEN_LAYER * args.top_k / 2) for name, t in sizes if not reusable(root / name, t))
+    need = sum(
+        int(t * args.layers * BYTES_PER_TOKEN_LAYER * args.top_k / 2)
+        for name, t in sizes
+        if not reusable(root / name, t)
+    )
     free = shutil.disk_usage(root).free
     print(f"traces under {root}: ~{need / 1e9:.1f} GB to write, {free / 1e9:.1f} GB free")
     if need * 1.1 > free:
@@ -106,7 +112,9 @@ def main() -> None:
             wrote = ensure_trace(path, t, args.layers, args.experts, args.top_k)
             gb = trace_size(path) / 1e9
             note = f"written in {wrote:.0f} s" if wrote else "reused"
-            print(f"{name}: {t:,} tokens x {args.layers} layers = {t * args.layers:,} assignments, {gb:.2f} GB on disk ({note})")
+            print(
+                f"{name}: {t:,} tokens x {args.layers} layers = {t * args.layers:,} assignments, {gb:.2f} GB on disk ({note})"
+            )
             wall, peak = run_analyze(path, root / f"{name}.json")
             print(f"  routelens analyze: {wall:.1f} s ({t / wall / 1e6:.2f} M tokens/s), peak RSS {peak:.0f} MiB")
             rows.append((name, t * args.layers, wall, peak))
@@ -122,8 +130,10 @@ def main() -> None:
     for name, n, wall, peak in rows:
         print(f"{name:>6} {n:>14,} {wall:>8.1f} {peak:>13.0f}")
     print(f"peak(2N) / peak(N) = {ratio:.3f}; wall(2N) / wall(N) = {w2 / w1:.2f}")
-    print(f"targets: peak <= {limit_mib:.0f} MiB ({args.limit_gb} GB), ratio <= {args.max_ratio}; "
-          f"got {max(p1, p2):.0f} MiB, {ratio:.3f}")  # fmt: skip
+    print(
+        f"targets: peak <= {limit_mib:.0f} MiB ({args.limit_gb} GB), ratio <= {args.max_ratio}; "
+        f"got {max(p1, p2):.0f} MiB, {ratio:.3f}"
+    )
     assert max(p1, p2) <= limit_mib, f"peak RSS {max(p1, p2):.0f} MiB over {limit_mib:.0f} MiB"
     assert ratio <= args.max_ratio, f"peak RSS grew {ratio:.3f}x when the trace doubled"
 

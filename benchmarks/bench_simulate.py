@@ -57,7 +57,9 @@ def timed(fn):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=100_000_000, help="token-layer events replayed by the compiled kernels")
+    ap.add_argument(
+        "--events", type=int, default=100_000_000, help="token-layer events replayed by the compiled kernels"
+    )
     ap.add_argument("--naive-events", type=int, default=20_000, help="events replayed by the naive Python reference")
     ap.add_argument("--capacity", type=int, default=4, help="experts cached (of 8)")
     ap.add_argument("--repeat", type=float, default=0.5, help="probability that the first choice repeats")
@@ -68,18 +70,24 @@ def main() -> None:
     stream, gen_s = timed(lambda: markov_stream(args.events, E, args.repeat, args.seed))
     start = np.zeros(len(stream), bool)
     start[0] = True
-    print(f"{args.events:,} token-layer events (E={E}, k={k}, repeat={args.repeat}), capacity {C}; "
-          f"generated in {gen_s:.1f} s")  # fmt: skip
+    print(
+        f"{args.events:,} token-layer events (E={E}, k={k}, repeat={args.repeat}), capacity {C}; "
+        f"generated in {gen_s:.1f} s"
+    )
 
     # Compile once on a tiny input so that the timings below are of the loop alone.
-    (_, compile_s) = timed(lambda: [replay(stream[:8], start[:8], p, C, CacheState.empty(E, k),
-                                           next_use_indices(stream[:8], start[:8])) for p in ("lru", "belady")])  # fmt: skip
+    (_, compile_s) = timed(
+        lambda: [
+            replay(stream[:8], start[:8], p, C, CacheState.empty(E, k), next_use_indices(stream[:8], start[:8]))
+            for p in ("lru", "belady")
+        ]
+    )
     print(f"numba compile / cache load: {compile_s:.1f} s (not counted)")
 
     lru, lru_s = timed(lambda: replay(stream, start, "lru", C, CacheState.empty(E, k)))
-    next_use, nu_s = timed(lambda: next_use_indices(stream, start))
-    opt, opt_loop_s = timed(lambda: replay(stream, start, "belady", C, CacheState.empty(E, k), next_use))
-    del next_use
+    upcoming, nu_s = timed(lambda: next_use_indices(stream, start))
+    opt, opt_loop_s = timed(lambda u=upcoming: replay(stream, start, "belady", C, CacheState.empty(E, k), u))
+    del upcoming
     opt_s = nu_s + opt_loop_s
     pinned = np.argsort(-np.bincount(stream[: 1 << 20].reshape(-1), minlength=E), kind="stable")[: max(0, C - k)]
     pin, pin_s = timed(lambda: replay(stream, start, "pin", C, CacheState.empty(E, k), pinned=pinned))
@@ -94,7 +102,9 @@ def main() -> None:
     naive_ahead, naive_ahead_s = timed(lambda: replay_reference(sl, "lookahead", C, predicted=predicted[:n].tolist()))
     # The slice's hits must agree with the compiled replay of the same slice.
     assert naive_lru["hits"] == int(replay(stream[:n], start[:n], "lru", C, CacheState.empty(E, k))[0])
-    assert naive_ahead["hits"] == int(replay(stream[:n], start[:n], "lookahead", C, CacheState.empty(E, k), predicted=predicted[:n])[0])
+    assert naive_ahead["hits"] == int(
+        replay(stream[:n], start[:n], "lookahead", C, CacheState.empty(E, k), predicted=predicted[:n])[0]
+    )
 
     rate = lambda events, s: events / s  # noqa: E731
     rows = [
@@ -111,13 +121,19 @@ def main() -> None:
     for name, events, seconds, hit in rows:
         print(f"{name:36} {events:>13,} {seconds:>9.2f} {rate(events, seconds):>13,.0f} {hit:>9.3f}")
     print(f"Belady split: next-use {nu_s:.2f} s + replay {opt_loop_s:.2f} s")
-    print(f"speed-up over naive Python: LRU x{rate(args.events, lru_s) / rate(n, naive_lru_s):,.0f}, "
-          f"Belady x{rate(args.events, opt_s) / rate(n, naive_opt_s):,.0f}")  # fmt: skip
-    print(f"lookahead loads per token {(ahead[1] + ahead[PREFETCH_LOADS]) / args.events:.3f} "
-          f"(LRU {lru[1] / args.events:.3f}): it trades wasted loads for hits")  # fmt: skip
+    print(
+        f"speed-up over naive Python: LRU x{rate(args.events, lru_s) / rate(n, naive_lru_s):,.0f}, "
+        f"Belady x{rate(args.events, opt_s) / rate(n, naive_opt_s):,.0f}"
+    )
+    print(
+        f"lookahead loads per token {(ahead[1] + ahead[PREFETCH_LOADS]) / args.events:.3f} "
+        f"(LRU {lru[1] / args.events:.3f}): it trades wasted loads for hits"
+    )
     scale = 100_000_000 / args.events
-    print(f"at 100M events: LRU {lru_s * scale:.1f} s, Belady {opt_s * scale:.1f} s, pin {pin_s * scale:.1f} s, "
-          f"lookahead {ahead_s * scale:.1f} s (target <= 30 s each)")  # fmt: skip
+    print(
+        f"at 100M events: LRU {lru_s * scale:.1f} s, Belady {opt_s * scale:.1f} s, pin {pin_s * scale:.1f} s, "
+        f"lookahead {ahead_s * scale:.1f} s (target <= 30 s each)"
+    )
 
 
 def noisy_copy(stream: np.ndarray, num_experts: int, noise: float, seed: int, block: int = 1 << 23) -> np.ndarray:

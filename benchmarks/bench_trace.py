@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import SHARED_DATA, build_tokenizer  # noqa: E402
+from conftest import SHARED_DATA, build_tokenizer
 
 
 def corpus_texts(tokens: int) -> list[str]:
@@ -55,9 +55,16 @@ def main() -> None:
     (work / "c4.txt").write_text("\n".join(texts) + "\n")
     tokenizer = build_tokenizer(texts[:200], vocab_size=2048)
     config = MixtralConfig(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4,
-        num_local_experts=8, num_experts_per_tok=2, vocab_size=len(tokenizer), max_position_embeddings=4096,
-    )  # fmt: skip
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "model")
@@ -89,9 +96,11 @@ def main() -> None:
         out = work / "trace"
         shutil.rmtree(out, ignore_errors=True)
         routelens.trace(
-            str(work / "model"), [f"c4={work / 'c4.txt'}"], out,
+            str(work / "model"),
+            [f"c4={work / 'c4.txt'}"],
+            out,
             TraceConfig(seq_len=args.seq_len, batch_size=args.batch_size, progress=False, verify=verify),
-        )  # fmt: skip
+        )
 
     @torch.inference_mode()
     def common():
@@ -109,7 +118,9 @@ def main() -> None:
                 w = np.take_along_axis(probs, top, -1)
                 per_layer.append((top, w / w.sum(-1, keepdims=True)))
             for t in np.flatnonzero(keep):
-                rows.append({"experts": [p[0][t].tolist() for p in per_layer], "weights": [p[1][t].tolist() for p in per_layer]})
+                rows.append(
+                    {"experts": [p[0][t].tolist() for p in per_layer], "weights": [p[1][t].tolist() for p in per_layer]}
+                )
         return rows
 
     def best(fn) -> float:
@@ -121,20 +132,28 @@ def main() -> None:
         return min(times)
 
     plain()  # warm-up
-    results = {"plain forward": best(plain), "routelens trace": best(traced),
-               "trace --no-verify": best(lambda: traced(verify=False)), "common (logits->numpy)": best(common)}
+    results = {
+        "plain forward": best(plain),
+        "routelens trace": best(traced),
+        "trace --no-verify": best(lambda: traced(verify=False)),
+        "common (logits->numpy)": best(common),
+    }
     info = routelens.trace.summarize(work / "trace")
     base = total / results["plain forward"]
-    print(f"tiny Mixtral (hidden 256, 4 layers, 8 experts, top-2), {total:,} tokens, "
-          f"seq_len {args.seq_len}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"tiny Mixtral (hidden 256, 4 layers, 8 experts, top-2), {total:,} tokens, "
+        f"seq_len {args.seq_len}, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+    )
     for name, seconds in results.items():
         rate = total / seconds
         print(f"  {name:24s} {rate:10,.0f} tokens/s   {rate / base:5.2f}x plain")
     check = results["routelens trace"] / results["trace --no-verify"] - 1
     print(f"  the first-batch check costs {100 * check:+.1f}% of trace time (limit: 3%)")
     fp32_logits = 4 * config.num_local_experts
-    print(f"  stored bytes per token-layer: {info['bytes_per_token_layer']:.2f} "
-          f"(fp32 router logits: {fp32_logits}; ratio {info['bytes_per_token_layer'] / fp32_logits:.3f})")  # fmt: skip
+    print(
+        f"  stored bytes per token-layer: {info['bytes_per_token_layer']:.2f} "
+        f"(fp32 router logits: {fp32_logits}; ratio {info['bytes_per_token_layer'] / fp32_logits:.3f})"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -54,10 +54,7 @@ def test_library_never_imports_the_cli():
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """A cycle among modules (a package's `__init__` importing its own submodules is not one: the
     edge from a submodule to its parent package is how Python loads it, so those are dropped)."""
-    edges = {
-        mod: {d for d in deps if not mod.startswith(d + ".")}
-        for mod, deps in graph.items()
-    }
+    edges = {mod: {d for d in deps if not mod.startswith(d + ".")} for mod, deps in graph.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -66,7 +63,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for dep in sorted(edges.get(node, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state and (cycle := visit(dep)):
                 return cycle
         stack.pop()

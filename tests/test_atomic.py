@@ -36,7 +36,9 @@ def leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if atomic.TAG in p.name)
 
 
-@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+@pytest.mark.parametrize(
+    "mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)]
+)
 def test_outputs_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
     umask(mask)
     assert atomic.current_umask() == mask
@@ -152,12 +154,19 @@ def test_clean_stale_touches_only_routelens_temporaries(tmp_path):
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = int(child.stdout)
     elsewhere = "0123ab" if atomic.HOST != "0123ab" else "ab0123"  # another machine or PID namespace
-    keep = [".notes.txt.tmp", "routelens-lock", ".a.json.routelens-lock", f"data-{gone}-x",
-            atomic.temp_prefix(".a.json.") + "ab.tmp",  # ours: alive
-            f".a.json.routelens-{gone}-{elsewhere}-ab.tmp"]  # its PID means nothing here  # fmt: skip
+    keep = [
+        ".notes.txt.tmp",
+        "routelens-lock",
+        ".a.json.routelens-lock",
+        f"data-{gone}-x",
+        atomic.temp_prefix(".a.json.") + "ab.tmp",  # ours: alive
+        f".a.json.routelens-{gone}-{elsewhere}-ab.tmp",
+    ]  # its PID means nothing here
     for name in keep:
         (tmp_path / name).write_text("x")
-    stale = tmp_path / (atomic.temp_prefix(f".routelens-1-{atomic.HOST}-x.json.", pid=gone) + "zz.tmp")  # the last PID counts
+    stale = tmp_path / (
+        atomic.temp_prefix(f".routelens-1-{atomic.HOST}-x.json.", pid=gone) + "zz.tmp"
+    )  # the last PID counts
     stale.write_text("x")
     assert atomic.owner(stale.name) == (gone, atomic.HOST)
     assert atomic.clean_stale(tmp_path) == [stale]
@@ -178,7 +187,9 @@ def test_the_cache_simulators_spill_of_a_killed_run_is_removed_by_the_next(tmp_p
     trace = tmp_path / "trace"
     write_synthetic_trace(trace, SyntheticSpec(num_docs=3, doc_len=(5, 9), layers=(0,), num_experts=4, top_k=1, seed=0))
     spill = tmp_path / "spill"
-    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    gone = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     stale = spill / f"routelens-cache-{gone}-{atomic.HOST}-abc"
     stale.mkdir(parents=True)
     (stale / "layer-0.bin").write_bytes(b"\0" * 64)

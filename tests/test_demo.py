@@ -60,5 +60,7 @@ def test_out_must_be_a_directory(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RoutelensError, match="is a file"):
         DemoConfig(out=tmp_path / "file")
-    with pytest.raises(RoutelensError, match="unknown option 'trace_token' for DemoConfig; valid options are out, trace_tokens"):
+    with pytest.raises(
+        RoutelensError, match="unknown option 'trace_token' for DemoConfig; valid options are out, trace_tokens"
+    ):
         run_demo(trace_token=10)

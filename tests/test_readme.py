@@ -59,7 +59,9 @@ def test_readme_command_exists_with_its_flags(argv):
         result = CliRunner().invoke(app, [path[0], "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, f"routelens {' '.join(path)}: {result.output}"
     for flag in (w.split("=")[0] for w in argv if w.startswith("-")):
-        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", result.output), f"{flag} not in `routelens {' '.join(path)} --help`"
+        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", result.output), (
+            f"{flag} not in `routelens {' '.join(path)} --help`"
+        )
 
 
 def all_command_paths() -> list[list[str]]:
@@ -91,7 +93,9 @@ def test_error_lines_keep_square_brackets(tmp_path, monkeypatch):
 
     monkeypatch.setattr("routelens.trace.trace", boom)
     (tmp_path / "c.txt").write_text("hello\n")
-    result = CliRunner().invoke(app, ["trace", str(tmp_path), "--corpus", f"a={tmp_path / 'c.txt'}", "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["trace", str(tmp_path), "--corpus", f"a={tmp_path / 'c.txt'}", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "routelens[ray]" in result.output
 
 

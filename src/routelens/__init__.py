@@ -1,14 +1,14 @@
 """routelens: record, analyze and exploit the routing of Mixture-of-Experts language models.
 
-    import routelens
-    routelens.trace("path/to/moe-model", {"web": "c4.txt"}, out="trace/")
-    tr = routelens.open_trace("trace/")
+import routelens
+routelens.trace("path/to/moe-model", {"web": "c4.txt"}, out="trace/")
+tr = routelens.open_trace("trace/")
 """
 
 __version__ = "0.1.0"
 
-from routelens.errors import RoutelensError, UnsupportedModelError  # noqa: E402
-from routelens.store import Trace, TraceChunk, open_trace  # noqa: E402
-from routelens import trace  # noqa: E402  (the trace package; calling it runs routelens.trace.trace)
+from routelens import trace
+from routelens.errors import RoutelensError, UnsupportedModelError
+from routelens.store import Trace, TraceChunk, open_trace
 
 __all__ = ["RoutelensError", "Trace", "TraceChunk", "UnsupportedModelError", "__version__", "open_trace", "trace"]

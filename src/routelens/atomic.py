@@ -177,7 +177,9 @@ def make_parent(target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), target.parent)
-        raise RoutelensError(f"cannot write {target}: {blocker} is a file, not a folder; remove it or choose another location.") from None
+        raise RoutelensError(
+            f"cannot write {target}: {blocker} is a file, not a folder; remove it or choose another location."
+        ) from None
     except OSError as exc:
         raise RoutelensError(f"cannot write {target} ({exc.strerror}); choose a writable location.") from None
 
@@ -230,15 +232,24 @@ def write_text(target: str | os.PathLike, text: str, *, encoding: str = "utf-8",
     return target
 
 
-def json_text(payload: Any, *, indent: int | None = 1, allow_nan: bool = False, newline: bool = False, **dumps: Any) -> str:
+def json_text(
+    payload: Any, *, indent: int | None = 1, allow_nan: bool = False, newline: bool = False, **dumps: Any
+) -> str:
     """`payload` as JSON text. NaN and infinity are refused by default: they are not JSON, and a
     reader in another language would fail on them."""
     text = json.dumps(payload, indent=indent, allow_nan=allow_nan, **dumps)
     return text + "\n" if newline else text
 
 
-def write_json(target: str | os.PathLike, payload: Any, *, indent: int | None = 1, allow_nan: bool = False,
-               newline: bool = False, **dumps: Any) -> Path:  # fmt: skip
+def write_json(
+    target: str | os.PathLike,
+    payload: Any,
+    *,
+    indent: int | None = 1,
+    allow_nan: bool = False,
+    newline: bool = False,
+    **dumps: Any,
+) -> Path:
     """Write `payload` as JSON to `target` atomically; return the path. The text is serialised
     before anything touches the disk, so a value that cannot be written leaves no file at all."""
     return write_text(target, json_text(payload, indent=indent, allow_nan=allow_nan, newline=newline, **dumps))

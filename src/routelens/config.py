@@ -41,16 +41,16 @@ def check_names(names, valid: list[str], what: str) -> None:
     """Refuse a keyword that no config field has, naming it and the valid ones."""
     unknown = [n for n in names if n not in valid]
     if unknown:
-        raise RoutelensError(
-            f"unknown option {unknown[0]!r} for {what}; valid options are {', '.join(valid)}."
-        )
+        raise RoutelensError(f"unknown option {unknown[0]!r} for {what}; valid options are {', '.join(valid)}.")
 
 
 def build_config(cls: type[C], config: C | None, overrides: Mapping[str, Any]) -> C:
     """`config` (or the defaults) with `overrides` applied, validated by the class's __post_init__."""
     check_names(overrides, field_names(cls), cls.__name__)
     if config is not None and not isinstance(config, cls):
-        raise RoutelensError(f"config must be of type {cls.__name__}, not {type(config).__name__}; build one with {cls.__name__}(...).")
+        raise RoutelensError(
+            f"config must be of type {cls.__name__}, not {type(config).__name__}; build one with {cls.__name__}(...)."
+        )
     if config is None:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in overrides and _required(f)]
         if missing:

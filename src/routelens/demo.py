@@ -53,12 +53,12 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     import routelens
     from routelens.analysis import analyze, router_saturation, write_json
     from routelens.corpus.builtin import write_builtin_corpus
-    from routelens.training import train as training
     from routelens.report import write_report
     from routelens.simulate import simulate_all, simulate_distinct
+    from routelens.training import train as training
 
     config = build_config(DemoConfig, config, overrides)
-    out, quiet = config.out, not config.progress
+    out = config.out
     out.mkdir(parents=True, exist_ok=True)
 
     _say("writing the embedded corpus", config.progress)
@@ -77,9 +77,14 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
 
     _say("tracing its routing", config.progress)
     trace = routelens.trace(
-        str(model_dir), specs, out / "trace", seq_len=config.seq_len, max_tokens=config.trace_tokens,
-        overwrite=True, progress=config.progress,
-    )  # fmt: skip
+        str(model_dir),
+        specs,
+        out / "trace",
+        seq_len=config.seq_len,
+        max_tokens=config.trace_tokens,
+        overwrite=True,
+        progress=config.progress,
+    )
     analysis = analyze(trace, progress=config.progress)
 
     pos_trace = _pos_trace(model_dir, corpus, out, config)
@@ -94,11 +99,20 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     if checkpoints:
         _say(f"router saturation over {len(checkpoints)} checkpoints", config.progress)
         traces = [
-            routelens.trace(str(ckpt), specs, out / "saturation" / ckpt.name, seq_len=config.seq_len,
-                            max_tokens=config.saturation_tokens, overwrite=True, progress=False)
+            routelens.trace(
+                str(ckpt),
+                specs,
+                out / "saturation" / ckpt.name,
+                seq_len=config.seq_len,
+                max_tokens=config.saturation_tokens,
+                overwrite=True,
+                progress=False,
+            )
             for ckpt in [*checkpoints, model_dir]
-        ]  # fmt: skip
-        analysis["saturation"] = router_saturation(traces, labels=[c.name for c in checkpoints] + ["final"], progress=False)
+        ]
+        analysis["saturation"] = router_saturation(
+            traces, labels=[c.name for c in checkpoints] + ["final"], progress=False
+        )
 
     _say("simulating expert caching and expert-parallel load", config.progress)
     analysis.update(simulate_all(trace, devices=4, batch_tokens=1024, progress=config.progress))
@@ -139,7 +153,12 @@ def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):
         return None
     _say("tagging prose with spaCy and tracing it for the part-of-speech analyses", config.progress)
     return routelens.trace(
-        str(model_dir), [f"prose={corpus['prose']}"], out / "pos", seq_len=config.seq_len,
-        max_tokens=config.pos_tokens, tagger="spacy", overwrite=True, progress=config.progress,
-    )  # fmt: skip
-
+        str(model_dir),
+        [f"prose={corpus['prose']}"],
+        out / "pos",
+        seq_len=config.seq_len,
+        max_tokens=config.pos_tokens,
+        tagger="spacy",
+        overwrite=True,
+        progress=config.progress,
+    )

@@ -50,12 +50,16 @@ def output_lock(output: str | os.PathLike, *, what: str = "run") -> Iterator[Pat
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RoutelensError(f"cannot create {path.parent} for the output {output}: {exc.strerror}; choose a writable location.") from None
+        raise RoutelensError(
+            f"cannot create {path.parent} for the output {output}: {exc.strerror}; choose a writable location."
+        ) from None
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise RoutelensError(f"cannot lock the output {output} ({path}: {exc.strerror}); choose a writable location.") from None
+            raise RoutelensError(
+                f"cannot lock the output {output} ({path}: {exc.strerror}); choose a writable location."
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

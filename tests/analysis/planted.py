@@ -39,8 +39,17 @@ def random_experts(n: int, layers: int, E: int, k: int, rng: np.random.Generator
     return np.argsort(keys, axis=1)[:, :k].reshape(n, layers, k).astype(expert_id_numpy(E))
 
 
-def write_trace(path: Path, chunk: TraceChunk, *, domains=("a",), E: int, layers, shard_rows: int | None = None, vocab=None,
-                seq_len: int = 0) -> Path:  # fmt: skip
+def write_trace(
+    path: Path,
+    chunk: TraceChunk,
+    *,
+    domains=("a",),
+    E: int,
+    layers,
+    shard_rows: int | None = None,
+    vocab=None,
+    seq_len: int = 0,
+) -> Path:
     """Write `chunk` as a trace (optionally split into shards of shard_rows rows); `seq_len` is
     the window length the manifest records (0: unknown, as in imported traces)."""
     n = len(chunk)
@@ -53,21 +62,33 @@ def write_trace(path: Path, chunk: TraceChunk, *, domains=("a",), E: int, layers
     if vocab is not None:
         writer.write_vocab(vocab)
     corpora = [
-        {"name": d, "source": "test", "documents": len(np.unique(chunk.doc_id[chunk.domain == j])),
-         "tokens": int((chunk.domain == j).sum())}
+        {
+            "name": d,
+            "source": "test",
+            "documents": len(np.unique(chunk.doc_id[chunk.domain == j])),
+            "tokens": int((chunk.domain == j).sum()),
+        }
         for j, d in enumerate(domains)
-    ]  # fmt: skip
+    ]
     manifest = new_manifest(
         model={"name_or_path": "planted", "architecture": "planted", "config_sha256": None},
-        family="planted", routing_rule="planted", moe_layers=list(layers), num_experts=E, top_k=k,
-        corpora=corpora, tokenizer={"name": None, "vocab_size": int(chunk.token_id.max()) + 1 if n else 1}, seq_len=seq_len,
-    )  # fmt: skip
+        family="planted",
+        routing_rule="planted",
+        moe_layers=list(layers),
+        num_experts=E,
+        top_k=k,
+        corpora=corpora,
+        tokenizer={"name": None, "vocab_size": int(chunk.token_id.max()) + 1 if n else 1},
+        seq_len=seq_len,
+    )
     manifest.update(complete=True, totals={"tokens": n, "documents": len(np.unique(chunk.doc_id))})
     writer.write_manifest(manifest)
     return path
 
 
-def markov_first(doc_lengths, E: int, stay: float, rng: np.random.Generator, *, layers: int = 1, reset_every: int = 0) -> np.ndarray:
+def markov_first(
+    doc_lengths, E: int, stay: float, rng: np.random.Generator, *, layers: int = 1, reset_every: int = 0
+) -> np.ndarray:
     """(n, layers, 1) first experts: each token keeps the previous token's expert with
     probability `stay`, else draws uniformly, so P(same consecutive first expert) = stay +
     (1 - stay) / E exactly. Every document starts fresh, and so does every position that is a

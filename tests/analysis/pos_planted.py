@@ -71,9 +71,13 @@ def write_pos_trace(
     starts = np.flatnonzero(np.r_[True, rows["doc_id"][1:] != rows["doc_id"][:-1]])
     positions = (np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))).astype(np.int32)
     chunk = TraceChunk(
-        doc_id=rows["doc_id"], domain=np.zeros(n, np.int32), position=positions, token_id=rows["token_id"],
-        experts=experts, weights=np.full((n, L, k), 1.0 / k, np.float16),
-    )  # fmt: skip
+        doc_id=rows["doc_id"],
+        domain=np.zeros(n, np.int32),
+        position=positions,
+        token_id=rows["token_id"],
+        experts=experts,
+        weights=np.full((n, L, k), 1.0 / k, np.float16),
+    )
     writer = TraceWriter(path, {"planted": str(path)}, overwrite=True)
     schema = trace_schema(L, E, k, with_pos=True)
     bounds = list(range(0, n, shard_rows or n)) + [n]
@@ -88,11 +92,16 @@ def write_pos_trace(
         )
         writer.write_shard(i, table.cast(schema), {"next_doc": int(rows["doc_id"][b - 1]) + 1})
     manifest = new_manifest(
-        model={"name_or_path": "planted", "architecture": "planted", "config_sha256": None}, family="planted",
-        routing_rule="planted", moe_layers=list(layers), num_experts=E, top_k=k,
+        model={"name_or_path": "planted", "architecture": "planted", "config_sha256": None},
+        family="planted",
+        routing_rule="planted",
+        moe_layers=list(layers),
+        num_experts=E,
+        top_k=k,
         corpora=[{"name": "ewt", "source": "planted", "documents": int(rows["doc_id"].max()) + 1, "tokens": n}],
-        tokenizer={"name": None, "vocab_size": 200}, seq_len=0,
-    )  # fmt: skip
+        tokenizer={"name": None, "vocab_size": 200},
+        seq_len=0,
+    )
     manifest.update(complete=True, totals={"tokens": n, "documents": int(rows["doc_id"].max()) + 1})
     writer.write_manifest(manifest)
     return path

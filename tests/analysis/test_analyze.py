@@ -20,14 +20,33 @@ from tests.analysis.planted import (
 )
 
 REQUIRED = ("meta", "distribution", "locality", "locality_baseline", "locality_permuted", "vocabulary", "coactivation")
-DETERMINISTIC = ("distribution", "distribution_choice", "domain_distance", "locality", "locality_pairs",
-                 "locality_distance", "vocabulary", "vocabulary_next", "vocabulary_tokens", "coactivation", "confidence")  # fmt: skip
+DETERMINISTIC = (
+    "distribution",
+    "distribution_choice",
+    "domain_distance",
+    "locality",
+    "locality_pairs",
+    "locality_distance",
+    "vocabulary",
+    "vocabulary_next",
+    "vocabulary_tokens",
+    "coactivation",
+    "confidence",
+)
 
 
 @pytest.fixture(scope="module")
 def small_trace(tmp_path_factory):
-    spec = SyntheticSpec(num_docs=30, doc_len=(1, 40), layers=(0, 3, 7), num_experts=8, top_k=2,
-                         domains=("web", "code"), repeat=0.3, seed=7)  # fmt: skip
+    spec = SyntheticSpec(
+        num_docs=30,
+        doc_len=(1, 40),
+        layers=(0, 3, 7),
+        num_experts=8,
+        top_k=2,
+        domains=("web", "code"),
+        repeat=0.3,
+        seed=7,
+    )
     return write_synthetic_trace(tmp_path_factory.mktemp("t") / "trace", spec)
 
 
@@ -36,7 +55,9 @@ def test_result_follows_the_documented_schema(small_trace, tmp_path):
     assert all(key in res for key in REQUIRED)
     meta = res["meta"]
     assert meta["layers"] == [0, 3, 7] and meta["domains"] == ["web", "code"]
-    assert meta["tokens"] == meta["tokens_per_domain"]["all"] == sum(meta["tokens_per_domain"][d] for d in ("web", "code"))
+    assert (
+        meta["tokens"] == meta["tokens_per_domain"]["all"] == sum(meta["tokens_per_domain"][d] for d in ("web", "code"))
+    )
     assert meta["model"]["name_or_path"] == "synthetic"
     for section in ("distribution", "locality", "locality_permuted", "locality_distance"):
         assert list(res[section]) == ["web", "code", "all"]
@@ -146,7 +167,9 @@ def test_config_and_overrides_build_the_same_analysis(small_trace):
 
 
 def test_unknown_override_names_it_and_the_valid_ones(small_trace):
-    with pytest.raises(RoutelensError, match=r"unknown option 'max_distnace' for AnalyzeConfig; valid options are .*max_distance"):
+    with pytest.raises(
+        RoutelensError, match=r"unknown option 'max_distnace' for AnalyzeConfig; valid options are .*max_distance"
+    ):
         analyze(small_trace, max_distnace=3)
     with pytest.raises(RoutelensError, match="config must be of type AnalyzeConfig, not dict"):
         analyze(small_trace, {"bootstrap": 0})

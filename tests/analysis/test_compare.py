@@ -30,31 +30,43 @@ def write_pair_trace(path: Path, experts, doc_lengths, domains_of_docs, *, probs
     ends = np.cumsum(lengths)
     cuts = [0] + [int(ends[i * len(lengths) // shards - 1]) for i in range(1, shards)] + [T]
     for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
-        cols = [pa.array(doc_id[lo:hi], pa.int64()),
-                pa.DictionaryArray.from_arrays(pa.array(domain[lo:hi]), pa.array(names, pa.string())),
-                pa.array(position[lo:hi]), pa.array(token_id[lo:hi]), nested_array(experts[lo:hi], expert_id_type(E))]  # fmt: skip
+        cols = [
+            pa.array(doc_id[lo:hi], pa.int64()),
+            pa.DictionaryArray.from_arrays(pa.array(domain[lo:hi]), pa.array(names, pa.string())),
+            pa.array(position[lo:hi]),
+            pa.array(token_id[lo:hi]),
+            nested_array(experts[lo:hi], expert_id_type(E)),
+        ]
         if probs is not None:
             cols.append(nested_array(np.asarray(probs, np.float16)[lo:hi], pa.float16()))
         schema = trace_schema(L, E, k, store_probs=probs is not None, with_weights=False)
         writer.write_shard(i, pa.Table.from_arrays(cols, schema=schema), {"next_doc": int(doc_id[hi - 1]) + 1})
     manifest = new_manifest(
-        model={"name_or_path": "planted"}, family="planted", routing_rule="planted", moe_layers=list(range(L)),
-        num_experts=E, top_k=k, corpora=[{"name": n, "source": "test"} for n in names],
-        tokenizer={"name": None, "vocab_size": 1}, seq_len=0,
-    )  # fmt: skip
+        model={"name_or_path": "planted"},
+        family="planted",
+        routing_rule="planted",
+        moe_layers=list(range(L)),
+        num_experts=E,
+        top_k=k,
+        corpora=[{"name": n, "source": "test"} for n in names],
+        tokenizer={"name": None, "vocab_size": 1},
+        seq_len=0,
+    )
     manifest.update(complete=True, totals={"tokens": T, "documents": len(lengths)})
     writer.write_manifest(manifest)
     return path
 
 
 # Five tokens, two layers, top-2 of 4; documents [3, 2] in domains x and y.
-A = np.array([
-    [[0, 1], [2, 3]],
-    [[1, 2], [0, 3]],
-    [[3, 0], [1, 2]],
-    [[2, 1], [3, 0]],
-    [[0, 3], [2, 1]],
-])  # fmt: skip
+A = np.array(
+    [
+        [[0, 1], [2, 3]],
+        [[1, 2], [0, 3]],
+        [[3, 0], [1, 2]],
+        [[2, 1], [3, 0]],
+        [[0, 3], [2, 1]],
+    ]
+)
 B = A.copy()
 B[0, 0] = [1, 0]  # layer 0: order swapped (first differs, same set)
 B[1, 0] = [1, 3]  # layer 0: second choice replaced (first equal, overlap 1)

@@ -27,8 +27,17 @@ def test_js_divergence_matches_scipy():
 
 def test_planted_first_choice_distribution_is_recovered(tmp_path):
     E = 8
-    spec = SyntheticSpec(num_docs=80, doc_len=100, layers=(1, 4), num_experts=E, top_k=2, domains=("a", "b", "c"),
-                         first_dist={"a": P}, repeat=0.2, seed=4)  # fmt: skip
+    spec = SyntheticSpec(
+        num_docs=80,
+        doc_len=100,
+        layers=(1, 4),
+        num_experts=E,
+        top_k=2,
+        domains=("a", "b", "c"),
+        first_dist={"a": P},
+        repeat=0.2,
+        seed=4,
+    )
     res = analyze(write_synthetic_trace(tmp_path / "t", spec), bootstrap=100, progress=False, max_distance=1)
     for layer in ("1", "4"):
         choice = res["distribution_choice"]["a"][layer]
@@ -44,7 +53,9 @@ def test_planted_first_choice_distribution_is_recovered(tmp_path):
         assert set(pairs) == {("a", "b"), ("a", "c"), ("b", "c")}
         planted = pairs[("a", "b")]
         assert planted["ci_low"] > 0.005 and planted["ci_low"] <= planted["js"] <= planted["ci_high"]
-        assert planted["js"] == pytest.approx(js_divergence(res["distribution"]["a"][layer], res["distribution"]["b"][layer]))
+        assert planted["js"] == pytest.approx(
+            js_divergence(res["distribution"]["a"][layer], res["distribution"]["b"][layer])
+        )
         same = pairs[("b", "c")]  # b and c route identically
         # The bias-corrected (basic) interval reaches 0 for identical routing; the reported
         # percentile interval contains the (upward-biased) estimate and stays far below the plant.
@@ -157,7 +168,9 @@ def test_percentile_intervals_contain_the_estimate_of_differing_domains():
         js, low, high = r["js"][0, 1], r["low"][0, 1], r["high"][0, 1]
         assert (low <= js).all() and (js <= high).all() and (low > 0.005).all()
         same = np.stack([rng.multinomial(40, q, size=L) for _ in domain]).astype(np.int64)
-        r = domain_distance(np.stack([same[domain == d].sum(0) for d in (0, 1)]), same, domain, replicates=200, seed=trial)
+        r = domain_distance(
+            np.stack([same[domain == d].sum(0) for d in (0, 1)]), same, domain, replicates=200, seed=trial
+        )
         same_low.append((r["low"][0, 1].min(), r["basic_low"][0, 1].max()))
     lows = np.array(same_low)
     assert (lows[:, 0] > 0).all() and (lows[:, 1] < 1e-3).mean() > 0.5

@@ -104,8 +104,17 @@ def test_permuted_baseline_equals_random_for_uniform_load_and_exceeds_it_for_unb
     assert res["locality"]["all"]["0"]["first"] > perm["first"] + 0.3  # real locality stands out
 
     p = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05, 0.0, 0.0])
-    skewed = SyntheticSpec(num_docs=60, doc_len=500, layers=(0,), num_experts=E, top_k=2, repeat=0.0,
-                           domains=("a",), first_dist={"a": p}, seed=2)  # fmt: skip
+    skewed = SyntheticSpec(
+        num_docs=60,
+        doc_len=500,
+        layers=(0,),
+        num_experts=E,
+        top_k=2,
+        repeat=0.0,
+        domains=("a",),
+        first_dist={"a": p},
+        seed=2,
+    )
     res = analyze(write_synthetic_trace(tmp_path / "s", skewed), bootstrap=0, progress=False, max_distance=1)
     perm = res["locality_permuted"]["all"]["0"]
     # No locality planted (repeat 0): the real and permuted values agree, both at sum p^2, far above 1/E.
@@ -134,8 +143,14 @@ def test_locality_intervals_cover_the_planted_value_and_contain_the_estimate(tmp
         rng = np.random.default_rng(seed)
         lengths = rng.integers(5, 60, 40)
         chunk = make_chunk(lengths, markov_first(lengths, 8, 0.3, rng))
-        res = analyze(write_trace(tmp_path / f"t{seed}", chunk, E=8, layers=[0]), bootstrap=300, seed=seed, progress=False,
-                      max_distance=1, locality_permutations=20)  # fmt: skip
+        res = analyze(
+            write_trace(tmp_path / f"t{seed}", chunk, E=8, layers=[0]),
+            bootstrap=300,
+            seed=seed,
+            progress=False,
+            max_distance=1,
+            locality_permutations=20,
+        )
         point, ci = res["locality"]["all"]["0"]["first"], res["locality_ci"]["all"]["0"]["first"]
         assert ci["low"] <= point <= ci["high"]  # a percentile interval contains its estimate
         assert ci == res["locality_ci"]["a"]["0"]["first"]  # one domain: pooled = the domain
@@ -154,7 +169,9 @@ def test_permuted_control_has_a_spread_and_real_minus_permuted_an_interval(tmp_p
     none = make_chunk(lengths, markov_first(lengths, 8, 0.0, rng))  # no locality: real ~ permuted
     excess = {}
     for name, chunk in (("planted", planted), ("none", none)):
-        res = analyze(write_trace(tmp_path / name, chunk, E=8, layers=[0]), bootstrap=300, progress=False, max_distance=1)
+        res = analyze(
+            write_trace(tmp_path / name, chunk, E=8, layers=[0]), bootstrap=300, progress=False, max_distance=1
+        )
         assert res["meta"]["params"]["locality_permutations"] == 20
         sd = res["locality_permuted_sd"]["all"]["0"]["first"]
         assert 0 < sd < 0.02  # 20 permutations differ, a little

@@ -67,7 +67,7 @@ def test_chunked_stream_equals_one_pass():
     whole.update(experts, ahead, doc, pos)
     parts = LookaheadAccumulator(3, 2, 2)
     for lo in range(0, len(doc), 37):  # cuts inside documents
-        parts.update(experts[lo:lo + 37], ahead[lo:lo + 37], doc[lo:lo + 37], pos[lo:lo + 37])
+        parts.update(experts[lo : lo + 37], ahead[lo : lo + 37], doc[lo : lo + 37], pos[lo : lo + 37])
     names = ["0", "1", "2"]
     assert whole.result(names) == parts.result(names)
 

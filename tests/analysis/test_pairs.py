@@ -25,7 +25,9 @@ def test_topk_mask_holds_exactly_the_chosen_experts(E, k):
     assert popcount(mask).sum(axis=2).tolist() == np.full((50, 3), k).tolist()
     for t in range(50):
         for layer in range(3):
-            bits = [e for e in range(E) if (int(mask[t, layer, e // (mask.itemsize * 8)]) >> (e % (mask.itemsize * 8))) & 1]
+            bits = [
+                e for e in range(E) if (int(mask[t, layer, e // (mask.itemsize * 8)]) >> (e % (mask.itemsize * 8))) & 1
+            ]
             assert bits == sorted(experts[t, layer].tolist())
 
 

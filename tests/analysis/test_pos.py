@@ -16,8 +16,8 @@ from routelens.analysis.pos import (
     load_word_rows,
     select_word_rows,
 )
-from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_TAGS
+from routelens.errors import RoutelensError
 from routelens.store.reader import open_trace
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
 from tests.analysis.pos_planted import planted_words, random_routing, write_pos_trace
@@ -167,12 +167,18 @@ def test_trace_without_pos_columns_is_a_user_error(tmp_path):
 
 @pytest.mark.parametrize(
     "bad, message",
-    [({"policy": "middle"}, "word policy 'middle'"), ({"features": "all"}, "path features 'all'"),
-     ({"test_size": 1.5}, "test_size=1.5"), ({"permutations": 0}, "permutations=0"),
-     ({"correction": "bonferroni"}, "correction 'bonferroni' is unknown; use one of fdr_bh, holm, none"),
-     ({"alpha": 1.0}, "alpha=1.0"), ({"min_words": 0}, "min_words=0"), ({"splits": 0}, "splits=0"),
-     ({"ablation_classifier": "svm"}, "ablation classifier 'svm'")],
-)  # fmt: skip
+    [
+        ({"policy": "middle"}, "word policy 'middle'"),
+        ({"features": "all"}, "path features 'all'"),
+        ({"test_size": 1.5}, "test_size=1.5"),
+        ({"permutations": 0}, "permutations=0"),
+        ({"correction": "bonferroni"}, "correction 'bonferroni' is unknown; use one of fdr_bh, holm, none"),
+        ({"alpha": 1.0}, "alpha=1.0"),
+        ({"min_words": 0}, "min_words=0"),
+        ({"splits": 0}, "splits=0"),
+        ({"ablation_classifier": "svm"}, "ablation classifier 'svm'"),
+    ],
+)
 def test_config_errors_name_the_value(bad, message):
     with pytest.raises(RoutelensError, match=message):
         PosConfig(**bad)

@@ -139,8 +139,13 @@ def test_warm_started_ablation_matches_cold_fits():
         X = path_features(experts[:, subset], 8)
         return linear_probe(0).fit(X[train], tags[train]).score(X[test], tags[test])
 
-    for name, subset in [("prefix", ("2", [0, 1])), ("prefix", ("3", [0, 1, 2])), ("drop", ("1", [0, 2])),
-                         ("drop", ("0", [1, 2])), ("single", ("2", [2]))]:  # fmt: skip
+    for name, subset in [
+        ("prefix", ("2", [0, 1])),
+        ("prefix", ("3", [0, 1, 2])),
+        ("drop", ("1", [0, 2])),
+        ("drop", ("0", [1, 2])),
+        ("single", ("2", [2])),
+    ]:
         key, layers = subset
         assert r[name][key] == pytest.approx(cold(layers), abs=0.015), (name, key)
 

@@ -132,8 +132,9 @@ def clustered_null(seed: int, docs: int = 60, per_doc: int = 12, L: int = 2, E: 
     experts = random_routing(n, L, E, k, rng)
     moved = (topic[doc] == 1) & (rng.random(n) < 0.7)  # topic 1 prefers experts 4..7
     experts[moved] = (experts[moved] % 4) + 4
-    experts[moved, :, 1] = np.where(experts[moved, :, 1] == experts[moved, :, 0], 4 + (experts[moved, :, 0] - 3) % 4,
-                                    experts[moved, :, 1])  # fmt: skip
+    experts[moved, :, 1] = np.where(
+        experts[moved, :, 1] == experts[moved, :, 0], 4 + (experts[moved, :, 0] - 3) % 4, experts[moved, :, 1]
+    )
     return experts, tags, doc
 
 
@@ -165,7 +166,6 @@ def test_within_group_permutation_keeps_every_group_tag_multiset():
 
     rng = np.random.default_rng(0)
     groups = rng.permutation(np.repeat(np.arange(30), 5))  # groups interleaved, not sorted
-    values = rng.integers(0, 100, len(groups))
     perm = within_group_permuter(groups, len(groups), rng)()
     assert sorted(perm.tolist()) == list(range(len(groups)))
     assert (groups[perm] == groups).all()  # every row takes a value from its own group

@@ -49,7 +49,10 @@ def test_rows_are_aligned_by_document_and_position(tmp_path):
     order = np.concatenate([np.arange(1000, 2000), np.arange(0, 1000)])  # other document order
     keep = order[::2]  # and only half of the rows
     subset = TraceChunk(**{f: v[keep] for f, v in vars(final).items() if v is not None})
-    paths = [write_trace(tmp_path / "c0", subset, E=E, layers=(0, 1)), write_trace(tmp_path / "f", final, E=E, layers=(0, 1))]
+    paths = [
+        write_trace(tmp_path / "c0", subset, E=E, layers=(0, 1)),
+        write_trace(tmp_path / "f", final, E=E, layers=(0, 1)),
+    ]
     res = router_saturation(paths, labels=["early", "final"], progress=False)
     assert res["tokens"][0] == len(keep) and res["checkpoints"] == ["early", "final"]
     assert res["topk"]["0"] == [1.0, 1.0] and res["top1"]["1"] == [1.0, 1.0]
@@ -77,7 +80,10 @@ def test_traces_of_different_text_are_refused(tmp_path):
     other = tokens.copy()
     other[777] = (other[777] + 1) % 100  # one token differs
     ckpt = TraceChunk(**{**vars(final), "token_id": other})
-    paths = [write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)), write_trace(tmp_path / "f", final, E=E, layers=(0, 1))]
+    paths = [
+        write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)),
+        write_trace(tmp_path / "f", final, E=E, layers=(0, 1)),
+    ]
     with pytest.raises(RoutelensError, match=r"different tokens at doc_id 15, position 27 .*same corpus"):
         router_saturation(paths, progress=False, rows=300)
     same = [write_trace(tmp_path / "c2", final, E=E, layers=(0, 1)), paths[1]]
@@ -100,7 +106,10 @@ def test_load_matched_chance_line_explains_agreement_of_independent_skewed_route
 
     final = make_chunk(LENGTHS, skewed())
     ckpt = TraceChunk(**{**vars(final), "experts": skewed()})
-    paths = [write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)), write_trace(tmp_path / "f", final, E=E, layers=(0, 1))]
+    paths = [
+        write_trace(tmp_path / "c", ckpt, E=E, layers=(0, 1)),
+        write_trace(tmp_path / "f", final, E=E, layers=(0, 1)),
+    ]
     res = router_saturation(paths, progress=False)
     for layer in ("0", "1"):
         got, chance = res["topk"][layer][0], res["baseline_matched"]["topk"][layer][0]

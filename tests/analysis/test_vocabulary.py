@@ -36,8 +36,14 @@ def _planted(n_docs=40, doc_len=50, E=8, k=2, L=3, vocab=30, seed=0):
 def test_token_id_determining_the_expert_gives_one(tmp_path):
     chunk, E = _planted()
     vocab = [f"tok{i}" for i in range(30)]
-    res = analyze(write_trace(tmp_path / "t", chunk, E=E, layers=(0, 5, 9), shard_rows=333, vocab=vocab),
-                  bootstrap=0, progress=False, max_distance=1, min_count=5, rows=128)  # fmt: skip
+    res = analyze(
+        write_trace(tmp_path / "t", chunk, E=E, layers=(0, 5, 9), shard_rows=333, vocab=vocab),
+        bootstrap=0,
+        progress=False,
+        max_distance=1,
+        min_count=5,
+        rows=128,
+    )
     assert res["vocabulary"]["0"] == pytest.approx(1.0)
     assert res["vocabulary"]["5"] < 0.9 and res["vocabulary"]["9"] < 0.9
     # next-token view: layer 5's expert is set by the next token (the roll wraps only across documents)
@@ -134,8 +140,13 @@ def test_uniform_routing_over_zipf_tokens_meets_the_matched_null_not_k_over_e(tm
     experts[hit, 1, 0] = planted[hit]
     experts[hit, 1, 1] = np.where(other == planted[hit], (other + 1) % E, other)
     chunk = make_chunk([500] * (n // 500), experts, token_id=token)
-    res = analyze(write_trace(tmp_path / "z", chunk, E=E, layers=(0, 1), shard_rows=7000), bootstrap=0, progress=False,
-                  max_distance=1, rows=9000)  # fmt: skip
+    res = analyze(
+        write_trace(tmp_path / "z", chunk, E=E, layers=(0, 1), shard_rows=7000),
+        bootstrap=0,
+        progress=False,
+        max_distance=1,
+        rows=9000,
+    )
     uniform, null = res["vocabulary"]["0"], res["vocabulary_null"]["0"]
     assert uniform > k / E + 0.1  # far above k/E = 0.25: the old chance line was wrong
     expected = brute_null(token, E, k, 10, draws=3, rng=np.random.default_rng(1))

@@ -19,8 +19,8 @@ import torch
 from routelens.capture import RoutingRecorder, describe_model
 from routelens.capture.catalog import moe_families
 from routelens.capture.overrides import OVERRIDES
-from routelens.capture.unsupported import UNSUPPORTED
 from routelens.capture.tiny import VOCAB, build
+from routelens.capture.unsupported import UNSUPPORTED
 
 FAMILIES = {f.model_type: f for f in moe_families()}
 RECORDED = sorted(set(FAMILIES) - set(UNSUPPORTED))
@@ -28,8 +28,20 @@ RECORDED = sorted(set(FAMILIES) - set(UNSUPPORTED))
 
 def test_the_scan_finds_the_families_routelens_documented_first():
     assert len(FAMILIES) >= 12
-    known = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe", "deepseek_v2", "deepseek_v3", "gpt_oss",
-             "granitemoe", "dbrx", "jamba", "llama4"}  # fmt: skip
+    known = {
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+        "phimoe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "gpt_oss",
+        "granitemoe",
+        "dbrx",
+        "jamba",
+        "llama4",
+    }
     assert known <= set(RECORDED)
 
 
@@ -75,11 +87,14 @@ def _experts_calls(model) -> tuple[dict[str, list], list]:
 def _hook_block_inputs(model, seen: dict, handles: list) -> None:
     """Llama4: also keep each MoE block's input, in `seen["_block_in"]` (what `_llama4_truth` needs)."""
     seen["_block_in"] = {}
-    for name, module in model.named_modules():
+    for name, _module in model.named_modules():
         if name.endswith(".experts"):
             owner = model.get_submodule(name.rsplit(".", 1)[0])
-            handles.append(owner.register_forward_pre_hook(
-                lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())))  # fmt: skip
+            handles.append(
+                owner.register_forward_pre_hook(
+                    lambda m, a, n=name: seen["_block_in"].setdefault(n, []).append(a[0].detach().clone())
+                )
+            )
 
 
 def _llama4_truth(model, calls: dict[str, list]) -> dict[str, list]:
@@ -110,11 +125,16 @@ ROUTER_IS_THE_CHOICE = {"longcat_flash"}
 def _router_calls(model, handles: list) -> dict[str, list]:
     """Forward hooks on every module named `router` beside an `experts`: (index, weights) per call."""
     seen: dict[str, list] = {}
-    for name, module in model.named_modules():
+    for name, _module in model.named_modules():
         if name.endswith(".experts"):
             router = model.get_submodule(name.rsplit(".", 1)[0] + ".router")
-            handles.append(router.register_forward_hook(
-                lambda m, a, out, n=name: seen.setdefault(n, []).append([out[2].detach().clone(), out[1].detach().clone()])))  # fmt: skip
+            handles.append(
+                router.register_forward_hook(
+                    lambda m, a, out, n=name: seen.setdefault(n, []).append(
+                        [out[2].detach().clone(), out[1].detach().clone()]
+                    )
+                )
+            )
     return seen
 
 
@@ -200,8 +220,13 @@ def test_recorded_probs_are_the_routers_own_scores(model_type):
     spec = describe_model(model)
     raw, handles = [], []
     for site in find_routers(model):
-        handles.append(site.router.register_forward_hook(
-            lambda _m, _i, out, _at=site.logits_index: raw.append((out[_at] if isinstance(out, tuple) else out).detach())))  # fmt: skip
+        handles.append(
+            site.router.register_forward_hook(
+                lambda _m, _i, out, _at=site.logits_index: raw.append(
+                    (out[_at] if isinstance(out, tuple) else out).detach()
+                )
+            )
+        )
     ids, mask = _batches()[0]
     try:
         with torch.no_grad(), RoutingRecorder(model, spec, store_probs=True) as rec:
@@ -214,9 +239,13 @@ def test_recorded_probs_are_the_routers_own_scores(model_type):
     probs, experts, weights = got.probs, got.experts, got.weights  # (L, T, E), (L, T, k), (L, T, k)
     assert probs.shape == (len(spec.moe_layers), ids.numel(), E) and torch.isfinite(probs).all()
     assert probs.min() >= 0 and (rec.scoring is Scoring.SQRTSOFTPLUS or probs.max() <= 1 + 1e-6)
-    already_distributions = all(r.min() >= 0 and torch.allclose(r.float().sum(-1), torch.ones(r.shape[:-1]), atol=1e-4) for r in raw)
+    already_distributions = all(
+        r.min() >= 0 and torch.allclose(r.float().sum(-1), torch.ones(r.shape[:-1]), atol=1e-4) for r in raw
+    )
     if already_distributions:  # the router hands out probabilities: they are `probs` as they are
-        assert rec.scoring is Scoring.PROBS, f"{model_type}: the router outputs probabilities; softmax again would flatten them"
+        assert rec.scoring is Scoring.PROBS, (
+            f"{model_type}: the router outputs probabilities; softmax again would flatten them"
+        )
     distribution = rec.scoring in (Scoring.SOFTMAX, Scoring.PROBS)  # sigmoid and sqrt-softplus scores are not
     # ... and a softmax that also scores zero-computation experts or a null choice leaves less than 1 to the routed ones
     if distribution and not spec.num_zero_experts and model_type not in ("zaya", "inkling_mm_model"):

@@ -45,8 +45,14 @@ def test_rule_states_the_configured_switches(moe_model):
 
 
 def test_dense_model_is_unsupported_with_a_message_naming_it_and_the_families():
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=97)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=97,
+    )
     torch.manual_seed(0)
     with pytest.raises(UnsupportedModelError) as err:
         describe_model(LlamaForCausalLM(config))

@@ -24,8 +24,12 @@ def test_families_json_lists_every_moe_family_with_its_status():
     mixtral = dict(by_type["mixtral"])
     verified_on = mixtral.pop("verified_on")
     assert mixtral.pop("unpadded") is None
-    assert mixtral == {"model_type": "mixtral", "router": "MixtralTopKRouter",
-                       "rule": "fp32 softmax over E -> top-k -> renormalise over the k", "status": "exact"}  # fmt: skip
+    assert mixtral == {
+        "model_type": "mixtral",
+        "router": "MixtralTopKRouter",
+        "rule": "fp32 softmax over E -> top-k -> renormalise over the k",
+        "status": "exact",
+    }
     assert verified_on == verified_versions()["mixtral"][-1]
     assert all(by_type[t]["verified_on"] is None for t in UNSUPPORTED)
     assert by_type["deepseek_v4"]["unpadded"]
@@ -59,7 +63,10 @@ def test_families_verify_prints_each_family_and_the_count(monkeypatch):
     result = CliRunner().invoke(app, ["families", "--verify", "mixtral", "doge"])
     assert result.exit_code == 0, result.output
     assert "mixtral: verified" in result.output and "doge: skipped" in result.output
-    assert result.output.strip().splitlines()[-1] == f"1 of 2 MoE families verified on transformers {transformers.__version__}"
+    assert (
+        result.output.strip().splitlines()[-1]
+        == f"1 of 2 MoE families verified on transformers {transformers.__version__}"
+    )
     rows = json.loads(CliRunner().invoke(app, ["families", "--verify", "mixtral", "--json", "-"]).stdout)
     assert rows[0]["verify"] == "verified" and rows[0]["transformers"] == transformers.__version__
     assert rows[0]["status"] == "exact" and "verified_on" in rows[0]

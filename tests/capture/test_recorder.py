@@ -130,10 +130,18 @@ def test_group_limited_selection_differs_from_plain_top_k(moe_model, family):
 
 # weights as a closed-form function of the full distribution: (renormalise over the k, scale)
 _FROM_PROBS = {
-    "mixtral": (True, 1.0), "qwen2_moe": (False, 1.0), "qwen3_moe": (True, 1.0), "olmoe": (False, 1.0),
-    "deepseek_v2": (False, 2.0), "deepseek_v3": (True, 2.5), "gpt_oss": (True, 1.0), "granitemoe": (True, 1.0),
-    "dbrx": (True, 1.0), "jamba": (False, 1.0), "llama4": (False, 1.0),
-}  # fmt: skip
+    "mixtral": (True, 1.0),
+    "qwen2_moe": (False, 1.0),
+    "qwen3_moe": (True, 1.0),
+    "olmoe": (False, 1.0),
+    "deepseek_v2": (False, 2.0),
+    "deepseek_v3": (True, 2.5),
+    "gpt_oss": (True, 1.0),
+    "granitemoe": (True, 1.0),
+    "dbrx": (True, 1.0),
+    "jamba": (False, 1.0),
+    "llama4": (False, 1.0),
+}
 
 
 @pytest.mark.parametrize("family", list(_FROM_PROBS))
@@ -171,8 +179,7 @@ def test_take_returns_every_pass_since_the_last_take_then_clears(moe_model):
 
 
 def _hooks_left(model) -> list[str]:
-    return [name for name, m in model.named_modules()
-            if m._forward_hooks or m._forward_pre_hooks]  # fmt: skip
+    return [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
 def test_exception_inside_a_hooked_forward_leaves_no_hook(moe_model):

@@ -77,8 +77,10 @@ def test_zero_computation_experts_are_recorded_with_their_ids():
         for site in find_routers(model):
             site.router.e_score_correction_bias[E] = 10.0
     chosen = []  # the router's own (index, weights): what LongCat's block computes with
-    handles = [site.router.register_forward_hook(lambda m, a, out: chosen.append((out[2].clone(), out[1].clone())))
-               for site in find_routers(model)]  # fmt: skip
+    handles = [
+        site.router.register_forward_hook(lambda m, a, out: chosen.append((out[2].clone(), out[1].clone())))
+        for site in find_routers(model)
+    ]
     try:
         got, seen, _ = _run(model, spec)
     finally:
@@ -103,7 +105,9 @@ def test_hash_routed_layers_follow_the_token_table():
     with torch.no_grad():  # random init leaves tid2eid all zeros: give each token k distinct experts
         for site in find_routers(model):
             if site.hash_routed:
-                table = torch.stack([torch.randperm(spec.num_experts, generator=gen)[: spec.top_k] for _ in range(VOCAB)])
+                table = torch.stack(
+                    [torch.randperm(spec.num_experts, generator=gen)[: spec.top_k] for _ in range(VOCAB)]
+                )
                 site.router.tid2eid.copy_(table)
                 tables[site.layer] = table
     got, seen, ids = _run(model, spec)

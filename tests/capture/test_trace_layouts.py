@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import routelens
-from routelens.trace import TraceConfig
 from routelens.capture.tiny import tiny_config
+from routelens.trace import TraceConfig
 from tests.conftest import SAMPLE_TEXT, save_tiny_model
 
 
@@ -17,8 +17,12 @@ def _trace(tmp_path, model_type: str, **overrides):
     model = save_tiny_model(tmp_path / model_type, config)
     corpus = tmp_path / "a.txt"
     corpus.write_text("\n\n".join(SAMPLE_TEXT))
-    return routelens.trace(str(model), [f"web={corpus}"], tmp_path / "t",
-                           TraceConfig(seq_len=16, batch_size=3, weights_dtype="float32", progress=False))  # fmt: skip
+    return routelens.trace(
+        str(model),
+        [f"web={corpus}"],
+        tmp_path / "t",
+        TraceConfig(seq_len=16, batch_size=3, weights_dtype="float32", progress=False),
+    )
 
 
 def test_per_layer_k_reaches_the_manifest_and_pads_with_the_no_expert_id(tmp_path):

@@ -31,7 +31,9 @@ def _batch(seed: int = 0):
 def test_every_recorded_family_verifies(model_type):
     verdict = verify_family(model_type)
     assert verdict.verify == VERIFIED, verdict
-    assert verdict.padding.startswith("exact") == (OVERRIDES.get(model_type) is None or not OVERRIDES[model_type].unpadded)
+    assert verdict.padding.startswith("exact") == (
+        OVERRIDES.get(model_type) is None or not OVERRIDES[model_type].unpadded
+    )
 
 
 def test_unsupported_families_are_skipped_with_their_reason():

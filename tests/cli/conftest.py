@@ -9,8 +9,27 @@ from typer.testing import CliRunner
 from routelens.cli.main import app
 from tests.training.test_train import write_micro_corpus
 
-TRAIN_ARGS = ["--top-k", "2", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4", "--steps", "4",
-              "--checkpoint-every", "2", "--vocab-size", "300", "--val-tokens", "200", "--quiet"]  # fmt: skip
+TRAIN_ARGS = [
+    "--top-k",
+    "2",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--steps",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--vocab-size",
+    "300",
+    "--val-tokens",
+    "200",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +39,8 @@ def cli_model(tmp_path_factory):
     specs = write_micro_corpus(root / "corpus")
     out = root / "model"
     corpora = sum((["--corpus", s] for s in specs), [])
-    result = CliRunner().invoke(app, ["train", *corpora, "--out", str(out), "--num-experts", "4", "--num-layers", "2", *TRAIN_ARGS])
+    result = CliRunner().invoke(
+        app, ["train", *corpora, "--out", str(out), "--num-experts", "4", "--num-layers", "2", *TRAIN_ARGS]
+    )
     assert result.exit_code == 0, result.output
     return out, specs

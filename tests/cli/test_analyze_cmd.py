@@ -10,20 +10,33 @@ from typer.testing import CliRunner
 
 from routelens.cli.main import app
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
-from tests.analysis.test_pos import planted_result  # noqa: F401  (a fixture: the POS result of a planted trace)
+from tests.analysis import test_pos
+
+planted_result = test_pos.planted_result  # a fixture: the POS result of a planted trace
 
 
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     p = np.array([0.65, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05])
-    spec = SyntheticSpec(num_docs=20, doc_len=40, layers=(0, 2, 5), num_experts=8, top_k=2, domains=("web", "math"),
-                         first_dist={"math": p}, repeat=0.9, seed=0)  # fmt: skip
+    spec = SyntheticSpec(
+        num_docs=20,
+        doc_len=40,
+        layers=(0, 2, 5),
+        num_experts=8,
+        top_k=2,
+        domains=("web", "math"),
+        first_dist={"math": p},
+        repeat=0.9,
+        seed=0,
+    )
     return write_synthetic_trace(tmp_path_factory.mktemp("cli") / "trace", spec)
 
 
 def test_analyze_prints_tables_and_writes_json(trace, tmp_path):
     out = tmp_path / "analysis.json"
-    result = CliRunner().invoke(app, ["analyze", str(trace), "--json", str(out), "--bootstrap", "30", "--min-count", "3", "-q"])
+    result = CliRunner().invoke(
+        app, ["analyze", str(trace), "--json", str(out), "--bootstrap", "30", "--min-count", "3", "-q"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["meta"]["params"]["bootstrap"] == 30 and data["meta"]["params"]["min_count"] == 3
@@ -85,7 +98,10 @@ def test_saturation_of_traces_of_different_text_exits_2(tmp_path):
     tokens = rng.integers(1, 50, 200).astype(np.int32)
     final = make_chunk([100, 100], random_experts(200, 2, 8, 2, rng), token_id=tokens)
     other = TraceChunk(**{**vars(final), "token_id": np.roll(tokens, 1)})  # the same rows, another text
-    a, b = write_trace(tmp_path / "a", other, E=8, layers=(0, 1)), write_trace(tmp_path / "b", final, E=8, layers=(0, 1))
+    a, b = (
+        write_trace(tmp_path / "a", other, E=8, layers=(0, 1)),
+        write_trace(tmp_path / "b", final, E=8, layers=(0, 1)),
+    )
     result = CliRunner().invoke(app, ["saturation", str(a), str(b), "-q"])
     assert result.exit_code == 2 and "different tokens at doc_id" in result.output
     assert len(result.output.strip().splitlines()) == 1  # one line, no traceback
@@ -100,8 +116,22 @@ def test_pos_options_reach_the_analysis(tmp_path):
     experts = random_routing(len(rows["doc_id"]), 2, 8, 2, np.random.default_rng(0))
     path = write_pos_trace(tmp_path / "pos", rows, experts, (0, 1), 8)
     out = tmp_path / "a.json"
-    args = ["analyze", str(path), "--pos", "--correction", "holm", "--alpha", "0.01", "--min-words", "1000",
-            "--bootstrap", "0", "--json", str(out), "-q"]  # fmt: skip
+    args = [
+        "analyze",
+        str(path),
+        "--pos",
+        "--correction",
+        "holm",
+        "--alpha",
+        "0.01",
+        "--min-words",
+        "1000",
+        "--bootstrap",
+        "0",
+        "--json",
+        str(out),
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     tests = json.loads(out.read_text())["pos"]["tests"]

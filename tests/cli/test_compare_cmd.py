@@ -26,7 +26,11 @@ def test_compare_json_keys_and_table(pair, tmp_path):
     assert "Routing agreement" in result.output and "Flip rate (top-k set differs)" in result.output
     data = json.loads(out.read_text())
     assert {"agreement", "any_layer_differs", "by_margin"} <= set(data)
-    assert set(data["agreement"]) == {"x", "y", "all"} and set(data["agreement"]["x"]["0"]) == {"first", "overlap", "set_equal"}
+    assert set(data["agreement"]) == {"x", "y", "all"} and set(data["agreement"]["x"]["0"]) == {
+        "first",
+        "overlap",
+        "set_equal",
+    }
     assert data["any_layer_differs"]["all"] == pytest.approx(2 / 5)
     stdout = runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--json", "-", "-q"])
     assert json.loads(stdout.output)["agreement"] == data["agreement"]

@@ -15,9 +15,7 @@ def test_second_run_reuses_the_trained_model(demo_run, tmp_path):
     out = tmp_path / "demo"
     shutil.copytree(first / "model", out / "model")  # the CLI run writes its own corpus, trace and report
     stamp = (out / "model" / "training.json").stat().st_mtime_ns
-    result = CliRunner().invoke(
-        app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"]
-    )  # fmt: skip
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output and (out / "report.html").is_file()
     assert (out / "model" / "training.json").stat().st_mtime_ns == stamp

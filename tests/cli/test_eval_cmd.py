@@ -15,7 +15,9 @@ def test_eval_cli_capacity_drops_and_json(cli_model, tmp_path):
     out, specs = cli_model
     args = ["eval", str(out), *sum((["--corpus", s] for s in specs), []), "--max-tokens", "400", "--quiet"]
     free = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "free.json")])
-    tight = CliRunner().invoke(app, [*args, "--capacity-factor", "0.25", "--top-k", "1", "--json", str(tmp_path / "cf.json")])
+    tight = CliRunner().invoke(
+        app, [*args, "--capacity-factor", "0.25", "--top-k", "1", "--json", str(tmp_path / "cf.json")]
+    )
     assert free.exit_code == 0 and tight.exit_code == 0, free.output + tight.output
     assert "perplexity" in free.output and "dropped by capacity" in tight.output
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("free.json", "cf.json"))

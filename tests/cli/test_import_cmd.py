@@ -20,7 +20,9 @@ runner = CliRunner()
 def imported(mixtral_trace, tiny_mixtral, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("import-cli")
     src = write_vllm_jsonl(root / "vllm.jsonl", documents(mixtral_trace))
-    result = runner.invoke(app, ["import", "vllm", str(src), "--model", str(tiny_mixtral), "--out", str(root / "trace"), "-q"])
+    result = runner.invoke(
+        app, ["import", "vllm", str(src), "--model", str(tiny_mixtral), "--out", str(root / "trace"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert "no weights" in result.output
     return root / "trace"
@@ -36,7 +38,10 @@ def test_sglang_import_and_domain(mixtral_trace, tiny_mixtral, tmp_path):  # noq
     write_sglang_jsonl(src, docs)
     text = src.read_text().replace(', "domain": null', "")
     src.write_text(text)
-    result = runner.invoke(app, ["import", "sglang", str(src), "-m", str(tiny_mixtral), "-o", str(tmp_path / "t"), "--domain", "chat", "-q"])
+    result = runner.invoke(
+        app,
+        ["import", "sglang", str(src), "-m", str(tiny_mixtral), "-o", str(tmp_path / "t"), "--domain", "chat", "-q"],
+    )
     assert result.exit_code == 0, result.output
     assert open_trace(tmp_path / "t").domains == ["chat"]
 
@@ -44,7 +49,9 @@ def test_sglang_import_and_domain(mixtral_trace, tiny_mixtral, tmp_path):  # noq
 def test_malformed_input_is_one_line_exit_2_nothing_written(tiny_mixtral, tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"prompt_token_ids": [1], "prompt_routed_experts": [[[0, 1], [2, 3]]]}\n{"prompt_token_ids": [1]\n')
-    result = runner.invoke(app, ["import", "vllm", str(src), "--model", str(tiny_mixtral), "--out", str(tmp_path / "t"), "-q"])
+    result = runner.invoke(
+        app, ["import", "vllm", str(src), "--model", str(tiny_mixtral), "--out", str(tmp_path / "t"), "-q"]
+    )
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "line 2 is not valid JSON" in lines[0] and "one JSON object per line" in lines[0]
@@ -52,13 +59,17 @@ def test_malformed_input_is_one_line_exit_2_nothing_written(tiny_mixtral, tmp_pa
 
 
 def test_weightless_trace_through_analyze_simulate_report(imported, tmp_path):
-    result = runner.invoke(app, ["analyze", str(imported), "--json", str(tmp_path / "a.json"), "-q", "--bootstrap", "0"])
+    result = runner.invoke(
+        app, ["analyze", str(imported), "--json", str(tmp_path / "a.json"), "-q", "--bootstrap", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert "router confidence: skipped (the trace has no weights or probs" in result.output
     analysis = json.loads((tmp_path / "a.json").read_text())
     assert analysis["meta"]["has_weights"] is False and analysis["distribution"]
-    for args in (["simulate", "cache", str(imported), "-C", "2", "--json", str(tmp_path / "c.json"), "-q"],
-                 ["simulate", "balance", str(imported), "-D", "2", "-B", "16", "--json", str(tmp_path / "b.json")]):  # fmt: skip
+    for args in (
+        ["simulate", "cache", str(imported), "-C", "2", "--json", str(tmp_path / "c.json"), "-q"],
+        ["simulate", "balance", str(imported), "-D", "2", "-B", "16", "--json", str(tmp_path / "b.json")],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
     out = tmp_path / "r.html"
@@ -69,13 +80,21 @@ def test_weightless_trace_through_analyze_simulate_report(imported, tmp_path):
 
 
 def test_export_load_formats(imported, tmp_path):
-    result = runner.invoke(app, ["export", "load", str(imported), "--format", "sglang", "--out", str(tmp_path / "el.json"), "-q"])
+    result = runner.invoke(
+        app, ["export", "load", str(imported), "--format", "sglang", "--out", str(tmp_path / "el.json"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     counts = np.array(json.loads((tmp_path / "el.json").read_text())["logical_count"])
     tr = open_trace(imported)
-    assert counts.shape == (len(tr.layers), tr.num_experts) and counts.sum() == tr.num_tokens * len(tr.layers) * tr.top_k
-    result = runner.invoke(app, ["export", "load", str(imported), "--format", "eplb", "--out", str(tmp_path / "w.npy"), "-q"])
+    assert (
+        counts.shape == (len(tr.layers), tr.num_experts) and counts.sum() == tr.num_tokens * len(tr.layers) * tr.top_k
+    )
+    result = runner.invoke(
+        app, ["export", "load", str(imported), "--format", "eplb", "--out", str(tmp_path / "w.npy"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(np.load(tmp_path / "w.npy"), counts)
-    result = runner.invoke(app, ["export", "load", str(imported), "--format", "sglang", "--out", str(tmp_path / "el.npy")])
+    result = runner.invoke(
+        app, ["export", "load", str(imported), "--format", "sglang", "--out", str(tmp_path / "el.npy")]
+    )
     assert result.exit_code == 2 and "written as .json" in result.output

@@ -55,5 +55,7 @@ def test_json_file(mixtral_dir, tmp_path):
     out = tmp_path / "params.json"
     result = CliRunner().invoke(app, ["inspect", str(mixtral_dir), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text()) == json.loads(CliRunner().invoke(app, ["inspect", str(mixtral_dir), "--json"]).stdout)
+    assert json.loads(out.read_text()) == json.loads(
+        CliRunner().invoke(app, ["inspect", str(mixtral_dir), "--json"]).stdout
+    )
     assert "wrote" in result.output and "{" not in result.output

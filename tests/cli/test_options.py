@@ -39,7 +39,9 @@ def test_cli_config_leaves_a_none_to_the_config_default():
     assert cli_config(Toy, size=5, names=None) == Toy(size=5)
     assert cli_config(Toy, names=["x"], limit=None).names == ("x",)
     assert cli_config(Toy, size=None).size is None  # a scalar None is a value the command chose, passed on
-    with pytest.raises(RoutelensError, match="unknown option 'colour' for Toy; valid options are size, names, limit, bare"):
+    with pytest.raises(
+        RoutelensError, match="unknown option 'colour' for Toy; valid options are size, names, limit, bare"
+    ):
         cli_config(Toy, colour=1)
 
 

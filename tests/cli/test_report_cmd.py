@@ -20,12 +20,19 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     trace = make_trace(root / "trace", layers=(0, 7), domains=("code",), first_dist={})
     analysis = analyze(trace, bootstrap=0, progress=False)
-    (root / "analysis.json").write_text(json.dumps({k: analysis[k] for k in ("meta", "locality", "locality_baseline", "distribution")}))
+    (root / "analysis.json").write_text(
+        json.dumps({k: analysis[k] for k in ("meta", "locality", "locality_baseline", "distribution")})
+    )
     (root / "sim.json").write_text(json.dumps({k: v for k, v in extras(["0", "7"], 8, 2).items() if k == "balance"}))
     sim = extras(["0", "7"], 8, 2)
     meta = {"tokens": trace.num_tokens, "num_experts": 8, "top_k": 2}
     # As `routelens simulate all` writes them: both results in one file, each with its own meta.
-    both = {"cache": sim["cache"], "cache_meta": meta, "balance": sim["balance"], "balance_meta": {"tokens": trace.num_tokens}}
+    both = {
+        "cache": sim["cache"],
+        "cache_meta": meta,
+        "balance": sim["balance"],
+        "balance_meta": {"tokens": trace.num_tokens},
+    }
     (root / "all.json").write_text(json.dumps(both))
     (root / "cache.json").write_text(json.dumps({"cache": sim["cache"], "cache_meta": meta}))
     (root / "other_cache.json").write_text(json.dumps({"cache": sim["cache"], "cache_meta": {**meta, "tokens": 5}}))
@@ -38,8 +45,19 @@ def sections(path) -> list[str]:
 
 def test_report_from_saved_json_files(setup, tmp_path):
     out = tmp_path / "r.html"
-    args = ["report", str(setup / "trace"), "-o", str(out), "--json", str(setup / "analysis.json"),
-            "--json", str(setup / "sim.json"), "--layers", "7", "-q"]  # fmt: skip
+    args = [
+        "report",
+        str(setup / "trace"),
+        "-o",
+        str(out),
+        "--json",
+        str(setup / "analysis.json"),
+        "--json",
+        str(setup / "sim.json"),
+        "--layers",
+        "7",
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "computing" not in result.output  # reused, not recomputed
@@ -86,7 +104,9 @@ def test_named_and_old_inputs_give_the_same_report(setup, tmp_path):
 
 def test_report_computes_the_analysis_when_not_given(setup, tmp_path):
     out = tmp_path / "sub" / "r.html"
-    result = CliRunner().invoke(app, ["report", str(setup / "trace"), "-o", str(out), "--json", str(setup / "sim.json"), "-q"])
+    result = CliRunner().invoke(
+        app, ["report", str(setup / "trace"), "-o", str(out), "--json", str(setup / "sim.json"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert "computing the analysis" in result.output
     assert {"distribution", "locality", "vocabulary", "coactivation", "balance"} <= set(sections(out))
@@ -104,8 +124,14 @@ def test_report_computes_the_analysis_when_not_given(setup, tmp_path):
         (["--analysis", "missing.json"], "--analysis missing.json: no such file; write it with `routelens analyze"),
         (["--analysis", "other.json"], "num_experts=16 but the trace"),
         (["--cache", "list.json"], "--cache list.json holds a list"),
-        (["--cache", "other.json"], "--cache other.json holds no `cache` result; pass the file `routelens simulate cache"),
-        (["--balance", "missing.json"], "--balance missing.json: no such file; write it with `routelens simulate balance"),
+        (
+            ["--cache", "other.json"],
+            "--cache other.json holds no `cache` result; pass the file `routelens simulate cache",
+        ),
+        (
+            ["--balance", "missing.json"],
+            "--balance missing.json: no such file; write it with `routelens simulate balance",
+        ),
     ],
 )
 def test_user_errors_exit_2(setup, tmp_path, monkeypatch, extra, message):
@@ -120,8 +146,17 @@ def test_user_errors_exit_2(setup, tmp_path, monkeypatch, extra, message):
 
 
 def test_results_of_another_trace_are_refused(setup, tmp_path):
-    args = ["report", str(setup / "trace"), "-o", str(tmp_path / "r.html"), "--analysis", str(setup / "analysis.json"),
-            "--cache", str(setup / "other_cache.json"), "-q"]  # fmt: skip
+    args = [
+        "report",
+        str(setup / "trace"),
+        "-o",
+        str(tmp_path / "r.html"),
+        "--analysis",
+        str(setup / "analysis.json"),
+        "--cache",
+        str(setup / "other_cache.json"),
+        "-q",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "--cache" in result.output and "tokens=5 but the trace" in result.output

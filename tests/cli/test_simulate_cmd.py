@@ -21,8 +21,27 @@ def trace(tmp_path_factory):
 
 def test_cache_table_and_json(trace, tmp_path):
     out = tmp_path / "cache.json"
-    result = runner.invoke(app, ["simulate", "cache", str(trace), "-p", "lru", "-p", "belady", "-C", "2", "-C", "8",
-                                 "--expert-bytes", "1000000", "--json", str(out), "-q"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "cache",
+            str(trace),
+            "-p",
+            "lru",
+            "-p",
+            "belady",
+            "-C",
+            "2",
+            "-C",
+            "8",
+            "--expert-bytes",
+            "1000000",
+            "--json",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Expert-cache hit rate" in result.output and "belady-lru" in result.output and "MB" in result.output
     data = json.loads(out.read_text())
@@ -39,8 +58,26 @@ def test_cache_table_and_json(trace, tmp_path):
 
 def test_balance_table_and_json(trace, tmp_path):
     out = tmp_path / "balance.json"
-    result = runner.invoke(app, ["simulate", "balance", str(trace), "--devices", "4", "--batch-tokens", "100",
-                                 "--cf", "1.0", "--cf", "1.25", "--placement", "round_robin", "--json", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "balance",
+            str(trace),
+            "--devices",
+            "4",
+            "--batch-tokens",
+            "100",
+            "--cf",
+            "1.0",
+            "--cf",
+            "1.25",
+            "--placement",
+            "round_robin",
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert list(data["balance"]) == ["round_robin"] and list(data["balance"]["round_robin"]) == ["1.0", "1.25"]
@@ -88,8 +125,27 @@ def test_json_dash_writes_the_result_alone_to_stdout(trace, tmp_path):
 
 def test_cache_what_ifs_pin_bandwidth_and_budget(trace, tmp_path):
     out = tmp_path / "c.json"
-    result = runner.invoke(app, ["simulate", "cache", str(trace), "-p", "lru", "--pin", "2", "--expert-bytes", "1000000",
-                                 "--bandwidth", "10", "--budget-bytes", "6000000", "--json", str(out), "-q"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "cache",
+            str(trace),
+            "-p",
+            "lru",
+            "--pin",
+            "2",
+            "--expert-bytes",
+            "1000000",
+            "--bandwidth",
+            "10",
+            "--budget-bytes",
+            "6000000",
+            "--json",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data["cache"]) == {"lru", "pin"} and len(data["cache_meta"]["pinned"]["0"]) == 2
@@ -102,15 +158,21 @@ def test_cache_what_ifs_pin_bandwidth_and_budget(trace, tmp_path):
 
 
 def test_balance_decode_batch_and_distinct(trace, tmp_path):
-    result = runner.invoke(app, ["simulate", "balance", str(trace), "-D", "2", "-B", "16", "--cf", "1.0",
-                                 "--decode-batch", "4", "--json", "-"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["simulate", "balance", str(trace), "-D", "2", "-B", "16", "--cf", "1.0", "--decode-batch", "4", "--json", "-"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["balance_meta"]["decode_steps"] == 5 * 100  # 20 documents of 100 tokens (2 domains) on 4 slots: 5 rounds
+    assert (
+        data["balance_meta"]["decode_steps"] == 5 * 100
+    )  # 20 documents of 100 tokens (2 domains) on 4 slots: 5 rounds
     assert set(data["balance_decode"]) == set(data["balance"])
     out = tmp_path / "d.json"
     result = runner.invoke(app, ["simulate", "distinct", str(trace), "--batch", "4", "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert set(data["distinct"]) == {"0", "2"} and 2 <= data["distinct"]["0"]["mean"] <= 8
-    assert "Distinct experts per batch of 4" in result.output and f"{data['distinct']['0']['mean']:.2f}" in result.output
+    assert (
+        "Distinct experts per batch of 4" in result.output and f"{data['distinct']['0']['mean']:.2f}" in result.output
+    )

@@ -15,7 +15,9 @@ runner = CliRunner()
 
 def test_cli_trace_and_info(tiny_mixtral, tmp_path):
     corpus = write_txt(tmp_path / "a.txt", DOCS)
-    res = runner.invoke(app, ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "-q"])
+    res = runner.invoke(
+        app, ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "-q"]
+    )
     assert res.exit_code == 0, res.output
     assert "traced" in res.output
     res = runner.invoke(app, ["info", str(tmp_path / "t")])
@@ -26,9 +28,15 @@ def test_cli_trace_and_info(tiny_mixtral, tmp_path):
 
 @pytest.mark.parametrize(
     "case, fragment",
-    [("missing_model", "no model at"), ("empty_corpus", "holds no text"), ("bad_conllu", "not valid CoNLL-U"),
-     ("bad_spec", "NAME=PATH"), ("dense_model", "LlamaForCausalLM"), ("missing_trace", "no routelens trace")],
-)  # fmt: skip
+    [
+        ("missing_model", "no model at"),
+        ("empty_corpus", "holds no text"),
+        ("bad_conllu", "not valid CoNLL-U"),
+        ("bad_spec", "NAME=PATH"),
+        ("dense_model", "LlamaForCausalLM"),
+        ("missing_trace", "no routelens trace"),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(case, fragment, tiny_mixtral, tmp_path):
     corpus = write_txt(tmp_path / "a.txt", DOCS)
     model, spec = str(tiny_mixtral), f"web={corpus}"
@@ -43,11 +51,22 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(case, fragment, tiny_m
     elif case == "bad_spec":
         spec = corpus
     elif case == "dense_model":
-        from tests.conftest import save_tiny_model
         from transformers import LlamaConfig
 
-        model = str(save_tiny_model(tmp_path / "dense", LlamaConfig(hidden_size=32, intermediate_size=64,
-                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)))  # fmt: skip
+        from tests.conftest import save_tiny_model
+
+        model = str(
+            save_tiny_model(
+                tmp_path / "dense",
+                LlamaConfig(
+                    hidden_size=32,
+                    intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4,
+                    num_key_value_heads=2,
+                ),
+            )
+        )
     args = ["trace", model, "--corpus", spec, "--out", str(tmp_path / "out"), "-q"]
     if case == "missing_trace":
         args = ["info", str(tmp_path / "nothing")]
@@ -63,7 +82,19 @@ def test_cli_trace_generate_writes_decode_rows_and_refuses_ray(tiny_mixtral, tmp
 
     corpus = write_txt(tmp_path / "p.txt", DOCS)
     # (prompt length + generated tokens must fit the tiny model's 512 positions)
-    args = ["trace", str(tiny_mixtral), "--corpus", f"p={corpus}", "--out", str(tmp_path / "g"), "-q", "--generate", "3", "--seq-len", "64"]
+    args = [
+        "trace",
+        str(tiny_mixtral),
+        "--corpus",
+        f"p={corpus}",
+        "--out",
+        str(tmp_path / "g"),
+        "-q",
+        "--generate",
+        "3",
+        "--seq-len",
+        "64",
+    ]
     res = runner.invoke(app, [*args, "--temperature", "0.7", "--top-p", "0.9", "--seed", "4"])
     assert res.exit_code == 0, res.output
     tr = open_trace(tmp_path / "g")

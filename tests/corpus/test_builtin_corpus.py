@@ -73,7 +73,9 @@ def test_code_documents_are_stdlib_source_lines(corpus):
 def test_code_file_cut_at_definitions_without_blank_lines():
     source = 'import os\n\n\nX = 1\n\f\ndef f():\n\n    return 1\n   \n@dec\nclass A:\n    """Doc."""\n\n    def g(self):\n        pass\n'
     docs = code_file_documents(source)
-    assert docs == ["import os\nX = 1\ndef f():\n    return 1\n@dec\nclass A:\n    \"\"\"Doc.\"\"\"\n    def g(self):\n        pass"]
+    assert docs == [
+        'import os\nX = 1\ndef f():\n    return 1\n@dec\nclass A:\n    """Doc."""\n    def g(self):\n        pass'
+    ]
     long = "\n".join(f"def f{i}():\n    return {'x' * 60}" for i in range(200))
     parts = code_file_documents(long)
     assert len(parts) > 1 and all(len(p.encode()) <= CODE_DOC_BYTES for p in parts)
@@ -107,8 +109,16 @@ def test_prose_documents_are_unique_english_paragraphs(corpus):
 
 
 def test_stdlib_sources_skip_third_party_and_split_off_packages(tmp_path):
-    for rel in ["os.py", "json/decoder.py", "site-packages/torch/x.py", "test/test_os.py", "idlelib/run.py",
-                "unittest/test/test_case.py", "_sysconfigdata__linux.py", "config-3.11-x86_64/makesetup.py"]:  # fmt: skip
+    for rel in [
+        "os.py",
+        "json/decoder.py",
+        "site-packages/torch/x.py",
+        "test/test_os.py",
+        "idlelib/run.py",
+        "unittest/test/test_case.py",
+        "_sysconfigdata__linux.py",
+        "config-3.11-x86_64/makesetup.py",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     found = [p.relative_to(tmp_path).as_posix() for p in stdlib_sources(tmp_path)]

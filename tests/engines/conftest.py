@@ -21,7 +21,9 @@ def mixtral_trace(tiny_mixtral, tmp_path_factory) -> Path:
     (root / "code.txt").write_text("\n\n".join(SAMPLE_TEXT[::2]))
     (root / "prose.txt").write_text("\n\n".join(SAMPLE_TEXT[1::2]))
     out = root / "trace"
-    routelens.trace(tiny_mixtral, [f"code={root / 'code.txt'}", f"prose={root / 'prose.txt'}"], out, seq_len=64, progress=False)
+    routelens.trace(
+        tiny_mixtral, [f"code={root / 'code.txt'}", f"prose={root / 'prose.txt'}"], out, seq_len=64, progress=False
+    )
     return out
 
 
@@ -34,8 +36,13 @@ def documents(trace_path: Path) -> list[dict]:
     out = []
     for d in np.unique(rows.doc_id):
         sel = rows.doc_id == d
-        out.append({"domain": tr.domains[rows.domain[sel][0]], "tokens": rows.token_id[sel].tolist(),
-                    "experts": rows.experts[sel].astype(np.int64)})  # fmt: skip
+        out.append(
+            {
+                "domain": tr.domains[rows.domain[sel][0]],
+                "tokens": rows.token_id[sel].tolist(),
+                "experts": rows.experts[sel].astype(np.int64),
+            }
+        )
     return out
 
 
@@ -47,15 +54,27 @@ def split(doc: dict, last_run: bool = True) -> tuple[list, list, np.ndarray, np.
     return doc["tokens"][:P], doc["tokens"][P:], doc["experts"][:P], tail
 
 
-def write_vllm_jsonl(path: Path, docs: list[dict], *, pad_layers: list[int] | None = None, last_run: bool = True) -> Path:
+def write_vllm_jsonl(
+    path: Path, docs: list[dict], *, pad_layers: list[int] | None = None, last_run: bool = True
+) -> Path:
     """vLLM-shaped JSON lines; `pad_layers` inserts dense layers of -1 at those decoder indices."""
     lines = []
     for i, doc in enumerate(docs):
         prompt, output, head, tail = split(doc, last_run)
         if pad_layers:
             head, tail = (_pad(a, pad_layers) for a in (head, tail))
-        lines.append(json.dumps({"prompt_token_ids": prompt, "output_token_ids": output, "prompt_routed_experts": head.tolist(),
-                                 "routed_experts": tail.tolist(), "domain": doc["domain"], "request_id": f"r{i}"}))  # fmt: skip
+        lines.append(
+            json.dumps(
+                {
+                    "prompt_token_ids": prompt,
+                    "output_token_ids": output,
+                    "prompt_routed_experts": head.tolist(),
+                    "routed_experts": tail.tolist(),
+                    "domain": doc["domain"],
+                    "request_id": f"r{i}",
+                }
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -69,7 +88,9 @@ def write_sglang_jsonl(path: Path, docs: list[dict], *, with_shape: bool = False
         meta = {"routed_experts": base64.b64encode(ids.tobytes()).decode()}
         if with_shape:
             meta = {"routed_experts_b64": meta["routed_experts"], "shape": list(ids.shape)}
-        lines.append(json.dumps({"prompt_token_ids": prompt, "output_ids": output, "meta_info": meta, "domain": doc["domain"]}))
+        lines.append(
+            json.dumps({"prompt_token_ids": prompt, "output_ids": output, "meta_info": meta, "domain": doc["domain"]})
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -91,9 +112,19 @@ def dense_model(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("models") / "qwen2moe-dense1"
     tokenizer = build_tokenizer()
-    config = Qwen2MoeConfig(hidden_size=32, intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, num_experts=8,
-                            num_experts_per_tok=2, mlp_only_layers=[1], vocab_size=len(tokenizer))  # fmt: skip
+    config = Qwen2MoeConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=8,
+        num_experts_per_tok=2,
+        mlp_only_layers=[1],
+        vocab_size=len(tokenizer),
+    )
     config.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -12,12 +12,14 @@ from routelens.engines.export import expert_load, export_load
 from tests.simulate.conftest import write_planted_trace
 
 # Four tokens, MoE layers 0 and 2 of a model whose layer 1 is dense, top-2 of 4.
-EXPERTS = np.array([
-    [[0, 1], [3, 2]],
-    [[0, 2], [3, 1]],
-    [[1, 0], [3, 0]],
-    [[0, 3], [2, 3]],
-])  # fmt: skip
+EXPERTS = np.array(
+    [
+        [[0, 1], [3, 2]],
+        [[0, 2], [3, 1]],
+        [[1, 0], [3, 0]],
+        [[0, 3], [2, 3]],
+    ]
+)
 COUNTS = [[4, 2, 1, 1], [1, 1, 2, 4]]  # assignments per MoE layer and expert, counted by hand
 
 

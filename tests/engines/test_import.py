@@ -22,7 +22,9 @@ def expected_rows(trace_path, last_run: bool = True) -> dict:
         "experts": np.concatenate(keep),
         "token_id": np.concatenate([np.asarray(d["tokens"][: len(e)]) for d, e in zip(docs, keep)]),
         "position": np.concatenate([np.arange(len(e)) for e in keep]),
-        "phase": np.concatenate([(np.arange(len(e)) >= max(1, len(d["tokens"]) // 2)).astype(int) for d, e in zip(docs, keep)]),
+        "phase": np.concatenate(
+            [(np.arange(len(e)) >= max(1, len(d["tokens"]) // 2)).astype(int) for d, e in zip(docs, keep)]
+        ),
         "domains": [d["domain"] for d in docs],
     }
 
@@ -48,7 +50,9 @@ def test_vllm_jsonl_imports_the_trace_row_for_row(mixtral_trace, tiny_mixtral, t
     assert not imported.has("weights") and imported.has("phase")
     assert len(imported.shards) > 1  # shards of whole requests
     assert imported.domains == ["code", "prose"]
-    per_doc = [imported.domains[c] for c in np.unique(np.c_[imported.load().doc_id, imported.load().domain], axis=0)[:, 1]]
+    per_doc = [
+        imported.domains[c] for c in np.unique(np.c_[imported.load().doc_id, imported.load().domain], axis=0)[:, 1]
+    ]
     assert per_doc == want["domains"]
     assert len(imported.vocab) == len(ref.vocab)
 
@@ -61,7 +65,9 @@ def test_vllm_layers_of_every_decoder_layer_with_dense_ones_at_minus_one(dense_m
     assert imported.layers == [0, 2]
     assert_same_rows(imported, expected_rows(mixtral_trace))
     # The MoE layers alone are read the same way.
-    plain = import_engine("vllm", write_vllm_jsonl(tmp_path / "plain.jsonl", docs), dense_model, tmp_path / "plain", progress=False)
+    plain = import_engine(
+        "vllm", write_vllm_jsonl(tmp_path / "plain.jsonl", docs), dense_model, tmp_path / "plain", progress=False
+    )
     np.testing.assert_array_equal(plain.load().experts, imported.load().experts)
 
 
@@ -84,7 +90,7 @@ def write_recorder_dump(path, docs, num_experts: int, slots: int = 8):
 
     def physical(logical):  # (tokens, L, k) -> (L, tokens, slots) with -1 padding
         phys = logical.copy()
-        swap = (rng.random(phys.shape) < 0.5)
+        swap = rng.random(phys.shape) < 0.5
         phys[swap & (logical == 0)] = num_experts
         phys[swap & (logical == 3)] = num_experts + 1
         out = np.full((phys.shape[0], L, slots), -1)
@@ -92,21 +98,34 @@ def write_recorder_dump(path, docs, num_experts: int, slots: int = 8):
         return torch.tensor(out.transpose(1, 0, 2), dtype=torch.int32)
 
     prompts = [max(1, len(d["tokens"]) // 2) for d in docs]
-    records = [{
-        "forward_pass_id": 0, "rank": 0, "forward_mode": 1, "extend_seq_lens": prompts,
-        "input_ids": sum((d["tokens"][:P] for d, P in zip(docs, prompts)), []),
-        "positions": sum((list(range(P)) for P in prompts), []),
-        "topk_ids_of_layer": physical(np.concatenate([d["experts"][:P] for d, P in zip(docs, prompts)])), "misc_objects": [],
-    }]  # fmt: skip
+    records = [
+        {
+            "forward_pass_id": 0,
+            "rank": 0,
+            "forward_mode": 1,
+            "extend_seq_lens": prompts,
+            "input_ids": sum((d["tokens"][:P] for d, P in zip(docs, prompts)), []),
+            "positions": sum((list(range(P)) for P in prompts), []),
+            "topk_ids_of_layer": physical(np.concatenate([d["experts"][:P] for d, P in zip(docs, prompts)])),
+            "misc_objects": [],
+        }
+    ]
     for step in range(max(len(d["tokens"]) for d in docs)):
         live = [(d, P + step) for d, P in zip(docs, prompts) if P + step < len(d["tokens"])]
         if not live:
             break
-        records.append({
-            "forward_pass_id": step + 1, "rank": 0, "forward_mode": 2, "extend_seq_lens": None,
-            "input_ids": [d["tokens"][p] for d, p in live], "positions": [p for _, p in live],
-            "topk_ids_of_layer": physical(np.stack([d["experts"][p] for d, p in live])), "misc_objects": [],
-        })  # fmt: skip
+        records.append(
+            {
+                "forward_pass_id": step + 1,
+                "rank": 0,
+                "forward_mode": 2,
+                "extend_seq_lens": None,
+                "input_ids": [d["tokens"][p] for d, p in live],
+                "positions": [p for _, p in live],
+                "topk_ids_of_layer": physical(np.stack([d["experts"][p] for d, p in live])),
+                "misc_objects": [],
+            }
+        )
     torch.save({"records": records, "last_physical_to_logical_map": torch.tensor(p2l)}, path)
     return path
 
@@ -130,19 +149,32 @@ def test_recorder_dump_needing_arbitrary_unpickling_is_refused(tiny_mixtral, tmp
 
 def _line(tokens=(1, 2), out=(3,), experts=None, **extra) -> str:
     experts = [[[0, 1], [2, 3]]] * 2 if experts is None else experts
-    return json.dumps({"prompt_token_ids": list(tokens), "output_token_ids": list(out), "prompt_routed_experts": experts,
-                       "routed_experts": [[[4, 5], [6, 7]]], **extra})  # fmt: skip
+    return json.dumps(
+        {
+            "prompt_token_ids": list(tokens),
+            "output_token_ids": list(out),
+            "prompt_routed_experts": experts,
+            "routed_experts": [[[4, 5], [6, 7]]],
+            **extra,
+        }
+    )
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    ("{not json", r"line 2 is not valid JSON"),
-    (_line(experts=[[[0, 1], [2]], [[0, 1], [2, 3]]]), r"line 2: `prompt_routed_experts` is ragged"),
-    (_line(experts=[[[0, 9], [2, 3]]] * 2), r"line 2: token 0, MoE layer 0 has expert id 9, outside 0..7"),
-    (_line(experts=[[[0, 1], [2, 3], [4, 5], [6, 7]]] * 2), r"line 2: routed experts have 4 layers but .* has 2 MoE layers"),
-    (_line(experts=[[[0, 1], [2, 3]]]), r"line 2: prompt_routed_experts has 1 rows for 2 prompt tokens"),
-    (_line(tokens=("a", 2)), r"line 2: prompt token ids are not a list of non-negative integers"),
-    ("[1, 2]", r"line 2 holds a list, not a JSON object"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("{not json", r"line 2 is not valid JSON"),
+        (_line(experts=[[[0, 1], [2]], [[0, 1], [2, 3]]]), r"line 2: `prompt_routed_experts` is ragged"),
+        (_line(experts=[[[0, 9], [2, 3]]] * 2), r"line 2: token 0, MoE layer 0 has expert id 9, outside 0..7"),
+        (
+            _line(experts=[[[0, 1], [2, 3], [4, 5], [6, 7]]] * 2),
+            r"line 2: routed experts have 4 layers but .* has 2 MoE layers",
+        ),
+        (_line(experts=[[[0, 1], [2, 3]]]), r"line 2: prompt_routed_experts has 1 rows for 2 prompt tokens"),
+        (_line(tokens=("a", 2)), r"line 2: prompt token ids are not a list of non-negative integers"),
+        ("[1, 2]", r"line 2 holds a list, not a JSON object"),
+    ],
+)
 def test_malformed_vllm_lines_are_refused_with_nothing_written(tiny_mixtral, tmp_path, bad, message):
     src = tmp_path / "bad.jsonl"
     src.write_text(_line() + "\n" + bad + "\n" + _line() + "\n")
@@ -175,15 +207,26 @@ def test_sglang_ids_that_fit_no_shape_are_refused(tiny_mixtral, tmp_path):
 
     src = tmp_path / "bad.jsonl"
     ids = base64.b64encode(np.arange(5, dtype="<i4").tobytes()).decode()
-    src.write_text(json.dumps({"prompt_token_ids": [1, 2], "output_ids": [3], "meta_info": {"routed_experts": ids}}) + "\n")
+    src.write_text(
+        json.dumps({"prompt_token_ids": [1, 2], "output_ids": [3], "meta_info": {"routed_experts": ids}}) + "\n"
+    )
     with pytest.raises(RoutelensError, match=r"line 1: 5 decoded ids fit no \(tokens, layers, k\)"):
         import_engine("sglang", src, tiny_mixtral, tmp_path / "out", progress=False)
 
 
 def test_request_whose_only_generated_token_was_never_run(tiny_mixtral, tmp_path):
     src = tmp_path / "one.jsonl"
-    src.write_text(json.dumps({"prompt_token_ids": [5, 6], "output_token_ids": [7], "prompt_routed_experts": [[[0, 1], [2, 3]]] * 2,
-                               "routed_experts": []}) + "\n")  # fmt: skip
+    src.write_text(
+        json.dumps(
+            {
+                "prompt_token_ids": [5, 6],
+                "output_token_ids": [7],
+                "prompt_routed_experts": [[[0, 1], [2, 3]]] * 2,
+                "routed_experts": [],
+            }
+        )
+        + "\n"
+    )
     rows = import_engine("vllm", src, tiny_mixtral, tmp_path / "out", progress=False).load(["phase"])
     assert rows.token_id.tolist() == [5, 6] and rows.phase.tolist() == [0, 0]
 
@@ -197,7 +240,9 @@ def test_imported_trace_compares_equal_to_the_trace_it_came_from(mixtral_trace, 
     imported = import_engine("vllm", src, tiny_mixtral, tmp_path / "out", progress=False)
     result = compare_traces(mixtral_trace, imported)
     assert result["meta"]["unmatched"] == {"a": len(docs), "b": 0}
-    assert all(v == {"first": 1.0, "overlap": 1.0, "set_equal": 1.0} for d in result["agreement"].values() for v in d.values())
+    assert all(
+        v == {"first": 1.0, "overlap": 1.0, "set_equal": 1.0} for d in result["agreement"].values() for v in d.values()
+    )
     assert result["any_layer_differs"]["all"] == 0.0
     margin = result["by_margin"]
     assert margin["source"] == "weights" and margin["trace"] == "a" and sum(margin["flips"]) == 0

@@ -12,20 +12,60 @@ import pytest
 from tests.cli.conftest import cli_model  # noqa: F401 - a micro model `routelens train` wrote (ablation tests)
 from tests.conftest import build_tokenizer
 
-_COMMON = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, vocab_size=300,
-               bos_token_id=0, eos_token_id=1, pad_token_id=2)  # the ids of tests.conftest.build_tokenizer
+_COMMON = dict(
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    vocab_size=300,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=2,
+)  # the ids of tests.conftest.build_tokenizer
 CONFIGS = {
-    "mixtral": ("MixtralConfig", dict(intermediate_size=64, num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=2)),
-    "olmoe": ("OlmoeConfig", dict(intermediate_size=64, num_hidden_layers=2, num_experts=8, num_experts_per_tok=2,
-                                  norm_topk_prob=True)),
-    "qwen2_moe": ("Qwen2MoeConfig", dict(intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32,
-                                         num_hidden_layers=2, num_experts=8, num_experts_per_tok=2, norm_topk_prob=False)),
-    "deepseek_v3": ("DeepseekV3Config", dict(intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=3,
-                                             first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2, n_group=2,
-                                             topk_group=1, n_shared_experts=1, num_key_value_heads=4, q_lora_rank=16,
-                                             kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
-                                             norm_topk_prob=True, routed_scaling_factor=2.5)),
-}  # fmt: skip
+    "mixtral": (
+        "MixtralConfig",
+        dict(intermediate_size=64, num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=2),
+    ),
+    "olmoe": (
+        "OlmoeConfig",
+        dict(intermediate_size=64, num_hidden_layers=2, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True),
+    ),
+    "qwen2_moe": (
+        "Qwen2MoeConfig",
+        dict(
+            intermediate_size=64,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=32,
+            num_hidden_layers=2,
+            num_experts=8,
+            num_experts_per_tok=2,
+            norm_topk_prob=False,
+        ),
+    ),
+    "deepseek_v3": (
+        "DeepseekV3Config",
+        dict(
+            intermediate_size=64,
+            moe_intermediate_size=16,
+            num_hidden_layers=3,
+            first_k_dense_replace=1,
+            n_routed_experts=8,
+            num_experts_per_tok=2,
+            n_group=2,
+            topk_group=1,
+            n_shared_experts=1,
+            num_key_value_heads=4,
+            q_lora_rank=16,
+            kv_lora_rank=16,
+            qk_nope_head_dim=8,
+            qk_rope_head_dim=8,
+            v_head_dim=8,
+            norm_topk_prob=True,
+            routed_scaling_factor=2.5,
+        ),
+    ),
+}
 FAMILIES = list(CONFIGS)
 RENORMALISED = ["mixtral", "olmoe", "deepseek_v3"]
 
@@ -84,8 +124,13 @@ def traced_family(saved_family, tmp_path_factory):
             (root / "code.txt").write_text("\n\n".join(SAMPLE_TEXT[0::3] * 6))
             (root / "prose.txt").write_text("\n\n".join(SAMPLE_TEXT[1::3] * 6))
             model = saved_family(family)
-            routelens.trace(model, [f"code={root / 'code.txt'}", f"prose={root / 'prose.txt'}"], root / "trace",
-                            seq_len=32, progress=False)  # fmt: skip
+            routelens.trace(
+                model,
+                [f"code={root / 'code.txt'}", f"prose={root / 'prose.txt'}"],
+                root / "trace",
+                seq_len=32,
+                progress=False,
+            )
             cache[family] = (model, root / "trace")
         return cache[family]
 

@@ -31,10 +31,13 @@ def write_planted(path: Path, *, norms: bool = True, model: dict | None = None, 
     domain = np.array([d for d, _ in TOKENS], np.int32)
     n = len(TOKENS)
     chunk = TraceChunk(
-        doc_id=domain.astype(np.int64), domain=domain, position=np.array([0, 1, 0, 1], np.int32),
-        token_id=np.arange(n, dtype=np.int32), experts=slots[..., 0].astype(np.uint8),
+        doc_id=domain.astype(np.int64),
+        domain=domain,
+        position=np.array([0, 1, 0, 1], np.int32),
+        token_id=np.arange(n, dtype=np.int32),
+        experts=slots[..., 0].astype(np.uint8),
         weights=slots[..., 1].astype(np.float16),
-    )  # fmt: skip
+    )
     table = chunk_table(chunk, DOMAINS, E)
     if norms:
         table = table.append_column("expert_norms", nested_array(slots[..., 2].astype(np.float16), pa.float16()))
@@ -42,10 +45,15 @@ def write_planted(path: Path, *, norms: bool = True, model: dict | None = None, 
     writer.write_shard(0, table, {"next_doc": 2})
     manifest = new_manifest(
         model=model or {"name_or_path": "planted", "architecture": "planted", "config_sha256": None},
-        family=family, routing_rule="planted", moe_layers=LAYERS, num_experts=E, top_k=2,
+        family=family,
+        routing_rule="planted",
+        moe_layers=LAYERS,
+        num_experts=E,
+        top_k=2,
         corpora=[{"name": d, "source": "test", "documents": 1, "tokens": 2} for d in DOMAINS],
-        tokenizer={"name": None, "vocab_size": n}, seq_len=0,
-    )  # fmt: skip
+        tokenizer={"name": None, "vocab_size": n},
+        seq_len=0,
+    )
     manifest.update(complete=True, totals={"tokens": n, "documents": 2})
     writer.write_manifest(manifest)
     return path

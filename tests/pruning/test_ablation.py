@@ -13,8 +13,9 @@ from routelens.training.evaluate import evaluate
 
 def test_intact_loss_is_evals_and_removing_experts_changes_it(cli_model):
     model, specs = cli_model
-    result = ablate(model, specs, experts=["0:1", "1:0,3"], held_out=False, max_tokens=320, seq_len=32, batch_size=4,
-                    progress=False)  # fmt: skip
+    result = ablate(
+        model, specs, experts=["0:1", "1:0,3"], held_out=False, max_tokens=320, seq_len=32, batch_size=4, progress=False
+    )
     reference = evaluate(model, specs, max_tokens=320, seq_len=32, batch_size=4, progress=False)
     assert result["removed"] == {"0": [1], "1": [0, 3]} and result["held_out"] is False
     for name, v in reference["domains"].items():
@@ -30,13 +31,20 @@ def test_held_out_text_is_the_split_train_kept_aside(cli_model):
     every = ablate(model, specs, experts=["0:2"], held_out=False, max_tokens=0, progress=False)
     assert held["held_out"] is True and held["seq_len"] == 32  # training.json's window
     # the split holds val_tokens (200) per corpus (whole documents), far fewer than the whole corpus
-    assert all(held["intact"]["domains"][d]["tokens"] < every["intact"]["domains"][d]["tokens"] for d in ("code", "prose"))
+    assert all(
+        held["intact"]["domains"][d]["tokens"] < every["intact"]["domains"][d]["tokens"] for d in ("code", "prose")
+    )
 
 
 def test_bad_expert_lists_are_refused_in_one_line(cli_model):
     model, specs = cli_model
-    for experts, message in [((), "no expert to remove"), (("0:9",), "layer 0 has experts 0..3"),
-                             (("5:1",), "not a MoE layer"), (("0:0,1,2,3",), "keep no expert"), (("x:1",), "is not LAYER:EXPERT")]:  # fmt: skip
+    for experts, message in [
+        ((), "no expert to remove"),
+        (("0:9",), "layer 0 has experts 0..3"),
+        (("5:1",), "not a MoE layer"),
+        (("0:0,1,2,3",), "keep no expert"),
+        (("x:1",), "is not LAYER:EXPERT"),
+    ]:
         with pytest.raises(RoutelensError, match=message):
             ablate(model, specs, experts=experts, progress=False)
 

@@ -29,7 +29,9 @@ def test_expert_norms_equal_the_experts_outputs_computed_from_their_weights(trac
     model_dir, plain = traced_family("mixtral")
     src = plain.parent
     specs = [f"code={src / 'code.txt'}", f"prose={src / 'prose.txt'}"]
-    tr = routelens.trace(model_dir, specs, tmp_path / "t", seq_len=32, batch_size=1, store_expert_norms=True, progress=False)
+    tr = routelens.trace(
+        model_dir, specs, tmp_path / "t", seq_len=32, batch_size=1, store_expert_norms=True, progress=False
+    )
     assert tr.manifest["store_expert_norms"] is True and tr.has("expert_norms")
     chunk, base = tr.load(["weights", "expert_norms"]), open_trace(plain).load(["weights"])
     assert np.array_equal(chunk.experts, base.experts) and np.array_equal(chunk.weights, base.weights)
@@ -38,7 +40,10 @@ def test_expert_norms_equal_the_experts_outputs_computed_from_their_weights(trac
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     sites = find_routers(model)
     seen = [[] for _ in sites]
-    handles = [s.experts.register_forward_pre_hook(lambda m, a, _i=i: seen[_i].append(a[0].detach())) for i, s in enumerate(sites)]
+    handles = [
+        s.experts.register_forward_pre_hook(lambda m, a, _i=i: seen[_i].append(a[0].detach()))
+        for i, s in enumerate(sites)
+    ]
     first = chunk.doc_id == chunk.doc_id[0]
     ids = torch.tensor(chunk.token_id[first][None].astype(np.int64))
     with torch.no_grad():
@@ -49,8 +54,12 @@ def test_expert_norms_equal_the_experts_outputs_computed_from_their_weights(trac
             x = seen[layer][0].reshape(-1, x_dim := seen[layer][0].shape[-1])
             assert x.shape == (first.sum(), x_dim)
             for slot in range(2):
-                want = torch.stack([_mixtral_expert_output(site.experts, int(e), x[t : t + 1])[0].norm()
-                                    for t, e in enumerate(chunk.experts[first][:, layer, slot])])  # fmt: skip
+                want = torch.stack(
+                    [
+                        _mixtral_expert_output(site.experts, int(e), x[t : t + 1])[0].norm()
+                        for t, e in enumerate(chunk.experts[first][:, layer, slot])
+                    ]
+                )
                 got = torch.from_numpy(chunk.expert_norms[first][:, layer, slot].astype(np.float32))
                 torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-3)
 
@@ -58,7 +67,9 @@ def test_expert_norms_equal_the_experts_outputs_computed_from_their_weights(trac
 def test_reap_prunes_from_a_trace_with_norms(traced_family, tmp_path):
     model_dir, plain = traced_family("olmoe")
     src = plain.parent
-    tr = routelens.trace(model_dir, [f"code={src / 'code.txt'}"], tmp_path / "t", seq_len=32, store_expert_norms=True, progress=False)
+    tr = routelens.trace(
+        model_dir, [f"code={src / 'code.txt'}"], tmp_path / "t", seq_len=32, store_expert_norms=True, progress=False
+    )
     result = expert_importance(tr, progress=False)
     assert "reap" in result["meta"]["criteria"]
     record = prune(model_dir, tr, tmp_path / "p", keep=6, criterion="reap", progress=False)
@@ -75,8 +86,8 @@ def test_the_flag_is_part_of_the_identity_only_when_on():
 
 def test_llama4_refuses_expert_norms():
     from routelens.capture import describe_model
-    from routelens.trace.norms import ExpertNormRecorder
     from routelens.capture.tiny import build
+    from routelens.trace.norms import ExpertNormRecorder
 
     model = build("llama4_text")
     with pytest.raises(RoutelensError, match="scaled inputs"):

@@ -10,13 +10,12 @@ import torch
 
 from routelens.capture import RoutingRecorder, describe_model
 from routelens.capture.catalog import moe_families
-from routelens.capture.families import find_routers
+from routelens.capture.families import _text_config, find_routers
+from routelens.capture.tiny import VOCAB, build
 from routelens.capture.unsupported import UNSUPPORTED
 from routelens.errors import RoutelensError
 from routelens.pruning.checkpoint import prune_model
-from routelens.capture.families import _text_config
 from routelens.pruning.surgery import num_groups, why_not_prunable
-from routelens.capture.tiny import VOCAB, build
 
 FAMILIES = {f.model_type: f for f in moe_families() if f.model_type not in UNSUPPORTED}
 # family -> words of the reason why_not_prunable gives (also listed in docs/pruning.md)
@@ -67,8 +66,11 @@ def test_every_family_prunes_or_says_why(model_type, tmp_path):
     reloaded = type(model).from_pretrained(tmp_path).eval()
     with torch.no_grad():
         out = [m(input_ids=ids) for m in (reloaded, model)]
-        torch.testing.assert_close(*[getattr(o, "logits", None) if hasattr(o, "logits") else o.last_hidden_state for o in out],
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            *[getattr(o, "logits", None) if hasattr(o, "logits") else o.last_hidden_state for o in out],
+            rtol=1e-5,
+            atol=1e-5,
+        )
     if grouped:  # a group's score sums its best experts, which pruning may remove: choices can move
         return
     if spec.rule.startswith("softmax") and "bias correction" in spec.rule:

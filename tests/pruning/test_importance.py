@@ -8,8 +8,8 @@ import pytest
 
 from routelens.errors import RoutelensError
 from routelens.pruning import Criterion, expert_importance
-from routelens.pruning.importance import importance_sums, scores_of
 from routelens.pruning.checkpoint import choose_experts
+from routelens.pruning.importance import importance_sums, scores_of
 from tests.pruning.planted import write_planted
 
 
@@ -20,8 +20,12 @@ def test_importance_of_a_planted_trace_is_its_closed_form(tmp_path):
     # layer 1: 7 assignments (token 3's second slot is empty): expert 0 three times, 1 and 2 once, 3 twice
     assert overall["assignments"]["1"] == [3, 1, 1, 2]
     np.testing.assert_allclose(overall["frequency"]["1"], np.array([3, 1, 1, 2]) / 7, atol=1e-6)
-    np.testing.assert_allclose(overall["weighted"]["1"], np.array([0.75 + 0.5 + 0.5, 0.25, 0.5, 1.0 + 0.5]) / 7, atol=1e-6)
-    np.testing.assert_allclose(overall["reap"]["1"], [(0.75 * 2 + 0.5 * 1 + 0.5 * 6) / 3, 0.25 * 4, 0.5 * 2, (3 + 0.5) / 2], atol=1e-6)
+    np.testing.assert_allclose(
+        overall["weighted"]["1"], np.array([0.75 + 0.5 + 0.5, 0.25, 0.5, 1.0 + 0.5]) / 7, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        overall["reap"]["1"], [(0.75 * 2 + 0.5 * 1 + 0.5 * 6) / 3, 0.25 * 4, 0.5 * 2, (3 + 0.5) / 2], atol=1e-6
+    )
     np.testing.assert_allclose(a["frequency"]["1"], [0.5, 0.25, 0.25, 0.0], atol=1e-6)
     np.testing.assert_allclose(a["reap"]["1"], [1.0, 1.0, 1.0, 0.0], atol=1e-6)  # an expert no token chose: 0
     np.testing.assert_allclose(b["weighted"]["1"], [0.5 / 3, 0.0, 0.0, 1.5 / 3], atol=1e-6)

@@ -35,7 +35,7 @@ def test_pruned_checkpoint_keeps_the_chosen_experts_bit_equal(family, traced_fam
     assert saved == record and record["num_experts"] == 4 and record["top_k"] == 2
     # the kept experts are the four most frequent of each layer in the trace
     freq = scores_of(expert_importance(trace, progress=False), "frequency")
-    for i, (layer, ids) in enumerate(record["kept"].items()):
+    for i, (_layer, ids) in enumerate(record["kept"].items()):
         assert sorted(np.argsort(-freq[i], kind="stable")[:4].tolist()) == ids or family == "deepseek_v3"
         assert len(ids) == 4 and ids == sorted(ids)
     if family == "deepseek_v3":  # two groups of four: two kept in each
@@ -44,7 +44,10 @@ def test_pruned_checkpoint_keeps_the_chosen_experts_bit_equal(family, traced_fam
     pruned, after = _state(tmp_path / "pruned")
     assert type(pruned) is type(original)
     text = pruned.config.get_text_config()
-    assert next(getattr(text, n) for n in ("num_local_experts", "n_routed_experts", "num_experts") if hasattr(text, n)) == 4
+    assert (
+        next(getattr(text, n) for n in ("num_local_experts", "n_routed_experts", "num_experts") if hasattr(text, n))
+        == 4
+    )
     assert set(after) == set(before)
     sliced = 0
     for name, tensor in before.items():
@@ -60,15 +63,21 @@ def test_pruned_checkpoint_keeps_the_chosen_experts_bit_equal(family, traced_fam
     assert sliced >= 3 * moe_layers  # router weight, gate_up_proj, down_proj per layer (+ biases)
     # the pruned model traces, with ids below N only
     src = trace.parent
-    out = routelens.trace(tmp_path / "pruned", [f"code={src / 'code.txt'}"], tmp_path / "trace", seq_len=32, progress=False)
+    out = routelens.trace(
+        tmp_path / "pruned", [f"code={src / 'code.txt'}"], tmp_path / "trace", seq_len=32, progress=False
+    )
     chunk = out.load(["weights"])
     assert out.num_experts == 4 and int(chunk.experts.max()) < 4 and chunk.experts.shape[1:] == (moe_layers, 2)
     # ... and evaluates with `routelens eval`, under a capacity factor too
     from routelens.training.evaluate import evaluate
 
-    scored = evaluate(tmp_path / "pruned", [f"code={src / 'code.txt'}"], capacity_factor=1.0, max_tokens=300, progress=False)
+    scored = evaluate(
+        tmp_path / "pruned", [f"code={src / 'code.txt'}"], capacity_factor=1.0, max_tokens=300, progress=False
+    )
     assert scored["num_experts"] == 4 and scored["top_k"] == 2 and np.isfinite(scored["loss"])
-    assert scored["moe_layers"] == [int(layer) for layer in record["kept"]] and len(scored["dropped_share"]) == moe_layers
+    assert (
+        scored["moe_layers"] == [int(layer) for layer in record["kept"]] and len(scored["dropped_share"]) == moe_layers
+    )
 
 
 def test_keep_one_lowers_top_k_and_random_is_seeded(traced_family, tmp_path):

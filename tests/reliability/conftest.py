@@ -33,10 +33,14 @@ def env(tiny_mixtral, tmp_path_factory) -> Env:
     root = tmp_path_factory.mktemp("bad-input")
     corpus = Path(write_txt(root / "web.txt", DOCS))
     trace = root / "trace"
-    run = CliRunner().invoke(app, ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(trace), "-q", "--seq-len", "32"])
+    run = CliRunner().invoke(
+        app, ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(trace), "-q", "--seq-len", "32"]
+    )
     assert run.exit_code == 0, run.output
     analysis = root / "analysis.json"
-    run = CliRunner().invoke(app, ["analyze", str(trace), "--json", str(analysis), "--bootstrap", "0", "-q", "--min-count", "1"])
+    run = CliRunner().invoke(
+        app, ["analyze", str(trace), "--json", str(analysis), "--bootstrap", "0", "-q", "--min-count", "1"]
+    )
     assert run.exit_code == 0, run.output
     other = make_trace(root / "other", layers=(0, 1), domains=("web",), first_dist={}).path
     return Env(root, Path(tiny_mixtral), corpus, trace, analysis, other)

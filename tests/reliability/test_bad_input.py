@@ -21,8 +21,11 @@ from routelens.cli.main import app
 from tests.reliability.conftest import Env, checksum, copy_model, copy_trace
 
 # A one-line message says how to fix the problem as well as what it is.
-FIX = re.compile(r"\b(re-run|re-create|rerun|pass|give|choose|use|write|delete|remove|install|upgrade|pick|check|set|"
-                 r"add|wait|save|rename|convert|read|trace|run|get|keep|drop|one of|expected|must|need|restore|dump|e\.g\.)", re.I)  # fmt: skip
+FIX = re.compile(
+    r"\b(re-run|re-create|rerun|pass|give|choose|use|write|delete|remove|install|upgrade|pick|check|set|"
+    r"add|wait|save|rename|convert|read|trace|run|get|keep|drop|one of|expected|must|need|restore|dump|e\.g\.)",
+    re.I,
+)
 
 
 @dataclass
@@ -89,18 +92,37 @@ def bad_corpora(tmp: Path) -> dict[str, str]:
 
 
 CORPUS_FRAGMENT = {
-    "latin-1 txt": r"not UTF-8.*iconv", "latin-1 jsonl": r"not UTF-8.*iconv", "latin-1 conllu": r"not UTF-8.*iconv",
-    "binary txt": r"UTF-8|binary", "int parquet": r"text.*(string|str)", "missing": r"nowhere\.txt", "no name": r"NAME=PATH",
-}  # fmt: skip
+    "latin-1 txt": r"not UTF-8.*iconv",
+    "latin-1 jsonl": r"not UTF-8.*iconv",
+    "latin-1 conllu": r"not UTF-8.*iconv",
+    "binary txt": r"UTF-8|binary",
+    "int parquet": r"text.*(string|str)",
+    "missing": r"nowhere\.txt",
+    "no name": r"NAME=PATH",
+}
 
 
 # -- trace ---------------------------------------------------------------------------------------
-def trace_case(env: Env, tmp: Path, *, model: Path | None = None, corpus: str | None = None, extra=(), out=None) -> list[str]:
+def trace_case(
+    env: Env, tmp: Path, *, model: Path | None = None, corpus: str | None = None, extra=(), out=None
+) -> list[str]:
     out = out or tmp / "t"
-    return ["trace", str(model or env.model), "--corpus", corpus or f"web={env.corpus}", "--out", str(out), "-q", "--seq-len", "32", *extra]
+    return [
+        "trace",
+        str(model or env.model),
+        "--corpus",
+        corpus or f"web={env.corpus}",
+        "--out",
+        str(out),
+        "-q",
+        "--seq-len",
+        "32",
+        *extra,
+    ]
 
 
 for _name in CORPUS_FRAGMENT:
+
     def _trace_corpus(env, tmp, _name=_name):
         out = tmp / "t"  # absent before, and must stay absent: nothing half-written
         return Case(trace_case(env, tmp, corpus=bad_corpora(tmp)[_name], out=out), CORPUS_FRAGMENT[_name], [out])
@@ -118,9 +140,15 @@ def _(env, tmp):
     return Case(trace_case(env, tmp, extra=["--dtype", "foo"]), r"--dtype.*foo")
 
 
-for _damage, _fragment in [("corrupt weights", r"model\.safetensors"), ("truncated weights", r"model\.safetensors"),
-                           ("experts disagree", r"expert"), ("top_k too large", r"top.?k|experts_per_tok"),
-                           ("no tokenizer", r"tokenizer"), ("config not json", r"config\.json")]:  # fmt: skip
+for _damage, _fragment in [
+    ("corrupt weights", r"model\.safetensors"),
+    ("truncated weights", r"model\.safetensors"),
+    ("experts disagree", r"expert"),
+    ("top_k too large", r"top.?k|experts_per_tok"),
+    ("no tokenizer", r"tokenizer"),
+    ("config not json", r"config\.json"),
+]:
+
     def _trace_model(env, tmp, _damage=_damage, _fragment=_fragment):
         model = copy_model(env, tmp / "m", _damage)
         return Case(trace_case(env, tmp, model=model), _fragment, [model])
@@ -154,29 +182,63 @@ def _(env, tmp):
 
 # -- commands that read traces ------------------------------------------------------------------
 TRACE_DAMAGE = {
-    "zero-byte shard": r"part-00000\.parquet.*damaged", "truncated shard": r"part-00000\.parquet.*damaged",
-    "corrupt shard": r"part-00000\.parquet.*damaged", "manifest list": r"not a routelens trace manifest",
-    "manifest missing keys": r"manifest\.json lacks", "format 99": r"format_version 99.*upgrade",
+    "zero-byte shard": r"part-00000\.parquet.*damaged",
+    "truncated shard": r"part-00000\.parquet.*damaged",
+    "corrupt shard": r"part-00000\.parquet.*damaged",
+    "manifest list": r"not a routelens trace manifest",
+    "manifest missing keys": r"manifest\.json lacks",
+    "format 99": r"format_version 99.*upgrade",
     "manifest not json": r"not valid JSON",
-}  # fmt: skip
+}
 READERS: dict[str, Callable[[Env, Path, Path], tuple[list[str], list[Path]]]] = {
     "info": lambda env, t, tmp: (["info", str(t)], []),
-    "analyze": lambda env, t, tmp: (["analyze", str(t), "--json", str(old_output(tmp / "a.json")), "-q"], [tmp / "a.json"]),
-    "simulate cache": lambda env, t, tmp: (["simulate", "cache", str(t), "--json", str(old_output(tmp / "c.json"))], [tmp / "c.json"]),
-    "simulate balance": lambda env, t, tmp: (["simulate", "balance", str(t), "-D", "2", "--json", str(old_output(tmp / "b.json"))], [tmp / "b.json"]),
-    "simulate all": lambda env, t, tmp: (["simulate", "all", str(t), "-D", "2", "--json", str(old_output(tmp / "s.json"))], [tmp / "s.json"]),
+    "analyze": lambda env, t, tmp: (
+        ["analyze", str(t), "--json", str(old_output(tmp / "a.json")), "-q"],
+        [tmp / "a.json"],
+    ),
+    "simulate cache": lambda env, t, tmp: (
+        ["simulate", "cache", str(t), "--json", str(old_output(tmp / "c.json"))],
+        [tmp / "c.json"],
+    ),
+    "simulate balance": lambda env, t, tmp: (
+        ["simulate", "balance", str(t), "-D", "2", "--json", str(old_output(tmp / "b.json"))],
+        [tmp / "b.json"],
+    ),
+    "simulate all": lambda env, t, tmp: (
+        ["simulate", "all", str(t), "-D", "2", "--json", str(old_output(tmp / "s.json"))],
+        [tmp / "s.json"],
+    ),
     "report": lambda env, t, tmp: (["report", str(t), "-o", str(old_output(tmp / "r.html")), "-q"], [tmp / "r.html"]),
-    "compare": lambda env, t, tmp: (["compare", str(env.trace), str(t), "--json", str(old_output(tmp / "cmp.json")), "-q"], [tmp / "cmp.json"]),
-    "importance": lambda env, t, tmp: (["importance", str(t), "--json", str(old_output(tmp / "i.json")), "-q"], [tmp / "i.json"]),
-    "export load": lambda env, t, tmp: (["export", "load", str(t), "-o", str(old_output(tmp / "l.json")), "-q"], [tmp / "l.json"]),
+    "compare": lambda env, t, tmp: (
+        ["compare", str(env.trace), str(t), "--json", str(old_output(tmp / "cmp.json")), "-q"],
+        [tmp / "cmp.json"],
+    ),
+    "importance": lambda env, t, tmp: (
+        ["importance", str(t), "--json", str(old_output(tmp / "i.json")), "-q"],
+        [tmp / "i.json"],
+    ),
+    "export load": lambda env, t, tmp: (
+        ["export", "load", str(t), "-o", str(old_output(tmp / "l.json")), "-q"],
+        [tmp / "l.json"],
+    ),
     "saturation": lambda env, t, tmp: (["saturation", str(env.trace), str(t), "-q"], []),
-    "prune": lambda env, t, tmp: (["prune", str(env.model), "--trace", str(t), "--keep", "4", "-o", str(tmp / "p"), "-q"], [tmp / "p"]),
-}  # fmt: skip
+    "prune": lambda env, t, tmp: (
+        ["prune", str(env.model), "--trace", str(t), "--keep", "4", "-o", str(tmp / "p"), "-q"],
+        [tmp / "p"],
+    ),
+}
 # Every reader meets a damaged shard; the manifest faults once per reader that opens it differently.
 READER_DAMAGE = [(cmd, d) for cmd in READERS for d in ("zero-byte shard", "truncated shard", "corrupt shard")]
-READER_DAMAGE += [("info", "manifest list"), ("analyze", "manifest missing keys"), ("info", "format 99"),
-                  ("simulate cache", "format 99"), ("report", "manifest not json"), ("importance", "manifest list")]  # fmt: skip
+READER_DAMAGE += [
+    ("info", "manifest list"),
+    ("analyze", "manifest missing keys"),
+    ("info", "format 99"),
+    ("simulate cache", "format 99"),
+    ("report", "manifest not json"),
+    ("importance", "manifest list"),
+]
 for _cmd, _damage in READER_DAMAGE:
+
     def _reader(env, tmp, _cmd=_cmd, _damage=_damage):
         t = copy_trace(env, tmp / "trace", _damage)
         args, watch = READERS[_cmd](env, t, tmp)
@@ -201,9 +263,20 @@ def _(env, tmp):
 @case("report --analysis of another trace")
 def _(env, tmp):
     other = tmp / "other.json"
-    other.write_text(json.dumps({**json.loads(env.analysis.read_text()), "meta": {**json.loads(env.analysis.read_text())["meta"], "tokens": 3}}))
+    other.write_text(
+        json.dumps(
+            {
+                **json.loads(env.analysis.read_text()),
+                "meta": {**json.loads(env.analysis.read_text())["meta"], "tokens": 3},
+            }
+        )
+    )
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(other)], r"tokens=3.*analysis of this trace", [out])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(other)],
+        r"tokens=3.*analysis of this trace",
+        [out],
+    )
 
 
 @case("report --json of another trace")
@@ -211,40 +284,68 @@ def _(env, tmp):
     run = CliRunner().invoke(app, ["analyze", str(env.other), "--json", str(tmp / "o.json"), "--bootstrap", "0", "-q"])
     assert run.exit_code == 0, run.output
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--json", str(tmp / "o.json")], r"--json .*o\.json", [out])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--json", str(tmp / "o.json")], r"--json .*o\.json", [out]
+    )
 
 
 @case("report --cache of another trace")
 def _(env, tmp):
     write(tmp / "c.json", json.dumps({"cache": {"lru": {}}, "cache_meta": {"tokens": 5}}))
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(env.analysis), "--cache", str(tmp / "c.json")], r"tokens=5", [out])
+    return Case(
+        [
+            "report",
+            str(env.trace),
+            "-o",
+            str(out),
+            "-q",
+            "--analysis",
+            str(env.analysis),
+            "--cache",
+            str(tmp / "c.json"),
+        ],
+        r"tokens=5",
+        [out],
+    )
 
 
 @case("report --analysis holding a list")
 def _(env, tmp):
     write(tmp / "a.json", "[1, 2]")
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(tmp / "a.json")], r"holds a list", [out])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(tmp / "a.json")], r"holds a list", [out]
+    )
 
 
 @case("report --balance not JSON")
 def _(env, tmp):
     write(tmp / "b.json", b"\xff\xfe not json")
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--balance", str(tmp / "b.json")], r"not valid JSON", [out])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--balance", str(tmp / "b.json")], r"not valid JSON", [out]
+    )
 
 
 @case("report -o under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp, "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(env.analysis)], re.escape(str(blocker)), [blocker])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(env.analysis)],
+        re.escape(str(blocker)),
+        [blocker],
+    )
 
 
 @case("report --layers not a layer")
 def _(env, tmp):
     out = old_output(tmp / "r.html")
-    return Case(["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(env.analysis), "--layers", "9"], r"--layers 9", [out])
+    return Case(
+        ["report", str(env.trace), "-o", str(out), "-q", "--analysis", str(env.analysis), "--layers", "9"],
+        r"--layers 9",
+        [out],
+    )
 
 
 @case("analyze --json under a file")
@@ -287,6 +388,7 @@ def _(env, tmp):
 
 # -- commands that read models -------------------------------------------------------------------
 for _damage, _fragment in [("config not json", r"config\.json"), ("top_k too large", r"top.?k|experts_per_tok")]:
+
     def _inspect(env, tmp, _damage=_damage, _fragment=_fragment):
         model = copy_model(env, tmp / "m", _damage)
         return Case(["inspect", str(model)], _fragment, [model])
@@ -308,8 +410,12 @@ def eval_case(env, tmp, model=None, corpus=None, extra=()) -> list[str]:
     return ["eval", str(model or env.model), "--corpus", corpus or f"web={env.corpus}", "-q", "--seq-len", "32", *extra]
 
 
-for _damage, _fragment in [("corrupt weights", r"model\.safetensors"), ("no tokenizer", r"tokenizer"),
-                           ("experts disagree", r"expert")]:  # fmt: skip
+for _damage, _fragment in [
+    ("corrupt weights", r"model\.safetensors"),
+    ("no tokenizer", r"tokenizer"),
+    ("experts disagree", r"expert"),
+]:
+
     def _eval_model(env, tmp, _damage=_damage, _fragment=_fragment):
         model = copy_model(env, tmp / "m", _damage)
         return Case(eval_case(env, tmp, model=model), _fragment, [model])
@@ -318,6 +424,7 @@ for _damage, _fragment in [("corrupt weights", r"model\.safetensors"), ("no toke
 
 
 for _name in ("latin-1 jsonl", "int parquet"):
+
     def _eval_corpus(env, tmp, _name=_name):
         return Case(eval_case(env, tmp, corpus=bad_corpora(tmp)[_name]), CORPUS_FRAGMENT[_name], [env.model])
 
@@ -342,26 +449,39 @@ def _(env, tmp):
 
 @case("ablate latin-1 txt corpus")
 def _(env, tmp):
-    return Case(["ablate", str(env.model), "--corpus", bad_corpora(tmp)["latin-1 txt"], "-e", "0:1", "-q"], CORPUS_FRAGMENT["latin-1 txt"])
+    return Case(
+        ["ablate", str(env.model), "--corpus", bad_corpora(tmp)["latin-1 txt"], "-e", "0:1", "-q"],
+        CORPUS_FRAGMENT["latin-1 txt"],
+    )
 
 
 @case("prune --keep beyond the experts")
 def _(env, tmp):
     out = tmp / "p"
-    return Case(["prune", str(env.model), "--trace", str(env.trace), "--keep", "9", "-o", str(out), "-q"], r"--keep 9", [out])
+    return Case(
+        ["prune", str(env.model), "--trace", str(env.trace), "--keep", "9", "-o", str(out), "-q"], r"--keep 9", [out]
+    )
 
 
 @case("prune --out under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp)
-    return Case(["prune", str(env.model), "--trace", str(env.trace), "--keep", "4", "-o", str(out), "-q"], re.escape(str(blocker)), [blocker])
+    return Case(
+        ["prune", str(env.model), "--trace", str(env.trace), "--keep", "4", "-o", str(out), "-q"],
+        re.escape(str(blocker)),
+        [blocker],
+    )
 
 
 @case("prune corrupt weights")
 def _(env, tmp):
     model = copy_model(env, tmp / "m", "corrupt weights")
     out = tmp / "p"
-    return Case(["prune", str(model), "--trace", str(env.trace), "--keep", "4", "-o", str(out), "-q"], r"model\.safetensors", [model, out])
+    return Case(
+        ["prune", str(model), "--trace", str(env.trace), "--keep", "4", "-o", str(out), "-q"],
+        r"model\.safetensors",
+        [model, out],
+    )
 
 
 # -- import, upcycle, train, corpus, demo, families ----------------------------------------------
@@ -369,7 +489,9 @@ def _(env, tmp):
 def _(env, tmp):
     write(tmp / "r.jsonl", bytes(range(256)))
     out = tmp / "t"
-    return Case(["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"], r"r\.jsonl", [out])
+    return Case(
+        ["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"], r"r\.jsonl", [out]
+    )
 
 
 @case("import sglang crafted pickle")
@@ -383,12 +505,18 @@ def _(env, tmp):
 def _(env, tmp):
     write(tmp / "r.jsonl", "")
     out, blocker = under_a_file(tmp)
-    return Case(["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"], r"file|r\.jsonl", [blocker])
+    return Case(
+        ["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"],
+        r"file|r\.jsonl",
+        [blocker],
+    )
 
 
 @case("upcycle missing dense model")
 def _(env, tmp):
-    return Case(["upcycle", str(tmp / "dense"), "--num-experts", "2", "--top-k", "1", "--out", str(tmp / "u")], r"dense")
+    return Case(
+        ["upcycle", str(tmp / "dense"), "--num-experts", "2", "--top-k", "1", "--out", str(tmp / "u")], r"dense"
+    )
 
 
 @case("upcycle --top-k beyond the experts")
@@ -399,15 +527,45 @@ def _(env, tmp):
 @case("upcycle --out under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp)
-    return Case(["upcycle", str(env.model), "--num-experts", "2", "--top-k", "1", "--out", str(out)], re.escape(str(blocker)), [blocker])
+    return Case(
+        ["upcycle", str(env.model), "--num-experts", "2", "--top-k", "1", "--out", str(out)],
+        re.escape(str(blocker)),
+        [blocker],
+    )
 
 
 def train_case(tmp, corpus: str, out: Path, extra=()) -> list[str]:
-    return ["train", "--corpus", corpus, "--out", str(out), "--steps", "1", "--num-experts", "2", "--top-k", "1", "--hidden", "16",
-            "--heads", "2", "--num-layers", "1", "--seq-len", "16", "--batch-size", "2", "--vocab-size", "280", "-q", *extra]  # fmt: skip
+    return [
+        "train",
+        "--corpus",
+        corpus,
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--num-experts",
+        "2",
+        "--top-k",
+        "1",
+        "--hidden",
+        "16",
+        "--heads",
+        "2",
+        "--num-layers",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--vocab-size",
+        "280",
+        "-q",
+        *extra,
+    ]
 
 
 for _name in ("latin-1 txt", "latin-1 jsonl", "int parquet", "binary txt"):
+
     def _train_corpus(env, tmp, _name=_name):
         out = tmp / "m"
         return Case(train_case(tmp, bad_corpora(tmp)[_name], out), CORPUS_FRAGMENT[_name], [out])
@@ -437,15 +595,21 @@ def _(env, tmp):
 @case("train --bias-update-rate on a family without a selection bias")
 def _(env, tmp):
     out = tmp / "m"
-    return Case(train_case(tmp, f"web={env.corpus}", out, ["--architecture", "olmoe", "--bias-update-rate", "0.01"]),
-                r"olmoe has no selection bias to update", [out])  # fmt: skip
+    return Case(
+        train_case(tmp, f"web={env.corpus}", out, ["--architecture", "olmoe", "--bias-update-rate", "0.01"]),
+        r"olmoe has no selection bias to update",
+        [out],
+    )
 
 
 @case("train --init of another architecture")
 def _(env, tmp):
     out = tmp / "m"
-    return Case(train_case(tmp, f"web={env.corpus}", out, ["--init", str(env.model), "--architecture", "olmoe"]),
-                r"is a MixtralForCausalLM; --architecture olmoe trains a OlmoeForCausalLM", [out, env.model])  # fmt: skip
+    return Case(
+        train_case(tmp, f"web={env.corpus}", out, ["--init", str(env.model), "--architecture", "olmoe"]),
+        r"is a MixtralForCausalLM; --architecture olmoe trains a OlmoeForCausalLM",
+        [out, env.model],
+    )
 
 
 @case("corpus builtin --out under a file")
@@ -472,7 +636,7 @@ def _(env, tmp):
 
 
 def outcome(result) -> str:
-    """"clean", "traceback" or "wrong" (exit code other than 2, or more than one line)."""
+    """ "clean", "traceback" or "wrong" (exit code other than 2, or more than one line)."""
     text = result.output
     if result.exception is not None and not isinstance(result.exception, SystemExit) or "Traceback" in text:
         return "traceback"

@@ -26,7 +26,9 @@ def wait_for_lock(output: Path, proc: subprocess.Popen, timeout: float = 300) ->
 
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
-    return make_trace(tmp_path_factory.mktemp("race") / "trace", layers=(0, 3), domains=("code", "prose"), first_dist={}).path
+    return make_trace(
+        tmp_path_factory.mktemp("race") / "trace", layers=(0, 3), domains=("code", "prose"), first_dist={}
+    ).path
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:
@@ -37,9 +39,13 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 
 def test_two_reports_into_one_page(trace, tmp_path):
     out = tmp_path / "r.html"
-    first = subprocess.Popen([*CLI, "report", str(trace), "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [*CLI, "report", str(trace), "-o", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for_lock(out, first)
-    second = subprocess.run([*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300
+    )
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-2000:]
     assert second.returncode == 2
@@ -52,18 +58,30 @@ def test_two_reports_into_one_page(trace, tmp_path):
 
 def test_report_refused_while_another_process_holds_the_lock_and_taken_over_after_it_dies(trace, tmp_path):
     out = tmp_path / "r.html"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from routelens.lock import output_lock\n"
-        f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(600)")],
-        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from routelens.lock import output_lock\n"
+                f"with output_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
-    refused = subprocess.run([*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300
+    )
     assert refused.returncode == 2 and f"process {holder.pid}" in one_line(refused)
     assert not out.exists()
     holder.kill()
     holder.wait()
     assert lock_path(out).exists()  # a dead holder leaves its sidecar: the next run takes it over
-    taken = subprocess.run([*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300)
+    taken = subprocess.run(
+        [*CLI, "report", str(trace), "-o", str(out), "-q"], capture_output=True, text=True, timeout=300
+    )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert out.is_file()
 

@@ -19,12 +19,32 @@ from tests.report.test_browser import CHROMIUM, chromium, console_errors
 
 # Each payload would add an element, an attribute, a script or a math formula if it were not escaped.
 HOSTILE = [
-    "<script>window.PWNED=1</script>", '"><img src=x onerror="document.title=1">', "$\\foo$", "{{x}}{0}",
-    "</title><iframe src=x></iframe>", "'onmouseover='alert(1)", "<svg onload=alert(1)>", "]]><b id=inj>x</b>",
-]  # fmt: skip
+    "<script>window.PWNED=1</script>",
+    '"><img src=x onerror="document.title=1">',
+    "$\\foo$",
+    "{{x}}{0}",
+    "</title><iframe src=x></iframe>",
+    "'onmouseover='alert(1)",
+    "<svg onload=alert(1)>",
+    "]]><b id=inj>x</b>",
+]
 FORBIDDEN_TAGS = {"script", "img", "iframe", "object", "embed"}
-SECTIONS = ["summary", "distribution", "domain-distance", "locality", "token-view", "vocabulary", "coactivation",
-            "confidence", "pos", "saturation", "cache", "balance", "distinct", "compare"]  # fmt: skip
+SECTIONS = [
+    "summary",
+    "distribution",
+    "domain-distance",
+    "locality",
+    "token-view",
+    "vocabulary",
+    "coactivation",
+    "confidence",
+    "pos",
+    "saturation",
+    "cache",
+    "balance",
+    "distinct",
+    "compare",
+]
 
 
 class Elements(HTMLParser):
@@ -76,14 +96,21 @@ def inputs(tmp_path_factory) -> Path:
     trace = make_trace(root / "trace", layers=(0, 3), domains=domains, first_dist={})
     manifest_path = trace.path / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["model"] = {"name_or_path": HOSTILE[1], "architecture": HOSTILE[0], "config_sha256": None, "expert_params": 7}
+    manifest["model"] = {
+        "name_or_path": HOSTILE[1],
+        "architecture": HOSTILE[0],
+        "config_sha256": None,
+        "expert_params": 7,
+    }
     manifest["family"], manifest["routing_rule"] = HOSTILE[3], HOSTILE[4]
     manifest["tokenizer"]["name"] = HOSTILE[5]
     for i, corpus in enumerate(manifest["corpora"]):
         corpus["source"] = f"/data/{hostile(i + 4)}.jsonl"
     manifest_path.write_text(json.dumps(manifest))
     vocab = json.loads((trace.path / "vocab.json").read_text())["tokens"]
-    (trace.path / "vocab.json").write_text(json.dumps({"tokens": [hostile(i) if i % 3 == 0 else t for i, t in enumerate(vocab)]}))
+    (trace.path / "vocab.json").write_text(
+        json.dumps({"tokens": [hostile(i) if i % 3 == 0 else t for i, t in enumerate(vocab)]})
+    )
 
     analysis = analyze(trace, bootstrap=5, progress=False)
     (root / "analysis.json").write_text(json.dumps(analysis))
@@ -91,12 +118,17 @@ def inputs(tmp_path_factory) -> Path:
     meta = {"tokens": trace.num_tokens, "num_experts": 8, "top_k": 2}
     # Policies, placements, tags and checkpoints named by payloads; layer keys of the cache that are not
     # the trace's layers (the issue's injection reached a figure caption through them).
-    cache = {hostile(i): {HOSTILE[0]: by_layer["0"], HOSTILE[1]: by_layer["3"]} for i, by_layer in enumerate(sim["cache"].values())}
+    cache = {
+        hostile(i): {HOSTILE[0]: by_layer["0"], HOSTILE[1]: by_layer["3"]}
+        for i, by_layer in enumerate(sim["cache"].values())
+    }
     balance = {hostile(i + 1): {cf: v for cf, v in by.items()} for i, by in enumerate(sim["balance"].values())}
     (root / "cache.json").write_text(json.dumps({"cache": cache, "cache_meta": poison({**meta, "policies": ["lru"]})}))
     (root / "balance.json").write_text(json.dumps({"balance": balance, "balance_meta": {**meta, "note": HOSTILE[4]}}))
     distinct = {layer: {"mean": 4.5, "p50": 4, "p95": 6, "max": 7, "batches": 10} for layer in ("0", "3")}
-    (root / "distinct.json").write_text(json.dumps({"distinct": distinct, "distinct_meta": {**meta, "batch": 4, "note": HOSTILE[5]}}))
+    (root / "distinct.json").write_text(
+        json.dumps({"distinct": distinct, "distinct_meta": {**meta, "batch": 4, "note": HOSTILE[5]}})
+    )
     pos = sim["pos"]
     rename = {"NOUN": HOSTILE[0], "VERB": HOSTILE[1], "PUNCT": HOSTILE[2]}
 
@@ -109,14 +141,30 @@ def inputs(tmp_path_factory) -> Path:
 
     saturation = dict(sim["saturation"], checkpoints=[HOSTILE[0], HOSTILE[1], HOSTILE[6]])
     (root / "extra.json").write_text(json.dumps({"meta": analysis["meta"], "pos": tags(pos), "saturation": saturation}))
-    agreement = {d: {layer: {"first": 0.9, "overlap": 0.8, "set_equal": 0.7} for layer in ("0", "3")} for d in [*domains, "all"]}
+    agreement = {
+        d: {layer: {"first": 0.9, "overlap": 0.8, "set_equal": 0.7} for layer in ("0", "3")} for d in [*domains, "all"]
+    }
     compare = {
-        "meta": {"a": HOSTILE[0], "b": HOSTILE[1], "models": {"a": HOSTILE[4], "b": HOSTILE[5]}, "dtypes": {"a": HOSTILE[6], "b": HOSTILE[7]},
-                 "tokens": trace.num_tokens, "layers": [0, 3], "unmatched": {"a": 0, "b": 0}},
-        "agreement": agreement, "any_layer_differs": {d: 0.1 for d in agreement},
-        "by_margin": {"flip": HOSTILE[1], "margin": HOSTILE[0], "trace": HOSTILE[6], "edges": [0, 0.5, 1.0],
-                      "rate": [0.2, 0.1], "count": [10, 10]},
-    }  # fmt: skip
+        "meta": {
+            "a": HOSTILE[0],
+            "b": HOSTILE[1],
+            "models": {"a": HOSTILE[4], "b": HOSTILE[5]},
+            "dtypes": {"a": HOSTILE[6], "b": HOSTILE[7]},
+            "tokens": trace.num_tokens,
+            "layers": [0, 3],
+            "unmatched": {"a": 0, "b": 0},
+        },
+        "agreement": agreement,
+        "any_layer_differs": {d: 0.1 for d in agreement},
+        "by_margin": {
+            "flip": HOSTILE[1],
+            "margin": HOSTILE[0],
+            "trace": HOSTILE[6],
+            "edges": [0, 0.5, 1.0],
+            "rate": [0.2, 0.1],
+            "count": [10, 10],
+        },
+    }
     (root / "compare.json").write_text(json.dumps(compare))
     done = CliRunner().invoke(app, ["importance", str(trace.path), "--json", str(root / "importance.json"), "-q"])
     assert done.exit_code == 0, done.output
@@ -126,10 +174,27 @@ def inputs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(inputs) -> Path:
     out = inputs / "out" / "report.html"
-    args = ["report", str(inputs / "trace"), "-o", str(out), "-q", "--analysis", str(inputs / "analysis.json"),
-            "--json", str(inputs / "extra.json"), "--cache", str(inputs / "cache.json"),
-            "--balance", str(inputs / "balance.json"), "--compare", str(inputs / "compare.json"),
-            "--importance", str(inputs / "importance.json"), "--distinct", str(inputs / "distinct.json")]  # fmt: skip
+    args = [
+        "report",
+        str(inputs / "trace"),
+        "-o",
+        str(out),
+        "-q",
+        "--analysis",
+        str(inputs / "analysis.json"),
+        "--json",
+        str(inputs / "extra.json"),
+        "--cache",
+        str(inputs / "cache.json"),
+        "--balance",
+        str(inputs / "balance.json"),
+        "--compare",
+        str(inputs / "compare.json"),
+        "--importance",
+        str(inputs / "importance.json"),
+        "--distinct",
+        str(inputs / "distinct.json"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return out

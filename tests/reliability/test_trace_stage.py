@@ -93,8 +93,12 @@ def test_two_traces_into_one_directory_never_mix(here, overwrite):
     for n in (16, 32):
         assert run("trace", "model", "-c", "web=a.txt", "-o", f"ref{n}", "-q", "--seq-len", str(n)).exit_code == 0
         refs[n] = rows(f"ref{n}")
-    workers = [subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=here)
-               for _ in range(2)]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=here
+        )
+        for _ in range(2)
+    ]
     codes = []
     try:
         for round_ in range(10):
@@ -107,12 +111,16 @@ def test_two_traces_into_one_directory_never_mix(here, overwrite):
             for r in results:
                 assert r["code"] in (0, 2), r["out"]
                 if r["code"] == 2:
-                    assert len(r["out"].strip().splitlines()) == 1 and ("is in use by" in r["out"] or "--overwrite" in r["out"])
+                    assert len(r["out"].strip().splitlines()) == 1 and (
+                        "is in use by" in r["out"] or "--overwrite" in r["out"]
+                    )
             tr = open_trace("shared")
             assert tr.manifest["complete"]
             n = tr.manifest["seq_len"]
             token_id, experts = rows("shared")
-            assert np.array_equal(token_id, refs[n][0]) and np.array_equal(experts, refs[n][1]), f"round {round_}: a mixed trace"
+            assert np.array_equal(token_id, refs[n][0]) and np.array_equal(experts, refs[n][1]), (
+                f"round {round_}: a mixed trace"
+            )
     finally:
         for w in workers:
             w.stdin.close()
@@ -136,7 +144,10 @@ def test_a_huge_one_line_document_is_cut_before_tokenizing(here, monkeypatch):
         return original(self, texts, *a, **k)
 
     monkeypatch.setattr(AutoTokenizer.from_pretrained("model").__class__, "__call__", spy)
-    assert run("trace", "model", "-c", "web=big.txt", "-o", "t", "-q", "--seq-len", "64", "--max-tokens", "300").exit_code == 0
+    assert (
+        run("trace", "model", "-c", "web=big.txt", "-o", "t", "-q", "--seq-len", "64", "--max-tokens", "300").exit_code
+        == 0
+    )
     assert max(tokenizer_calls) <= 300 * plan.CUT_CHARS < len(text)  # never the whole text
     whole = original(AutoTokenizer.from_pretrained("model"), text, add_special_tokens=True)["input_ids"]
     traced = open_trace("t").load().token_id

@@ -27,7 +27,16 @@ ARGS += ["--num-experts", "4", "--num-layers", "2"]
 
 
 def train_cmd(specs: list[str], out: Path) -> list[str]:
-    return [sys.executable, "-m", "routelens.cli.main", "train", *sum((["--corpus", s] for s in specs), []), "--out", str(out), *ARGS]
+    return [
+        sys.executable,
+        "-m",
+        "routelens.cli.main",
+        "train",
+        *sum((["--corpus", s] for s in specs), []),
+        "--out",
+        str(out),
+        *ARGS,
+    ]
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:

@@ -15,12 +15,41 @@ from tests.report.conftest import LAYERS, make_trace
 
 # Figures of the full report, in page order (what each section is expected to draw).
 EXPECTED_FIGURES = [
-    "distribution", "distribution-first", "distribution-per-token", "domain-distance-by-layer",
-    "domain-distance-heatmaps", "locality-by-layer", "locality-by-distance", "vocabulary", "coactivation",
-    "confidence-top1_weight", "pos-specialization", "pos-ablation", "pos-path-map", "saturation", "cache", "balance", "distinct", "importance",
-]  # fmt: skip
-SECTIONS = ["summary", "distribution", "domain-distance", "locality", "token-view", "vocabulary", "coactivation",
-            "confidence", "pos", "saturation", "cache", "balance", "distinct", "importance"]  # fmt: skip
+    "distribution",
+    "distribution-first",
+    "distribution-per-token",
+    "domain-distance-by-layer",
+    "domain-distance-heatmaps",
+    "locality-by-layer",
+    "locality-by-distance",
+    "vocabulary",
+    "coactivation",
+    "confidence-top1_weight",
+    "pos-specialization",
+    "pos-ablation",
+    "pos-path-map",
+    "saturation",
+    "cache",
+    "balance",
+    "distinct",
+    "importance",
+]
+SECTIONS = [
+    "summary",
+    "distribution",
+    "domain-distance",
+    "locality",
+    "token-view",
+    "vocabulary",
+    "coactivation",
+    "confidence",
+    "pos",
+    "saturation",
+    "cache",
+    "balance",
+    "distinct",
+    "importance",
+]
 
 
 def figure_svgs(text: str) -> list[str]:
@@ -81,8 +110,18 @@ def test_page_is_self_contained(built):
 
 def test_missing_optional_sections_are_skipped(tmp_path, built):
     trace = make_trace(tmp_path / "t")
-    core = {k: built.analysis[k] for k in ("meta", "distribution", "locality", "locality_baseline", "locality_permuted",
-                                           "vocabulary", "coactivation")}  # fmt: skip
+    core = {
+        k: built.analysis[k]
+        for k in (
+            "meta",
+            "distribution",
+            "locality",
+            "locality_baseline",
+            "locality_permuted",
+            "vocabulary",
+            "coactivation",
+        )
+    }
     out = write_report(trace, core, tmp_path / "r.html", progress=False)
     text = out.read_text()
     ids = re.findall(r'<section id="([^"]+)">', text)
@@ -143,8 +182,13 @@ def test_failure_leaves_no_partial_output(tmp_path, built, monkeypatch):
 
 
 def test_figures_dir_option_and_rewrite(tmp_path, built):
-    out = write_report(built.trace, {"vocabulary": built.analysis["vocabulary"]}, tmp_path / "a" / "r.html",
-                       figures_dir=tmp_path / "figs", progress=False)  # fmt: skip
+    out = write_report(
+        built.trace,
+        {"vocabulary": built.analysis["vocabulary"]},
+        tmp_path / "a" / "r.html",
+        figures_dir=tmp_path / "figs",
+        progress=False,
+    )
     assert [p.name for p in sorted((tmp_path / "figs").iterdir())] == ["01-vocabulary.pdf", "01-vocabulary.png"]
     # Writing again replaces the folder: no figure of the first run lingers.
     write_report(built.trace, {}, out, figures_dir=tmp_path / "figs", progress=False)
@@ -172,7 +216,9 @@ def test_outputs_follow_the_umask_and_dead_runs_leftovers_are_removed(tmp_path, 
 
     from routelens.atomic import temp_prefix
 
-    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    gone = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout
+    )
     stale_dir = tmp_path / (temp_prefix(".r_figures.", pid=gone) + "abc.tmp")  # a killed run's figure folder
     (stale_dir / "half").mkdir(parents=True)
     stale_html = tmp_path / (temp_prefix(".r.html.", pid=gone) + "abc.tmp")
@@ -181,7 +227,9 @@ def test_outputs_follow_the_umask_and_dead_runs_leftovers_are_removed(tmp_path, 
     live.mkdir()
     old = os.umask(0o022)
     try:
-        out = write_report(built.trace, {"vocabulary": built.analysis["vocabulary"]}, tmp_path / "r.html", progress=False)
+        out = write_report(
+            built.trace, {"vocabulary": built.analysis["vocabulary"]}, tmp_path / "r.html", progress=False
+        )
     finally:
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644

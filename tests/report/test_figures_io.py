@@ -39,7 +39,11 @@ def test_sink_writes_png_at_200_dpi_and_pdf(tmp_path):
     sink.add(clipped_figure(), "second/one")
     assert sink.names == ["01-first-one", "02-second-one"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "01-first-one.pdf", "01-first-one.png", "02-second-one.pdf", "02-second-one.png"]  # fmt: skip
+        "01-first-one.pdf",
+        "01-first-one.png",
+        "02-second-one.pdf",
+        "02-second-one.png",
+    ]
     image = mpimg.imread(tmp_path / "01-first-one.png")
     assert image.shape[:2] == (200, 400)  # 2 x 1 inches at dpi 200
     assert (tmp_path / "01-first-one.pdf").read_bytes().startswith(b"%PDF")

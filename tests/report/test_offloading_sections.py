@@ -34,10 +34,18 @@ def setup(tmp_path_factory):
     analysis = analyze(trace, bootstrap=0, progress=False)
     files = {
         "analysis": {k: analysis[k] for k in ("meta", "distribution")},
-        "cache": simulate_cache(trace, policies=("lru", "belady"), expert_bytes=1000, bandwidth_gbps=10.0,
-                                budget_bytes=BUDGETS, progress=False),  # fmt: skip
+        "cache": simulate_cache(
+            trace,
+            policies=("lru", "belady"),
+            expert_bytes=1000,
+            bandwidth_gbps=10.0,
+            budget_bytes=BUDGETS,
+            progress=False,
+        ),
         "cache_plain": simulate_cache(trace, policies=("lru",), progress=False),
-        "budget_untimed": simulate_cache(trace, policies=("lru",), expert_bytes=1000, budget_bytes=BUDGETS, progress=False),
+        "budget_untimed": simulate_cache(
+            trace, policies=("lru",), expert_bytes=1000, budget_bytes=BUDGETS, progress=False
+        ),
         "balance": simulate_balance(trace, devices=2, batch_tokens=16, decode_batch=4),
         "balance_plain": simulate_balance(trace, devices=2, batch_tokens=16),
         "distinct": simulate_distinct(trace, batch=4),
@@ -92,11 +100,17 @@ def test_budget_table_has_best_and_uniform_split_per_budget(setup, page):
                 cells = table[i]
                 assert cells[0] == policy and cells[2] == name
                 assert f"{by_total[total]['slots']:,} experts" in cells[1]
-                assert cells[3:6] == [pct(entry["hit_rate"], 2), num(entry["loads_per_token"]), _seconds(entry["load_seconds_per_token"])]
+                assert cells[3:6] == [
+                    pct(entry["hit_rate"], 2),
+                    num(entry["loads_per_token"]),
+                    _seconds(entry["load_seconds_per_token"]),
+                ]
                 assert cells[6] == " ".join(str(entry["split"][x]) for x in layers)
                 i += 1
     # The exact split never loses to the uniform one at the same bytes.
-    assert all(row["best"]["hit_rate"] >= row["uniform"]["hit_rate"] - 1e-12 for by in budget.values() for row in by.values())
+    assert all(
+        row["best"]["hit_rate"] >= row["uniform"]["hit_rate"] - 1e-12 for by in budget.values() for row in by.values()
+    )
 
 
 def test_budget_without_bandwidth_has_no_time_column(setup, tmp_path):
@@ -121,7 +135,9 @@ def test_decode_table_puts_prefill_beside_decode(setup, page):
             cells = table[2 * i + j]
             assert cells[0] == placement and what in cells[1]
             by_cf = result[key][placement]
-            assert cells[2:] == [c for cf in cfs for c in (pct(by_cf[cf]["dropped"], 2), num(by_cf[cf]["imbalance_max_mean"], 2))]
+            assert cells[2:] == [
+                c for cf in cfs for c in (pct(by_cf[cf]["dropped"], 2), num(by_cf[cf]["imbalance_max_mean"], 2))
+            ]
     assert result["balance_decode"] != result["balance"]  # the two batchings differ, so the rows test something
 
 
@@ -132,7 +148,15 @@ def test_distinct_section_per_layer_against_chance(setup, page):
     table = rows(html)
     for cells, (layer, v) in zip(table, result["distinct"].items()):
         d = result["distinct_decode"][layer]
-        assert cells == [layer, num(v["mean"], 2), str(v["p95"]), str(v["max"]), num(d["mean"], 2), str(d["p95"]), str(d["max"])]
+        assert cells == [
+            layer,
+            num(v["mean"], 2),
+            str(v["p95"]),
+            str(v["max"]),
+            num(d["mean"], 2),
+            str(d["p95"]),
+            str(d["max"]),
+        ]
     chance = num(result["distinct_meta"]["uniform"], 2)
     assert table[-1] == ["uniform routing", chance, "–", "–", chance, "–", "–"]
     assert "B = 4 consecutive tokens" in html and "B = 4 sequences decoding" in html

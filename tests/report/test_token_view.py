@@ -48,7 +48,15 @@ def reference(trace, layers, docs, tokens, min_tokens):
         chosen = long[:docs] + [i for i in ids if i not in long][: docs - len(long[:docs])]
         for doc in sorted(chosen):
             rows = np.flatnonzero(whole.doc_id == doc)[:tokens]
-            out.append((trace.domains[d], doc, whole.token_id[rows], whole.experts[rows][:, cols], whole.weights[rows][:, cols]))
+            out.append(
+                (
+                    trace.domains[d],
+                    doc,
+                    whole.token_id[rows],
+                    whole.experts[rows][:, cols],
+                    whole.weights[rows][:, cols],
+                )
+            )
     return out
 
 

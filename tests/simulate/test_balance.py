@@ -9,9 +9,14 @@ import pytest
 from routelens import RoutelensError
 from routelens.simulate import simulate_balance
 from routelens.simulate.balance import (
-    balanced_placement, batch_counts, device_loads, dropped_assignments, expert_capacity, imbalance,
+    balanced_placement,
+    batch_counts,
+    device_loads,
+    dropped_assignments,
+    expert_capacity,
+    imbalance,
     round_robin_placement,
-)  # fmt: skip
+)
 
 
 # -- kernels on tiny cases -----------------------------------------------------------------------
@@ -122,7 +127,9 @@ def test_uniform_routing_drops_alike_in_every_placement_at_equal_slots(planted):
     for cf in ("1.0", "1.25"):
         rr, bal = out["balance"]["round_robin"][cf], out["balance"]["balanced"][cf]
         assert bal["dropped"] == rr["dropped"]
-        assert out["balance_shuffled"]["balanced"][cf]["dropped"] == out["balance_shuffled"]["round_robin"][cf]["dropped"]
+        assert (
+            out["balance_shuffled"]["balanced"][cf]["dropped"] == out["balance_shuffled"]["round_robin"][cf]["dropped"]
+        )
         assert meta["slots"]["round_robin"][cf] == meta["slots"]["balanced"][cf] == 8 * meta["capacity_per_expert"][cf]
     assert out["balance"]["round_robin"]["1.0"]["dropped"] > 0.01  # uniform routing does drop at CF 1
     assert max(meta["balanced_replicas"]["0"]) > 1  # replicas were made
@@ -149,7 +156,9 @@ def test_locality_over_subscribes_real_order_but_not_shuffled(planted):
     # 40 documents of 64 tokens; each document sends every token's first choice to its own expert.
     docs = np.repeat(np.arange(40), 64)
     x = np.stack([docs % 8, (docs + 1 + np.arange(len(docs)) % 7) % 8], axis=-1)[:, None, :]
-    out = simulate_balance(planted(x, [64] * 40, 8), devices=8, batch_tokens=64, cfs=(1.0,), placements=("round_robin",))
+    out = simulate_balance(
+        planted(x, [64] * 40, 8), devices=8, batch_tokens=64, cfs=(1.0,), placements=("round_robin",)
+    )
     real, shuf = out["balance"]["round_robin"]["1.0"], out["balance_shuffled"]["round_robin"]["1.0"]
     # Real order: each batch is one document, its expert gets 64 + (9 or 10) of capacity 16.
     assert real["dropped"] > 0.35
@@ -172,9 +181,13 @@ def test_detail_per_layer_pools_into_the_summary(planted):
 
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
-    [(dict(devices=0), "--devices 0"), (dict(batch_tokens=0), "--batch-tokens 0"),
-     (dict(cfs=(0.0,)), "[0.0]"), (dict(placements=("random",)), "random")],
-)  # fmt: skip
+    [
+        (dict(devices=0), "--devices 0"),
+        (dict(batch_tokens=0), "--batch-tokens 0"),
+        (dict(cfs=(0.0,)), "[0.0]"),
+        (dict(placements=("random",)), "random"),
+    ],
+)
 def test_bad_options_name_the_value(planted, kwargs, fragment):
     path = planted(hot_expert_experts(16), [16], 8)
     with pytest.raises(RoutelensError) as info:

@@ -35,8 +35,9 @@ def test_decode_batching_spreads_what_consecutive_tokens_pile_up(planted):
     # ceil(2 x 1 / 2) = 1: half the assignments dropped, the busy device at 2 / mean 1. Decoding
     # A and B together: each step holds one token of each, one per expert: nothing dropped, balanced.
     x = np.array([0, 0, 0, 0, 1, 1, 1, 1])[:, None, None]
-    out = simulate_balance(planted(x, [4, 4], 2), devices=2, batch_tokens=2, cfs=(1.0,), placements=("round_robin",),
-                           decode_batch=2)  # fmt: skip
+    out = simulate_balance(
+        planted(x, [4, 4], 2), devices=2, batch_tokens=2, cfs=(1.0,), placements=("round_robin",), decode_batch=2
+    )
     assert out["balance"]["round_robin"]["1.0"] == {"dropped": 0.5, "imbalance_max_mean": 2.0}
     assert out["balance_decode"]["round_robin"]["1.0"] == {"dropped": 0.0, "imbalance_max_mean": 1.0}
     assert out["balance_meta"]["decode_steps"] == 4 and out["balance_meta"]["decode_batch"] == 2

@@ -7,9 +7,18 @@ import numpy as np
 import pytest
 
 from routelens.simulate.cache_kernels import (
-    COLD_MISSES, HITS, MISSES, NEVER, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, max_pinned, next_use_indices,
-    next_use_indices_numpy, replay,
-)  # fmt: skip
+    COLD_MISSES,
+    HITS,
+    MISSES,
+    NEVER,
+    PREFETCH_LOADS,
+    PREFETCH_USEFUL,
+    CacheState,
+    max_pinned,
+    next_use_indices,
+    next_use_indices_numpy,
+    replay,
+)
 from routelens.simulate.policies import Policy
 from routelens.simulate.reference import replay_reference
 
@@ -23,8 +32,16 @@ def run(stream, policy, capacity, num_experts, segment_start=None, pinned=None, 
     seg = np.zeros(len(x), bool) if segment_start is None else np.asarray(segment_start, bool)
     seg[0] = True
     nu = next_use_indices(x, seg) if Policy(policy) is Policy.BELADY else None
-    c = replay(x, seg, policy, capacity, CacheState.empty(num_experts, x.shape[1]), nu, pinned=pinned,
-               predicted=None if predicted is None else np.asarray(predicted).reshape(len(x), -1))  # fmt: skip
+    c = replay(
+        x,
+        seg,
+        policy,
+        capacity,
+        CacheState.empty(num_experts, x.shape[1]),
+        nu,
+        pinned=pinned,
+        predicted=None if predicted is None else np.asarray(predicted).reshape(len(x), -1),
+    )
     return dict(zip(COUNTERS, c.tolist()))
 
 
@@ -172,7 +189,9 @@ def test_replay_in_chunks_equals_one_pass(policy):
     whole = replay(x, seg, policy, 3, CacheState.empty(8, 2), nu, pinned=pinned, predicted=predicted)
     state, parts = CacheState.empty(8, 2), np.zeros_like(whole)
     for lo, hi in [(0, 97), (97, 151), (151, 400)]:
-        parts += replay(x[lo:hi], seg[lo:hi], policy, 3, state, nu[2 * lo : 2 * hi], pinned=pinned, predicted=predicted[lo:hi])
+        parts += replay(
+            x[lo:hi], seg[lo:hi], policy, 3, state, nu[2 * lo : 2 * hi], pinned=pinned, predicted=predicted[lo:hi]
+        )
     assert parts.tolist() == whole.tolist()
 
 

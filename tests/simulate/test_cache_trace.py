@@ -85,7 +85,10 @@ def test_bytes_moved_from_expert_params_or_override(planted):
     assert d["misses_per_token"] == 7 / 4
     assert out["cache_meta"]["expert_bytes"] == 2 * 3 * 4096 * 14336  # bf16 by default
     assert d["bytes_per_token"] == 7 / 4 * 2 * 3 * 4096 * 14336
-    assert simulate_cache(path, policies=("lru",), capacities=(2,), dtype_bytes=1)["cache_meta"]["expert_bytes"] == 3 * 4096 * 14336
+    assert (
+        simulate_cache(path, policies=("lru",), capacities=(2,), dtype_bytes=1)["cache_meta"]["expert_bytes"]
+        == 3 * 4096 * 14336
+    )
     over = simulate_cache(path, policies=("lru",), capacities=(2,), expert_bytes=1000)
     assert over["cache_detail"]["lru"]["0"]["2"]["bytes_per_token"] == 7 / 4 * 1000
 
@@ -138,14 +141,18 @@ def test_document_starts_survive_chunk_boundaries(markov_trace):
 def test_simulate_all_routes_each_override_to_its_config(markov_trace):
     from routelens.simulate import BalanceConfig, CacheConfig, simulate_all, simulate_balance
 
-    out = simulate_all(markov_trace, policies=("lru",), capacities=(2,), devices=2, batch_tokens=100, cfs=(1.0,), seed=3)
+    out = simulate_all(
+        markov_trace, policies=("lru",), capacities=(2,), devices=2, batch_tokens=100, cfs=(1.0,), seed=3
+    )
     alone = cache_with_control(markov_trace, CacheConfig(policies=("lru",), capacities=(2,), seed=3))
     assert out["cache"] == alone["cache"] and out["cache_shuffled"] == alone["cache_shuffled"]
     balance = simulate_balance(markov_trace, BalanceConfig(devices=2, batch_tokens=100, cfs=(1.0,), seed=3))
     assert out["balance"] == balance["balance"] and out["balance_meta"]["devices"] == 2
     with pytest.raises(RoutelensError, match=r"unknown option 'device' for simulate_all; valid options are .*devices"):
         simulate_all(markov_trace, device=2)
-    with pytest.raises(RoutelensError, match=r"unknown option 'capacity' for CacheConfig; valid options are policies, capacities"):
+    with pytest.raises(
+        RoutelensError, match=r"unknown option 'capacity' for CacheConfig; valid options are policies, capacities"
+    ):
         simulate_cache(markov_trace, capacity=2)
 
 

@@ -38,8 +38,10 @@ def test_the_patched_forward_drops_what_the_simulator_drops(cf):
     torch.manual_seed(0)
     model = MixtralForCausalLM(tiny_mixtral_config()).eval()
     seen = []
-    hooks = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
-             for layer in model.model.layers]  # fmt: skip
+    hooks = [
+        layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+        for layer in model.model.layers
+    ]
     try:
         with torch.no_grad(), apply_capacity(model, capacity_factor=cf) as stats:
             model(input_ids=torch.randint(0, 300, (3, 20)))

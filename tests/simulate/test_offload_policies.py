@@ -61,7 +61,9 @@ def test_lookahead_needs_the_column_and_a_recorded_distance(planted):
         simulate_cache(path, policies=("lookahead",))
     ahead = np.full((2, 2, 1, 1), -1, np.int16)
     with pytest.raises(RoutelensError, match="--lookahead-distance 2"):
-        simulate_cache(planted(layers_of([0, 1], [1, 0]), [2], 2, lookahead=ahead), policies=("lookahead",), lookahead_distance=2)
+        simulate_cache(
+            planted(layers_of([0, 1], [1, 0]), [2], 2, lookahead=ahead), policies=("lookahead",), lookahead_distance=2
+        )
 
 
 def test_load_time_per_token_from_bandwidth(planted):
@@ -98,8 +100,11 @@ def test_best_split_equals_brute_force_on_random_curves():
         slots = int(rng.integers(0, L * E + 2))
         got = best_split(hits, slots)
         assert got.sum() <= slots
-        best = max(sum(hits[layer, c] for layer, c in enumerate(split))
-                   for split in product(range(E + 1), repeat=L) if sum(split) <= slots)  # fmt: skip
+        best = max(
+            sum(hits[layer, c] for layer, c in enumerate(split))
+            for split in product(range(E + 1), repeat=L)
+            if sum(split) <= slots
+        )
         assert hits[np.arange(L), got].sum() == pytest.approx(best)
 
 

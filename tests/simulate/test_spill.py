@@ -52,7 +52,10 @@ def test_shuffled_spill_is_one_permutation_shared_by_layers(routed, tmp_path):
     c = rows_of(spill_layers(open_trace(one), tmp_path / "c", order="shuffled", seed=4, bucket_rows=128))
     assert np.array_equal(a, b)  # the seed decides, not shards or chunks
     assert not np.array_equal(a, c) and not np.array_equal(a, x)
-    as_rows = lambda y: Counter(map(bytes, y.reshape(len(y), -1)))  # whole tokens, all layers together
+
+    def as_rows(y):
+        return Counter(map(bytes, y.reshape(len(y), -1)))  # whole tokens, all layers together
+
     assert as_rows(a) == as_rows(x) == as_rows(c)
     spilled = spill_layers(open_trace(one), tmp_path / "d", order="shuffled", seed=3)
     assert np.flatnonzero(spilled.load(0)[1]).tolist() == [0]  # only token 0 starts a segment

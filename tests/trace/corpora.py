@@ -25,8 +25,10 @@ def forward_pre_inputs(model, window_ids, module_of, take) -> list:
     """Run one window through `model` and return `take(args)` of every call of `module_of(layer)`
     (one module per decoder layer), in call order: an independent ground truth for the tests."""
     seen = []
-    handles = [module_of(layer).register_forward_pre_hook(lambda m, args: seen.append(take(args)))
-               for layer in model.model.layers]  # fmt: skip
+    handles = [
+        module_of(layer).register_forward_pre_hook(lambda m, args: seen.append(take(args)))
+        for layer in model.model.layers
+    ]
     try:
         with torch.inference_mode():
             model(input_ids=torch.tensor([window_ids]))
@@ -38,5 +40,7 @@ def forward_pre_inputs(model, window_ids, module_of, take) -> list:
 
 def experts_inputs(model, window_ids):
     """Independent ground truth: the (indices, weights) each layer's experts module received."""
-    seen = forward_pre_inputs(model, window_ids, lambda layer: layer.mlp.experts, lambda args: (args[1].clone(), args[2].clone()))
+    seen = forward_pre_inputs(
+        model, window_ids, lambda layer: layer.mlp.experts, lambda args: (args[1].clone(), args[2].clone())
+    )
     return np.stack([s[0].numpy() for s in seen], 1), np.stack([s[1].float().numpy() for s in seen], 1)

@@ -17,9 +17,17 @@ def test_max_memory_parses_devices_and_units():
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [("0=70", "unit"), ("0=70XB", "unit"), ("gpu0=70GiB", "'gpu0' is unknown"), ("0:70GiB", "not DEVICE=SIZE"),
-     ("0=70GiB,0=1GiB", "twice"), ("0=0GiB", "positive"), ("0=70GiB,", "not DEVICE=SIZE"), ("-1=1GiB", "unknown")],
-)  # fmt: skip
+    [
+        ("0=70", "unit"),
+        ("0=70XB", "unit"),
+        ("gpu0=70GiB", "'gpu0' is unknown"),
+        ("0:70GiB", "not DEVICE=SIZE"),
+        ("0=70GiB,0=1GiB", "twice"),
+        ("0=0GiB", "positive"),
+        ("0=70GiB,", "not DEVICE=SIZE"),
+        ("-1=1GiB", "unknown"),
+    ],
+)
 def test_bad_max_memory_is_one_line_naming_the_bad_part(text, fragment):
     with pytest.raises(RoutelensError, match=fragment) as err:
         parse_max_memory(text)
@@ -41,8 +49,15 @@ def test_device_map_settings_are_checked_together():
 
 def test_placement_is_not_part_of_the_identity():
     plain = TraceConfig(seq_len=64)
-    placed = TraceConfig(seq_len=64, device_map="auto", max_memory="cpu=1GiB", offload_folder="off",
-                         trust_remote_code=True, ray="local", ray_workers=3)  # fmt: skip
+    placed = TraceConfig(
+        seq_len=64,
+        device_map="auto",
+        max_memory="cpu=1GiB",
+        offload_folder="off",
+        trust_remote_code=True,
+        ray="local",
+        ray_workers=3,
+    )
     assert plain.identity() == placed.identity()
     assert plain.identity() != TraceConfig(seq_len=32).identity()
     assert "seq_len" in plain.identity() and "device_map" not in plain.identity()

@@ -31,16 +31,38 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def in_memory(tiny_mixtral, corpus, tmp_path_factory):
-    return routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path_factory.mktemp("mem") / "t", TraceConfig(**SETTINGS))
+    return routelens.trace(
+        str(tiny_mixtral), [f"web={corpus}"], tmp_path_factory.mktemp("mem") / "t", TraceConfig(**SETTINGS)
+    )
 
 
 def test_layers_offloaded_to_disk_trace_the_same_rows(tiny_mixtral, corpus, in_memory, tmp_path):
     pytest.importorskip("accelerate")
     weights = (tiny_mixtral / "model.safetensors").stat().st_size
     offload = tmp_path / "offload"
-    args = ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "--seq-len", "16",
-            "--batch-size", "3", "--shard-tokens", "60", "--weights-dtype", "float32", "--quiet",
-            "--device-map", "sequential", "--max-memory", f"cpu={weights * 6 // 10}B", "--offload-folder", str(offload)]  # fmt: skip
+    args = [
+        "trace",
+        str(tiny_mixtral),
+        "--corpus",
+        f"web={corpus}",
+        "--out",
+        str(tmp_path / "t"),
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "3",
+        "--shard-tokens",
+        "60",
+        "--weights-dtype",
+        "float32",
+        "--quiet",
+        "--device-map",
+        "sequential",
+        "--max-memory",
+        f"cpu={weights * 6 // 10}B",
+        "--offload-folder",
+        str(offload),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     offloaded = sorted(p.name for p in offload.iterdir())
@@ -54,16 +76,38 @@ def test_layers_offloaded_to_disk_trace_the_same_rows(tiny_mixtral, corpus, in_m
 
 def test_offload_without_a_folder_is_one_line(tiny_mixtral, corpus, tmp_path):
     pytest.importorskip("accelerate")
-    args = ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "-q",
-            "--device-map", "auto", "--max-memory", "cpu=1KB"]  # fmt: skip
+    args = [
+        "trace",
+        str(tiny_mixtral),
+        "--corpus",
+        f"web={corpus}",
+        "--out",
+        str(tmp_path / "t"),
+        "-q",
+        "--device-map",
+        "auto",
+        "--max-memory",
+        "cpu=1KB",
+    ]
     result = CliRunner().invoke(app, args)
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "offload" in lines[0], result.output
 
 
 def test_bad_max_memory_on_the_command_line_is_one_line(tiny_mixtral, corpus, tmp_path):
-    args = ["trace", str(tiny_mixtral), "--corpus", f"web={corpus}", "--out", str(tmp_path / "t"), "-q",
-            "--device-map", "auto", "--max-memory", "0=lots"]  # fmt: skip
+    args = [
+        "trace",
+        str(tiny_mixtral),
+        "--corpus",
+        f"web={corpus}",
+        "--out",
+        str(tmp_path / "t"),
+        "-q",
+        "--device-map",
+        "auto",
+        "--max-memory",
+        "0=lots",
+    ]
     result = CliRunner().invoke(app, args)
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "'lots'" in lines[0], result.output
@@ -100,7 +144,9 @@ def test_an_actor_with_several_gpus_loads_a_device_map(tiny_mixtral, corpus, in_
     assert [kw.get("device_map") for kw in seen] == ["auto"]  # placed by accelerate, not .to(device)
     own = Path(seen[0]["offload_folder"])  # each actor offloads into a folder of its own
     assert own.parent == offload and own.name.startswith("actor-") and own.name.endswith(f"-{os.getpid()}")
-    rows = list(_plan_shards(None, model=str(tiny_mixtral), config=config, specs=specs, shard_dir=str(shard_dir), done={}))
+    rows = list(
+        _plan_shards(None, model=str(tiny_mixtral), config=config, specs=specs, shard_dir=str(shard_dir), done={})
+    )
     for row in rows:
         out = actor(row)
         assert out["bytes"][0] == (shard_dir / f"part-{int(row['index'][0]):05d}.parquet").stat().st_size

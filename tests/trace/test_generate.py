@@ -15,6 +15,7 @@ import torch
 
 from routelens.capture import describe_model
 from routelens.capture.families import find_routers
+from routelens.capture.tiny import VOCAB, build
 from routelens.corpus import parse_corpus_spec
 from routelens.errors import RoutelensError
 from routelens.store.schema import lookahead_to_numpy, nested_to_numpy
@@ -32,7 +33,6 @@ from tests.capture.test_conformance import (
     _router_calls,
     _router_truth,
 )
-from routelens.capture.tiny import VOCAB, build
 from tests.trace.corpora import DOCS, write_txt
 
 FAMILIES = ["mixtral", "olmoe", "qwen2_moe", "deepseek_v3"]
@@ -153,8 +153,15 @@ def test_greedy_tokens_are_the_ones_generate_picks(family, models, tmp_path):
     table = computer.compute(shard)
     ids, mask = computer.decoder.left_padded([w.ids for w in shard.windows], "cpu")
     with torch.no_grad():
-        ref = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
-                             do_sample=False, eos_token_id=None, pad_token_id=0)[:, ids.shape[1] :]  # fmt: skip
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=STEPS,
+            min_new_tokens=STEPS,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[:, ids.shape[1] :]
     tokens = table.column("token_id").to_numpy()
     for r, (w, m) in enumerate(zip(shard.windows, LENGTHS)):
         assert tokens[w.row + m : w.row + m + STEPS].tolist() == ref[r].tolist(), family
@@ -195,7 +202,13 @@ def test_trace_writes_prompt_and_generated_rows(tiny_mixtral, tmp_path):
     tr = trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "t", generate=5, progress=False, batch_size=2, seq_len=64)
     chunk = tr.load(["phase"])
     plain = trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "plain", progress=False, seq_len=64).load()
-    assert tr.manifest["generation"] == {"generate": 5, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stops_at_eos": False}
+    assert tr.manifest["generation"] == {
+        "generate": 5,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "seed": 0,
+        "stops_at_eos": False,
+    }
     assert tr.manifest["identity"]["generate"] == 5
     docs = np.unique(plain.doc_id)
     prompts = plain.position < 64  # a document longer than --seq-len is cut to its first window
@@ -207,15 +220,25 @@ def test_trace_writes_prompt_and_generated_rows(tiny_mixtral, tmp_path):
         assert chunk.token_id[rows][: len(prompt)].tolist() == prompt.tolist()
         assert chunk.position[rows].tolist() == list(range(len(prompt) + 5))
         assert chunk.phase[rows].tolist() == [0] * len(prompt) + [1] * 5
-    assert trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "t", generate=5, progress=False, batch_size=2, seq_len=64).path == tr.path
-    assert "generate" not in trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "plain", progress=False, seq_len=64).manifest["identity"]
+    assert (
+        trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "t", generate=5, progress=False, batch_size=2, seq_len=64).path
+        == tr.path
+    )
+    assert (
+        "generate"
+        not in trace(tiny_mixtral, [f"p={corpus}"], tmp_path / "plain", progress=False, seq_len=64).manifest["identity"]
+    )
 
 
 @pytest.mark.parametrize(
     "settings, fragment",
-    [({"generate": -1}, "--generate"), ({"generate": 2, "temperature": -0.5}, "--temperature"),
-     ({"generate": 2, "top_p": 0}, "--top-p"), ({"generate": 2, "ray": "local"}, "--ray")],
-)  # fmt: skip
+    [
+        ({"generate": -1}, "--generate"),
+        ({"generate": 2, "temperature": -0.5}, "--temperature"),
+        ({"generate": 2, "top_p": 0}, "--top-p"),
+        ({"generate": 2, "ray": "local"}, "--ray"),
+    ],
+)
 def test_bad_generation_settings_are_refused_in_one_line(settings, fragment):
     with pytest.raises(RoutelensError, match=fragment) as err:
         TraceConfig(**settings)
@@ -239,8 +262,14 @@ def test_decode_steps_record_each_chosen_experts_output_norm(models, tmp_path):
             hidden = args[0].reshape(-1, args[0].shape[-1])  # (tokens, H)
             index = args[1].reshape(len(hidden), -1)  # (tokens, k)
             with torch.no_grad():
-                norms = torch.stack([torch.stack([_mixtral_expert_output(experts, int(e), hidden[t : t + 1])[0].norm()
-                                                  for e in index[t]]) for t in range(len(hidden))])  # fmt: skip
+                norms = torch.stack(
+                    [
+                        torch.stack(
+                            [_mixtral_expert_output(experts, int(e), hidden[t : t + 1])[0].norm() for e in index[t]]
+                        )
+                        for t in range(len(hidden))
+                    ]
+                )
             calls[name].append((index.clone(), norms))
 
         return hook
@@ -277,8 +306,10 @@ def test_decode_steps_record_the_later_routers_lookahead(tmp_path):
     shard = _shard()
     gates = [layer.mlp.gate for layer in model.model.layers]
     inputs = {i: [] for i in range(3)}
-    handles = [g.register_forward_pre_hook(lambda _m, a, _i=i: inputs[_i].append(a[0].reshape(-1, a[0].shape[-1]).clone()))
-               for i, g in enumerate(gates)]  # fmt: skip
+    handles = [
+        g.register_forward_pre_hook(lambda _m, a, _i=i: inputs[_i].append(a[0].reshape(-1, a[0].shape[-1]).clone()))
+        for i, g in enumerate(gates)
+    ]
     try:
         table = computer.compute(shard)
     finally:
@@ -291,6 +322,9 @@ def test_decode_steps_record_the_later_routers_lookahead(tmp_path):
                 assert (got[:, layer, d - 1] == -1).all()
                 continue
             with torch.no_grad():  # the later router's top-2 on this layer's input, per call (prefill, then each step)
-                calls = [(torch.topk(x.float() @ gates[layer + d].weight.float().T, 2, dim=-1).indices,) * 2 for x in inputs[layer]]
+                calls = [
+                    (torch.topk(x.float() @ gates[layer + d].weight.float().T, 2, dim=-1).indices,) * 2
+                    for x in inputs[layer]
+                ]
             index, _ = _truth_rows({"router": calls}, shard, LENGTHS)["router"]
             np.testing.assert_array_equal(got[:, layer, d - 1], index, err_msg=f"layer {layer} d {d}")

@@ -20,10 +20,22 @@ def test_config_edited_over_its_weights_is_one_line_on_stderr(tiny_mixtral, tmp_
     (folder / "config.json").write_text(json.dumps(config))
     corpus = write_txt(tmp_path / "a.txt", DOCS)
     run = subprocess.run(
-        [sys.executable, "-m", "routelens.cli.main", "trace", str(folder), "--corpus", f"web={corpus}",
-         "--out", str(tmp_path / "t"), "-q"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "routelens.cli.main",
+            "trace",
+            str(folder),
+            "--corpus",
+            f"web={corpus}",
+            "--out",
+            str(tmp_path / "t"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
     assert run.returncode == 2, run.stderr
     assert len(lines) == 1 and "do not fit its config.json" in lines[0], run.stderr

@@ -36,9 +36,14 @@ def custom_model(tiny_mixtral, tmp_path):
     folder = tmp_path / "custom"
     shutil.copytree(tiny_mixtral, folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="routelens_tiny_custom", architectures=["TinyCustomForCausalLM"],
-                  auto_map={"AutoConfig": "custom_moe.TinyCustomConfig",
-                            "AutoModelForCausalLM": "custom_moe.TinyCustomForCausalLM"})  # fmt: skip
+    config.update(
+        model_type="routelens_tiny_custom",
+        architectures=["TinyCustomForCausalLM"],
+        auto_map={
+            "AutoConfig": "custom_moe.TinyCustomConfig",
+            "AutoModelForCausalLM": "custom_moe.TinyCustomForCausalLM",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "custom_moe.py").write_text(CUSTOM_CODE)
     # save_pretrained writes Mixtral's legacy key names, which transformers renames on load by
@@ -68,13 +73,16 @@ def test_with_the_flag_the_models_own_code_runs_and_traces(custom_model, tiny_mi
     model, _ = load_model(custom_model, TraceConfig(trust_remote_code=True))
     assert type(model).__name__ == "TinyCustomForCausalLM"
     settings = dict(seq_len=16, batch_size=3, weights_dtype="float32", progress=False)
-    got = routelens.trace(str(custom_model), [f"web={corpus}"], tmp_path / "t-custom", trust_remote_code=True, **settings)
+    got = routelens.trace(
+        str(custom_model), [f"web={corpus}"], tmp_path / "t-custom", trust_remote_code=True, **settings
+    )
     want = routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path / "t-plain", **settings)
     assert got.manifest["model"]["architecture"] == "TinyCustomForCausalLM"
     a, b = [pq.read_table(p).to_pylist() for p in got.shards], [pq.read_table(p).to_pylist() for p in want.shards]
     # the same rows; weights may differ in the last float32 bit (transformers picks its kernels by model type)
-    assert [[{k: v for k, v in r.items() if k != "weights"} for r in s] for s in a] == \
-        [[{k: v for k, v in r.items() if k != "weights"} for r in s] for s in b]  # fmt: skip
+    assert [[{k: v for k, v in r.items() if k != "weights"} for r in s] for s in a] == [
+        [{k: v for k, v in r.items() if k != "weights"} for r in s] for s in b
+    ]
     import numpy as np
 
     for x, y in zip(a, b):

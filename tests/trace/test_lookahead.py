@@ -20,16 +20,21 @@ def four_layers(tmp_path_factory):
 
 def router_inputs(model, window_ids):
     """Independent ground truth: the hidden states each layer's router (mlp.gate) received (tokens, H)."""
-    return forward_pre_inputs(model, window_ids, lambda layer: layer.mlp.gate,
-                              lambda args: args[0].reshape(-1, args[0].shape[-1]))
+    return forward_pre_inputs(
+        model, window_ids, lambda layer: layer.mlp.gate, lambda args: args[0].reshape(-1, args[0].shape[-1])
+    )
 
 
 def test_lookahead_column_is_the_later_routers_on_the_earlier_inputs(four_layers, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     corpus = write_txt(tmp_path / "a.txt", DOCS)
-    tr = routelens.trace(str(four_layers), [f"web={corpus}"], tmp_path / "t",
-                         TraceConfig(seq_len=16, batch_size=3, lookahead=2, progress=False))  # fmt: skip
+    tr = routelens.trace(
+        str(four_layers),
+        [f"web={corpus}"],
+        tmp_path / "t",
+        TraceConfig(seq_len=16, batch_size=3, lookahead=2, progress=False),
+    )
     rows = tr.load(["lookahead"])
     assert rows.lookahead.shape == (len(rows), 4, 2, 2) and rows.lookahead.dtype == np.int16  # (tokens, L, D, k)
     assert tr.manifest["lookahead"] == 2

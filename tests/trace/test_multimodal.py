@@ -20,8 +20,17 @@ def tiny_qwen3_vl_moe():
     from routelens.capture.tiny import tiny_config
 
     text = tiny_config("qwen3_vl_moe", vocab_size=300)
-    vision = dict(depth=1, hidden_size=32, intermediate_size=32, num_heads=2, out_hidden_size=32, patch_size=4,
-                  spatial_merge_size=1, temporal_patch_size=1, deepstack_visual_indexes=[0])  # fmt: skip
+    vision = dict(
+        depth=1,
+        hidden_size=32,
+        intermediate_size=32,
+        num_heads=2,
+        out_hidden_size=32,
+        patch_size=4,
+        spatial_merge_size=1,
+        temporal_patch_size=1,
+        deepstack_visual_indexes=[0],
+    )
     return Qwen3VLMoeConfig(text_config=text.to_dict(), vision_config=vision)
 
 
@@ -48,8 +57,11 @@ def test_traces_the_language_model_exactly(saved, tmp_path):
     assert tr.manifest["family"] and len(tr.layers) >= 1
     language = model.model.language_model
     seen: list[torch.Tensor] = []
-    handles = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
-               for layer in language.layers if hasattr(layer.mlp, "experts")]  # fmt: skip
+    handles = [
+        layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+        for layer in language.layers
+        if hasattr(layer.mlp, "experts")
+    ]
     try:
         window = chunk.doc_id.astype(np.int64) * 1_000_000 + chunk.position // 64  # each window runs alone
         starts = np.flatnonzero(np.r_[True, window[1:] != window[:-1]])

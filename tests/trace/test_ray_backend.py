@@ -15,7 +15,9 @@ from routelens.cli.main import app
 from routelens.errors import RoutelensError
 from routelens.trace import TraceConfig
 
-WEB = [f"The router sends token {i} to two of eight experts, then mixes their outputs. " * (1 + i % 4) for i in range(14)]
+WEB = [
+    f"The router sends token {i} to two of eight experts, then mixes their outputs. " * (1 + i % 4) for i in range(14)
+]
 CODE = [f"def f{i}(x):\n    return x * {i} + {i % 3}" for i in range(12)]
 SETTINGS = dict(seq_len=24, batch_size=3, shard_tokens=120, weights_dtype="float32", progress=False)
 COLUMNS = ("doc_id", "domain", "position", "token_id", "experts", "weights")
@@ -74,9 +76,25 @@ def assert_same_rows(got, want) -> None:
 
 def test_ray_trace_equals_single_process_then_resumes_gaps(ray_instance, tiny_mixtral, corpora, reference, tmp_path):
     out = tmp_path / "ray"
-    args = ["trace", str(tiny_mixtral), *sum((["--corpus", c] for c in corpora), []), "--out", str(out), "--ray",
-            "--ray-workers", "2", "--seq-len", "24", "--batch-size", "3", "--shard-tokens", "120",
-            "--weights-dtype", "float32", "--quiet"]  # fmt: skip
+    args = [
+        "trace",
+        str(tiny_mixtral),
+        *sum((["--corpus", c] for c in corpora), []),
+        "--out",
+        str(out),
+        "--ray",
+        "--ray-workers",
+        "2",
+        "--seq-len",
+        "24",
+        "--batch-size",
+        "3",
+        "--shard-tokens",
+        "120",
+        "--weights-dtype",
+        "float32",
+        "--quiet",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "traced" in result.output
@@ -120,7 +138,9 @@ def test_single_process_resumes_a_ray_trace(ray_instance, tiny_mixtral, corpora,
     assert finished.manifest["totals"] == reference.manifest["totals"]
 
 
-def test_a_dead_actor_s_shard_is_retried_and_never_half_written(ray_instance, tiny_mixtral, corpora, reference, tmp_path, monkeypatch):
+def test_a_dead_actor_s_shard_is_retried_and_never_half_written(
+    ray_instance, tiny_mixtral, corpora, reference, tmp_path, monkeypatch
+):
     import ray.cloudpickle
 
     import routelens.trace.ray_backend as ray_trace
@@ -142,8 +162,12 @@ def test_expert_norms_on_ray_equal_the_single_process_ones(ray_instance, tiny_mi
     """`--store-expert-norms` through Ray actors: the same norms, row for row, as in this process."""
     settings = TraceConfig(**SETTINGS, store_expert_norms=True)
     local = routelens.trace(str(tiny_mixtral), corpora, tmp_path / "local", settings)
-    ray_run = routelens.trace(str(tiny_mixtral), corpora, tmp_path / "ray",
-                              TraceConfig(**SETTINGS, store_expert_norms=True, ray="local", ray_workers=2))  # fmt: skip
+    ray_run = routelens.trace(
+        str(tiny_mixtral),
+        corpora,
+        tmp_path / "ray",
+        TraceConfig(**SETTINGS, store_expert_norms=True, ray="local", ray_workers=2),
+    )
     assert_same_rows(ray_run, local)
     norms = []
     for tr in (local, ray_run):

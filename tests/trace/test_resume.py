@@ -17,15 +17,38 @@ from tests.trace.corpora import DOCS, write_txt
 
 
 def _trace_cmd(model, corpus, out):
-    return [sys.executable, "-m", "routelens.cli.main", "trace", str(model), "--corpus", f"web={corpus}",
-            "--out", str(out), "--seq-len", "32", "--batch-size", "2", "--shard-tokens", "64", "--quiet"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "routelens.cli.main",
+        "trace",
+        str(model),
+        "--corpus",
+        f"web={corpus}",
+        "--out",
+        str(out),
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--shard-tokens",
+        "64",
+        "--quiet",
+    ]
 
 
 @pytest.mark.slow
 def test_killed_trace_resumes_to_the_same_rows(tiny_mixtral, tmp_path):
     corpus = write_txt(tmp_path / "a.txt", [f"{i} " + DOCS[i % len(DOCS)] for i in range(1200)])
-    routelens.trace(str(tiny_mixtral), [f"web={corpus}"], tmp_path / "full", seq_len=32, batch_size=2,
-                    shard_tokens=64, progress=False)  # fmt: skip
+    routelens.trace(
+        str(tiny_mixtral),
+        [f"web={corpus}"],
+        tmp_path / "full",
+        seq_len=32,
+        batch_size=2,
+        shard_tokens=64,
+        progress=False,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_trace_cmd(tiny_mixtral, corpus, tmp_path / "cut"), env=env, stderr=subprocess.DEVNULL)
     shards = tmp_path / "cut" / "shards"

@@ -17,9 +17,11 @@ def test_trace_equals_the_models_own_expert_inputs(tiny_mixtral, tmp_path):
 
     corpus = write_txt(tmp_path / "a.txt", DOCS)
     tr = routelens.trace(
-        str(tiny_mixtral), [f"web={corpus}"], tmp_path / "t",
+        str(tiny_mixtral),
+        [f"web={corpus}"],
+        tmp_path / "t",
         TraceConfig(seq_len=16, batch_size=3, weights_dtype="float32", progress=False),
-    )  # fmt: skip
+    )
     rows = tr.load(["weights"])
     tok = AutoTokenizer.from_pretrained(tiny_mixtral)
     model = AutoModelForCausalLM.from_pretrained(tiny_mixtral).eval()

@@ -40,8 +40,13 @@ def test_a_broken_capture_is_refused_before_anything_is_written(tiny_mixtral, tm
     result = CliRunner().invoke(app, _args(tiny_mixtral, corpus, tmp_path / "t"))
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    for part in ("mixtral", "layer 0", f"transformers {transformers.__version__}", "routelens families --verify",
-                 "--no-verify"):  # fmt: skip
+    for part in (
+        "mixtral",
+        "layer 0",
+        f"transformers {transformers.__version__}",
+        "routelens families --verify",
+        "--no-verify",
+    ):
         assert part in lines[0], lines[0]
     assert not (tmp_path / "t").exists()
 
@@ -61,7 +66,9 @@ def test_no_verify_records_anyway_and_the_manifest_says_so(tiny_mixtral, tmp_pat
     from routelens.cli.trace_cmd import _verified
     from routelens.trace import summarize
 
-    assert f"matched the model's own on transformers {transformers.__version__}" in _verified(summarize(tmp_path / "ok"))
+    assert f"matched the model's own on transformers {transformers.__version__}" in _verified(
+        summarize(tmp_path / "ok")
+    )
     assert "--no-verify" in _verified(summarize(tmp_path / "t"))
     assert CliRunner().invoke(app, ["info", str(tmp_path / "ok")]).exit_code == 0
 
@@ -74,7 +81,9 @@ def test_an_unpadded_family_traces_as_one_document_at_a_time(tmp_path):
     batched = routelens.trace(str(model), [f"web={corpus}"], tmp_path / "b8", batch_size=8, **settings)
     alone = routelens.trace(str(model), [f"web={corpus}"], tmp_path / "b1", batch_size=1, **settings)
     assert batched.manifest["unpadded"] is True and batched.manifest["verified"] is True
-    assert [pq.read_table(p).to_pylist() for p in batched.shards] == [pq.read_table(p).to_pylist() for p in alone.shards]
+    assert [pq.read_table(p).to_pylist() for p in batched.shards] == [
+        pq.read_table(p).to_pylist() for p in alone.shards
+    ]
 
 
 def test_first_batch_is_the_traces_own(tiny_mixtral, tmp_path):
@@ -90,7 +99,9 @@ def test_first_batch_is_the_traces_own(tiny_mixtral, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_mixtral)
 
     def first_batch(batch_size: int, equal_lengths: bool):
-        shard = first_shard(tokenizer, TraceConfig(seq_len=16, batch_size=batch_size), [parse_corpus_spec(f"web={corpus}")])
+        shard = first_shard(
+            tokenizer, TraceConfig(seq_len=16, batch_size=batch_size), [parse_corpus_spec(f"web={corpus}")]
+        )
         rows = batch_rows(shard.windows, batch_size, equal_lengths=equal_lengths)[0]
         return right_padded([shard.windows[i] for i in rows], tokenizer.pad_token_id)
 

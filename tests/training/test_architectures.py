@@ -11,10 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from routelens.capture import describe_model
+from routelens.capture import RoutingRecorder, describe_model
 from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
-from routelens.capture import RoutingRecorder
 from routelens.training.architectures import Architecture, deepseek_groups, router_probs, update_selection_bias
 from routelens.training.configs import TrainConfig
 from routelens.training.train import balance_loss, train
@@ -42,7 +41,9 @@ def test_each_architecture_trains_into_its_own_class(arch, corpus, tmp_path):
     assert spec.moe_layers == ([1, 2] if arch == "deepseek_v3" else [0, 1, 2])
     losses = [h["loss"] for h in meta["history"]]
     assert min(losses[-2:]) < losses[0]  # it learns
-    biases = [s.router.e_score_correction_bias for s in find_routers(model) if hasattr(s.router, "e_score_correction_bias")]
+    biases = [
+        s.router.e_score_correction_bias for s in find_routers(model) if hasattr(s.router, "e_score_correction_bias")
+    ]
     if arch == "deepseek_v3":
         # 6 updates of -1e-3, 0 or +1e-3 each: on a grid of 1e-3 steps, at most 6e-3 away, and moved
         grid = torch.cat(biases) / 1e-3
@@ -69,11 +70,25 @@ def test_bias_update_moves_toward_balance():
     from transformers import DeepseekV3Config
 
     cfg = DeepseekV3Config(
-        vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=16, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
-        first_k_dense_replace=1, n_group=1, topk_group=1, kv_lora_rank=8, q_lora_rank=None, qk_nope_head_dim=8,
-        qk_rope_head_dim=4, v_head_dim=8,
-    )  # fmt: skip
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        kv_lora_rank=8,
+        q_lora_rank=None,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=4,
+        v_head_dim=8,
+    )
     model = AutoModelForCausalLM.from_config(cfg)
     sites = find_routers(model)
     # loads 3, 2, 1, 2 (mean 2): expert 0 over, expert 2 under, 1 and 3 exactly at the mean
@@ -110,6 +125,9 @@ def test_a_run_saved_before_architecture_existed_is_the_same_mixtral_run():
 
 def test_init_of_another_architecture_is_refused_with_the_flag_to_use(corpus, tmp_path):
     out = train(corpus, tmp_path / "olmoe", dataclasses.replace(MICRO, architecture="olmoe", steps=2), progress=False)
-    with pytest.raises(RoutelensError, match="is a OlmoeForCausalLM; --architecture mixtral trains a MixtralForCausalLM "
-                                             r"\(pass --architecture olmoe\)"):  # fmt: skip
+    with pytest.raises(
+        RoutelensError,
+        match="is a OlmoeForCausalLM; --architecture mixtral trains a MixtralForCausalLM "
+        r"\(pass --architecture olmoe\)",
+    ):
         train(corpus, tmp_path / "ft", dataclasses.replace(MICRO, init=str(out), steps=2), progress=False)

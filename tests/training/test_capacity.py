@@ -102,9 +102,13 @@ def test_second_choice_dropped_keeps_first_weight():
             return (torch.nn.functional.silu(g) * u) @ down[e].T
 
         top2 = torch.topk(probs[0], 2)
-        w0 = top2.values[0] / top2.values.sum()  # renormalised first weight, kept as is (no renormalisation after drops)
+        w0 = (
+            top2.values[0] / top2.values.sum()
+        )  # renormalised first weight, kept as is (no renormalisation after drops)
         torch.testing.assert_close(got[0], w0 * expert(1, flat[0]), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(got[1], (probs[1, 0] / torch.topk(probs[1], 2).values.sum()) * expert(0, flat[1]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            got[1], (probs[1, 0] / torch.topk(probs[1], 2).values.sum()) * expert(0, flat[1]), rtol=1e-5, atol=1e-6
+        )
         assert torch.count_nonzero(got[2:]) == 0
 
 
@@ -114,8 +118,12 @@ def test_dropped_tokens_pass_through_residual_only():
     model = _model()
     layer = model.model.layers[0]
     seen = {}
-    pre = layer.post_attention_layernorm.register_forward_hook(lambda m, i, o: seen.__setitem__("residual", i[0].detach()))
-    post = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", (o[0] if isinstance(o, tuple) else o).detach()))
+    pre = layer.post_attention_layernorm.register_forward_hook(
+        lambda m, i, o: seen.__setitem__("residual", i[0].detach())
+    )
+    post = layer.register_forward_hook(
+        lambda m, i, o: seen.__setitem__("out", (o[0] if isinstance(o, tuple) else o).detach())
+    )
     try:
         ids = torch.randint(0, 300, (2, 16))
         with torch.no_grad(), apply_capacity(model, capacity_factor=0.1) as stats:
@@ -181,7 +189,11 @@ def _capture_experts_inputs(model):
     for site in find_routers(model):
         calls: list = []
         seen.append(calls)
-        handles.append(site.experts.register_forward_pre_hook(lambda m, args, c=calls: c.append((args[1].clone(), args[2].clone()))))
+        handles.append(
+            site.experts.register_forward_pre_hook(
+                lambda m, args, c=calls: c.append((args[1].clone(), args[2].clone()))
+            )
+        )
     return seen, handles
 
 
@@ -234,7 +246,10 @@ def test_deepseek_capacity_ranks_choices_by_weight():
     index = torch.tensor([[1, 0], [0, 1]])  # two tokens, both choosing experts 0 and 1
     weights = torch.tensor([[0.2, 0.8], [0.9, 0.1]])  # both prefer expert 0: column 1 for token 0, column 0 for token 1
     received = []
-    with torch.no_grad(), apply_capacity(site.owner, capacity_factor=0.5):  # the block alone; capacity ceil(2 x 2 / 8 x 0.5) = 1
+    with (
+        torch.no_grad(),
+        apply_capacity(site.owner, capacity_factor=0.5),
+    ):  # the block alone; capacity ceil(2 x 2 / 8 x 0.5) = 1
         grab = site.experts.register_forward_pre_hook(lambda m, args: received.append(args[2].clone()))  # runs after
         try:
             site.experts(torch.zeros(2, 32), index, weights)
@@ -289,7 +304,10 @@ def test_llama4_and_hash_routed_are_refused_a_capacity_in_one_line():
     from tests.capture.tiny_moe import build
 
     model = build("llama4")
-    with pytest.raises(RoutelensError, match=r"capacity factor 1 cannot be applied to this llama4 model: .*its router scaled.*without --capacity-factor"):
+    with pytest.raises(
+        RoutelensError,
+        match=r"capacity factor 1 cannot be applied to this llama4 model: .*its router scaled.*without --capacity-factor",
+    ):
         with apply_capacity(model, capacity_factor=1.0):
             pass
     with pytest.raises(RoutelensError, match="top-k 1 cannot be applied to this llama4 model.*without --top-k"):

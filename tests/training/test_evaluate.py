@@ -81,7 +81,9 @@ def test_eval_errors_are_user_errors(micro_model, tmp_path):
     _, specs = micro_model
     with pytest.raises(RoutelensError, match="no config.json"):
         evaluate(tmp_path, specs)
-    with pytest.raises(RoutelensError, match="unknown option 'top' for EvalConfig; valid options are capacity_factor, top_k"):
+    with pytest.raises(
+        RoutelensError, match="unknown option 'top' for EvalConfig; valid options are capacity_factor, top_k"
+    ):
         evaluate(tmp_path, specs, top=1)
 
 
@@ -149,8 +151,10 @@ def test_record_routing_reads_the_experts_inputs_best_first(family_dirs):
 
     model, _, _ = load_model_dir(family_dirs[0]["deepseek_v3"])
     seen = []
-    hooks = [layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append((args[1].clone(), args[2].clone())))
-             for layer in model.model.layers[1:]]  # fmt: skip
+    hooks = [
+        layer.mlp.experts.register_forward_pre_hook(lambda m, args: seen.append((args[1].clone(), args[2].clone())))
+        for layer in model.model.layers[1:]
+    ]
     try:
         with torch.no_grad(), record_routing(model) as routed:
             model(input_ids=torch.randint(3, 300, (2, 7)))

@@ -23,9 +23,16 @@ from routelens.training.params import (
 )
 
 MIXTRAL_8X7B = dict(
-    hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_local_experts=8, num_experts_per_tok=2,
-    vocab_size=32000, num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False,
-)  # fmt: skip
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_local_experts=8,
+    num_experts_per_tok=2,
+    vocab_size=32000,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    tie_word_embeddings=False,
+)
 
 
 def _report(config, **kw):
@@ -50,17 +57,28 @@ def test_mixtral_8x7b_matches_the_published_46_7b_total_12_9b_active(mixtral_dir
     assert r.components[Component.ATTENTION].total == layers * attention
     assert r.total_params == 2 * v * h + layers * (attention + 8 * expert + 8 * h + 2 * h) + h
     assert r.active_params == r.total_params - layers * 6 * expert
-    assert r.memory_bytes()["bf16"] == 2 * r.total_params and r.memory_bytes(active=True)["int4"] == r.active_params // 2
+    assert (
+        r.memory_bytes()["bf16"] == 2 * r.total_params and r.memory_bytes(active=True)["int4"] == r.active_params // 2
+    )
     assert (r.num_experts, r.top_k, r.moe_layers, r.tied_embeddings) == (8, 2, list(range(32)), False)
 
 
 def test_qwen2_moe_shared_expert_dense_layer_and_tied_embeddings_by_hand():
     h, vocab, inter, moe_i, shared_i, heads, kv, e, k = 16, 100, 48, 8, 24, 4, 2, 6, 2
     cfg = Qwen2MoeConfig(
-        vocab_size=vocab, hidden_size=h, intermediate_size=inter, moe_intermediate_size=moe_i,
-        shared_expert_intermediate_size=shared_i, num_hidden_layers=3, num_attention_heads=heads,
-        num_key_value_heads=kv, num_experts=e, num_experts_per_tok=k, mlp_only_layers=[1], tie_word_embeddings=True,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=h,
+        intermediate_size=inter,
+        moe_intermediate_size=moe_i,
+        shared_expert_intermediate_size=shared_i,
+        num_hidden_layers=3,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        num_experts=e,
+        num_experts_per_tok=k,
+        mlp_only_layers=[1],
+        tie_word_embeddings=True,
+    )
     r = _report(cfg)
     hd = h // heads
     attention = (h * h + h) + 2 * (h * kv * hd + kv * hd) + h * h  # q, k, v carry biases in Qwen2
@@ -84,17 +102,33 @@ def test_deepseek_v3_mla_shared_experts_and_first_dense_layers_by_hand():
     h, vocab, inter, moe_i, heads, e, k = 16, 100, 48, 8, 4, 8, 2
     q_rank, kv_rank, rope, nope, v_dim = 12, 8, 4, 4, 4
     cfg = DeepseekV3Config(
-        vocab_size=vocab, hidden_size=h, intermediate_size=inter, moe_intermediate_size=moe_i, num_hidden_layers=3,
-        num_attention_heads=heads, num_key_value_heads=heads, n_routed_experts=e, n_shared_experts=1,
-        num_experts_per_tok=k, first_k_dense_replace=1, q_lora_rank=q_rank, kv_lora_rank=kv_rank,
-        qk_rope_head_dim=rope, qk_nope_head_dim=nope, v_head_dim=v_dim, n_group=2, topk_group=1,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=h,
+        intermediate_size=inter,
+        moe_intermediate_size=moe_i,
+        num_hidden_layers=3,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        n_routed_experts=e,
+        n_shared_experts=1,
+        num_experts_per_tok=k,
+        first_k_dense_replace=1,
+        q_lora_rank=q_rank,
+        kv_lora_rank=kv_rank,
+        qk_rope_head_dim=rope,
+        qk_nope_head_dim=nope,
+        v_head_dim=v_dim,
+        n_group=2,
+        topk_group=1,
+    )
     r = _report(cfg)
     attention = (
-        q_rank * h + heads * (nope + rope) * q_rank  # q down and up projections
-        + (kv_rank + rope) * h + heads * (nope + v_dim) * kv_rank  # kv down (with the shared rope key) and up
+        q_rank * h
+        + heads * (nope + rope) * q_rank  # q down and up projections
+        + (kv_rank + rope) * h
+        + heads * (nope + v_dim) * kv_rank  # kv down (with the shared rope key) and up
         + h * heads * v_dim  # o_proj
-    )  # fmt: skip
+    )
     expert = 3 * h * moe_i
     assert r.components[Component.ATTENTION].total == 3 * attention
     assert r.components[Component.NORMS].total == 3 * (2 * h + q_rank + kv_rank) + h
@@ -109,17 +143,50 @@ def test_deepseek_v3_mla_shared_experts_and_first_dense_layers_by_hand():
 @pytest.mark.parametrize(
     "config",
     [
-        OlmoeConfig(vocab_size=64, hidden_size=16, intermediate_size=8, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=4, num_experts=8, num_experts_per_tok=3),
-        Qwen3MoeConfig(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=8, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=4, num_experts=8, num_experts_per_tok=2),
-        DeepseekV2Config(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=8, num_hidden_layers=2,
-                         num_attention_heads=4, n_routed_experts=8, n_shared_experts=2, num_experts_per_tok=2,
-                         first_k_dense_replace=0, q_lora_rank=None, kv_lora_rank=8, qk_rope_head_dim=4,
-                         qk_nope_head_dim=4, v_head_dim=4, n_group=1, topk_group=1),
+        OlmoeConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            num_experts=8,
+            num_experts_per_tok=3,
+        ),
+        Qwen3MoeConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            moe_intermediate_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=4,
+            num_experts=8,
+            num_experts_per_tok=2,
+        ),
+        DeepseekV2Config(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            moe_intermediate_size=8,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            n_routed_experts=8,
+            n_shared_experts=2,
+            num_experts_per_tok=2,
+            first_k_dense_replace=0,
+            q_lora_rank=None,
+            kv_lora_rank=8,
+            qk_rope_head_dim=4,
+            qk_nope_head_dim=4,
+            v_head_dim=4,
+            n_group=1,
+            topk_group=1,
+        ),
     ],
     ids=["olmoe", "qwen3_moe", "deepseek_v2"],
-)  # fmt: skip
+)
 def test_families_are_counted_completely(config):
     model = build_on_meta(config)
     r = count_parameters(model)
@@ -133,11 +200,22 @@ def test_families_are_counted_completely(config):
 
 
 def test_dense_model_is_all_active_and_top_k_override_changes_only_experts():
-    dense = _report(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4))
+    dense = _report(
+        LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4)
+    )
     assert dense.active_params == dense.total_params and dense.num_experts is None and dense.moe_layers == []
     assert dense.components[Component.DENSE_FFN].total == 2 * 3 * 16 * 32
-    tiny = MixtralConfig(**{**MIXTRAL_8X7B, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50})  # fmt: skip
+    tiny = MixtralConfig(
+        **{
+            **MIXTRAL_8X7B,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 50,
+        }
+    )
     model = build_on_meta(tiny)
     two, one = count_parameters(model), count_parameters(model, top_k=1)
     assert two.total_params == one.total_params

@@ -20,9 +20,19 @@ from routelens.training.train import BalanceLoss, TrainConfig, balance_loss, lr_
 from tests.conftest import SAMPLE_TEXT, save_tiny_model, tiny_mixtral_config
 
 MICRO = TrainConfig(
-    num_experts=4, top_k=2, num_layers=2, hidden=32, heads=2, seq_len=32, batch_size=4, steps=6, warmup_steps=2,
-    checkpoint_every=2, vocab_size=300, val_tokens=200,
-)  # fmt: skip
+    num_experts=4,
+    top_k=2,
+    num_layers=2,
+    hidden=32,
+    heads=2,
+    seq_len=32,
+    batch_size=4,
+    steps=6,
+    warmup_steps=2,
+    checkpoint_every=2,
+    vocab_size=300,
+    val_tokens=200,
+)
 
 
 def write_micro_corpus(root, docs: int = 40) -> list[str]:
@@ -110,10 +120,19 @@ def test_train_micro_model_end_to_end(tmp_path):
     assert model.config.num_local_experts == 4 and model.config.num_experts_per_tok == 2 and len(tok) == 300
     meta = json.loads((out / "training.json").read_text())
     assert meta["steps"] == 8 and meta["tokens"] == 8 * 4 * 32
-    assert meta["config"]["num_experts"] == 4 and meta["config"]["num_layers"] == 2 and set(meta["val"]) == {"code", "prose"}
+    assert (
+        meta["config"]["num_experts"] == 4
+        and meta["config"]["num_layers"] == 2
+        and set(meta["val"]) == {"code", "prose"}
+    )
     assert meta["config"]["experts"] == 4 and meta["config"]["layers"] == 2  # the earlier keys, still written
     for v in meta["val"].values():
-        assert v["tokens"] > 0 and v["loss"] > 0 and v["unigram_loss"] > 0 and v["domain_unigram_loss"] <= v["unigram_loss"] + 1e-9
+        assert (
+            v["tokens"] > 0
+            and v["loss"] > 0
+            and v["unigram_loss"] > 0
+            and v["domain_unigram_loss"] <= v["unigram_loss"] + 1e-9
+        )
     assert meta["checkpoints"] == ["step-000002", "step-000004", "step-000006", "step-000008"]
     losses = [h["loss"] for h in meta["history"]]
     assert min(losses[-3:]) < losses[0] - 0.05  # learning happened within 8 steps

@@ -86,7 +86,9 @@ def test_split_experts_sum_to_the_dense_ffn():
     mlp = LlamaMLP(dense_config)
     cfg = UpcycleConfig(num_experts=4, top_k=2, mode="split", seed=5)
     experts = MixtralExperts(mixtral_config(dense_config, cfg, intermediate_size=64 // 4))
-    gate_up, down = expert_weights(mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight, cfg, torch.Generator().manual_seed(5))
+    gate_up, down = expert_weights(
+        mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight, cfg, torch.Generator().manual_seed(5)
+    )
     assert gate_up.shape == (4, 2 * 16, 32) and down.shape == (4, 32, 16)  # (E, 2I/E, H), (E, H, I/E)
     with torch.no_grad():
         experts.gate_up_proj.copy_(gate_up)

@@ -19,6 +19,13 @@ from routelens.analysis.locality import random_baseline
 from routelens.analysis.saturation import SaturationConfig, router_saturation
 
 __all__ = [
-    "ALL", "AnalyzeConfig", "SaturationConfig", "analyze", "js_divergence", "random_baseline", "router_saturation",
-    "to_json_ready", "write_json",
-]  # fmt: skip
+    "ALL",
+    "AnalyzeConfig",
+    "SaturationConfig",
+    "analyze",
+    "js_divergence",
+    "random_baseline",
+    "router_saturation",
+    "to_json_ready",
+    "write_json",
+]

@@ -52,25 +52,33 @@ class AnalyzeConfig:
     max_distance: int = setting(64, "Locality is also measured at distances 1..N.")
     bootstrap: int = setting(200, "Bootstrap replicates over documents for domain distances (0: none).")
     seed: int = setting(0, "Seed of the permutation baseline and the bootstrap.")
-    locality_permutations: int = setting(20, "Within-document shuffles behind the locality control (their mean and spread).")
+    locality_permutations: int = setting(
+        20, "Within-document shuffles behind the locality control (their mean and spread)."
+    )
     keep_straddling: bool = setting(
-        False, "Keep consecutive pairs that straddle a trace window boundary (the second token was routed without the first in context)."
+        False,
+        "Keep consecutive pairs that straddle a trace window boundary (the second token was routed without the first in context).",
     )
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
     rows: int = 1 << 20  # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it)
     progress: bool = True
 
     def __post_init__(self):
-        checks = {"min_count": 1, "max_distance": 1, "bootstrap": 0, "distance_tokens": 1, "rows": 1, "locality_permutations": 1}
+        checks = {
+            "min_count": 1,
+            "max_distance": 1,
+            "bootstrap": 0,
+            "distance_tokens": 1,
+            "rows": 1,
+            "locality_permutations": 1,
+        }
         for name, low in checks.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise RoutelensError(f"{name}={value!r} is invalid; pass an integer >= {low}.")
 
 
-def analyze(
-    trace: Trace | str | Path, config: AnalyzeConfig | None = None, *, pos_config=None, **overrides
-) -> dict:
+def analyze(trace: Trace | str | Path, config: AnalyzeConfig | None = None, *, pos_config=None, **overrides) -> dict:
     """All routing analyses of `trace` as one JSON-ready dict (see docs/analysis-json.md);
     keyword overrides set AnalyzeConfig fields, e.g. `analyze(trace, bootstrap=0, progress=False)`,
     or, with pos=True, `routelens.analysis.pos.PosConfig` fields (`correction="holm"`); a shared
@@ -83,7 +91,9 @@ def analyze(
     progress = config.progress
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     if ALL in tr.domains:
-        raise RoutelensError(f"the trace at {tr.path} has a domain named {ALL!r}, which the analysis uses for the pooled domains; rename that corpus.")
+        raise RoutelensError(
+            f"the trace at {tr.path} has a domain named {ALL!r}, which the analysis uses for the pooled domains; rename that corpus."
+        )
     total = tr.num_tokens
     if total == 0:
         raise RoutelensError(f"the trace at {tr.path} holds no tokens; trace a non-empty corpus.")
@@ -151,11 +161,15 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     intervals = locality_intervals(real_units, perm_units, dist.unit_domains(), replicates=cfg.bootstrap, seed=cfg.seed)
     result = _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf)
     result["vocabulary_null"] = to_json_ready(dict(zip(map(str, tr.layers), specialization(vocab_null, cfg.min_count))))
-    result["coactivation_adjacent"] = to_json_ready({str(layer): m for layer, m in zip(tr.layers, coact.result(adjacent=True))})
+    result["coactivation_adjacent"] = to_json_ready(
+        {str(layer): m for layer, m in zip(tr.layers, coact.result(adjacent=True))}
+    )
     result.update(_locality_extras(tr, local, permuted, intervals))
     if ahead is not None:
         result["lookahead"] = to_json_ready(ahead.result([str(layer) for layer in tr.layers]))
-    result["meta"]["params"].update(locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling)
+    result["meta"]["params"].update(
+        locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling
+    )
     return result
 
 
@@ -177,17 +191,30 @@ def _locality_extras(tr: Trace, local, permuted, intervals) -> dict:
     straddling = local.straddling[:, 0]
     ci = lambda key, j, i: {"low": intervals[key][0][j, i], "high": intervals[key][1][j, i]}  # noqa: E731
     out = {
-        "locality_ci": {d: {n: {"first": ci("first", j, i), "any": ci("any", j, i)} for i, n in enumerate(names)}
-                        for j, d in enumerate(domains)},
-        "locality_permuted_sd": {d: {n: {"first": sd_first[j, i], "any": sd_any[j, i]} for i, n in enumerate(names)}
-                                 for j, d in enumerate(domains)},
-        "locality_excess": {
-            d: {n: {"first": real_first[j, i, 0] - perm_first[j, i], "any": real_any[j, i, 0] - perm_any[j, i],
-                    "first_ci": ci("first_excess", j, i), "any_ci": ci("any_excess", j, i)} for i, n in enumerate(names)}
+        "locality_ci": {
+            d: {n: {"first": ci("first", j, i), "any": ci("any", j, i)} for i, n in enumerate(names)}
             for j, d in enumerate(domains)
         },
-        "locality_straddling": {d: int(straddling[j]) if j < len(straddling) else int(straddling.sum()) for j, d in enumerate(domains)},
-    }  # fmt: skip
+        "locality_permuted_sd": {
+            d: {n: {"first": sd_first[j, i], "any": sd_any[j, i]} for i, n in enumerate(names)}
+            for j, d in enumerate(domains)
+        },
+        "locality_excess": {
+            d: {
+                n: {
+                    "first": real_first[j, i, 0] - perm_first[j, i],
+                    "any": real_any[j, i, 0] - perm_any[j, i],
+                    "first_ci": ci("first_excess", j, i),
+                    "any_ci": ci("any_excess", j, i),
+                }
+                for i, n in enumerate(names)
+            }
+            for j, d in enumerate(domains)
+        },
+        "locality_straddling": {
+            d: int(straddling[j]) if j < len(straddling) else int(straddling.sum()) for j, d in enumerate(domains)
+        },
+    }
     return to_json_ready(out)
 
 
@@ -204,7 +231,9 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
     tokens = np.concatenate([dist.tokens, [dist.tokens.sum()]])  # (D + 1,)
     documents = dist.documents()
     documents = np.concatenate([documents, [documents.sum()]])
-    per_token = lambda c, d: (c / tokens[d]).tolist() if tokens[d] else None
+
+    def per_token(c, d):
+        return (c / tokens[d]).tolist() if tokens[d] else None
 
     share = normalise(totals_all)  # (D + 1, L, E)
     loc_first, loc_any, loc_pairs = local.shares()
@@ -222,12 +251,20 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
     def pairs_of(i: int) -> list[dict]:
         D = len(tr.domains)
         return [
-            {"a": tr.domains[a], "b": tr.domains[b], "js": distance["js"][a, b, i],
-             "ci_low": distance["low"][a, b, i], "ci_high": distance["high"][a, b, i],
-             "js_distance": np.sqrt(distance["js"][a, b, i]),  # sqrt: a metric; percentile ends map by sqrt
-             "distance_ci_low": np.sqrt(distance["low"][a, b, i]), "distance_ci_high": np.sqrt(distance["high"][a, b, i]),
-             "basic_ci_low": distance["basic_low"][a, b, i], "basic_ci_high": distance["basic_high"][a, b, i]}
-            for a in range(D) for b in range(a + 1, D)
+            {
+                "a": tr.domains[a],
+                "b": tr.domains[b],
+                "js": distance["js"][a, b, i],
+                "ci_low": distance["low"][a, b, i],
+                "ci_high": distance["high"][a, b, i],
+                "js_distance": np.sqrt(distance["js"][a, b, i]),  # sqrt: a metric; percentile ends map by sqrt
+                "distance_ci_low": np.sqrt(distance["low"][a, b, i]),
+                "distance_ci_high": np.sqrt(distance["high"][a, b, i]),
+                "basic_ci_low": distance["basic_low"][a, b, i],
+                "basic_ci_high": distance["basic_high"][a, b, i],
+            }
+            for a in range(D)
+            for b in range(a + 1, D)
         ]
 
     result = {
@@ -246,32 +283,51 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
             "trace": str(tr.path),
             "has_weights": tr.has("weights"),
             "has_probs": tr.has("probs"),
-            "params": {"min_count": cfg.min_count, "max_distance": cfg.max_distance, "bootstrap": cfg.bootstrap,
-                       "seed": cfg.seed, "distance_stride": stride},
+            "params": {
+                "min_count": cfg.min_count,
+                "max_distance": cfg.max_distance,
+                "bootstrap": cfg.bootstrap,
+                "seed": cfg.seed,
+                "distance_stride": stride,
+            },
             "routelens_version": routelens.__version__,
         },
         "distribution": {d: layer_map(lambda i, j=j: share[j, i]) for j, d in enumerate(domains)},
         "distribution_choice": {
-            d: layer_map(lambda i, j=j: {
-                "first": per_token(by_slot[j, i, 0], j),
-                "second": per_token(by_slot[j, i, 1], j) if k >= 2 else None,
-                "any_per_token": per_token(totals_all[j, i], j),
-            })
+            d: layer_map(
+                lambda i, j=j: {
+                    "first": per_token(by_slot[j, i, 0], j),
+                    "second": per_token(by_slot[j, i, 1], j) if k >= 2 else None,
+                    "any_per_token": per_token(totals_all[j, i], j),
+                }
+            )
             for j, d in enumerate(domains)
         },
         "domain_distance": layer_map(lambda i: {"pairs": pairs_of(i), "matrix": distance["js"][:, :, i]}),
-        "locality": {d: layer_map(lambda i, j=j: {"first": loc_first[j, i, 0], "any": loc_any[j, i, 0]}) for j, d in enumerate(domains)},
+        "locality": {
+            d: layer_map(lambda i, j=j: {"first": loc_first[j, i, 0], "any": loc_any[j, i, 0]})
+            for j, d in enumerate(domains)
+        },
         "locality_baseline": random_baseline(E, k),
-        "locality_permuted": {d: layer_map(lambda i, j=j: {"first": perm_first[j, i], "any": perm_any[j, i]}) for j, d in enumerate(domains)},
+        "locality_permuted": {
+            d: layer_map(lambda i, j=j: {"first": perm_first[j, i], "any": perm_any[j, i]})
+            for j, d in enumerate(domains)
+        },
         "locality_pairs": {d: int(loc_pairs[j, 0]) for j, d in enumerate(domains)},
-        "locality_distance": {d: layer_map(lambda i, j=j: {"first": cur_first[j, i], "any": cur_any[j, i]}) for j, d in enumerate(domains)},
+        "locality_distance": {
+            d: layer_map(lambda i, j=j: {"first": cur_first[j, i], "any": cur_any[j, i]}) for j, d in enumerate(domains)
+        },
         "vocabulary": dict(zip(names, specialization(vocab_in, cfg.min_count))),
         "vocabulary_next": dict(zip(names, specialization(vocab_next, cfg.min_count))),
-        "vocabulary_tokens": layer_map(lambda i: {
-            str(e): [{"token_id": t, "token": vocab[t] if t < len(vocab) else "", "share": s, "count": c}
-                     for t, s, c in tokens_table[i][e]]
-            for e in range(E)
-        }),
+        "vocabulary_tokens": layer_map(
+            lambda i: {
+                str(e): [
+                    {"token_id": t, "token": vocab[t] if t < len(vocab) else "", "share": s, "count": c}
+                    for t, s, c in tokens_table[i][e]
+                ]
+                for e in range(E)
+            }
+        ),
         "coactivation": layer_map(lambda i: coactivation[i]),
         "confidence": layer_map(conf.result) if (conf.top1_weight or conf.top1_prob) else {},
     }

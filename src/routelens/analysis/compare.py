@@ -86,8 +86,9 @@ class CompareCounts:
         self.margin_counts = np.zeros(len(MARGIN_EDGES) - 1, np.int64)
         self.margin_flips = np.zeros(len(MARGIN_EDGES) - 1, np.int64)
 
-    def update(self, a: np.ndarray, b: np.ndarray, domain: np.ndarray, margin: np.ndarray | None = None,
-               flip_of: str = "set") -> None:  # fmt: skip
+    def update(
+        self, a: np.ndarray, b: np.ndarray, domain: np.ndarray, margin: np.ndarray | None = None, flip_of: str = "set"
+    ) -> None:
         """`a`, `b` (n, L, k) aligned ids; `domain` (n,) codes; `margin` (n, L) or None."""
         D = self.num_domains
         inter = choice_overlap(a, b)  # (n, L)
@@ -113,14 +114,21 @@ class CompareCounts:
 # -- alignment ------------------------------------------------------------------------------------
 def check_comparable(a: Trace, b: Trace) -> None:
     """Refuse two traces whose routing has another shape (layers, E, k)."""
-    for name, x, y in (("moe_layers", a.layers, b.layers), ("num_experts", a.num_experts, b.num_experts),
-                       ("top_k", a.top_k, b.top_k)):  # fmt: skip
+    for name, x, y in (
+        ("moe_layers", a.layers, b.layers),
+        ("num_experts", a.num_experts, b.num_experts),
+        ("top_k", a.top_k, b.top_k),
+    ):
         if x != y:
-            raise RoutelensError(f"the traces have {name} {x} ({a.path}) and {y} ({b.path}); compare traces of one "
-                                 "model architecture over the same tokens.")  # fmt: skip
+            raise RoutelensError(
+                f"the traces have {name} {x} ({a.path}) and {y} ({b.path}); compare traces of one "
+                "model architecture over the same tokens."
+            )
 
 
-def aligned_blocks(a: Trace, b: Trace, columns_a=(), columns_b=(), rows: int = 1 << 18) -> Iterator[tuple[TraceChunk, TraceChunk, int, int]]:
+def aligned_blocks(
+    a: Trace, b: Trace, columns_a=(), columns_b=(), rows: int = 1 << 18
+) -> Iterator[tuple[TraceChunk, TraceChunk, int, int]]:
     """(rows of A, the same rows of B, A's unmatched rows, B's unmatched rows) per block of whole
     documents, streamed; refuses traces that are not of the same tokens."""
     it_a, it_b = a.iter_chunks(columns=list(columns_a), rows=rows), b.iter_chunks(columns=list(columns_b), rows=rows)
@@ -136,7 +144,10 @@ def aligned_blocks(a: Trace, b: Trace, columns_a=(), columns_b=(), rows: int = 1
             done_b = nxt is None
             buf_b = _append(buf_b, nxt)
         # Documents below the cut are whole in both buffers (a stream still running may continue its last one).
-        cut = min(np.inf if done_a or buf_a is None else buf_a.doc_id[-1], np.inf if done_b or buf_b is None else buf_b.doc_id[-1])
+        cut = min(
+            np.inf if done_a or buf_a is None else buf_a.doc_id[-1],
+            np.inf if done_b or buf_b is None else buf_b.doc_id[-1],
+        )
         head_a, buf_a = _split(buf_a, cut)
         head_b, buf_b = _split(buf_b, cut)
         if head_a is not None or head_b is not None:
@@ -166,8 +177,10 @@ def _align(ca: TraceChunk | None, cb: TraceChunk | None, a: Trace, b: Trace) -> 
     if not np.array_equal(docs_a, docs_b):
         only = np.setxor1d(docs_a, docs_b)
         side = a.path if only[0] in docs_a else b.path
-        raise RoutelensError(f"document {int(only[0])} is only in {side}; compare two traces of the same tokens "
-                             "(the same documents in the same order).")  # fmt: skip
+        raise RoutelensError(
+            f"document {int(only[0])} is only in {side}; compare two traces of the same tokens "
+            "(the same documents in the same order)."
+        )
     common = np.minimum(len_a, len_b)
     keep_a, keep_b = _leading(start_a, len_a, common), _leading(start_b, len_b, common)
     ra, rb = _take(ca, keep_a), _take(cb, keep_b)
@@ -175,9 +188,11 @@ def _align(ca: TraceChunk | None, cb: TraceChunk | None, a: Trace, b: Trace) -> 
         bad = np.flatnonzero(getattr(ra, name) != getattr(rb, name))
         if len(bad):
             i = bad[0]
-            raise RoutelensError(f"the traces differ in {name.replace('_', ' ')} at document {int(ra.doc_id[i])}, row "
-                                 f"{int(ra.position[i])} ({int(getattr(ra, name)[i])} in {a.path}, {int(getattr(rb, name)[i])} "
-                                 f"in {b.path}); compare two traces of the same tokens.")  # fmt: skip
+            raise RoutelensError(
+                f"the traces differ in {name.replace('_', ' ')} at document {int(ra.doc_id[i])}, row "
+                f"{int(ra.position[i])} ({int(getattr(ra, name)[i])} in {a.path}, {int(getattr(rb, name)[i])} "
+                f"in {b.path}); compare two traces of the same tokens."
+            )
     return ra, rb, int((len_a - common).sum()), int((len_b - common).sum())
 
 
@@ -213,8 +228,9 @@ def _margin_source(a: Trace, b: Trace) -> tuple[str | None, str | None]:
     return None, None
 
 
-def compare_traces(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike, *, rows: int = 1 << 18,
-                   progress: bool = False) -> dict:  # fmt: skip
+def compare_traces(
+    a: Trace | str | os.PathLike, b: Trace | str | os.PathLike, *, rows: int = 1 << 18, progress: bool = False
+) -> dict:
     """The comparison of two traces of the same tokens (module docstring); JSON-ready."""
     from routelens.progress import progress_bar
 
@@ -238,7 +254,9 @@ def compare_traces(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike, *
             counts.update(ra.experts, rb.experts, ra.domain, margin, flip_of="set" if column == "probs" else "first")
             bar.advance(task, len(ra) + ua)
     if counts.tokens.sum() == 0:
-        raise RoutelensError(f"the traces at {a.path} and {b.path} share no aligned token; compare traces of the same tokens.")
+        raise RoutelensError(
+            f"the traces at {a.path} and {b.path} share no aligned token; compare traces of the same tokens."
+        )
     return _assemble(a, b, counts, unmatched, side, column)
 
 
@@ -253,26 +271,49 @@ def _assemble(a: Trace, b: Trace, c: CompareCounts, unmatched: list[int], side, 
     first, overlap, set_equal = (np.vstack([m, m.sum(0, keepdims=True)]) for m in (c.first, c.overlap, c.set_equal))
     differs = np.r_[c.differs, c.differs.sum()]
     agreement = {
-        d: {layer: {"first": _share(first[i, j], tokens[i]), "overlap": _share(overlap[i, j], tokens[i] * c.top_k),
-                    "set_equal": _share(set_equal[i, j], tokens[i])} for j, layer in enumerate(names)}
-        for i, d in enumerate(domains) if tokens[i]
-    }  # fmt: skip
+        d: {
+            layer: {
+                "first": _share(first[i, j], tokens[i]),
+                "overlap": _share(overlap[i, j], tokens[i] * c.top_k),
+                "set_equal": _share(set_equal[i, j], tokens[i]),
+            }
+            for j, layer in enumerate(names)
+        }
+        for i, d in enumerate(domains)
+        if tokens[i]
+    }
     by_margin = None
     if column is not None:
         by_margin = {
-            "source": column, "trace": side,
-            "margin": "p_(k) - p_(k+1) of the router probabilities" if column == "probs" else "w_1 - w_2 of the chosen weights",
+            "source": column,
+            "trace": side,
+            "margin": "p_(k) - p_(k+1) of the router probabilities"
+            if column == "probs"
+            else "w_1 - w_2 of the chosen weights",
             "flip": "top-k set differs" if column == "probs" else "first choice differs",
-            "edges": list(MARGIN_EDGES), "counts": c.margin_counts.tolist(), "flips": c.margin_flips.tolist(),
+            "edges": list(MARGIN_EDGES),
+            "counts": c.margin_counts.tolist(),
+            "flips": c.margin_flips.tolist(),
             "rate": [_share(f, n) for f, n in zip(c.margin_flips, c.margin_counts)],
-        }  # fmt: skip
+        }
     return {
-        "meta": {"a": str(a.path), "b": str(b.path), "layers": list(a.layers), "num_experts": a.num_experts, "top_k": a.top_k,
-                 "domains": list(a.domains), "tokens": int(tokens[-1]), "tokens_per_domain": {d: int(tokens[i]) for i, d in enumerate(domains)},
-                 "unmatched": {"a": unmatched[0], "b": unmatched[1]},
-                 "models": {"a": (a.manifest.get("model") or {}).get("name_or_path"), "b": (b.manifest.get("model") or {}).get("name_or_path")},
-                 "dtypes": {"a": a.manifest.get("dtype"), "b": b.manifest.get("dtype")}},
+        "meta": {
+            "a": str(a.path),
+            "b": str(b.path),
+            "layers": list(a.layers),
+            "num_experts": a.num_experts,
+            "top_k": a.top_k,
+            "domains": list(a.domains),
+            "tokens": int(tokens[-1]),
+            "tokens_per_domain": {d: int(tokens[i]) for i, d in enumerate(domains)},
+            "unmatched": {"a": unmatched[0], "b": unmatched[1]},
+            "models": {
+                "a": (a.manifest.get("model") or {}).get("name_or_path"),
+                "b": (b.manifest.get("model") or {}).get("name_or_path"),
+            },
+            "dtypes": {"a": a.manifest.get("dtype"), "b": b.manifest.get("dtype")},
+        },
         "agreement": agreement,
         "any_layer_differs": {d: _share(differs[i], tokens[i]) for i, d in enumerate(domains) if tokens[i]},
         "by_margin": by_margin,
-    }  # fmt: skip
+    }

@@ -104,7 +104,9 @@ class DistributionAccumulator:
     def _filled(self, d: int) -> int:
         return int(min(self.docs_per_domain[d], self.U))
 
-    def update(self, experts: np.ndarray, domain: np.ndarray, doc_id: np.ndarray, *, et: np.ndarray | None = None) -> None:
+    def update(
+        self, experts: np.ndarray, domain: np.ndarray, doc_id: np.ndarray, *, et: np.ndarray | None = None
+    ) -> None:
         """experts (n, L, k), domain (n,) codes, doc_id (n,); `et` = experts as (k, L, n) if at hand."""
         n = len(domain)
         self.row_unit = np.zeros(0, dtype=np.int64)
@@ -206,7 +208,9 @@ class DistributionAccumulator:
         return self.docs_per_domain.copy()
 
 
-def bootstrap_totals(unit_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23) -> np.ndarray:
+def bootstrap_totals(
+    unit_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23
+) -> np.ndarray:
     """Resample units (documents, or the resampling units of `DistributionAccumulator`) with
     replacement `replicates` times: (units, ...) counts -> (B, ...) resampled totals.
 
@@ -227,7 +231,9 @@ def bootstrap_totals(unit_counts: np.ndarray, replicates: int, rng: np.random.Ge
     return out.reshape(replicates, *rest)
 
 
-def bootstrap_shares(doc_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23) -> np.ndarray:
+def bootstrap_shares(
+    doc_counts: np.ndarray, replicates: int, rng: np.random.Generator, block: int = 1 << 23
+) -> np.ndarray:
     """Resampled shares: (docs, L, E) counts -> (B, L, E) shares (see `bootstrap_totals`)."""
     return normalise(bootstrap_totals(doc_counts, replicates, rng, block))
 
@@ -246,7 +252,15 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95, axis: int =
     return low, high
 
 
-def domain_distance(totals: np.ndarray, doc_counts: np.ndarray, doc_domain: np.ndarray, *, replicates: int, seed: int, level: float = 0.95) -> dict:
+def domain_distance(
+    totals: np.ndarray,
+    doc_counts: np.ndarray,
+    doc_domain: np.ndarray,
+    *,
+    replicates: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict:
     """JS divergence between every pair of domains per layer, with percentile bootstrap intervals.
 
     totals (D, L, E), doc_counts (docs, L, E), doc_domain (docs,): documents, or the resampling
@@ -274,15 +288,19 @@ def domain_distance(totals: np.ndarray, doc_counts: np.ndarray, doc_domain: np.n
     boot = [
         bootstrap_shares(doc_counts[doc_domain == d], replicates, rng) if docs_per_domain[d] >= 2 else None
         for d in range(D)
-    ]  # fmt: skip
+    ]
     for a in range(D):
         for b in range(a + 1, D):
             if boot[a] is None or boot[b] is None:
                 continue
             rep = js_divergence(boot[a], boot[b])  # (B, L)
             q_lo, q_hi = percentile_interval(rep, level)
-            pairs = {"low": q_lo, "high": q_hi,
-                     "basic_low": np.clip(2 * js[a, b] - q_hi, 0.0, 1.0), "basic_high": np.clip(2 * js[a, b] - q_lo, 0.0, 1.0)}  # fmt: skip
+            pairs = {
+                "low": q_lo,
+                "high": q_hi,
+                "basic_low": np.clip(2 * js[a, b] - q_hi, 0.0, 1.0),
+                "basic_high": np.clip(2 * js[a, b] - q_lo, 0.0, 1.0),
+            }
             for key, value in pairs.items():
                 out[key][a, b] = out[key][b, a] = value
     return {"js": js, **out}

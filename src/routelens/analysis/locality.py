@@ -42,7 +42,9 @@ class UnitPairCounts:
         self.any = np.zeros((num_units, num_layers), dtype=np.int64)
         self.pairs = np.zeros(num_units, dtype=np.int64)
 
-    def add(self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray, times: int = 1) -> None:
+    def add(
+        self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray, times: int = 1
+    ) -> None:
         """hits (L, m) (bool, or counts summed over permutations), valid (m,), unit (m,) of each
         pair's anchor, in trace order (a unit's pairs come in runs: one bincount per layer over
         the runs, no (L, m) temporaries). `times`: how many permutations the hits sum over (each
@@ -54,7 +56,9 @@ class UnitPairCounts:
         keep = np.flatnonzero(valid)
         run_of = run_of[keep]
         for hits, out in ((hit_first, self.first), (hit_any, self.any)):
-            per_run = np.stack([np.bincount(run_of, weights=hits[layer, keep], minlength=len(starts)) for layer in range(len(hits))])
+            per_run = np.stack(
+                [np.bincount(run_of, weights=hits[layer, keep], minlength=len(starts)) for layer in range(len(hits))]
+            )
             np.add.at(out, units, np.rint(per_run.T).astype(np.int64))  # a unit can hold several documents
         np.add.at(self.pairs, units, times * np.bincount(run_of, minlength=len(starts)))
 
@@ -78,8 +82,16 @@ class PairCounter:
     window boundary (counted in `straddling`); 0 keeps every pair of a document.
     """
 
-    def __init__(self, num_domains: int, num_layers: int, *, max_distance: int = 1, stride: int = 1,
-                 window: int = 0, units: UnitPairCounts | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_domains: int,
+        num_layers: int,
+        *,
+        max_distance: int = 1,
+        stride: int = 1,
+        window: int = 0,
+        units: UnitPairCounts | None = None,
+    ):
         assert max_distance >= 1 and stride >= 1
         self.D, self.L, self.dmax, self.stride, self.window = num_domains, num_layers, max_distance, stride, window
         self.units = units  # d = 1 counts per resampling unit (shared between counters)
@@ -90,8 +102,15 @@ class PairCounter:
         self._tail: tuple[np.ndarray, ...] | None = None  # last max_distance tokens seen
         self._rows = 0  # tokens seen before the current chunk
 
-    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, pos: np.ndarray, dom: np.ndarray,
-               unit: np.ndarray | None = None) -> None:  # fmt: skip
+    def update(
+        self,
+        first: np.ndarray,
+        mask: np.ndarray,
+        doc: np.ndarray,
+        pos: np.ndarray,
+        dom: np.ndarray,
+        unit: np.ndarray | None = None,
+    ) -> None:
         n = len(doc)
         if n == 0:
             return
@@ -147,8 +166,15 @@ class PermutedCounter:
     belongs to the same document (and unit) in every permutation: the hits are summed over the
     permutations first and reduced per unit once."""
 
-    def __init__(self, num_domains: int, num_layers: int, *, seed: int = 0, permutations: int = 1,
-                 units: UnitPairCounts | None = None):  # fmt: skip
+    def __init__(
+        self,
+        num_domains: int,
+        num_layers: int,
+        *,
+        seed: int = 0,
+        permutations: int = 1,
+        units: UnitPairCounts | None = None,
+    ):
         assert permutations >= 1
         self.D, self.L, self.P = num_domains, num_layers, permutations
         self.first = np.zeros((permutations, num_domains, num_layers), dtype=np.int64)
@@ -158,8 +184,9 @@ class PermutedCounter:
         self.rng = np.random.default_rng(seed)
         self._held: tuple[np.ndarray, ...] | None = None  # rows of the document still open
 
-    def update(self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, dom: np.ndarray,
-               unit: np.ndarray | None = None) -> None:  # fmt: skip
+    def update(
+        self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, dom: np.ndarray, unit: np.ndarray | None = None
+    ) -> None:
         """first (L, n), mask (W, L, n), doc, dom and unit (n,)."""
         unit = np.zeros(len(doc), dtype=np.int64) if unit is None else unit
         cur = (first, mask, doc, dom, unit)
@@ -187,7 +214,11 @@ class PermutedCounter:
         valid = doc[1:] == doc[:-1]  # (m,) the same for every permutation
         anchor_dom = dom[:-1]
         self.pairs += count_by_domain(np.zeros((0, len(valid)), dtype=bool), valid, anchor_dom, self.D)[1]
-        summed = None if self.units is None else (np.zeros((self.L, len(valid)), np.int32), np.zeros((self.L, len(valid)), np.int32))
+        summed = (
+            None
+            if self.units is None
+            else (np.zeros((self.L, len(valid)), np.int32), np.zeros((self.L, len(valid)), np.int32))
+        )
         for p in range(self.P):
             # Documents stay in order; tokens within each are shuffled (random key within the doc).
             perm = np.argsort(doc_number + self.rng.random(len(doc)), kind="stable")
@@ -219,8 +250,15 @@ class PermutedCounter:
             return first.mean(0), any_.mean(0), first.std(0, ddof=ddof), any_.std(0, ddof=ddof)
 
 
-def locality_intervals(real: UnitPairCounts, permuted: UnitPairCounts,
-                       domain_units: list[np.ndarray], *, replicates: int, seed: int, level: float = 0.95) -> dict:  # fmt: skip
+def locality_intervals(
+    real: UnitPairCounts,
+    permuted: UnitPairCounts,
+    domain_units: list[np.ndarray],
+    *,
+    replicates: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict:
     """Percentile bootstrap intervals over documents (resampling units) of the d = 1 locality and
     of real minus permuted, per domain and pooled: {"first", "any", "first_excess", "any_excess"}
     each a (low, high) pair of (D + 1, L) arrays, NaN where a domain has under 2 units or
@@ -235,8 +273,9 @@ def locality_intervals(real: UnitPairCounts, permuted: UnitPairCounts,
         return out
     # One row per unit: real first and any hits, permuted ones (summed over the permutations),
     # then the real and the permuted pair counts (they differ by the straddling pairs left out).
-    table = np.concatenate([real.first, real.any, permuted.first, permuted.any, real.pairs[:, None],
-                            permuted.pairs[:, None]], axis=1)  # fmt: skip
+    table = np.concatenate(
+        [real.first, real.any, permuted.first, permuted.any, real.pairs[:, None], permuted.pairs[:, None]], axis=1
+    )
     rng = np.random.default_rng(seed)
     boots = [bootstrap_totals(table[u], replicates, rng) if len(u) >= 2 else None for u in domain_units]
     pooled = sum(b for b in boots if b is not None) if all(b is not None for b in boots) else None

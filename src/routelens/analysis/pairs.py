@@ -86,7 +86,9 @@ def runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, values[starts]
 
 
-def count_by_domain(hits: np.ndarray, valid: np.ndarray, domain: np.ndarray, num_domains: int) -> tuple[np.ndarray, np.ndarray]:
+def count_by_domain(
+    hits: np.ndarray, valid: np.ndarray, domain: np.ndarray, num_domains: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-domain counts of True over the valid tokens of a (L, m) boolean array.
 
     Tokens come in trace order, so a domain is a few contiguous runs; each run and layer is one

@@ -25,15 +25,15 @@ import numpy as np
 from routelens.analysis.pos_probe import (
     AblationClassifier,
     PathFeatures,
-    group_splits,
     ablation_fits,
+    group_splits,
     layer_ablation,
     run_probe,
 )
 from routelens.analysis.pos_specialization import Correction
 from routelens.config import build_config, choice, setting
-from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_TAGS
+from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 
 
@@ -47,8 +47,12 @@ class WordPolicy(StrEnum):
 class PosConfig:
     policy: WordPolicy = setting(WordPolicy.FIRST, "Which token(s) of a multi-token word stand for it.")
     features: PathFeatures = setting(PathFeatures.TOPK, "Probe input: top-k set or first choice per layer.")
-    permutations: int = setting(500, "Within-document tag shuffles of the specialization test (the null's mean and variance).")
-    correction: Correction = setting(Correction.FDR_BH, "Multiple-testing correction over layers x tags: fdr_bh (Benjamini-Hochberg), holm, none.")
+    permutations: int = setting(
+        500, "Within-document tag shuffles of the specialization test (the null's mean and variance)."
+    )
+    correction: Correction = setting(
+        Correction.FDR_BH, "Multiple-testing correction over layers x tags: fdr_bh (Benjamini-Hochberg), holm, none."
+    )
     alpha: float = setting(0.05, "A (layer, tag) is significant when its corrected p-value is at most this.")
     min_words: int = setting(30, "Words a tag needs before any specialization claim is made (tested at all).")
     bootstrap: int = setting(200, "Bootstrap replicates over documents for the max_share interval (0: none).")
@@ -108,8 +112,10 @@ def sentence_ids(doc_id: np.ndarray, token_id: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, doc_id[1:] != doc_id[:-1]])
     ends = np.r_[starts[1:], len(doc_id)]
     seen: dict[bytes, int] = {}
-    per_doc = np.array([seen.setdefault(token_id[a:b].astype(np.int64).tobytes(), len(seen)) for a, b in zip(starts, ends)],
-                       dtype=np.int64)  # fmt: skip
+    per_doc = np.array(
+        [seen.setdefault(token_id[a:b].astype(np.int64).tobytes(), len(seen)) for a, b in zip(starts, ends)],
+        dtype=np.int64,
+    )
     return np.repeat(per_doc, ends - starts)
 
 
@@ -264,9 +270,14 @@ def analyze_word_rows(
         counts = tag_expert_counts(words.experts, words.tags, T, num_experts)  # (L, T, E)
         shares = shares_from_counts(counts, tag_totals)  # (L, T, E)
         test = permutation_test(
-            words.experts, words.tags, T, num_experts, groups=words.doc_id, permutations=config.permutations,
+            words.experts,
+            words.tags,
+            T,
+            num_experts,
+            groups=words.doc_id,
+            permutations=config.permutations,
             seed=config.seed,
-        )  # fmt: skip
+        )
         result["specialization"], result["shares"] = _specialization_tables(
             words, layers, present, shares, test, tag_totals, config
         )
@@ -274,23 +285,45 @@ def analyze_word_rows(
         advance("probe")
         splits = group_splits(words.groups(), test_size=config.test_size, seed=config.seed, splits=config.splits)
         result["probe"] = run_probe(
-            words.experts, words.tags, words.form, words.groups(), num_experts, features=config.features,
-            hidden=config.hidden, max_epochs=config.max_epochs, seed=config.seed, splits=splits,
-        )  # fmt: skip
+            words.experts,
+            words.tags,
+            words.form,
+            words.groups(),
+            num_experts,
+            features=config.features,
+            hidden=config.hidden,
+            max_epochs=config.max_epochs,
+            seed=config.seed,
+            splits=splits,
+        )
         result["probe"]["tags"] = [UPOS_TAGS[t] for t in present]
         result["probe"]["duplicate_rows"] = int(len(words.tags) - _rows_in_unique_sentences(words))
         advance("ablation" if config.ablation else "path map")
         if config.ablation:
             result["ablation"] = layer_ablation(
-                words.experts, words.tags, splits[0], num_experts, layers, features=config.features,
-                max_train_rows=config.ablation_rows, seed=config.seed, progress=lambda: advance("ablation"),
-                classifier=config.ablation_classifier, hidden=config.hidden, max_epochs=config.max_epochs,
-            )  # fmt: skip
+                words.experts,
+                words.tags,
+                splits[0],
+                num_experts,
+                layers,
+                features=config.features,
+                max_train_rows=config.ablation_rows,
+                seed=config.seed,
+                progress=lambda: advance("ablation"),
+                classifier=config.ablation_classifier,
+                hidden=config.hidden,
+                max_epochs=config.max_epochs,
+            )
         if config.tsne_points:
             result["tsne"] = path_map(
-                words.experts, words.tags, num_experts, UPOS_TAGS, features=config.features,
-                points=config.tsne_points, seed=config.seed,
-            )  # fmt: skip
+                words.experts,
+                words.tags,
+                num_experts,
+                UPOS_TAGS,
+                features=config.features,
+                points=config.tsne_points,
+                seed=config.seed,
+            )
             advance("done")
     return result
 
@@ -304,8 +337,9 @@ def _specialization_tables(words, layers, present, shares, test, tag_totals, con
     p = np.where(tested[None, :], test.p_value, np.nan)  # (L, T): the family of tests
     adjusted = adjust_pvalues(p, config.correction)
     best = np.argmax(np.nan_to_num(shares, nan=-1.0), axis=-1)  # (L, T); absent tags: 0, unused
-    low, high = share_intervals(words.experts, words.tags, words.doc_id, best, len(UPOS_TAGS),
-                                replicates=config.bootstrap, seed=config.seed)  # fmt: skip
+    low, high = share_intervals(
+        words.experts, words.tags, words.doc_id, best, len(UPOS_TAGS), replicates=config.bootstrap, seed=config.seed
+    )
     spec: dict = {}
     table: dict = {}
     opt = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
@@ -338,7 +372,7 @@ def _rows_in_unique_sentences(words: WordRows) -> int:
     """Rows whose sentence text occurs in one document only (the rest sit in duplicated sentences)."""
     groups = words.groups()
     docs_per_text = {}
-    for g, d in set(zip(groups.tolist(), words.doc_id.tolist())):
+    for g, _d in set(zip(groups.tolist(), words.doc_id.tolist())):
         docs_per_text[g] = docs_per_text.get(g, 0) + 1
     return int(sum(docs_per_text[g] == 1 for g in groups.tolist()))
 

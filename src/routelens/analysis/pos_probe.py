@@ -66,7 +66,9 @@ def split_by_document(doc_id: np.ndarray, *, test_size: float = 0.2, seed: int =
     return group_splits(doc_id, test_size=test_size, seed=seed, splits=1)[0]
 
 
-def group_splits(groups: np.ndarray, *, test_size: float = 0.2, seed: int = 0, splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+def group_splits(
+    groups: np.ndarray, *, test_size: float = 0.2, seed: int = 0, splits: int = 5
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """`splits` random (train, test) row splits, each group (sentence text) wholly on one side."""
     from sklearn.model_selection import GroupShuffleSplit
 
@@ -149,8 +151,16 @@ def _fit_score(model, X_train, y_train, X_test, y_test) -> Scores:
     return score(y_test, model.predict(X_test))
 
 
-SCORES = ("accuracy", "macro_f1", "baseline_majority", "baseline_word", "shuffled", "baseline_majority_f1",
-          "baseline_word_f1", "shuffled_f1")  # fmt: skip
+SCORES = (
+    "accuracy",
+    "macro_f1",
+    "baseline_majority",
+    "baseline_word",
+    "shuffled",
+    "baseline_majority_f1",
+    "baseline_word_f1",
+    "shuffled_f1",
+)
 
 
 def run_probe(
@@ -180,7 +190,10 @@ def run_probe(
     if splits is None:
         splits = [split if split is not None else split_by_document(doc_id, test_size=test_size, seed=seed)]
     X = path_features(experts, num_experts, features)
-    runs_ = [_probe_split(X, tags, forms, train, test, hidden, max_epochs, seed + i) for i, (train, test) in enumerate(splits)]
+    runs_ = [
+        _probe_split(X, tags, forms, train, test, hidden, max_epochs, seed + i)
+        for i, (train, test) in enumerate(splits)
+    ]
     out: dict = {}
     for key in SCORES:
         values = np.array([r[key] for r in runs_])
@@ -206,12 +219,19 @@ def _probe_split(X, tags, forms, train, test, hidden: int, max_epochs: int, seed
     word = score(y_test, word_form_predict(forms[train], y_train, forms[test]))
     rng = np.random.default_rng(seed + 1)
     # Control: the same MLP, paths shuffled across tokens (within train and within test).
-    shuffled = _fit_score(mlp(hidden, max_epochs, seed), X[rng.permutation(train)], y_train, X[rng.permutation(test)], y_test)
+    shuffled = _fit_score(
+        mlp(hidden, max_epochs, seed), X[rng.permutation(train)], y_train, X[rng.permutation(test)], y_test
+    )
     return {
-        "accuracy": probe.accuracy, "macro_f1": probe.macro_f1,
-        "baseline_majority": majority.accuracy, "baseline_word": word.accuracy, "shuffled": shuffled.accuracy,
-        "baseline_majority_f1": majority.macro_f1, "baseline_word_f1": word.macro_f1, "shuffled_f1": shuffled.macro_f1,
-    }  # fmt: skip
+        "accuracy": probe.accuracy,
+        "macro_f1": probe.macro_f1,
+        "baseline_majority": majority.accuracy,
+        "baseline_word": word.accuracy,
+        "shuffled": shuffled.accuracy,
+        "baseline_majority_f1": majority.macro_f1,
+        "baseline_word_f1": word.macro_f1,
+        "shuffled_f1": shuffled.macro_f1,
+    }
 
 
 def layer_ablation(
@@ -259,8 +279,14 @@ def layer_ablation(
         return out
 
     if classifier is AblationClassifier.MLP:
-        return _mlp_ablation(fit, layers, len(train), lambda: mlp(hidden, max_epochs, seed), progress,
-                             f"MLPClassifier(hidden={hidden}, max_epochs={max_epochs}, early stopping), as the probe")  # fmt: skip
+        return _mlp_ablation(
+            fit,
+            layers,
+            len(train),
+            lambda: mlp(hidden, max_epochs, seed),
+            progress,
+            f"MLPClassifier(hidden={hidden}, max_epochs={max_epochs}, early stopping), as the probe",
+        )
     from sklearn.base import clone
 
     single = {str(layers[i]): fit([i], linear_probe(seed)) for i in range(L)}
@@ -279,7 +305,9 @@ def layer_ablation(
             drop[str(layers[i])] = fit([j for j in range(L) if j != i], model)
     elif L > 1:  # one-class training set: nothing was fitted, every probe predicts that class
         drop = {str(layers[i]): full for i in range(L)}
-    return _ablation_result(single, prefix, drop, full, len(train), "LogisticRegression(max_iter=100, tol=1e-3), warm-started")
+    return _ablation_result(
+        single, prefix, drop, full, len(train), "LogisticRegression(max_iter=100, tol=1e-3), warm-started"
+    )
 
 
 def _mlp_ablation(fit, layers: list[int], train_rows: int, model, progress, name: str) -> dict:

@@ -238,7 +238,9 @@ def share_intervals(
     key = (doc.astype(np.int64)[:, None] * L + np.arange(L)[None, :]) * T + tags.astype(np.int64)[:, None]  # (n, L)
     hits = np.bincount(key[hit], minlength=D * L * T).reshape(D, L * T)
     rows = np.bincount(doc * T + tags, minlength=D * T).reshape(D, T)
-    boot = bootstrap_totals(np.concatenate([hits, rows], axis=1), replicates, np.random.default_rng(seed))  # (B, L*T + T)
+    boot = bootstrap_totals(
+        np.concatenate([hits, rows], axis=1), replicates, np.random.default_rng(seed)
+    )  # (B, L*T + T)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = boot[:, : L * T].reshape(-1, L, T) / boot[:, None, L * T :]
     return percentile_interval(share, level)

@@ -63,7 +63,9 @@ def router_saturation(traces: Sequence[Trace | str], config: SaturationConfig | 
     labels, rows, progress = config.labels, config.rows, config.progress
     traces = [open_trace(t) if not isinstance(t, Trace) else t for t in traces]
     if len(traces) < 2:
-        raise RoutelensError(f"router saturation needs at least 2 checkpoint traces, got {len(traces)}; pass the final one last.")
+        raise RoutelensError(
+            f"router saturation needs at least 2 checkpoint traces, got {len(traces)}; pass the final one last."
+        )
     if labels is not None and len(labels) != len(traces):
         raise RoutelensError(f"{len(labels)} labels for {len(traces)} traces; give one label per trace.")
     _check_same_model(traces)
@@ -184,9 +186,13 @@ def _mask_counts(mask: np.ndarray, num_experts: int) -> np.ndarray:
     return out
 
 
-def final_self_chance(first_final: np.ndarray, mask_final: np.ndarray, num_experts: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+def final_self_chance(
+    first_final: np.ndarray, mask_final: np.ndarray, num_experts: int, top_k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The load-matched chance line of the final checkpoint against itself (the last column)."""
     loads = LoadCounts(first_final.shape[1], num_experts)
-    loads.first[0] = loads.first[1] = np.stack([np.bincount(first_final[:, i], minlength=num_experts) for i in range(first_final.shape[1])])
+    loads.first[0] = loads.first[1] = np.stack(
+        [np.bincount(first_final[:, i], minlength=num_experts) for i in range(first_final.shape[1])]
+    )
     loads.any[0] = loads.any[1] = _mask_counts(mask_final, num_experts)
     return loads.chance(top_k)

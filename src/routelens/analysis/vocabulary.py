@@ -58,7 +58,9 @@ class TokenExpertCounter:
                 counts = np.bincount(key.ravel(), minlength=size)
                 np.add(self._counts[layer, :size], counts, out=self._counts[layer, :size], casting="unsafe")
         else:
-            base = (np.arange(self.L, dtype=np.int64) * self.E)[:, None] + (token_id.astype(np.int64) * (self.L * self.E))[None, :]
+            base = (np.arange(self.L, dtype=np.int64) * self.E)[:, None] + (
+                token_id.astype(np.int64) * (self.L * self.E)
+            )[None, :]
             keys, counts = np.unique((base[None] + et).ravel(), return_counts=True)
             self._sparse.append((keys, counts))
             self._sparse_size += len(keys)
@@ -149,7 +151,9 @@ def specialization(counter: TokenExpertCounter, min_count: int) -> np.ndarray:
     return shares.mean(axis=1)
 
 
-def typical_tokens(counter: TokenExpertCounter, min_count: int, top: int = TOP_TOKENS) -> list[list[list[tuple[int, float, int]]]]:
+def typical_tokens(
+    counter: TokenExpertCounter, min_count: int, top: int = TOP_TOKENS
+) -> list[list[list[tuple[int, float, int]]]]:
     """Per layer and expert, the `top` token ids with the highest N(t, e) / N(t) (ties: higher
     count first) among ids with N(t) >= min_count: [layer][expert] -> [(token, share, count)]."""
     out: list[list[list[tuple[int, float, int]]]] = []

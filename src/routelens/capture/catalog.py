@@ -81,7 +81,7 @@ def moe_families() -> tuple[Family, ...]:
     for folder, name in _modeling_files():
         try:
             module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a module needing an absent optional dependency is skipped
+        except Exception:
             continue
         routers: list[str] = []
         owners: list[str] = []
@@ -101,7 +101,6 @@ def moe_families() -> tuple[Family, ...]:
 def family(model_type: str) -> Family | None:
     """The family of `model_type`, or None when it is not a MoE family of this transformers."""
     return next((f for f in moe_families() if f.model_type == model_type), None)
-
 
 
 def family_name(module_class: type) -> str | None:

@@ -91,8 +91,10 @@ class RoutingSpec:
         assert len(self.top_k_per_layer) == len(self.moe_layers), (self.top_k_per_layer, self.moe_layers)
         assert self.top_k == max(self.top_k_per_layer, default=self.top_k), (self.top_k, self.top_k_per_layer)
         if not 1 <= self.top_k <= self.num_experts + self.num_zero_experts:  # a config a user edited: not an invariant
-            raise RoutelensError(f"the model's config routes each token to top-k {self.top_k} of {self.num_experts} experts; "
-                                 "set num_experts_per_tok (or top_k) in its config.json to at most the expert count.")  # fmt: skip
+            raise RoutelensError(
+                f"the model's config routes each token to top-k {self.top_k} of {self.num_experts} experts; "
+                "set num_experts_per_tok (or top_k) in its config.json to at most the expert count."
+            )
         assert self.num_zero_experts >= 0 and set(self.hash_routed_layers) <= set(self.moe_layers)
 
     @property
@@ -177,30 +179,44 @@ ADAPTERS: dict[str, Adapter] = {
     "Qwen2MoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM + "; plus a sigmoid-gated shared expert"),
     "Qwen3MoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM),
     "OlmoeTopKRouter": Adapter(_SOFTMAX_MAYBE_RENORM),
-    "PhimoeTopKRouter": Adapter("sparsemixer top-2: first = argmax of logits, second = argmax of the rest; each "
-                                "weight = softmax over the logits within 2*router_jitter_noise (relative) of that "
-                                "choice, taken at it"),  # fmt: skip
-    "DeepseekV2TopkRouter": Adapter("fp32 softmax over E -> top-k ({topk_method}; group_limited_greedy keeps the "
-                                    "topk_group groups of highest max score) -> x routed_scaling_factor={scale}, "
-                                    "no renormalisation; plus shared experts"),  # fmt: skip
-    "DeepseekV3TopkRouter": Adapter("sigmoid scores; selection on scores + e_score_correction_bias, best topk_group "
-                                    "groups by top-2 sum; weights = unbiased scores, renormalised if "
-                                    "norm_topk_prob={norm}, x routed_scaling_factor={scale}; plus shared experts",
-                                    Scoring.SIGMOID),  # fmt: skip
+    "PhimoeTopKRouter": Adapter(
+        "sparsemixer top-2: first = argmax of logits, second = argmax of the rest; each "
+        "weight = softmax over the logits within 2*router_jitter_noise (relative) of that "
+        "choice, taken at it"
+    ),
+    "DeepseekV2TopkRouter": Adapter(
+        "fp32 softmax over E -> top-k ({topk_method}; group_limited_greedy keeps the "
+        "topk_group groups of highest max score) -> x routed_scaling_factor={scale}, "
+        "no renormalisation; plus shared experts"
+    ),
+    "DeepseekV3TopkRouter": Adapter(
+        "sigmoid scores; selection on scores + e_score_correction_bias, best topk_group "
+        "groups by top-2 sum; weights = unbiased scores, renormalised if "
+        "norm_topk_prob={norm}, x routed_scaling_factor={scale}; plus shared experts",
+        Scoring.SIGMOID,
+    ),
     "GptOssTopKRouter": Adapter("top-k of biased logits -> softmax over the k"),
     "GraniteMoeTopKRouter": Adapter("top-k of logits -> softmax over the k"),
-    "DbrxRouter": Adapter("softmax over E -> top-k -> divide by the p-norm of the k (p=moe_normalize_expert_weights={p})",
-                          reference=_reference_dbrx, choice_method="route_tokens_to_experts"),
+    "DbrxRouter": Adapter(
+        "softmax over E -> top-k -> divide by the p-norm of the k (p=moe_normalize_expert_weights={p})",
+        reference=_reference_dbrx,
+        choice_method="route_tokens_to_experts",
+    ),
     "JambaTopKRouter": Adapter("fp32 softmax over E -> top-k, no renormalisation"),
-    "Llama4Router": Adapter("top-k of logits -> sigmoid of the k logits, scaling the expert's input; plus a shared "
-                            "expert", Scoring.SIGMOID, _read_llama4, experts_see_routing=False,
-                            reference=_reference_llama4, write=_write_llama4),  # fmt: skip
+    "Llama4Router": Adapter(
+        "top-k of logits -> sigmoid of the k logits, scaling the expert's input; plus a shared expert",
+        Scoring.SIGMOID,
+        _read_llama4,
+        experts_see_routing=False,
+        reference=_reference_llama4,
+        write=_write_llama4,
+    ),
     # LongCat-Flash: from transformers 5.25 its block hands zero-computation choices to the experts as
     # real ids with weight 0 and adds their identity itself, so the router's output is the choice
     "LongcatFlashTopkRouter": Adapter(read=read_router_choice),
     "Gemma4TextRouter": Adapter(scoring=Scoring.PROBS),  # these routers output the softmax itself
     "DiffusionGemmaTextRouter": Adapter(scoring=Scoring.PROBS),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -284,24 +300,48 @@ def _router_of(owner: nn.Module, recorded: dict[type, int]) -> nn.Module | None:
     return None
 
 
-def site_of(owner: nn.Module, experts: nn.Module, router: nn.Module, *, name: str = "experts", layer: int = 0,
-            text=None, logits_index: int = 0) -> RouterSite | None:  # fmt: skip
+def site_of(
+    owner: nn.Module,
+    experts: nn.Module,
+    router: nn.Module,
+    *,
+    name: str = "experts",
+    layer: int = 0,
+    text=None,
+    logits_index: int = 0,
+) -> RouterSite | None:
     """The site of one MoE block (`owner` holding `experts` beside `router`), with k and E read from
     the modules (and the text config, where given); None where they cannot be read."""
-    top_k = _first_int((router, ["top_k"]), (owner, ["top_k", "num_experts_per_tok"]),
-                       (experts, ["top_k"]), (text, ["num_experts_per_tok", "top_k_experts", "moe_topk"]))  # fmt: skip
-    num_experts = _first_int((experts, ["num_routed_experts", "num_experts"]), (router, ["num_experts"]),
-                             (owner, ["num_experts"]), (text, ["num_local_experts", "num_experts"]))  # fmt: skip
+    top_k = _first_int(
+        (router, ["top_k"]),
+        (owner, ["top_k", "num_experts_per_tok"]),
+        (experts, ["top_k"]),
+        (text, ["num_experts_per_tok", "top_k_experts", "moe_topk"]),
+    )
+    num_experts = _first_int(
+        (experts, ["num_routed_experts", "num_experts"]),
+        (router, ["num_experts"]),
+        (owner, ["num_experts"]),
+        (text, ["num_local_experts", "num_experts"]),
+    )
     if not top_k or not num_experts:
         return None
     zero = _first_int((experts, ["zero_expert_num"]), (text, ["zero_expert_num"])) or 0
     forward = inspect.signature(type(router).forward).parameters
     return RouterSite(
-        layer=layer, name=name, router=router, owner=owner, experts=experts,
-        adapter=ADAPTERS.get(type(router).__name__, Adapter()), logits_index=logits_index, top_k=top_k,
-        num_experts=num_experts, num_zero_experts=zero, hash_routed="input_ids" in forward,
+        layer=layer,
+        name=name,
+        router=router,
+        owner=owner,
+        experts=experts,
+        adapter=ADAPTERS.get(type(router).__name__, Adapter()),
+        logits_index=logits_index,
+        top_k=top_k,
+        num_experts=num_experts,
+        num_zero_experts=zero,
+        hash_routed="input_ids" in forward,
         best_first="sorted=False" not in class_source(type(router)) + class_source(type(owner)),
-    )  # fmt: skip
+    )
 
 
 def find_routers(model: nn.Module) -> list[RouterSite]:
@@ -324,8 +364,15 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
             continue
         layer = _LAYER_RE.search(name)
         assert layer is not None, f"experts {name} sit outside a decoder layer"
-        site = site_of(owner, experts, router, name=name, layer=int(layer.group(1)), text=text,
-                       logits_index=recorded.get(type(router), 0))  # fmt: skip
+        site = site_of(
+            owner,
+            experts,
+            router,
+            name=name,
+            layer=int(layer.group(1)),
+            text=text,
+            logits_index=recorded.get(type(router), 0),
+        )
         assert site is not None, f"no top_k / num_experts on {name}"
         sites.append(site)
     if not sites:
@@ -391,7 +438,13 @@ def describe_model(model: nn.Module) -> RoutingSpec:
     if hashed and "hash" not in rule:
         rule += f"; layers {hashed} route by token id (a fixed token -> experts table)"
     return RoutingSpec(
-        family=family, rule=rule, moe_layers=[s.layer for s in sites], num_experts=num_experts, top_k=max(ks),
+        family=family,
+        rule=rule,
+        moe_layers=[s.layer for s in sites],
+        num_experts=num_experts,
+        top_k=max(ks),
         expert_params=_expert_params(first.experts, first.num_experts, first.num_zero_experts),
-        top_k_per_layer=ks, num_zero_experts=num_zero, hash_routed_layers=hashed,
-    )  # fmt: skip
+        top_k_per_layer=ks,
+        num_zero_experts=num_zero,
+        hash_routed_layers=hashed,
+    )

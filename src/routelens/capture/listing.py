@@ -60,7 +60,9 @@ def record_verified(families: list[str], version: str) -> dict[str, list[str]]:
     for model_type in families:
         table[model_type] = sorted(set(table.get(model_type, [])) | {version}, key=Version)
     table = dict(sorted(table.items()))
-    write_text(VERIFIED_ON, "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table.items()) + "\n}\n")
+    write_text(
+        VERIFIED_ON, "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table.items()) + "\n}\n"
+    )
     return table
 
 
@@ -115,8 +117,16 @@ def family_rows() -> list[FamilyRow]:
         reason = UNSUPPORTED.get(family.model_type)
         status = EXACT if reason is None else f"unsupported: {reason}"
         on = (verified.get(family.model_type) or [None])[-1] if reason is None else None
-        rows.append(FamilyRow(family.model_type, ", ".join(family.routers), _rule(family), status, on,
-                              unpadded_reason(family.model_type)))  # fmt: skip
+        rows.append(
+            FamilyRow(
+                family.model_type,
+                ", ".join(family.routers),
+                _rule(family),
+                status,
+                on,
+                unpadded_reason(family.model_type),
+            )
+        )
     return rows
 
 

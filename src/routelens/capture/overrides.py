@@ -35,14 +35,27 @@ OVERRIDES: dict[str, Override] = {
     "bailing_hybrid": Override(tiny={"layer_group_size": 2}),
     "kimi_linear": Override(tiny={"layer_types": ["linear_attention", "full_attention"] * 2}),
     "lfm2_moe": Override(tiny={"layer_types": ["conv", "full_attention"] * 2, "num_dense_layers": 1}),
-    "jamba": Override(tiny={
-        "attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
-        "use_mamba_kernels": False, "mamba_d_state": 4, "mamba_dt_rank": 4, "mamba_expand": 2,
-    }),
-    "granitemoehybrid": Override(tiny={
-        "layer_types": ["linear_attention", "full_attention"] * 2,
-        "mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 8, "mamba_chunk_size": 16,
-    }),
+    "jamba": Override(
+        tiny={
+            "attn_layer_period": 2,
+            "attn_layer_offset": 1,
+            "expert_layer_period": 2,
+            "expert_layer_offset": 1,
+            "use_mamba_kernels": False,
+            "mamba_d_state": 4,
+            "mamba_dt_rank": 4,
+            "mamba_expand": 2,
+        }
+    ),
+    "granitemoehybrid": Override(
+        tiny={
+            "layer_types": ["linear_attention", "full_attention"] * 2,
+            "mamba_n_heads": 8,
+            "mamba_d_head": 8,
+            "mamba_d_state": 8,
+            "mamba_chunk_size": 16,
+        }
+    ),
     # per-layer MLP types with no default
     "deepseek_ocr2": Override(tiny={"mlp_layer_types": ["dense", "sparse", "sparse", "sparse"]}),
     # attention variants that insist on as many key/value heads as query heads, or on no RoPE
@@ -50,33 +63,65 @@ OVERRIDES: dict[str, Override] = {
     "glm5_next": Override(tiny={"num_key_value_heads": 4, "qk_rope_head_dim": 0, "qk_head_dim": 8, "index_kpool": 2}),
     # the config validates NVFP4 key/value rounding (head_dim a multiple of 16) and at most as many
     # indexer heads as query heads per key/value head (4 / 2)
-    "kolibri1_1": Override(tiny={"head_dim": 16, "index_num_heads": 2, "index_topk": 4, "index_pool_size": 32,
-                                 "index_compression": 2, "index_num_local_tokens": 4, "index_num_sink_tokens": 1}),
+    "kolibri1_1": Override(
+        tiny={
+            "head_dim": 16,
+            "index_num_heads": 2,
+            "index_topk": 4,
+            "index_pool_size": 32,
+            "index_compression": 2,
+            "index_num_local_tokens": 4,
+            "index_num_sink_tokens": 1,
+        }
+    ),
     # multimodal RoPE sections sized for the tiny head
     "glm4v_moe": Override(tiny={"rope_parameters": _MROPE_HALF}),
-    "hy_v4_vl": Override(tiny={"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                                   "mrope_section": [2, 1, 1]}}),
-    "ernie4_5_vl_moe": Override(tiny={
-        "moe_intermediate_size": [16, 16], "moe_num_experts": 8,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
-    }),
+    "hy_v4_vl": Override(
+        tiny={"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}}
+    ),
+    "ernie4_5_vl_moe": Override(
+        tiny={
+            "moe_intermediate_size": [16, 16],
+            "moe_num_experts": 8,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+        }
+    ),
     # DBRX keeps sizes in sub-configs; its attention reads rope_theta and clip_qkv from them
-    "dbrx": Override(tiny={
-        "d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 64,
-        "attn_config": {"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0},
-        "ffn_config": {"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2, "moe_normalize_expert_weights": 1.0},
-    }),
+    "dbrx": Override(
+        tiny={
+            "d_model": 32,
+            "n_heads": 4,
+            "n_layers": 2,
+            "max_seq_len": 64,
+            "attn_config": {"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0},
+            "ffn_config": {
+                "ffn_hidden_size": 16,
+                "moe_num_experts": 4,
+                "moe_top_k": 2,
+                "moe_normalize_expert_weights": 1.0,
+            },
+        }
+    ),
     "zaya": Override(tiny={"num_experts_per_tok": 1}),  # top-1 only
-    "qwen4_exp": Override(tiny={
-        "indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 8, "indexer_budget": 8,
-        "indexer_compress_ratio": 2, "hc_lowrank": 8, "heads_per_ngram": 2, "ngram_vocab_size_base": 256,
-        "split_ngram_parts": 4,
-    }),
-    "phimoe": Override(weights="sparsemixer: each choice's weight is a softmax over the logits left after masking "
-                               "earlier choices"),
+    "qwen4_exp": Override(
+        tiny={
+            "indexer_n_heads": 2,
+            "indexer_kv_heads": 1,
+            "indexer_head_dim": 8,
+            "indexer_budget": 8,
+            "indexer_compress_ratio": 2,
+            "hc_lowrank": 8,
+            "heads_per_ngram": 2,
+            "ngram_vocab_size_base": 256,
+            "split_ngram_parts": 4,
+        }
+    ),
+    "phimoe": Override(
+        weights="sparsemixer: each choice's weight is a softmax over the logits left after masking earlier choices"
+    ),
     "diffusion_gemma": Override(weights="a learned per-expert scale multiplies each chosen expert's weight"),
     "deepseek_v4": Override(unpadded=_COMPRESSED),
-}  # fmt: skip -- one family a row, grouped by reason
+}
 
 
 def override(model_type: str) -> Override:

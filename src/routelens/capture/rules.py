@@ -48,7 +48,10 @@ def derived_rule(router: type, owner: type, config) -> str:
     own = _source(router)
     src = _source(router, owner) if router is not owner else own
     # the config's switch where the family has one (DeepSeek-V2 `scoring_func`, Cohere2-MoE `expert_selection_fn`)
-    scoring_func = next((v for v in (getattr(config, n, None) for n in ("scoring_func", "expert_selection_fn")) if isinstance(v, str)), None)
+    scoring_func = next(
+        (v for v in (getattr(config, n, None) for n in ("scoring_func", "expert_selection_fn")) if isinstance(v, str)),
+        None,
+    )
     if isinstance(scoring_func, str):
         first = f"{scoring_func} scores"
     elif "sigmoid" in own:  # the router's own scoring (a block's sigmoid may gate its shared expert)

@@ -21,25 +21,69 @@ LAYERS = 4
 
 # exact field name -> tiny value; applied only to fields the config class declares
 _SIZES = {
-    "vocab_size": VOCAB, "hidden_size": 32, "d_model": 32, "n_embd": 32, "emb_dim": 32,
-    "num_attention_heads": 4, "n_heads": 4, "num_heads": 4, "num_key_value_heads": 2, "n_kv_heads": 2,
-    "head_dim": 8, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8, "qk_head_dim": 16,
-    "kv_lora_rank": 16, "q_lora_rank": 16, "o_lora_rank": 16,
-    "num_hidden_layers": LAYERS, "num_layers": LAYERS, "n_layers": LAYERS,
-    "intermediate_size": 64, "ffn_hidden_size": 64, "moe_intermediate_size": 16, "expert_ffn_hidden_size": 16,
-    "shared_expert_intermediate_size": 32, "shared_experts_intermediate_size": 32, "expert_intermediate_size": 16, "moe_ffn_hidden_size": 16,
-    "num_experts": 8, "num_local_experts": 8, "n_routed_experts": 8, "moe_num_experts": 8,
-    "num_experts_per_tok": 2, "moe_topk": 2, "moe_top_k": 2, "top_k": 2, "num_experts_per_token": 2,
-    "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "n_shared_experts": 1,
-    "max_position_embeddings": 256, "sliding_window": 8, "attention_chunk_size": 64, "zero_expert_num": 2,
-    "top_k_experts": 2, "moe_k": 2, "unpadded_vocab_size": VOCAB, "vocab_size_per_layer_input": VOCAB,
-    "hidden_size_per_layer_input": 8, "swa_head_dim": 8, "index_head_dim": 8, "index_topk": 4,
-    "linear_num_heads": 2, "linear_head_dim": 8, "linear_key_head_dim": 8, "linear_value_head_dim": 8,
-    "linear_num_key_heads": 2, "linear_num_value_heads": 4,
-}  # fmt: skip
+    "vocab_size": VOCAB,
+    "hidden_size": 32,
+    "d_model": 32,
+    "n_embd": 32,
+    "emb_dim": 32,
+    "num_attention_heads": 4,
+    "n_heads": 4,
+    "num_heads": 4,
+    "num_key_value_heads": 2,
+    "n_kv_heads": 2,
+    "head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "qk_rope_head_dim": 8,
+    "v_head_dim": 8,
+    "qk_head_dim": 16,
+    "kv_lora_rank": 16,
+    "q_lora_rank": 16,
+    "o_lora_rank": 16,
+    "num_hidden_layers": LAYERS,
+    "num_layers": LAYERS,
+    "n_layers": LAYERS,
+    "intermediate_size": 64,
+    "ffn_hidden_size": 64,
+    "moe_intermediate_size": 16,
+    "expert_ffn_hidden_size": 16,
+    "shared_expert_intermediate_size": 32,
+    "shared_experts_intermediate_size": 32,
+    "expert_intermediate_size": 16,
+    "moe_ffn_hidden_size": 16,
+    "num_experts": 8,
+    "num_local_experts": 8,
+    "n_routed_experts": 8,
+    "moe_num_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_topk": 2,
+    "moe_top_k": 2,
+    "top_k": 2,
+    "num_experts_per_token": 2,
+    "n_group": 2,
+    "topk_group": 1,
+    "first_k_dense_replace": 1,
+    "n_shared_experts": 1,
+    "max_position_embeddings": 256,
+    "sliding_window": 8,
+    "attention_chunk_size": 64,
+    "zero_expert_num": 2,
+    "top_k_experts": 2,
+    "moe_k": 2,
+    "unpadded_vocab_size": VOCAB,
+    "vocab_size_per_layer_input": VOCAB,
+    "hidden_size_per_layer_input": 8,
+    "swa_head_dim": 8,
+    "index_head_dim": 8,
+    "index_topk": 4,
+    "linear_num_heads": 2,
+    "linear_head_dim": 8,
+    "linear_key_head_dim": 8,
+    "linear_value_head_dim": 8,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+}
 _SWITCHES = {"enable_moe_block": True}  # families whose MoE blocks are off by default (Gemma 4)
 _TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-
 
 
 def _fields(cls) -> dict[str, object]:
@@ -87,9 +131,13 @@ def model_class(config, family_module: str | None = None):
         return AutoModel
     if family_module:
         module = importlib.import_module(family_module)
-        found = [c for c in vars(module).values()
-                 if isinstance(c, type) and getattr(c, "config_class", None) is type(config)
-                 and c.__name__.endswith(("ForCausalLM", "Model"))]  # fmt: skip
+        found = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type)
+            and getattr(c, "config_class", None) is type(config)
+            and c.__name__.endswith(("ForCausalLM", "Model"))
+        ]
         found.sort(key=lambda c: (not c.__name__.endswith("ForCausalLM"), "Text" not in c.__name__, c.__name__))
         if found:
             return found[0]
@@ -108,4 +156,3 @@ def build(model_type: str, family_module: str | None = None, seed: int = 0, **ov
             if name.endswith(("e_score_correction_bias", "router.bias", "expert_bias")):
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.05)
     return model
-

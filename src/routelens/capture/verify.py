@@ -57,7 +57,9 @@ def router_choice(site: RouterSite, output) -> tuple[torch.Tensor, torch.Tensor]
         index, weights = site.adapter.reference(site.router, site.owner, output)
     else:
         if not (isinstance(output, (tuple, list)) and len(output) >= 3 and not output[2].is_floating_point()):
-            raise TypeError(f"{type(site.router).__name__} returns no (logits, weights, index); give its adapter a reference")
+            raise TypeError(
+                f"{type(site.router).__name__} returns no (logits, weights, index); give its adapter a reference"
+            )
         index, weights = output[2], output[1]
     return index.reshape(-1, index.shape[-1]).long(), weights.reshape(-1, weights.shape[-1]).float()
 
@@ -159,8 +161,14 @@ class _Calls:
 
 
 # -- the check -------------------------------------------------------------------------------------
-def check_routing(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  spec: RoutingSpec | None = None, *, body: nn.Module | None = None) -> Mismatch | None:  # fmt: skip
+def check_routing(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    spec: RoutingSpec | None = None,
+    *,
+    body: nn.Module | None = None,
+) -> Mismatch | None:
     """Run `model` (or its `body`, e.g. the model without its LM head) once on a batch and check what
     `RoutingRecorder` records against the router's own choice, the block's output recomputed from the
     recording, and the family's scoring; None when everything agrees, else the first `Mismatch`.
@@ -239,7 +247,11 @@ def _check_probs(site, slot, spec, routing, weights_not_from_scores: bool) -> st
     factor per token (renormalisation, scaling), so a wrong scoring rule is caught."""
     probs, experts, weights = routing.probs[slot].cpu(), routing.experts[slot].cpu(), routing.weights[slot].cpu()
     scoring = site.adapter.scoring or Scoring.of_rule(spec.rule)
-    if not torch.isfinite(probs).all() or probs.min() < 0 or (scoring is not Scoring.SQRTSOFTPLUS and probs.max() > 1 + 1e-5):
+    if (
+        not torch.isfinite(probs).all()
+        or probs.min() < 0
+        or (scoring is not Scoring.SQRTSOFTPLUS and probs.max() > 1 + 1e-5)
+    ):
         return f"probs ({scoring}) fall outside their range"
     if weights_not_from_scores or site.top_k < 2 or site.hash_routed:
         return None
@@ -268,8 +280,14 @@ def refusal(family: str, found: Mismatch) -> RoutelensError:
 
 
 # -- padding ---------------------------------------------------------------------------------------
-def check_padding(model: nn.Module, documents: Sequence[torch.Tensor], *, pad_id: int = 0, left: bool = False,
-                  spec: RoutingSpec | None = None) -> Mismatch | None:  # fmt: skip
+def check_padding(
+    model: nn.Module,
+    documents: Sequence[torch.Tensor],
+    *,
+    pad_id: int = 0,
+    left: bool = False,
+    spec: RoutingSpec | None = None,
+) -> Mismatch | None:
     """Does a padded batch of `documents` (1-D id tensors) route each as it alone would? Ids must
     agree and weights within 1e-5 on every real token; None when they do."""
     spec = spec if spec is not None else describe_model(model)
@@ -288,16 +306,19 @@ def check_padding(model: nn.Module, documents: Sequence[torch.Tensor], *, pad_id
     for slot, layer in enumerate(spec.moe_layers):
         ids_differ = (padded_e[slot].sort(-1).values != single_e[slot].sort(-1).values).any(-1)
         if ids_differ.any():
-            return Mismatch(layer, f"a padded batch routes {int(ids_differ.sum())} of {len(ids_differ)} tokens to "
-                                   "other experts than each document alone")  # fmt: skip
+            return Mismatch(
+                layer,
+                f"a padded batch routes {int(ids_differ.sum())} of {len(ids_differ)} tokens to "
+                "other experts than each document alone",
+            )
         a = padded_w[slot].gather(-1, padded_e[slot].argsort(-1))
         b = single_w[slot].gather(-1, single_e[slot].argsort(-1))
         if not torch.allclose(a, b, rtol=RTOL, atol=ATOL):
-            return Mismatch(layer, f"a padded batch moves weights by up to {(a - b).abs().max().item():.3g} against "
-                                   "each document alone")  # fmt: skip
+            return Mismatch(
+                layer,
+                f"a padded batch moves weights by up to {(a - b).abs().max().item():.3g} against each document alone",
+            )
     return None
-
-
 
 
 # -- a family on the installed transformers ----------------------------------------------------------
@@ -345,8 +366,11 @@ def verify_model(model: nn.Module, model_type: str, vocab: int) -> FamilyVerdict
     moved = next((m for left in (False, True) if (m := check_padding(model, documents, left=left, spec=spec))), None)
     listed = override(model_type).unpadded
     if moved is not None and listed is None:
-        return FamilyVerdict(model_type, f"failed: {moved}; list the family as unpadded in "
-                                         "routelens/capture/overrides.py", "changes routing")  # fmt: skip
+        return FamilyVerdict(
+            model_type,
+            f"failed: {moved}; list the family as unpadded in routelens/capture/overrides.py",
+            "changes routing",
+        )
     return FamilyVerdict(model_type, VERIFIED, "exact" if moved is None else "changes routing (traced without padding)")
 
 
@@ -368,13 +392,16 @@ def verify_family(model_type: str) -> FamilyVerdict:
         warnings.simplefilter("ignore")
         try:
             model = build(model_type, found.module)
-        except Exception as exc:  # noqa: BLE001 - a config the shrink cannot build is a finding, reported in one line
+        except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            return FamilyVerdict(model_type, f"failed: its tiny model does not build ({first}); add its sizes to "
-                                             "routelens/capture/overrides.py", "")  # fmt: skip
+            return FamilyVerdict(
+                model_type,
+                f"failed: its tiny model does not build ({first}); add its sizes to routelens/capture/overrides.py",
+                "",
+            )
         try:
             return verify_model(model, model_type, VOCAB)
-        except Exception as exc:  # noqa: BLE001 - reported per family, the others still run
+        except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return FamilyVerdict(model_type, f"failed: {type(exc).__name__}: {first}", "")
 

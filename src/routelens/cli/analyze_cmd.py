@@ -51,10 +51,20 @@ def analyze_command(
     """
     from routelens.analysis import analyze
 
-    config = cli_config(AnalyzeConfig, pos=pos, min_count=min_count, max_distance=max_distance, bootstrap=bootstrap,
-                        seed=seed, locality_permutations=locality_permutations, keep_straddling=keep_straddling,
-                        progress=not quiet)  # fmt: skip
-    pos_config = cli_config(PosConfig, correction=correction, alpha=alpha, min_words=min_words, seed=seed, bootstrap=bootstrap)
+    config = cli_config(
+        AnalyzeConfig,
+        pos=pos,
+        min_count=min_count,
+        max_distance=max_distance,
+        bootstrap=bootstrap,
+        seed=seed,
+        locality_permutations=locality_permutations,
+        keep_straddling=keep_straddling,
+        progress=not quiet,
+    )
+    pos_config = cli_config(
+        PosConfig, correction=correction, alpha=alpha, min_words=min_words, seed=seed, bootstrap=bootstrap
+    )
     result = analyze(trace, config, pos_config=pos_config)
     emit_result(result, json_path, lambda result: print_summary(result, all_layers=all_layers))
 
@@ -73,14 +83,19 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
     vocab = [v for v in result["vocabulary"].values() if v is not None]
     null = [v for v in (result.get("vocabulary_null") or {}).values() if v is not None]
     if vocab:
-        chance = (f"chance (same counts and load, identity ignored) {min(null):.3f} .. {max(null):.3f}; k/E = {k / E:.3f}"
-                  if null else f"uniform routing tends to {k / E:.3f}")  # fmt: skip
+        chance = (
+            f"chance (same counts and load, identity ignored) {min(null):.3f} .. {max(null):.3f}; k/E = {k / E:.3f}"
+            if null
+            else f"uniform routing tends to {k / E:.3f}"
+        )
         console.print(
             f"vocabulary specialization (min count {meta['params']['min_count']}): "
             f"{min(vocab):.3f} .. {max(vocab):.3f} over layers ({chance})"
         )
     if not meta.get("has_weights", True) and not meta.get("has_probs"):
-        console.print("router confidence: skipped (the trace has no weights or probs: imported traces record experts only)")
+        console.print(
+            "router confidence: skipped (the trace has no weights or probs: imported traces record experts only)"
+        )
     if result.get("lookahead"):
         _print_lookahead(result["lookahead"])
     if result.get("pos"):
@@ -89,15 +104,22 @@ def print_summary(result: dict, *, all_layers: bool = False) -> None:
 
 def _print_lookahead(lookahead: dict) -> None:
     """Per predicting layer and distance: the lookahead predictor against the previous token's experts."""
-    table = Table(title="Lookahead: layer l+d's experts predicted at layer l (exact set, ± s.e.; recall) "
-                  "vs the previous token's experts", title_justify="left")  # fmt: skip
+    table = Table(
+        title="Lookahead: layer l+d's experts predicted at layer l (exact set, ± s.e.; recall) "
+        "vs the previous token's experts",
+        title_justify="left",
+    )
     for col in ("layer -> target", "lookahead exact", "recall", "previous token exact", "recall"):
         table.add_column(col, justify="right")
     for layer, row in lookahead.items():
         for d, c in row.items():
-            table.add_row(f"{layer} -> {c['target_layer']} (d={d})", f"{_pct(c['exact'])} ± {_pct(c['exact_se'])}",
-                          _pct(c["recall"]), f"{_pct(c['previous_exact'])} ± {_pct(c['previous_exact_se'])}",
-                          _pct(c["previous_recall"]))  # fmt: skip
+            table.add_row(
+                f"{layer} -> {c['target_layer']} (d={d})",
+                f"{_pct(c['exact'])} ± {_pct(c['exact_se'])}",
+                _pct(c["recall"]),
+                f"{_pct(c['previous_exact'])} ± {_pct(c['previous_exact_se'])}",
+                _pct(c["previous_recall"]),
+            )
     console.print(table)
 
 
@@ -107,9 +129,15 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
     layers = [n for n in shown if n in spec]
     if layers:
         tests = pos.get("tests") or {}
-        rule = (f"* significant: {tests.get('correction', 'fdr_bh')}-corrected p <= {tests.get('alpha', 0.05)} over "
+        rule = (
+            (
+                f"* significant: {tests.get('correction', 'fdr_bh')}-corrected p <= {tests.get('alpha', 0.05)} over "
                 f"{tests.get('family', '?')} tests, {tests.get('significant', '?')} significant; "
-                f"tags under {tests.get('min_words', 30)} words untested") if tests else "* p < 0.01, uncorrected"  # fmt: skip
+                f"tags under {tests.get('min_words', 30)} words untested"
+            )
+            if tests
+            else "* p < 0.01, uncorrected"
+        )
         table = Table(
             title=f"Part of speech: the expert taking most of each tag (chance k/E = {_pct(pos.get('chance_share'))}; {rule})",
             title_justify="left",
@@ -123,7 +151,11 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
             cells = []
             for name in layers:
                 e = spec[name].get(tag)
-                cells.append("-" if not e else f"e{e['expert']} {_pct(e['max_share'])}{'*' if _significant(e) else ''}{_interval(e)}")
+                cells.append(
+                    "-"
+                    if not e
+                    else f"e{e['expert']} {_pct(e['max_share'])}{'*' if _significant(e) else ''}{_interval(e)}"
+                )
             table.add_row(tag, f"{int(counts.get(tag, 0)):,}", *cells)
         console.print(table)
     probe = pos.get("probe")
@@ -131,7 +163,8 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
         console.print(
             f"routing-path probe: accuracy {_pm(probe, 'accuracy')} (macro-F1 {_pm(probe, 'macro_f1')}); "
             f"majority tag {_pm(probe, 'baseline_majority')}, word form {_pm(probe, 'baseline_word')}, "
-            f"shuffled paths {_pm(probe, 'shuffled')}" + (f"; mean ± sd over {probe['splits']} splits by sentence" if probe.get("splits") else ""),
+            f"shuffled paths {_pm(probe, 'shuffled')}"
+            + (f"; mean ± sd over {probe['splits']} splits by sentence" if probe.get("splits") else ""),
             soft_wrap=True,  # one line per result, whatever the terminal's width (easy to grep)
         )
     ablation = pos.get("ablation")
@@ -140,7 +173,8 @@ def _print_pos(pos: dict, shown: list[str], tags_shown: int = 8) -> None:
         kind = "MLP" if str(ablation.get("classifier", "")).startswith("MLP") else "linear"
         console.print(
             f"layer ablation ({kind} probes): best single layer {best} ({_pct(ablation['single'][best])}), all layers "
-            f"{_pct(ablation.get('full'))}" + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else ""),
+            f"{_pct(ablation.get('full'))}"
+            + (f", most needed layer {ablation['most_needed']}" if ablation.get("most_needed") else ""),
             soft_wrap=True,
         )
 
@@ -171,7 +205,12 @@ def _spread(names: list[str], n: int) -> list[str]:
 
 def _print_distribution(result: dict, names: list[str], E: int) -> None:
     table = Table(title="Expert distribution (share of assignments; uniform 1/E)", title_justify="left")
-    for col in ("domain", "most used (layer: expert)", "least used (layer: expert)", "largest JS divergence to another domain [95% CI]"):
+    for col in (
+        "domain",
+        "most used (layer: expert)",
+        "least used (layer: expert)",
+        "largest JS divergence to another domain [95% CI]",
+    ):
         table.add_column(col)
     js_best: dict[str, tuple[float, str, str, float | None, float | None]] = {}
     for name in names:
@@ -186,8 +225,11 @@ def _print_distribution(result: dict, names: list[str], E: int) -> None:
         hi = np.unravel_index(np.nanargmax(shares), shares.shape)
         lo = np.unravel_index(np.nanargmin(shares), shares.shape)
         js = js_best.get(domain)
-        js_text = "-" if js is None else f"{js[0]:.4f} vs {js[2]} at layer {js[1]}" + (
-            f" [{js[3]:.4f}, {js[4]:.4f}]" if js[3] is not None else ""
+        js_text = (
+            "-"
+            if js is None
+            else f"{js[0]:.4f} vs {js[2]} at layer {js[1]}"
+            + (f" [{js[3]:.4f}, {js[4]:.4f}]" if js[3] is not None else "")
         )
         table.add_row(
             domain,
@@ -227,14 +269,20 @@ def _print_locality(result: dict, shown: list[str]) -> None:
     table.add_row("[dim]permuted (all)", *(f"[dim]{_pct(perm[n]['first'])} / {_pct(perm[n]['any'])}" for n in shown))
     excess = result.get("locality_excess", {}).get("all")
     if excess:  # real minus permuted, with its 95% interval over documents
-        table.add_row("[dim]real - permuted (all)", *(f"[dim]{_signed(excess[n], 'first')} / {_signed(excess[n], 'any')}" for n in shown))
+        table.add_row(
+            "[dim]real - permuted (all)",
+            *(f"[dim]{_signed(excess[n], 'first')} / {_signed(excess[n], 'any')}" for n in shown),
+        )
     base = result["locality_baseline"]
     table.add_row("[dim]random", *([f"[dim]{_pct(base['first'])} / {_pct(base['any'])}"] * len(shown)))
     console.print(table)
 
 
 def saturation_command(
-    traces: Annotated[list[Path], typer.Argument(help="Traces of checkpoints of one model over one corpus, the final checkpoint last.")],
+    traces: Annotated[
+        list[Path],
+        typer.Argument(help="Traces of checkpoints of one model over one corpus, the final checkpoint last."),
+    ],
     json_path: Annotated[Path | None, typer.Option("--json", help=JSON_HELP.replace("full ", ""))] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -249,7 +297,9 @@ def saturation_command(
 
 
 def print_saturation(result: dict) -> None:
-    table = Table(title="Router saturation: share of top-k (top-1) also chosen at the final checkpoint", title_justify="left")
+    table = Table(
+        title="Router saturation: share of top-k (top-1) also chosen at the final checkpoint", title_justify="left"
+    )
     table.add_column("layer")
     for label in result["checkpoints"]:
         table.add_column(label, justify="right")
@@ -262,8 +312,10 @@ def print_saturation(result: dict) -> None:
     if matched:  # independent routing at the observed loads: agreement that load alone gives
         span = lambda kind: [v for values in matched[kind].values() for v in values[:-1] if v is not None]  # noqa: E731
         if span("topk"):
-            console.print(f"independent routing at the same expert loads: {_pct(min(span('topk')))} .. {_pct(max(span('topk')))} "
-                          f"({_pct(min(span('top1')))} .. {_pct(max(span('top1')))}) over layers and checkpoints")  # fmt: skip
+            console.print(
+                f"independent routing at the same expert loads: {_pct(min(span('topk')))} .. {_pct(max(span('topk')))} "
+                f"({_pct(min(span('top1')))} .. {_pct(max(span('top1')))}) over layers and checkpoints"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,8 @@ show flags as flags (progress bars live in the library, `routelens.progress`).""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,8 +102,11 @@ def check_output_location(flag: str, path: str | Path) -> None:
 
 def _checking_outputs(command) -> None:
     """Wrap `command`'s callback so that its single-valued output options are checked first."""
-    flags = {p.name: next(o for o in p.opts if o in OUTPUT_FLAGS) for p in command.params
-             if isinstance(p, TyperOption) and not p.multiple and any(o in OUTPUT_FLAGS for o in p.opts)}  # fmt: skip
+    flags = {
+        p.name: next(o for o in p.opts if o in OUTPUT_FLAGS)
+        for p in command.params
+        if isinstance(p, TyperOption) and not p.multiple and any(o in OUTPUT_FLAGS for o in p.opts)
+    }
     callback = command.callback
     if not flags or callback is None or getattr(callback, "_outputs_checked", False):
         return
@@ -146,4 +149,3 @@ def new_app(help: str) -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )
-

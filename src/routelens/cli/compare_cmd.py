@@ -25,7 +25,10 @@ def _num(value: float | None) -> str:
 def compare_command(
     a: Annotated[Path, typer.Argument(help="Reference trace (A); its domains group the tokens.")],
     b: Annotated[Path, typer.Argument(help="Trace of the same tokens to compare with A (B).")],
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the result to this JSON file (atomic); - for stdout (then no tables).")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the result to this JSON file (atomic); - for stdout (then no tables)."),
+    ] = None,
     all_layers: Annotated[bool, typer.Option("--all-layers", help="Print every layer.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -40,17 +43,23 @@ def compare_command(
     """
     from routelens.analysis.compare import compare_traces
 
-    emit_result(compare_traces(a, b, progress=not quiet), json_path, lambda r: print_comparison(r, all_layers=all_layers))
+    emit_result(
+        compare_traces(a, b, progress=not quiet), json_path, lambda r: print_comparison(r, all_layers=all_layers)
+    )
 
 
 def print_comparison(result: dict, *, all_layers: bool = False) -> None:
     meta = result["meta"]
     names = [str(x) for x in meta["layers"]]
     if not all_layers and len(names) > SHOWN_LAYERS:
-        names = [names[i] for i in sorted({round(j * (len(names) - 1) / (SHOWN_LAYERS - 1)) for j in range(SHOWN_LAYERS)})]
+        names = [
+            names[i] for i in sorted({round(j * (len(names) - 1) / (SHOWN_LAYERS - 1)) for j in range(SHOWN_LAYERS)})
+        ]
     unmatched = meta["unmatched"]
-    console.print(f"{meta['tokens']:,} aligned tokens (unmatched rows: {unmatched['a']:,} in A, {unmatched['b']:,} in B), "
-                  f"top-{meta['top_k']} of {meta['num_experts']}")  # fmt: skip
+    console.print(
+        f"{meta['tokens']:,} aligned tokens (unmatched rows: {unmatched['a']:,} in A, {unmatched['b']:,} in B), "
+        f"top-{meta['top_k']} of {meta['num_experts']}"
+    )
     table = Table(title="Routing agreement (%): first choice / top-k overlap / equal top-k set", title_justify="left")
     table.add_column("domain")
     for name in names:
@@ -64,8 +73,10 @@ def print_comparison(result: dict, *, all_layers: bool = False) -> None:
     if not margin:
         console.print("flip rate by margin: skipped (neither trace stores probs or weights of k >= 2)")
         return
-    bins = Table(title=f"Flip rate ({margin['flip']}) against the margin {margin['margin']} of trace {margin['trace'].upper()}",
-                 title_justify="left")  # fmt: skip
+    bins = Table(
+        title=f"Flip rate ({margin['flip']}) against the margin {margin['margin']} of trace {margin['trace'].upper()}",
+        title_justify="left",
+    )
     for col in ("margin", "token-layers", "flips", "rate"):
         bins.add_column(col, justify="right")
     edges = margin["edges"]

@@ -1,8 +1,8 @@
 """`routelens corpus ...`: corpora that need no download.
 
-    routelens corpus builtin --out corpus/
-    routelens corpus builtin --out corpus/ --seed 1 --size-kb 200 --domain code --domain math
-    routelens train --corpus code=corpus/code.txt --corpus math=corpus/math.txt ...
+routelens corpus builtin --out corpus/
+routelens corpus builtin --out corpus/ --seed 1 --size-kb 200 --domain code --domain math
+routelens train --corpus code=corpus/code.txt --corpus math=corpus/math.txt ...
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from routelens.errors import RoutelensError
 
 
 def builtin(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write <domain>.txt files into (created if missing).")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed and Python version give the same bytes.")] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory to write <domain>.txt files into (created if missing).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: same seed and Python version give the same bytes.")
+    ] = 0,
     size_kb: Annotated[
         int, typer.Option("--size-kb", help="Size of each domain in kB (prose stops at ~1100 kB: all the library has).")
     ] = DEFAULT_SIZE_BYTES // 1000,
@@ -41,7 +45,9 @@ def builtin(
         routelens corpus builtin --out corpus/ --size-kb 100 --domain math
     """
     if size_kb <= 0:
-        raise RoutelensError(f"--size-kb {size_kb} is not positive; give the size of each domain in kB, e.g. --size-kb 1000.")
+        raise RoutelensError(
+            f"--size-kb {size_kb} is not positive; give the size of each domain in kB, e.g. --size-kb 1000."
+        )
     from routelens.lock import output_lock
 
     with output_lock(out, what="corpus builtin"):

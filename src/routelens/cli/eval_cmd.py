@@ -15,14 +15,24 @@ from routelens.training.configs import EvalConfig
 
 
 def eval_command(
-    model: Annotated[Path, typer.Argument(help="Model directory: a MoE checkpoint of any family routelens records (e.g. written by `routelens train` or `routelens prune`).")],
-    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Model directory: a MoE checkpoint of any family routelens records (e.g. written by `routelens train` or `routelens prune`)."
+        ),
+    ],
+    corpus: Annotated[
+        list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")
+    ],
     capacity_factor: float | None = config_option(EvalConfig, "capacity_factor", "--capacity-factor"),
     top_k: int | None = config_option(EvalConfig, "top_k", "--top-k"),
     seq_len: int | None = config_option(EvalConfig, "seq_len", "--seq-len"),
     batch_size: int = config_option(EvalConfig, "batch_size", "--batch-size"),
     max_tokens: int = config_option(EvalConfig, "max_tokens", "--max-tokens"),
-    json_file: Annotated[Path | None, typer.Option("--json", help="Also write the results to this JSON file; - for stdout (then no tables).")] = None,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the results to this JSON file; - for stdout (then no tables)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate a MoE model of any family routelens records: loss and perplexity per corpus, and the
@@ -38,19 +48,33 @@ def eval_command(
     """
     from routelens.training.evaluate import evaluate
 
-    config = cli_config(EvalConfig, capacity_factor=capacity_factor, top_k=top_k, seq_len=seq_len,
-                        batch_size=batch_size, max_tokens=max_tokens, progress=not quiet)  # fmt: skip
+    config = cli_config(
+        EvalConfig,
+        capacity_factor=capacity_factor,
+        top_k=top_k,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        progress=not quiet,
+    )
     result = evaluate(model, corpus, config)
     if to_stdout(json_file):
         print_json(result, indent=2, allow_nan=True)  # as the file is written below
         return
     cf = "unlimited" if result["capacity_factor"] is None else f"{result['capacity_factor']:g}"
-    table = Table(title=f"{model}: top-{result['top_k']} of {result['num_experts']}, capacity factor {cf}", title_justify="left")
+    table = Table(
+        title=f"{model}: top-{result['top_k']} of {result['num_experts']}, capacity factor {cf}", title_justify="left"
+    )
     for col in ("corpus", "tokens", "loss", "perplexity"):
         table.add_column(col, justify="left" if col == "corpus" else "right")
     for name, v in result["domains"].items():
         table.add_row(name, f"{v['tokens']:,}", f"{v['loss']:.4f}", f"{v['perplexity']:.2f}")
-    table.add_row("[bold]all", f"{sum(v['tokens'] for v in result['domains'].values()):,}", f"{result['loss']:.4f}", f"{result['perplexity']:.2f}")
+    table.add_row(
+        "[bold]all",
+        f"{sum(v['tokens'] for v in result['domains'].values()):,}",
+        f"{result['loss']:.4f}",
+        f"{result['perplexity']:.2f}",
+    )
     console.print(table)
     drops = Table(title="dropped by capacity, per MoE layer", title_justify="left")
     for col in ("layer", "assignments dropped", "tokens fully dropped"):

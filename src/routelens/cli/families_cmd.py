@@ -1,9 +1,9 @@
 """`routelens families`: every MoE family of the installed transformers and whether routelens records it.
 
-    routelens families
-    routelens families --json families.json
-    routelens families --verify                      # every family, on the installed transformers
-    routelens families --verify mixtral longcat_flash --json -
+routelens families
+routelens families --json families.json
+routelens families --verify                      # every family, on the installed transformers
+routelens families --verify mixtral longcat_flash --json -
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ def families(
         list[str] | None, typer.Argument(help="With --verify: only these model types (default: every family).")
     ] = None,
     verify: Annotated[
-        bool, typer.Option("--verify", help="Build each family's tiny model here and check what routelens records "
-                                            "against the router's own choice and the MoE block's own output.")
+        bool,
+        typer.Option(
+            "--verify",
+            help="Build each family's tiny model here and check what routelens records "
+            "against the router's own choice and the MoE block's own output.",
+        ),
     ] = False,
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write a JSON list to this file instead of a table; - or a bare --json: stdout.")
+        Path | None,
+        typer.Option("--json", help="Write a JSON list to this file instead of a table; - or a bare --json: stdout."),
     ] = None,
 ) -> None:
     """List every MoE family of the installed transformers: router class, routing rule, status.
@@ -37,7 +42,7 @@ def families(
     each MoE block computes with; otherwise the reason the family is not recorded. `verified_on`
     is the newest transformers on which the test suite verified the family. `--verify` checks it
     now, on the installed transformers (exit 1 when a family fails).
-    """  # fmt: skip
+    """
     from routelens.capture.listing import EXACT, family_rows
 
     rows = family_rows()
@@ -48,8 +53,16 @@ def families(
     if verdicts is not None:
         import transformers
 
-        payload = [p | {"verify": verdicts[p["model_type"]].verify, "padding": verdicts[p["model_type"]].padding,
-                        "transformers": transformers.__version__} for p in payload if p["model_type"] in verdicts]  # fmt: skip
+        payload = [
+            p
+            | {
+                "verify": verdicts[p["model_type"]].verify,
+                "padding": verdicts[p["model_type"]].padding,
+                "transformers": transformers.__version__,
+            }
+            for p in payload
+            if p["model_type"] in verdicts
+        ]
     if to_stdout(json_path):
         print_json(payload, indent=2)
     elif json_path is not None:
@@ -75,8 +88,10 @@ def families(
         from routelens.progress import console as progress_console
 
         verified = sum(v.verify == "verified" for v in verdicts.values())
-        (progress_console if to_stdout(json_path) else console).print(f"{verified} of {len(verdicts)} MoE families verified on transformers {transformers.__version__}",
-                      highlight=False)  # fmt: skip
+        (progress_console if to_stdout(json_path) else console).print(
+            f"{verified} of {len(verdicts)} MoE families verified on transformers {transformers.__version__}",
+            highlight=False,
+        )
         if any(not v.ok for v in verdicts.values()):
             raise typer.Exit(1)
 
@@ -90,8 +105,9 @@ def _verify(rows, wanted: list[str], *, quiet_stdout: bool) -> dict:
     known = [r.model_type for r in rows]
     unknown = [t for t in wanted if t not in known]
     if unknown:
-        raise RoutelensError(f"{unknown[0]} is not a MoE family of the installed transformers; "
-                             "`routelens families` lists them.")  # fmt: skip
+        raise RoutelensError(
+            f"{unknown[0]} is not a MoE family of the installed transformers; `routelens families` lists them."
+        )
     chosen = wanted or known
     verdicts = {}
     with progress_bar(transient=True) as bar:
@@ -102,7 +118,9 @@ def _verify(rows, wanted: list[str], *, quiet_stdout: bool) -> dict:
             verdicts[model_type] = verdict
             colour = "green" if verdict.verify == "verified" else ("red" if not verdict.ok else "yellow")
             note = f" ({verdict.padding})" if verdict.padding and verdict.padding != "exact" else ""
-            (bar.console if quiet_stdout else console).print(f"{model_type}: [{colour}]{verdict.verify}[/]{note}", highlight=False)
+            (bar.console if quiet_stdout else console).print(
+                f"{model_type}: [{colour}]{verdict.verify}[/]{note}", highlight=False
+            )
             bar.update(task, advance=1)
     return verdicts
 

@@ -15,14 +15,22 @@ from routelens.engines.importer import ImportConfig
 
 import_app = new_app("Import the routing a serving engine recorded (vLLM, SGLang) as a trace.")
 
-ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The model the engine served: a folder with its config.json "
-                                        "and tokenizer (weights are not read).")]  # fmt: skip
+ModelOpt = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        "-m",
+        help="The model the engine served: a folder with its config.json and tokenizer (weights are not read).",
+    ),
+]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Trace directory to write.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-FILE_HELP = ("The engine's output: JSON lines, one request a line (vLLM; SGLang with meta_info.routed_experts), "
-             "or SGLang's recorder dump (.pt). Formats: docs/engines.md.")
+FILE_HELP = (
+    "The engine's output: JSON lines, one request a line (vLLM; SGLang with meta_info.routed_experts), "
+    "or SGLang's recorder dump (.pt). Formats: docs/engines.md."
+)
 VLLM_HELP = """vLLM's routed experts (enable_return_routed_experts), saved as JSON lines.
 
     One request a line: prompt_token_ids, output_token_ids, prompt_routed_experts and routed_experts
@@ -58,11 +66,19 @@ def import_command(
     """The one command behind `import vllm` and `import sglang`: the engine is the name it was called by."""
     from routelens.engines import import_engine
 
-    config = cli_config(ImportConfig, domain=domain, shard_tokens=shard_tokens, overwrite=overwrite,
-                        trust_remote_code=trust_remote_code, progress=not quiet)  # fmt: skip
+    config = cli_config(
+        ImportConfig,
+        domain=domain,
+        shard_tokens=shard_tokens,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+        progress=not quiet,
+    )
     tr = import_engine(ctx.info_name, file, model, out, config)
-    console.print(f"[green]wrote[/] {out}: {tr.num_tokens:,} rows of {tr.manifest['totals']['documents']:,} requests, "
-                  f"{len(tr.layers)} MoE layers, top-{tr.top_k} of {tr.num_experts} (no weights: engines record experts only)")  # fmt: skip
+    console.print(
+        f"[green]wrote[/] {out}: {tr.num_tokens:,} rows of {tr.manifest['totals']['documents']:,} requests, "
+        f"{len(tr.layers)} MoE layers, top-{tr.top_k} of {tr.num_experts} (no weights: engines record experts only)"
+    )
 
 
 def _paragraphs(text: str) -> str:

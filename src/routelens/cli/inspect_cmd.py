@@ -1,8 +1,8 @@
 """`routelens inspect MODEL`: parameters and weight memory, total and active per token, from the config.
 
-    routelens inspect path/to/model
-    routelens inspect path/to/config.json --json params.json
-    routelens inspect mistralai/Mixtral-8x7B-v0.1 --top-k 1
+routelens inspect path/to/model
+routelens inspect path/to/config.json --json params.json
+routelens inspect mistralai/Mixtral-8x7B-v0.1 --top-k 1
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ def _human(n: float, unit: str = "") -> str:
 def inspect(
     model: Annotated[str, typer.Argument(help="A local model directory, a config.json file, or a hub id owner/name.")],
     json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write one JSON object to this file instead of tables; - or a bare --json: stdout.")
+        Path | None,
+        typer.Option(
+            "--json", help="Write one JSON object to this file instead of tables; - or a bare --json: stdout."
+        ),
     ] = None,
     top_k: Annotated[
         int | None, typer.Option("--top-k", help="Count active parameters for this top-k instead of the config's.")

@@ -53,9 +53,13 @@ def importance_command(
 def print_importance(result: dict, shown: int = 3) -> None:
     meta, overall = result["meta"], result["overall"]
     E = meta["num_experts"]
-    console.print(f"[bold]{meta['model']}[/]: {meta['tokens']:,} tokens, {len(meta['layers'])} MoE layers, "
-                  f"top-{meta['top_k']} of {E}; criteria {', '.join(meta['criteria'])}")  # fmt: skip
-    table = Table(title=f"Most and least important experts per layer (uniform frequency 1/E = {1 / E:.3f})", title_justify="left")
+    console.print(
+        f"[bold]{meta['model']}[/]: {meta['tokens']:,} tokens, {len(meta['layers'])} MoE layers, "
+        f"top-{meta['top_k']} of {E}; criteria {', '.join(meta['criteria'])}"
+    )
+    table = Table(
+        title=f"Most and least important experts per layer (uniform frequency 1/E = {1 / E:.3f})", title_justify="left"
+    )
     table.add_column("layer")
     for criterion in meta["criteria"]:
         table.add_column(f"{criterion}: top {shown}")
@@ -65,15 +69,19 @@ def print_importance(result: dict, shown: int = 3) -> None:
         for criterion in meta["criteria"]:
             values = np.asarray(overall[criterion][layer])
             order = np.lexsort((np.arange(E), -values))
-            cells += [", ".join(f"e{e} {values[e]:.3f}" for e in order[:shown]),
-                      ", ".join(f"e{e} {values[e]:.3f}" for e in order[::-1][:shown])]  # fmt: skip
+            cells += [
+                ", ".join(f"e{e} {values[e]:.3f}" for e in order[:shown]),
+                ", ".join(f"e{e} {values[e]:.3f}" for e in order[::-1][:shown]),
+            ]
         table.add_row(layer, *cells)
     console.print(table)
 
 
 def ablate_command(
     model: Annotated[Path, typer.Argument(help="Model directory (e.g. written by `routelens train`).")],
-    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")],
+    corpus: Annotated[
+        list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help`).")
+    ],
     expert: list[str] | None = config_option(AblateConfig, "experts", "--expert", "-e"),
     seq_len: int | None = config_option(AblateConfig, "seq_len", "--seq-len"),
     batch_size: int = config_option(AblateConfig, "batch_size", "--batch-size"),
@@ -93,8 +101,15 @@ def ablate_command(
     """
     from routelens.pruning import ablate
 
-    config = cli_config(AblateConfig, experts=expert, seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens,
-                        held_out=held_out, progress=not quiet)  # fmt: skip
+    config = cli_config(
+        AblateConfig,
+        experts=expert,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        held_out=held_out,
+        progress=not quiet,
+    )
     _emit(ablate(model, corpus, config), json_path, print_ablation)
 
 
@@ -106,24 +121,35 @@ def print_ablation(result: dict) -> None:
         table.add_column(col, justify="left" if col == "corpus" else "right")
     intact, ablated = result["intact"], result["ablated"]
     for name, v in intact["domains"].items():
-        table.add_row(name, f"{v['tokens']:,}", f"{v['loss']:.4f}", f"{ablated['domains'][name]['loss']:.4f}",
-                      f"{result['delta']['domains'][name]:+.4f}")  # fmt: skip
+        table.add_row(
+            name,
+            f"{v['tokens']:,}",
+            f"{v['loss']:.4f}",
+            f"{ablated['domains'][name]['loss']:.4f}",
+            f"{result['delta']['domains'][name]:+.4f}",
+        )
     table.add_row("[bold]all", "", f"{intact['loss']:.4f}", f"{ablated['loss']:.4f}", f"{result['delta']['loss']:+.4f}")
     console.print(table)
 
 
 def prune_command(
     model: Annotated[Path, typer.Argument(help="Model directory (a Hugging Face MoE checkpoint).")],
-    trace: Annotated[Path, typer.Option("--trace", help="Trace of this model (from `routelens trace`) to rank experts by.")],
+    trace: Annotated[
+        Path, typer.Option("--trace", help="Trace of this model (from `routelens trace`) to rank experts by.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the pruned checkpoint.")],
     keep: int | None = config_option(PruneConfig, "keep", "--keep"),
     drop_fraction: float | None = config_option(PruneConfig, "drop_fraction", "--drop-fraction"),
     # a plain string, so that an unknown criterion is refused in one line by PruneConfig
-    criterion: str = config_option(PruneConfig, "criterion", "--criterion", metavar="|".join(c.value for c in Criterion)),
+    criterion: str = config_option(
+        PruneConfig, "criterion", "--criterion", metavar="|".join(c.value for c in Criterion)
+    ),
     seed: int = config_option(PruneConfig, "seed", "--seed"),
     domain: str | None = config_option(PruneConfig, "domain", "--domain"),
     overwrite: bool = config_option(PruneConfig, "overwrite", "--overwrite"),
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the prune record (prune.json) here; - for stdout.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the prune record (prune.json) here; - for stdout.")
+    ] = None,
     quiet: QUIET = False,
 ) -> None:
     """A checkpoint of the same family with N experts in every MoE layer: the ones the trace ranks
@@ -139,8 +165,16 @@ def prune_command(
     """
     from routelens.pruning import prune
 
-    config = cli_config(PruneConfig, keep=keep, drop_fraction=drop_fraction, criterion=criterion, seed=seed,
-                        domain=domain, overwrite=overwrite, progress=not quiet)  # fmt: skip
+    config = cli_config(
+        PruneConfig,
+        keep=keep,
+        drop_fraction=drop_fraction,
+        criterion=criterion,
+        seed=seed,
+        domain=domain,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     _emit(prune(model, trace, out, config), json_path, lambda r: print_pruned(r, out))
 
 

@@ -20,7 +20,9 @@ def parse_layers(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise RoutelensError(f"--layers {text!r} is not a comma-separated list of layer indices; write e.g. --layers 0,15,31.") from None
+        raise RoutelensError(
+            f"--layers {text!r} is not a comma-separated list of layer indices; write e.g. --layers 0,15,31."
+        ) from None
 
 
 # The named inputs: flag -> (the result's key, the command that writes the file).
@@ -31,8 +33,12 @@ RESULTS = {
 }
 
 
-def read_json_object(path: Path, flag: str = "--json", writer: str = "routelens analyze TRACE --json {path}",
-                     what: str = "an analysis object") -> dict:  # fmt: skip
+def read_json_object(
+    path: Path,
+    flag: str = "--json",
+    writer: str = "routelens analyze TRACE --json {path}",
+    what: str = "an analysis object",
+) -> dict:
     """The JSON object in `path`, or a one-line error naming `flag` and the command that writes it."""
     how = writer.format(path=path)
     if not path.is_file():
@@ -42,7 +48,9 @@ def read_json_object(path: Path, flag: str = "--json", writer: str = "routelens 
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RoutelensError(f"{flag} {path} is not valid JSON ({exc}); write it again with `{how}`.") from None
     if not isinstance(payload, dict):
-        raise RoutelensError(f"{flag} {path} holds a {type(payload).__name__}, not {what}; pass the file `{how}` wrote.")
+        raise RoutelensError(
+            f"{flag} {path} holds a {type(payload).__name__}, not {what}; pass the file `{how}` wrote."
+        )
     return payload
 
 
@@ -73,8 +81,10 @@ def check_result_meta(payload: dict, key: str, path: Path, flag: str, trace) -> 
     mine = {"tokens": trace.num_tokens, "num_experts": trace.num_experts, "top_k": trace.top_k}
     for name, value in mine.items():
         if isinstance(meta, dict) and name in meta and meta[name] != value:
-            raise RoutelensError(f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
-                                 f"{name}={value}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
+            raise RoutelensError(
+                f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
+                f"{name}={value}; simulate this trace (`{writer.format(path=path)}`)."
+            )
 
 
 def load_result(path: Path, flag: str, trace) -> dict:
@@ -87,13 +97,17 @@ def load_result(path: Path, flag: str, trace) -> dict:
     key, writer = RESULTS[flag]
     payload = read_json_object(path, flag, writer, what=f"a `{key}` result")
     if not isinstance(payload.get(key), dict):
-        raise RoutelensError(f"{flag} {path} holds no `{key}` result; pass the file `{writer.format(path=path)}` wrote.")
+        raise RoutelensError(
+            f"{flag} {path} holds no `{key}` result; pass the file `{writer.format(path=path)}` wrote."
+        )
     check_result_meta(payload, key, path, flag, trace)
     if key == "distinct":  # keyed by layer: another model's layers would fill the table with rows of no layer here
         layers, mine = list(payload[key]), [str(x) for x in trace.layers]
         if not set(layers) <= set(mine):
-            raise RoutelensError(f"{flag} {path} has layers {','.join(layers)} but the trace at {trace.path} has layers "
-                                 f"{','.join(mine)}; simulate this trace (`{writer.format(path=path)}`).")  # fmt: skip
+            raise RoutelensError(
+                f"{flag} {path} has layers {','.join(layers)} but the trace at {trace.path} has layers "
+                f"{','.join(mine)}; simulate this trace (`{writer.format(path=path)}`)."
+            )
     return {k: v for k, v in payload.items() if k == key or k.startswith(f"{key}_")}
 
 
@@ -102,35 +116,72 @@ def load_comparison(path: Path, trace) -> dict:
     writer = "routelens compare A B --json {path}"
     payload = read_json_object(path, "--compare", writer, what="a comparison")
     if not isinstance(payload.get("agreement"), dict):
-        raise RoutelensError(f"--compare {path} holds no `agreement`; pass the file `{writer.format(path=path)}` wrote.")
+        raise RoutelensError(
+            f"--compare {path} holds no `agreement`; pass the file `{writer.format(path=path)}` wrote."
+        )
     layers = (payload.get("meta") or {}).get("layers")
     if layers is not None and [str(x) for x in layers] != [str(x) for x in trace.layers]:
-        raise RoutelensError(f"--compare {path} compares layers {layers} but the trace at {trace.path} has {trace.layers}; "
-                             "pass the comparison of this trace.")  # fmt: skip
+        raise RoutelensError(
+            f"--compare {path} compares layers {layers} but the trace at {trace.path} has {trace.layers}; "
+            "pass the comparison of this trace."
+        )
     return payload
 
 
 def report_command(
     trace: Annotated[Path, typer.Argument(help="Trace directory (from `routelens trace`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write; figures go to <stem>_figures/ beside it.")] = Path("report.html"),
-    analysis_path: Annotated[Path | None, typer.Option(
-        "--analysis", help="Saved analysis (`routelens analyze --json`) to reuse instead of recomputing.")] = None,
-    cache_path: Annotated[Path | None, typer.Option(
-        "--cache", help="Expert-cache results (`routelens simulate cache --json`, or `simulate all`).")] = None,
-    balance_path: Annotated[Path | None, typer.Option(
-        "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`).")] = None,
-    distinct_path: Annotated[Path | None, typer.Option(
-        "--distinct", help="Distinct experts per batch (`routelens simulate distinct --json`).")] = None,
-    compare_path: Annotated[Path | None, typer.Option(
-        "--compare", help="A comparison of this trace with another (`routelens compare A B --json`).")] = None,
-    importance_path: Annotated[Path | None, typer.Option(
-        "--importance", help="Expert importance of this trace (`routelens importance TRACE --json`).")] = None,
-    json_paths: Annotated[list[Path] | None, typer.Option(
-        "--json", help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
-        "keys); prefer --analysis, --cache, --balance and --distinct.")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", help="True layer indices of the token view, comma-separated (default: first, middle, last).")] = None,
-    pos: Annotated[bool, typer.Option("--pos", help="When computing the analysis here, include the part-of-speech analyses.")] = False,
-    figures: Annotated[Path | None, typer.Option("--figures", help="Folder for the PNG/PDF copies of the figures (default: <stem>_figures/ beside the HTML).")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="HTML file to write; figures go to <stem>_figures/ beside it.")
+    ] = Path("report.html"),
+    analysis_path: Annotated[
+        Path | None,
+        typer.Option("--analysis", help="Saved analysis (`routelens analyze --json`) to reuse instead of recomputing."),
+    ] = None,
+    cache_path: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Expert-cache results (`routelens simulate cache --json`, or `simulate all`)."),
+    ] = None,
+    balance_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--balance", help="Expert-parallel load results (`routelens simulate balance --json`, or `simulate all`)."
+        ),
+    ] = None,
+    distinct_path: Annotated[
+        Path | None,
+        typer.Option("--distinct", help="Distinct experts per batch (`routelens simulate distinct --json`)."),
+    ] = None,
+    compare_path: Annotated[
+        Path | None,
+        typer.Option("--compare", help="A comparison of this trace with another (`routelens compare A B --json`)."),
+    ] = None,
+    importance_path: Annotated[
+        Path | None,
+        typer.Option("--importance", help="Expert importance of this trace (`routelens importance TRACE --json`)."),
+    ] = None,
+    json_paths: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--json",
+            help="Old spelling, still accepted: JSON files merged whole, repeatable (later files win on shared "
+            "keys); prefer --analysis, --cache, --balance and --distinct.",
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            "--layers", help="True layer indices of the token view, comma-separated (default: first, middle, last)."
+        ),
+    ] = None,
+    pos: Annotated[
+        bool, typer.Option("--pos", help="When computing the analysis here, include the part-of-speech analyses.")
+    ] = False,
+    figures: Annotated[
+        Path | None,
+        typer.Option(
+            "--figures", help="Folder for the PNG/PDF copies of the figures (default: <stem>_figures/ beside the HTML)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Write one self-contained HTML report (inline CSS and SVG, viewable offline) of a trace:
@@ -176,7 +227,9 @@ def report_command(
         if importance_path is not None:
             from routelens.pruning.importance import check_importance
 
-            payload = read_json_object(importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result")
+            payload = read_json_object(
+                importance_path, "--importance", "routelens importance TRACE --json {path}", "an importance result"
+            )
             analysis["importance"] = check_importance(payload, tr, f"--importance {importance_path}")
         if "distribution" not in analysis:
             from routelens.analysis import analyze

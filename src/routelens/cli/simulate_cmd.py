@@ -25,8 +25,12 @@ simulate_app = new_app("Simulate expert caching (offloading) and expert-parallel
 TraceArg = Annotated[Path, typer.Argument(help="Trace directory written by `routelens trace`.")]
 JSON_HELP = "Write the results as JSON to this file (atomically); - for stdout (then no tables)."
 JsonOpt = Annotated[Path | None, typer.Option("--json", help=JSON_HELP)]
-ShuffledOpt = Annotated[bool, typer.Option("--shuffled/--no-shuffled", help="Also replay a shuffled order (locality control).")]
-PerLayerOpt = Annotated[bool, typer.Option("--per-layer", help="Print one table per layer instead of the mean over layers.")]
+ShuffledOpt = Annotated[
+    bool, typer.Option("--shuffled/--no-shuffled", help="Also replay a shuffled order (locality control).")
+]
+PerLayerOpt = Annotated[
+    bool, typer.Option("--per-layer", help="Print one table per layer instead of the mean over layers.")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 # Options whose default and help are the configs' fields (one place: routelens.simulate).
@@ -82,8 +86,19 @@ def cache_command(
     from routelens.simulate import cache_with_control, simulate_cache
 
     _check_json_path(json_path)
-    config = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet,
-                           pin, lookahead_distance, bandwidth, budget_bytes)  # fmt: skip
+    config = _cache_config(
+        policy,
+        capacity,
+        reset_per_document,
+        expert_bytes,
+        dtype_bytes,
+        seed,
+        quiet,
+        pin,
+        lookahead_distance,
+        bandwidth,
+        budget_bytes,
+    )
     result = (cache_with_control if shuffled else simulate_cache)(trace, config)
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=per_layer)
@@ -114,7 +129,9 @@ def balance_command(
     from routelens.simulate import simulate_balance
 
     _check_json_path(json_path)
-    result = simulate_balance(trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch))
+    result = simulate_balance(
+        trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch)
+    )
     if not _emit_stdout(json_path, result):
         print_balance(result)
         _write_json(json_path, result)
@@ -145,7 +162,9 @@ def distinct_command(
 @simulate_app.command("all")
 def all_command(
     trace: TraceArg,
-    json_path: Annotated[Path, typer.Option("--json", help=JSON_HELP.replace("the results", "cache and balance results"))],
+    json_path: Annotated[
+        Path, typer.Option("--json", help=JSON_HELP.replace("the results", "cache and balance results"))
+    ],
     policy: list[Policy] | None = policy_option(),
     capacity: list[int] | None = capacity_option(),
     reset_per_document: bool = reset_option(),
@@ -164,14 +183,16 @@ def all_command(
 ) -> None:
     """Both simulators with their shuffled controls, into one JSON file (keys `cache*`, `balance*`).
 
-        routelens simulate all trace/ --json simulate.json
+    routelens simulate all trace/ --json simulate.json
 
-        routelens simulate all trace/ --json simulate.json --devices 4 --batch-tokens 1024 --dtype-bytes 1
+    routelens simulate all trace/ --json simulate.json --devices 4 --batch-tokens 1024 --dtype-bytes 1
     """
     from routelens.simulate import simulate_all
 
     _check_json_path(json_path)
-    cache = _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet, pin, None, bandwidth, None)
+    cache = _cache_config(
+        policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet, pin, None, bandwidth, None
+    )
     balance = _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch)
     result = simulate_all(trace, cache, balance)
     if not _emit_stdout(json_path, result):
@@ -180,17 +201,47 @@ def all_command(
         _write_json(json_path, result)
 
 
-def _cache_config(policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet,
-                  pin=None, lookahead_distance=None, bandwidth=None, budget_bytes=None) -> CacheConfig:  # fmt: skip
+def _cache_config(
+    policy,
+    capacity,
+    reset_per_document,
+    expert_bytes,
+    dtype_bytes,
+    seed,
+    quiet,
+    pin=None,
+    lookahead_distance=None,
+    bandwidth=None,
+    budget_bytes=None,
+) -> CacheConfig:
     extra = {} if lookahead_distance is None else {"lookahead_distance": lookahead_distance}
-    return cli_config(CacheConfig, policies=policy, capacities=capacity, reset_per_document=reset_per_document,
-                      expert_bytes=expert_bytes, dtype_bytes=dtype_bytes, seed=seed, progress=not quiet, pin=pin,
-                      bandwidth_gbps=bandwidth, budget_bytes=budget_bytes, **extra)  # fmt: skip
+    return cli_config(
+        CacheConfig,
+        policies=policy,
+        capacities=capacity,
+        reset_per_document=reset_per_document,
+        expert_bytes=expert_bytes,
+        dtype_bytes=dtype_bytes,
+        seed=seed,
+        progress=not quiet,
+        pin=pin,
+        bandwidth_gbps=bandwidth,
+        budget_bytes=budget_bytes,
+        **extra,
+    )
 
 
 def _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch=None) -> BalanceConfig:
-    return cli_config(BalanceConfig, devices=devices, batch_tokens=batch_tokens, cfs=cf, placements=placement,
-                      redundant_experts=redundant_experts, seed=seed, decode_batch=decode_batch)  # fmt: skip
+    return cli_config(
+        BalanceConfig,
+        devices=devices,
+        batch_tokens=batch_tokens,
+        cfs=cf,
+        placements=placement,
+        redundant_experts=redundant_experts,
+        seed=seed,
+        decode_batch=decode_batch,
+    )
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -202,8 +253,11 @@ def print_cache(result: dict, *, per_layer: bool) -> None:
     layers = list(cache[first])
     for group in [[layer] for layer in layers] if per_layer else [layers]:
         where = f"layer {group[0]}" if per_layer else f"mean over {len(group)} layers"
-        table = Table(title=f"Expert-cache hit rate ({where}; {meta['tokens']:,} tokens, top-{meta['top_k']} "
-                            f"of {meta['num_experts']})", title_justify="left")  # fmt: skip
+        table = Table(
+            title=f"Expert-cache hit rate ({where}; {meta['tokens']:,} tokens, top-{meta['top_k']} "
+            f"of {meta['num_experts']})",
+            title_justify="left",
+        )
         columns = ["cached", *cache]
         columns += [f"{first} shuffled"] if shuffled else []
         columns += ["belady-lru"] if gap else []
@@ -235,22 +289,43 @@ def print_cache(result: dict, *, per_layer: bool) -> None:
 
 def print_budget(budget: dict) -> None:
     """Per-layer split of each total against the uniform split at the same bytes."""
-    table = Table(title="Expert memory split over layers: by hit curves (best) vs uniform, same bytes", title_justify="left")
-    for name in ["policy", "total", "slots", "best hit", "uniform hit", "best loads/tok", "uniform loads/tok", "best split"]:
+    table = Table(
+        title="Expert memory split over layers: by hit curves (best) vs uniform, same bytes", title_justify="left"
+    )
+    for name in [
+        "policy",
+        "total",
+        "slots",
+        "best hit",
+        "uniform hit",
+        "best loads/tok",
+        "uniform loads/tok",
+        "best split",
+    ]:
         table.add_column(name, justify="left" if name in ("policy", "best split") else "right")
     for policy, by_total in budget.items():
         for total, row in by_total.items():
             best, uniform = row["best"], row["uniform"]
-            table.add_row(policy, _human_bytes(float(total)), str(row["slots"]), f"{best['hit_rate']:.3f}",
-                          f"{uniform['hit_rate']:.3f}", f"{best['loads_per_token']:.3f}", f"{uniform['loads_per_token']:.3f}",
-                          " ".join(map(str, best["split"].values())))  # fmt: skip
+            table.add_row(
+                policy,
+                _human_bytes(float(total)),
+                str(row["slots"]),
+                f"{best['hit_rate']:.3f}",
+                f"{uniform['hit_rate']:.3f}",
+                f"{best['loads_per_token']:.3f}",
+                f"{uniform['loads_per_token']:.3f}",
+                " ".join(map(str, best["split"].values())),
+            )
     console.print(table)
 
 
 def print_distinct(result: dict) -> None:
     meta = result["distinct_meta"]
-    table = Table(title=f"Distinct experts per batch of {meta['batch']} (of {meta['num_experts']}, top-{meta['top_k']}; "
-                        f"uniform routing: {meta['uniform']:.2f})", title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"Distinct experts per batch of {meta['batch']} (of {meta['num_experts']}, top-{meta['top_k']}; "
+        f"uniform routing: {meta['uniform']:.2f})",
+        title_justify="left",
+    )
     for name in ["layer", "mean", "p95", "max", "decode mean", "decode p95", "decode max"]:
         table.add_column(name, justify="right")
     for layer, v in result["distinct"].items():
@@ -276,8 +351,11 @@ def print_loads(result: dict, layers: list[str], where: str) -> None:
 
 def print_balance(result: dict) -> None:
     meta, shuffled = result["balance_meta"], result.get("balance_shuffled")
-    table = Table(title=f"Expert-parallel load ({meta['devices']} devices, batches of {meta['batch_tokens']:,} tokens, "
-                        f"{meta['batches']:,} batches, mean over layers)", title_justify="left")  # fmt: skip
+    table = Table(
+        title=f"Expert-parallel load ({meta['devices']} devices, batches of {meta['batch_tokens']:,} tokens, "
+        f"{meta['batches']:,} batches, mean over layers)",
+        title_justify="left",
+    )
     for name in ["placement", "CF", "cap.", "dropped", "max/mean"]:
         table.add_column(name, justify="left" if name == "placement" else "right")
     decode = result.get("balance_decode")
@@ -289,7 +367,13 @@ def print_balance(result: dict) -> None:
         table.add_column("max/mean decode", justify="right")
     for placement, by_cf in result["balance"].items():
         for cf, v in by_cf.items():
-            row = [placement, cf, str(meta["capacity_per_expert"][cf]), f"{v['dropped']:.2%}", f"{v['imbalance_max_mean']:.3f}"]
+            row = [
+                placement,
+                cf,
+                str(meta["capacity_per_expert"][cf]),
+                f"{v['dropped']:.2%}",
+                f"{v['imbalance_max_mean']:.3f}",
+            ]
             for other in (shuffled, decode):
                 if other:
                     s = other[placement][cf]

@@ -18,12 +18,15 @@ def trace_command(
     corpus: Annotated[
         list[str],
         typer.Option(
-            "--corpus", "-c",
+            "--corpus",
+            "-c",
             help="NAME=PATH, repeatable. PATH: .txt (blank-line separated documents), .jsonl (field text), "
             ".parquet (column text), .conllu (gold UPOS), or hf:DATASET\\[/CONFIG]:SPLIT\\[:COLUMN].",
         ),
-    ],  # fmt: skip
-    out: Annotated[Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")],
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")
+    ],
     seq_len: int = config_option(TraceConfig, "seq_len", "--seq-len"),
     batch_size: int = config_option(TraceConfig, "batch_size", "--batch-size"),
     max_tokens: int | None = config_option(TraceConfig, "max_tokens", "--max-tokens"),
@@ -41,13 +44,30 @@ def trace_command(
     shard_tokens: int = config_option(TraceConfig, "shard_tokens", "--shard-tokens"),
     overwrite: bool = config_option(TraceConfig, "overwrite", "--overwrite"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the first batch's recorded routing "
-                                         "against the router's own choice and the MoE blocks' own outputs before "
-                                         "anything is written (--no-verify: record unchecked; the manifest says so).")] = True,
-    ray: Annotated[bool, typer.Option("--ray", help="Trace on Ray (routelens[ray]): a pool of model actors; "
-                                      "starts a local Ray instance unless --ray-address is given.")] = False,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (implies --ray): auto (the cluster "
-                                                    "`ray start` made here), HOST:PORT or ray://HOST:10001.")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check the first batch's recorded routing "
+            "against the router's own choice and the MoE blocks' own outputs before "
+            "anything is written (--no-verify: record unchecked; the manifest says so).",
+        ),
+    ] = True,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Trace on Ray (routelens[ray]): a pool of model actors; "
+            "starts a local Ray instance unless --ray-address is given.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (implies --ray): auto (the cluster "
+            "`ray start` made here), HOST:PORT or ray://HOST:10001."
+        ),
+    ] = None,
     ray_workers: int | None = config_option(TraceConfig, "ray_workers", "--ray-workers"),
     ray_gpus_per_worker: float | None = config_option(TraceConfig, "ray_gpus_per_worker", "--ray-gpus-per-worker"),
     device_map: DeviceMap | None = config_option(TraceConfig, "device_map", "--device-map"),
@@ -74,15 +94,34 @@ def trace_command(
     """
     from routelens.trace import summarize, trace
 
-    config = cli_config(TraceConfig,
-        seq_len=seq_len, batch_size=batch_size, max_tokens=max_tokens, store_probs=store_probs, device=device,
-        store_expert_norms=store_expert_norms, lookahead=lookahead,
-        dtype=dtype, weights_dtype=weights_dtype, tagger=tagger, shard_tokens=shard_tokens, overwrite=overwrite,
-        progress=not quiet, ray=ray_address or ("local" if ray else None), ray_workers=ray_workers,
-        ray_gpus_per_worker=ray_gpus_per_worker, device_map=device_map, max_memory=max_memory,
-        offload_folder=None if offload_folder is None else str(offload_folder), trust_remote_code=trust_remote_code,
-        generate=generate, temperature=temperature, top_p=top_p, seed=seed, verify=verify,
-    )  # fmt: skip
+    config = cli_config(
+        TraceConfig,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        store_probs=store_probs,
+        device=device,
+        store_expert_norms=store_expert_norms,
+        lookahead=lookahead,
+        dtype=dtype,
+        weights_dtype=weights_dtype,
+        tagger=tagger,
+        shard_tokens=shard_tokens,
+        overwrite=overwrite,
+        progress=not quiet,
+        ray=ray_address or ("local" if ray else None),
+        ray_workers=ray_workers,
+        ray_gpus_per_worker=ray_gpus_per_worker,
+        device_map=device_map,
+        max_memory=max_memory,
+        offload_folder=None if offload_folder is None else str(offload_folder),
+        trust_remote_code=trust_remote_code,
+        generate=generate,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        verify=verify,
+    )
     from routelens.lock import output_lock
 
     # Two runs into one --out would mix their shards (or one --overwrite replace the other's trace
@@ -115,7 +154,7 @@ def info_command(
 ) -> None:
     """Summarise a trace: tokens per domain, layers, experts, storage per token-layer.
 
-        routelens info trace/
+    routelens info trace/
     """
     from routelens.trace.summary import dumps, summarize
 
@@ -138,11 +177,14 @@ def info_command(
         ("tokens", f"{info['tokens']:,} in {info['documents'] or '?'} documents"),
         *((f"  {name}", f"{n:,}" if n is not None else "?") for name, n in info["domains"].items()),
         ("columns", ", ".join(info["columns"])),
-        ("storage", f"{info['bytes'] / 1e6:.2f} MB in {info['shards']} shards, "
-                    f"{info['bytes_per_token_layer']:.2f} bytes per token-layer"),
+        (
+            "storage",
+            f"{info['bytes'] / 1e6:.2f} MB in {info['shards']} shards, "
+            f"{info['bytes_per_token_layer']:.2f} bytes per token-layer",
+        ),
         ("complete", "yes" if info["complete"] else "[yellow]no: re-run the trace command to finish it[/]"),
         ("verified", _verified(info)),
-    ]  # fmt: skip
+    ]
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)
     console.print(table)

@@ -19,8 +19,13 @@ def option(name: str, *flags: str):
 
 
 def train_command(
-    corpus: Annotated[list[str], typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help` for PATH forms).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model directory to write; re-running the same command resumes it.")],
+    corpus: Annotated[
+        list[str],
+        typer.Option("--corpus", "-c", help="NAME=PATH, repeatable (see `routelens trace --help` for PATH forms)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Model directory to write; re-running the same command resumes it.")
+    ],
     architecture: Architecture = option("architecture", "--architecture"),
     num_experts: int = option("num_experts", "--num-experts", "--experts"),
     top_k: int = option("top_k", "--top-k"),
@@ -65,13 +70,31 @@ def train_command(
     from routelens.training.train import train
 
     config = cli_config(
-        TrainConfig, architecture=architecture, bias_update_rate=bias_update_rate, num_experts=num_experts, top_k=top_k, num_layers=num_layers, hidden=hidden,
-        intermediate=intermediate, heads=heads, seq_len=seq_len, batch_size=batch_size, minutes=minutes, lr=lr,
-        aux_loss_coef=aux_loss_coef, z_loss_coef=z_loss_coef, balance=balance,
-        capacity_factor=capacity_factor, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        seed=seed, vocab_size=vocab_size, val_tokens=val_tokens, init=str(init) if init else None,
+        TrainConfig,
+        architecture=architecture,
+        bias_update_rate=bias_update_rate,
+        num_experts=num_experts,
+        top_k=top_k,
+        num_layers=num_layers,
+        hidden=hidden,
+        intermediate=intermediate,
+        heads=heads,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        minutes=minutes,
+        lr=lr,
+        aux_loss_coef=aux_loss_coef,
+        z_loss_coef=z_loss_coef,
+        balance=balance,
+        capacity_factor=capacity_factor,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        seed=seed,
+        vocab_size=vocab_size,
+        val_tokens=val_tokens,
+        init=str(init) if init else None,
         **({} if steps is None and minutes is None else {"steps": steps}),  # --minutes alone: no step cap
-    )  # fmt: skip
+    )
     from routelens.lock import output_lock
 
     with output_lock(out, what="train"):  # two runs into one --out would interleave their checkpoints
@@ -87,7 +110,9 @@ def print_training_summary(model_dir: Path) -> None:
     for col in ("corpus", "tokens", "model", "unigram", "unigram of corpus"):
         table.add_column(col, justify="left" if col == "corpus" else "right")
     for name, v in meta["val"].items():
-        table.add_row(name, f"{v['tokens']:,}", f"{v['loss']:.3f}", f"{v['unigram_loss']:.3f}", f"{v['domain_unigram_loss']:.3f}")
+        table.add_row(
+            name, f"{v['tokens']:,}", f"{v['loss']:.3f}", f"{v['unigram_loss']:.3f}", f"{v['domain_unigram_loss']:.3f}"
+        )
     console.print(table)
     console.print(
         f"[green]trained[/] {meta['model']['parameters']:,} parameters, {meta['steps']} steps, {meta['tokens']:,} tokens "

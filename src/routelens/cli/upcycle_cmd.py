@@ -1,8 +1,8 @@
 """`routelens upcycle DENSE_DIR`: a dense Llama/Mistral/Qwen2 checkpoint -> a Mixtral MoE checkpoint.
 
-    routelens upcycle dense/ --num-experts 8 --top-k 2 --mode copy --out moe/
-    routelens upcycle dense/ --num-experts 4 --top-k 1 --mode split --out moe-split/ --seed 1
-    routelens train --init moe/ --corpus code=corpus/code.txt --out trained/
+routelens upcycle dense/ --num-experts 8 --top-k 2 --mode copy --out moe/
+routelens upcycle dense/ --num-experts 4 --top-k 1 --mode split --out moe-split/ --seed 1
+routelens train --init moe/ --corpus code=corpus/code.txt --out trained/
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def upcycle_cmd(
 
     with output_lock(out, what="upcycle"):
         path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)
-    console.print(f"wrote a MixtralForCausalLM ({num_experts} experts, top-{top_k}, {config.mode.value}) to {path}", highlight=False)
+    console.print(
+        f"wrote a MixtralForCausalLM ({num_experts} experts, top-{top_k}, {config.mode.value}) to {path}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

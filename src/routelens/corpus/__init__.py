@@ -7,4 +7,13 @@ A corpus is named on the command line as `NAME=PATH` (NAME becomes the trace's `
 from routelens.corpus.readers import CorpusKind, CorpusSpec, Document, Word, iter_documents, parse_corpus_spec
 from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS
 
-__all__ = ["UPOS_CODE", "UPOS_TAGS", "CorpusKind", "CorpusSpec", "Document", "Word", "iter_documents", "parse_corpus_spec"]
+__all__ = [
+    "UPOS_CODE",
+    "UPOS_TAGS",
+    "CorpusKind",
+    "CorpusSpec",
+    "Document",
+    "Word",
+    "iter_documents",
+    "parse_corpus_spec",
+]

@@ -12,21 +12,40 @@ import json
 import random
 from collections.abc import Callable, Iterator
 
-_FIRST = "Ada Alan Amara Bo Chen Dana Elif Emil Farah Grace Hana Ivan Jonas Kai Lena Lior Maya Mina Nia Omar Pablo Priya Quinn Rosa Sami Tara Uma Vera Wen Yusuf Zoe".split()  # fmt: skip
-_LAST = "Abe Berg Costa Diaz Evans Fischer Garcia Haddad Ito Jensen Kim Lopez Moreau Novak Okafor Park Rossi Sato Silva Tanaka Ueda Varga Weber Yilmaz Zhou".split()  # fmt: skip
-_CITIES = "Accra Berlin Bogota Cairo Chicago Dublin Hanoi Helsinki Jakarta Lagos Lima Lisbon Lyon Madrid Mumbai Nairobi Osaka Oslo Porto Quito Seoul Sydney Tunis Warsaw Zurich".split()  # fmt: skip
-_PRODUCTS = "cable charger desk fan headset kettle keyboard lamp monitor mouse notebook printer router scanner speaker stand webcam".split()  # fmt: skip
+_FIRST = "Ada Alan Amara Bo Chen Dana Elif Emil Farah Grace Hana Ivan Jonas Kai Lena Lior Maya Mina Nia Omar Pablo Priya Quinn Rosa Sami Tara Uma Vera Wen Yusuf Zoe".split()
+_LAST = "Abe Berg Costa Diaz Evans Fischer Garcia Haddad Ito Jensen Kim Lopez Moreau Novak Okafor Park Rossi Sato Silva Tanaka Ueda Varga Weber Yilmaz Zhou".split()
+_CITIES = "Accra Berlin Bogota Cairo Chicago Dublin Hanoi Helsinki Jakarta Lagos Lima Lisbon Lyon Madrid Mumbai Nairobi Osaka Oslo Porto Quito Seoul Sydney Tunis Warsaw Zurich".split()
+_PRODUCTS = "cable charger desk fan headset kettle keyboard lamp monitor mouse notebook printer router scanner speaker stand webcam".split()
 _STATUSES = ["pending", "shipped", "delivered", "cancelled", "returned"]
 _LEVELS = ["DEBUG", "INFO", "INFO", "INFO", "WARNING", "ERROR"]
-_PATHS = ["/", "/index.html", "/login", "/api/v1/users", "/api/v1/orders", "/static/app.js", "/static/style.css", "/health", "/search"]  # fmt: skip
+_PATHS = [
+    "/",
+    "/index.html",
+    "/login",
+    "/api/v1/users",
+    "/api/v1/orders",
+    "/static/app.js",
+    "/static/style.css",
+    "/health",
+    "/search",
+]
 _METHODS = ["GET", "GET", "GET", "POST", "PUT", "DELETE"]
 _HTTP_STATUS = [200, 200, 200, 201, 204, 301, 304, 400, 401, 403, 404, 500, 503]
 _SERVICES = ["auth", "billing", "cache", "gateway", "indexer", "mailer", "scheduler", "worker"]
 _MESSAGES = [
-    "connection established", "request completed", "cache miss for key", "retrying after timeout",
-    "queue length above threshold", "user session expired", "payment authorised", "job finished",
-    "disk usage at", "failed to reach upstream", "configuration reloaded", "rate limit applied",
-]  # fmt: skip
+    "connection established",
+    "request completed",
+    "cache miss for key",
+    "retrying after timeout",
+    "queue length above threshold",
+    "user session expired",
+    "payment authorised",
+    "job finished",
+    "disk usage at",
+    "failed to reach upstream",
+    "configuration reloaded",
+    "rate limit applied",
+]
 
 
 def _date(rng: random.Random) -> str:
@@ -51,7 +70,9 @@ def _csv(rng: random.Random) -> str:
         for i in range(rng.randint(5, 25)):
             name, _ = _person(rng)
             price = f"{rng.randint(2, 400)}.{rng.randint(0, 99):02d}"
-            rows.append(f"{start + i},{_date(rng)},{name},{rng.choice(_PRODUCTS)},{rng.randint(1, 12)},{price},{rng.choice(_STATUSES)}")
+            rows.append(
+                f"{start + i},{_date(rng)},{name},{rng.choice(_PRODUCTS)},{rng.randint(1, 12)},{price},{rng.choice(_STATUSES)}"
+            )
     elif kind == "people":
         rows.append("id,name,email,city,age,score")
         for i in range(1, rng.randint(6, 25)):
@@ -62,7 +83,9 @@ def _csv(rng: random.Random) -> str:
         rows.append("date,city,temp_min_c,temp_max_c,rain_mm,wind_kmh")
         for _ in range(rng.randint(5, 25)):
             low = rng.randint(-15, 25)
-            rows.append(f"{_date(rng)},{city},{low},{low + rng.randint(2, 15)},{rng.randint(0, 40)}.{rng.randint(0, 9)},{rng.randint(0, 80)}")
+            rows.append(
+                f"{_date(rng)},{city},{low},{low + rng.randint(2, 15)},{rng.randint(0, 40)}.{rng.randint(0, 9)},{rng.randint(0, 80)}"
+            )
     return "\n".join(rows)
 
 
@@ -86,7 +109,9 @@ def _json(rng: random.Random) -> str:
     # JSON Lines: several compact records
     lines = [json.dumps(record)]
     for _ in range(rng.randint(2, 10)):
-        lines.append(json.dumps({"id": rng.randint(1, 10**6), "event": rng.choice(_MESSAGES), "ok": rng.random() < 0.8}))
+        lines.append(
+            json.dumps({"id": rng.randint(1, 10**6), "event": rng.choice(_MESSAGES), "ok": rng.random() < 0.8})
+        )
     return "\n".join(lines)
 
 
@@ -99,7 +124,9 @@ def _access_log(rng: random.Random) -> str:
         if path.startswith("/api") and rng.random() < 0.6:
             path += f"/{rng.randint(1, 9999)}"
         size = rng.randint(0, 50000)
-        lines.append(f'{ip} - - [{day}:{_time(rng)} +0000] "{rng.choice(_METHODS)} {path} HTTP/1.1" {rng.choice(_HTTP_STATUS)} {size}')
+        lines.append(
+            f'{ip} - - [{day}:{_time(rng)} +0000] "{rng.choice(_METHODS)} {path} HTTP/1.1" {rng.choice(_HTTP_STATUS)} {size}'
+        )
     return "\n".join(lines)
 
 

@@ -24,11 +24,25 @@ from pathlib import Path
 
 # Directories never read: third-party packages, and parts of the library that distributions
 # package separately (or not at all), which would make the corpus differ between machines.
-_SKIP_DIRS = frozenset({
-    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "test", "tests", "idle_test",
-    "idlelib", "tkinter", "turtledemo", "lib2to3", "distutils", "ensurepip", "__phello__",
-    "encodings",  # codec tables: data, not code, and boilerplate docstrings
-})  # fmt: skip
+_SKIP_DIRS = frozenset(
+    {
+        "site-packages",
+        "dist-packages",
+        "__pycache__",
+        "lib-dynload",
+        "test",
+        "tests",
+        "idle_test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "lib2to3",
+        "distutils",
+        "ensurepip",
+        "__phello__",
+        "encodings",  # codec tables: data, not code, and boilerplate docstrings
+    }
+)
 _NOT_CODE = ("pydoc_data/",)  # text data written as Python: read as prose, not as code
 _SKIP_FILE_PREFIXES = ("_sysconfigdata",)  # build-specific, generated at install time
 
@@ -49,9 +63,7 @@ def stdlib_sources(root: Path | None = None) -> list[Path]:
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("config-"))
-        found += [
-            Path(dirpath) / f for f in filenames if f.endswith(".py") and not f.startswith(_SKIP_FILE_PREFIXES)
-        ]
+        found += [Path(dirpath) / f for f in filenames if f.endswith(".py") and not f.startswith(_SKIP_FILE_PREFIXES)]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -121,7 +133,9 @@ def code_documents(rng: random.Random, root: Path | None = None) -> Iterator[str
 # --- prose --------------------------------------------------------------------------------------
 
 _PROSE_END = (".", "!", "?")
-_MARKUP = re.compile(r":(?:func|class|meth|mod|attr|data|exc|const|term|ref|pep|rfc|keyword|envvar|option):`~?([^`<]*?)(?:\s*<[^>]*>)?`")
+_MARKUP = re.compile(
+    r":(?:func|class|meth|mod|attr|data|exc|const|term|ref|pep|rfc|keyword|envvar|option):`~?([^`<]*?)(?:\s*<[^>]*>)?`"
+)
 
 
 def prose_paragraphs(text: str) -> list[str]:

@@ -190,11 +190,15 @@ def _derivative(rng: random.Random) -> MathProblem:
     poly = _random_poly(rng, rng.randint(order, 5), coef=12)
     text = format_poly(poly, var)
     ordinal = {1: "", 2: "second ", 3: "third "}[order]
-    template = rng.choice([
-        "What is the {o}derivative of {p} wrt {v}?",
-        "Find the {o}derivative of {p} wrt {v}.",
-        "Differentiate {p} with respect to {v}." if order == 1 else "Find the {o}derivative of {p} with respect to {v}.",
-    ])  # fmt: skip
+    template = rng.choice(
+        [
+            "What is the {o}derivative of {p} wrt {v}?",
+            "Find the {o}derivative of {p} wrt {v}.",
+            "Differentiate {p} with respect to {v}."
+            if order == 1
+            else "Find the {o}derivative of {p} with respect to {v}.",
+        ]
+    )
     question = template.format(o=ordinal, p=text, v=var)
     return MathProblem(MathKind.DERIVATIVE, question, format_poly(poly_derivative(poly, order), var))
 

@@ -52,7 +52,12 @@ class CorpusSpec:
         return f"{self.name}={self.source}"
 
 
-_SUFFIXES = {".txt": CorpusKind.TXT, ".jsonl": CorpusKind.JSONL, ".parquet": CorpusKind.PARQUET, ".conllu": CorpusKind.CONLLU}
+_SUFFIXES = {
+    ".txt": CorpusKind.TXT,
+    ".jsonl": CorpusKind.JSONL,
+    ".parquet": CorpusKind.PARQUET,
+    ".conllu": CorpusKind.CONLLU,
+}
 
 
 def parse_corpus_spec(spec: str) -> CorpusSpec:
@@ -127,9 +132,13 @@ def _read_jsonl(spec: CorpusSpec) -> Iterator[Document]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise RoutelensError(f"{spec.source} line {n} is not JSON ({exc.msg}); fix or remove that line.") from None
+                raise RoutelensError(
+                    f"{spec.source} line {n} is not JSON ({exc.msg}); fix or remove that line."
+                ) from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise RoutelensError(f"{spec.source} line {n} has no string field 'text'; each line needs {{\"text\": ...}}.")
+                raise RoutelensError(
+                    f"{spec.source} line {n} has no string field 'text'; each line needs {{\"text\": ...}}."
+                )
             yield Document(record["text"])
 
 
@@ -145,7 +154,9 @@ def _read_parquet(spec: CorpusSpec) -> Iterator[Document]:
         raise RoutelensError(f"{spec.source} has no column 'text' (columns: {', '.join(pf.schema_arrow.names)}).")
     kind = pf.schema_arrow.field("text").type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
-        raise RoutelensError(f"{spec.source}: column 'text' holds {kind}, not strings; write the documents' text as a string column.")
+        raise RoutelensError(
+            f"{spec.source}: column 'text' holds {kind}, not strings; write the documents' text as a string column."
+        )
     for batch in pf.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
             if text is not None:
@@ -165,7 +176,7 @@ def _read_hf(spec: CorpusSpec) -> Iterator[Document]:
         ds = datasets.load_dataset(dataset, config, split=split, streaming=True)
     except Exception as exc:  # datasets raises many types (FileNotFound, connection, config) for one cause
         raise RoutelensError(f"corpus {spec}: datasets could not load {dataset!r} split {split!r} ({exc}).") from None
-    for n, row in enumerate(ds):
+    for _n, row in enumerate(ds):
         if column not in row:
             raise RoutelensError(f"corpus {spec}: no column {column!r} (columns: {', '.join(row)}); add :COLUMN.")
         if row[column]:

@@ -15,8 +15,8 @@ from dataclasses import replace
 from functools import lru_cache
 
 from routelens.corpus.readers import Document, Word
-from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_TAGS
+from routelens.errors import RoutelensError
 
 _INSTALL = "pip install 'routelens[pos]'"
 # Only the components that decide `Token.pos_` run; the parser and NER would triple the time.

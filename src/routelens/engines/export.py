@@ -37,9 +37,15 @@ class LayerAxis(StrEnum):
 
 @dataclass
 class ExportConfig:
-    format: LoadFormat = setting(LoadFormat.SGLANG, "sglang: {\"logical_count\": ...} for --init-expert-location; eplb: DeepSeek EPLB's weight[layers][E].")
-    layers: LayerAxis | None = setting(None, "Rows: moe (MoE layers) or decoder (every decoder layer, dense ones zero).",
-                                       shown_default="decoder for sglang, moe for eplb")  # fmt: skip
+    format: LoadFormat = setting(
+        LoadFormat.SGLANG,
+        'sglang: {"logical_count": ...} for --init-expert-location; eplb: DeepSeek EPLB\'s weight[layers][E].',
+    )
+    layers: LayerAxis | None = setting(
+        None,
+        "Rows: moe (MoE layers) or decoder (every decoder layer, dense ones zero).",
+        shown_default="decoder for sglang, moe for eplb",
+    )
     domain: str | None = setting(None, "Count only this domain's tokens (default: all).", shown_default="all")
     progress: bool = setting(True, "Show a progress bar.")
 
@@ -60,7 +66,9 @@ def expert_load(trace: Trace | str | os.PathLike, *, domain: str | None = None, 
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     E, L = tr.num_experts, len(tr.layers)
     if domain is not None and domain not in tr.domains:
-        raise RoutelensError(f"--domain {domain!r} is not in the trace at {tr.path}; its domains are {', '.join(tr.domains)}.")
+        raise RoutelensError(
+            f"--domain {domain!r} is not in the trace at {tr.path}; its domains are {', '.join(tr.domains)}."
+        )
     code = None if domain is None else tr.domains.index(domain)
     counts = np.zeros((L, E), np.int64)
     offsets = (np.arange(L) * (E + 1))[None, :, None]  # one bin range per layer; bin E catches empty slots
@@ -82,8 +90,9 @@ def decoder_rows(trace: Trace, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def export_load(trace: Trace | str | os.PathLike, out: str | os.PathLike, config: ExportConfig | None = None,
-                **overrides) -> Path:  # fmt: skip
+def export_load(
+    trace: Trace | str | os.PathLike, out: str | os.PathLike, config: ExportConfig | None = None, **overrides
+) -> Path:
     """Write the trace's expert loads to `out` in `config.format`; returns the path."""
     from routelens.atomic import atomic_path, write_json
 
@@ -92,8 +101,10 @@ def export_load(trace: Trace | str | os.PathLike, out: str | os.PathLike, config
     suffix = out.suffix.lower()
     allowed = (".json",) if config.format is LoadFormat.SGLANG else (".json", ".npy")
     if suffix not in allowed:
-        raise RoutelensError(f"--out {out}: a {config.format} file is written as {' or '.join(allowed)}; "
-                             f"name it e.g. {out.with_suffix(allowed[0]).name}.")  # fmt: skip
+        raise RoutelensError(
+            f"--out {out}: a {config.format} file is written as {' or '.join(allowed)}; "
+            f"name it e.g. {out.with_suffix(allowed[0]).name}."
+        )
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     counts = expert_load(tr, domain=config.domain, progress=config.progress)
     if config.axis is LayerAxis.DECODER:

@@ -33,10 +33,14 @@ class Engine(StrEnum):
 
 @dataclass
 class ImportConfig:
-    domain: str | None = setting(None, "Domain of the requests that name none (default: the engine's name).", shown_default="the engine")
+    domain: str | None = setting(
+        None, "Domain of the requests that name none (default: the engine's name).", shown_default="the engine"
+    )
     shard_tokens: int = setting(1 << 18, "Target rows per shard (shards hold whole requests).")
     overwrite: bool = setting(False, "Replace an existing trace at --out.")
-    trust_remote_code: bool = setting(False, "Run the model folder's own Python code to read its config (config.json auto_map).")
+    trust_remote_code: bool = setting(
+        False, "Run the model folder's own Python code to read its config (config.json auto_map)."
+    )
     progress: bool = setting(True, "Show a progress bar.")
 
     def __post_init__(self):
@@ -46,8 +50,14 @@ class ImportConfig:
             raise RoutelensError("--domain is empty; give a name such as --domain chat.")
 
 
-def import_engine(engine: str | Engine, file: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
-                  config: ImportConfig | None = None, **overrides) -> Trace:  # fmt: skip
+def import_engine(
+    engine: str | Engine,
+    file: str | os.PathLike,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    config: ImportConfig | None = None,
+    **overrides,
+) -> Trace:
     """Read `file` (the engine's output for requests to `model`) into a new trace at `out`."""
     from routelens.atomic import atomic_dir
     from routelens.engines.model import engine_model
@@ -86,8 +96,9 @@ def _with_domain(doc: EngineDocument, domain: str) -> EngineDocument:
     return doc
 
 
-def write_documents(out: Path, documents: Iterable[EngineDocument], model: EngineModel, *, source: dict,
-                    config: ImportConfig) -> None:  # fmt: skip
+def write_documents(
+    out: Path, documents: Iterable[EngineDocument], model: EngineModel, *, source: dict, config: ImportConfig
+) -> None:
     """Write `documents` as the shards, vocab and manifest of a trace in the (empty) folder `out`."""
     from routelens.progress import progress_bar
     from routelens.store.writer import TraceWriter, new_manifest
@@ -114,19 +125,42 @@ def write_documents(out: Path, documents: Iterable[EngineDocument], model: Engin
             doc_id = _flush(writer, shard, pending, doc_id, domains, model)
             shard += 1
     if doc_id == 0:
-        raise RoutelensError(f"{source['file']} holds no request; give the file the {source['engine']} requests were saved to.")
+        raise RoutelensError(
+            f"{source['file']} holds no request; give the file the {source['engine']} requests were saved to."
+        )
     total = sum(c[1] for c in counts.values())
     manifest = new_manifest(
-        model=model.model, family=model.family, routing_rule=model.rule, moe_layers=model.moe_layers,
-        num_experts=model.num_experts, top_k=model.top_k,
-        corpora=[{"name": d, "source": source["file"], "kind": f"{source['engine']} requests", "documents": counts[d][0],
-                  "tokens": counts[d][1]} for d in domains],
-        tokenizer=model.tokenizer, seq_len=0,
+        model=model.model,
+        family=model.family,
+        routing_rule=model.rule,
+        moe_layers=model.moe_layers,
+        num_experts=model.num_experts,
+        top_k=model.top_k,
+        corpora=[
+            {
+                "name": d,
+                "source": source["file"],
+                "kind": f"{source['engine']} requests",
+                "documents": counts[d][0],
+                "tokens": counts[d][1],
+            }
+            for d in domains
+        ],
+        tokenizer=model.tokenizer,
+        seq_len=0,
         extra={"imported_from": source, "dtype": None, "weights_dtype": None, "store_probs": False},
-    )  # fmt: skip
+    )
     nbytes = sum(p.stat().st_size for p in writer.shard_dir.glob("part-*.parquet"))
-    manifest.update(complete=True, totals={"tokens": total, "documents": doc_id, "shards": shard, "bytes": nbytes,
-                                           "bytes_per_token_layer": nbytes / max(1, total * len(model.moe_layers))})  # fmt: skip
+    manifest.update(
+        complete=True,
+        totals={
+            "tokens": total,
+            "documents": doc_id,
+            "shards": shard,
+            "bytes": nbytes,
+            "bytes_per_token_layer": nbytes / max(1, total * len(model.moe_layers)),
+        },
+    )
     writer.write_vocab(model.vocab)
     writer.write_manifest(manifest)
 
@@ -139,12 +173,18 @@ def _flush(writer, index: int, docs: list[EngineDocument], doc_id: int, domains:
     E, L, k = model.num_experts, len(model.moe_layers), model.top_k
     experts = np.concatenate([d.experts for d in docs]).astype(expert_id_numpy(E))  # (rows, layers, k)
     domain = pa.DictionaryArray.from_arrays(
-        pa.array(np.repeat([codes[d.domain] for d in docs], lengths).astype(np.int32)), pa.array(domains, pa.string()))
+        pa.array(np.repeat([codes[d.domain] for d in docs], lengths).astype(np.int32)), pa.array(domains, pa.string())
+    )
     table = pa.Table.from_arrays(
-        [pa.array(ids), domain, pa.array(np.concatenate([d.position for d in docs]), pa.int32()),
-         pa.array(np.concatenate([d.token_id for d in docs]), pa.int32()), nested_array(experts, expert_id_type(E)),
-         phase_array(np.concatenate([d.phase for d in docs]))],
+        [
+            pa.array(ids),
+            domain,
+            pa.array(np.concatenate([d.position for d in docs]), pa.int32()),
+            pa.array(np.concatenate([d.token_id for d in docs]), pa.int32()),
+            nested_array(experts, expert_id_type(E)),
+            phase_array(np.concatenate([d.phase for d in docs])),
+        ],
         schema=trace_schema(L, E, k, with_weights=False, with_phase=True),
-    )  # fmt: skip
+    )
     writer.write_shard(index, table, {"next_doc": doc_id + len(docs), "rows": int(sum(lengths))})
     return doc_id + len(docs)

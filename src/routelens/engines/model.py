@@ -41,34 +41,46 @@ class EngineModel:
         if len(ids) == 0:  # no rows (e.g. one generated token, never run): nothing to check
             return np.zeros((0, len(self.moe_layers), self.top_k), np.int64)
         if ids.ndim != 3:
-            raise RoutelensError(f"{where}: routed experts have shape {tuple(ids.shape)}, not (tokens, layers, k); "
-                                 "give one list of k expert ids per layer per token.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: routed experts have shape {tuple(ids.shape)}, not (tokens, layers, k); "
+                "give one list of k expert ids per layer per token."
+            )
         n, layers, width = ids.shape
         L, k = len(self.moe_layers), self.top_k
         if layers == self.num_hidden_layers and layers != L:
             dense = np.setdiff1d(np.arange(layers), self.moe_layers)
             if (ids[:, dense] != NO_EXPERT).any():
                 layer = int(dense[(ids[:, dense] != NO_EXPERT).any(axis=(0, 2))][0])
-                raise RoutelensError(f"{where}: decoder layer {layer} is dense in {self.name} but holds expert ids; "
-                                     f"give the {L} MoE layers {self.moe_layers} or all {layers} layers with -1 in dense ones.")  # fmt: skip
+                raise RoutelensError(
+                    f"{where}: decoder layer {layer} is dense in {self.name} but holds expert ids; "
+                    f"give the {L} MoE layers {self.moe_layers} or all {layers} layers with -1 in dense ones."
+                )
             ids = ids[:, self.moe_layers]
         elif layers != L:
-            raise RoutelensError(f"{where}: routed experts have {layers} layers but {self.name} has {L} MoE layers of "
-                                 f"{self.num_hidden_layers} decoder layers; import with the model the engine served.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: routed experts have {layers} layers but {self.name} has {L} MoE layers of "
+                f"{self.num_hidden_layers} decoder layers; import with the model the engine served."
+            )
         if width < k:
-            raise RoutelensError(f"{where}: {width} expert ids per layer but {self.name} routes each token to k={k}; "
-                                 "import with the model the engine served.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: {width} expert ids per layer but {self.name} routes each token to k={k}; "
+                "import with the model the engine served."
+            )
         if width > k:
             if (ids[:, :, k:] != NO_EXPERT).any():
-                raise RoutelensError(f"{where}: more than k={k} expert ids per layer (slots beyond k must be -1); "
-                                     "import with the model the engine served.")  # fmt: skip
+                raise RoutelensError(
+                    f"{where}: more than k={k} expert ids per layer (slots beyond k must be -1); "
+                    "import with the model the engine served."
+                )
             ids = ids[:, :, :k]
         bad = (ids < 0) | (ids >= self.num_experts)
         if bad.any():
             t, layer, _ = np.argwhere(bad)[0]
-            raise RoutelensError(f"{where}: token {int(t)}, MoE layer {self.moe_layers[layer]} has expert id "
-                                 f"{int(ids[t, layer][bad[t, layer]][0])}, outside 0..{self.num_experts - 1} "
-                                 f"(E={self.num_experts}); import with the model the engine served.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: token {int(t)}, MoE layer {self.moe_layers[layer]} has expert id "
+                f"{int(ids[t, layer][bad[t, layer]][0])}, outside 0..{self.num_experts - 1} "
+                f"(E={self.num_experts}); import with the model the engine served."
+            )
         return ids.astype(np.int64, copy=False)
 
 
@@ -85,11 +97,22 @@ def engine_model(model_dir: str | os.PathLike, *, trust_remote_code: bool = Fals
     text = getattr(config, "get_text_config", lambda: config)()
     hidden = int(getattr(text, "num_hidden_layers", None) or (max(spec.moe_layers) + 1))
     return EngineModel(
-        name=str(model_dir), family=spec.family, rule=spec.rule, moe_layers=list(spec.moe_layers),
-        num_hidden_layers=hidden, num_experts=spec.num_experts, top_k=spec.top_k,
-        model={"name_or_path": str(model_dir), "architecture": type(skeleton).__name__, "model_type": config.model_type,
-               "config_sha256": config_sha256(config), "num_hidden_layers": hidden,
-               "hidden_size": getattr(text, "hidden_size", None), "expert_params": spec.expert_params},
+        name=str(model_dir),
+        family=spec.family,
+        rule=spec.rule,
+        moe_layers=list(spec.moe_layers),
+        num_hidden_layers=hidden,
+        num_experts=spec.num_experts,
+        top_k=spec.top_k,
+        model={
+            "name_or_path": str(model_dir),
+            "architecture": type(skeleton).__name__,
+            "model_type": config.model_type,
+            "config_sha256": config_sha256(config),
+            "num_hidden_layers": hidden,
+            "hidden_size": getattr(text, "hidden_size", None),
+            "expert_params": spec.expert_params,
+        },
         tokenizer={"name": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer)},
         vocab=vocab_strings(tokenizer),
-    )  # fmt: skip
+    )

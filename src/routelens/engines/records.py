@@ -38,27 +38,42 @@ class EngineDocument:
         return len(self.token_id)
 
 
-def routed_document(model: EngineModel, where: str, prompt, output, routed, *, prompt_routed=None,
-                    domain: str | None = None, request_id: str | None = None) -> EngineDocument:  # fmt: skip
+def routed_document(
+    model: EngineModel,
+    where: str,
+    prompt,
+    output,
+    routed,
+    *,
+    prompt_routed=None,
+    domain: str | None = None,
+    request_id: str | None = None,
+) -> EngineDocument:
     """The rows of one request: `routed` covers the prompt then the output tokens, or only the output
     tokens when `prompt_routed` gives the prompt's (vLLM's split)."""
     prompt, output = token_ids(prompt, f"{where}: prompt token ids"), token_ids(output, f"{where}: output token ids")
-    P, O = len(prompt), len(output)
+    P, O = len(prompt), len(output)  # noqa: E741 - prompt and output lengths, as in P + O - 1 rows
     if prompt_routed is not None:
         head = model.to_moe_layers(id_array(prompt_routed, where, "prompt_routed_experts"), where)
         tail = model.to_moe_layers(id_array(routed, where, "routed_experts"), where) if routed is not None else head[:0]
         if len(head) != P:
-            raise RoutelensError(f"{where}: prompt_routed_experts has {len(head)} rows for {P} prompt tokens; "
-                                 "give one row per prompt token.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: prompt_routed_experts has {len(head)} rows for {P} prompt tokens; "
+                "give one row per prompt token."
+            )
         if len(tail) not in {O, max(O - 1, 0)}:
-            raise RoutelensError(f"{where}: routed_experts has {len(tail)} rows for {O} output tokens; give one row "
-                                 "per output token (or one fewer: the last token is never run).")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: routed_experts has {len(tail)} rows for {O} output tokens; give one row "
+                "per output token (or one fewer: the last token is never run)."
+            )
         experts = np.concatenate([head, tail])
     else:
         experts = model.to_moe_layers(id_array(routed, where, "routed_experts"), where)
         if len(experts) not in {P + O, P + O - 1} or len(experts) < P:
-            raise RoutelensError(f"{where}: routed experts have {len(experts)} rows for {P} prompt + {O} output tokens; "
-                                 "give one row per token (or one fewer: the last token is never run).")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: routed experts have {len(experts)} rows for {P} prompt + {O} output tokens; "
+                "give one row per token (or one fewer: the last token is never run)."
+            )
     n = len(experts)
     phase = np.where(np.arange(n) < P, PREFILL, DECODE).astype(np.int32)
     tokens = np.concatenate([prompt, output])[:n]
@@ -77,13 +92,17 @@ def token_ids(value, what: str) -> np.ndarray:
 def id_array(value, where: str, key: str) -> np.ndarray:
     """Nested JSON lists (tokens, layers, k) of integers -> int64 array, refused when ragged."""
     if not isinstance(value, (list, np.ndarray)):
-        raise RoutelensError(f"{where}: `{key}` is missing or not a list; give (tokens, layers, k) nested lists of expert ids.")
+        raise RoutelensError(
+            f"{where}: `{key}` is missing or not a list; give (tokens, layers, k) nested lists of expert ids."
+        )
     try:
         ids = np.asarray(value)
     except ValueError:
         ids = None
     if ids is None or ids.dtype == object or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise RoutelensError(f"{where}: `{key}` is ragged or not integers; give (tokens, layers, k) nested lists of expert ids.")
+        raise RoutelensError(
+            f"{where}: `{key}` is ragged or not integers; give (tokens, layers, k) nested lists of expert ids."
+        )
     if ids.size == 0:
         ids = ids.reshape(0, 0, 0) if ids.ndim != 3 else ids
     return ids.astype(np.int64)
@@ -115,7 +134,11 @@ def json_lines(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise RoutelensError(f"{where} is not valid JSON ({exc.msg}, column {exc.colno}); write one JSON object per line.") from None
+                raise RoutelensError(
+                    f"{where} is not valid JSON ({exc.msg}, column {exc.colno}); write one JSON object per line."
+                ) from None
             if not isinstance(obj, dict):
-                raise RoutelensError(f"{where} holds a {type(obj).__name__}, not a JSON object; write one request object per line.")
+                raise RoutelensError(
+                    f"{where} holds a {type(obj).__name__}, not a JSON object; write one request object per line."
+                )
             yield where, obj

@@ -30,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from routelens.engines.model import EngineModel
-from routelens.engines.records import DECODE, PREFILL, EngineDocument, json_lines, optional_text, routed_document, token_ids
+from routelens.engines.records import (
+    DECODE,
+    PREFILL,
+    EngineDocument,
+    json_lines,
+    optional_text,
+    routed_document,
+    token_ids,
+)
 from routelens.errors import RoutelensError
 
 DECODE_MODE, MIXED_MODE = 2, 3  # SGLang's ForwardMode values of a decode pass and a mixed (chunked) pass
@@ -46,9 +54,15 @@ def read_sglang(path: str | os.PathLike, model: EngineModel, *, domain: str | No
         prompt = token_ids(_first(obj, "prompt_token_ids", "input_ids"), f"{where}: prompt token ids")
         output = token_ids(_first(obj, "output_token_ids", "output_ids"), f"{where}: output token ids")
         routed = _decode_b64(meta, obj, where, model, len(prompt) + len(output))
-        yield routed_document(model, where, prompt.tolist(), output.tolist(), routed,
-                              domain=optional_text(obj, "domain", where) or domain,
-                              request_id=optional_text(obj, "request_id", where) or optional_text(meta, "id", where))  # fmt: skip
+        yield routed_document(
+            model,
+            where,
+            prompt.tolist(),
+            output.tolist(),
+            routed,
+            domain=optional_text(obj, "domain", where) or domain,
+            request_id=optional_text(obj, "request_id", where) or optional_text(meta, "id", where),
+        )
 
 
 def _first(obj: dict, *keys: str):
@@ -60,34 +74,43 @@ def _decode_b64(meta: dict, obj: dict, where: str, model: EngineModel, tokens: i
     holder = next((h for h in (meta, obj) if h.get("routed_experts_b64") is not None), None)
     text = holder["routed_experts_b64"] if holder else meta.get("routed_experts", obj.get("routed_experts"))
     if not isinstance(text, str):
-        raise RoutelensError(f"{where}: no base64 routed experts (meta_info.routed_experts or routed_experts_b64); "
-                             "serve with --enable-return-routed-experts and request return_routed_experts.")  # fmt: skip
+        raise RoutelensError(
+            f"{where}: no base64 routed experts (meta_info.routed_experts or routed_experts_b64); "
+            "serve with --enable-return-routed-experts and request return_routed_experts."
+        )
     try:
         flat = np.frombuffer(base64.b64decode(text, validate=True), dtype="<i4")
     except (binascii.Error, ValueError):
-        raise RoutelensError(f"{where}: routed experts are not base64 of int32 values; save meta_info.routed_experts as SGLang returns it.") from None
+        raise RoutelensError(
+            f"{where}: routed experts are not base64 of int32 values; save meta_info.routed_experts as SGLang returns it."
+        ) from None
     shape = holder.get("shape") if holder else None
     if shape is not None:
-        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s >= 0 for s in shape)) \
-                or int(np.prod(shape)) != flat.size:  # fmt: skip
-            raise RoutelensError(f"{where}: shape {shape} does not fit {flat.size} decoded ids; give [tokens, layers, k].")
+        if (
+            not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s >= 0 for s in shape))
+            or int(np.prod(shape)) != flat.size
+        ):
+            raise RoutelensError(
+                f"{where}: shape {shape} does not fit {flat.size} decoded ids; give [tokens, layers, k]."
+            )
         return flat.reshape(shape).astype(np.int64)
     for layers in dict.fromkeys((len(model.moe_layers), model.num_hidden_layers)):
         for rows in (tokens, tokens - 1):
             if rows > 0 and flat.size == rows * layers * model.top_k:
                 return flat.reshape(rows, layers, model.top_k).astype(np.int64)
-    raise RoutelensError(f"{where}: {flat.size} decoded ids fit no (tokens, layers, k) of {tokens} tokens and {model.name} "
-                         f"(k={model.top_k}; {len(model.moe_layers)} MoE or {model.num_hidden_layers} layers); "
-                         "give `shape` beside routed_experts_b64, or import with the model the engine served.")  # fmt: skip
+    raise RoutelensError(
+        f"{where}: {flat.size} decoded ids fit no (tokens, layers, k) of {tokens} tokens and {model.name} "
+        f"(k={model.top_k}; {len(model.moe_layers)} MoE or {model.num_hidden_layers} layers); "
+        "give `shape` beside routed_experts_b64, or import with the model the engine served."
+    )
 
 
 def load_recorder(path: str | os.PathLike) -> dict:
     """The recorder's dump, loaded without unpickling arbitrary objects."""
     import pickle
+    import warnings
 
     import torch
-
-    import warnings
 
     try:
         with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
@@ -95,15 +118,21 @@ def load_recorder(path: str | os.PathLike) -> dict:
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RoutelensError(f"{path} cannot be read with torch.load(weights_only=True) ({first[:160]}); "
-                             "dump it with SGLang's expert-distribution recorder in per_token mode.") from None  # fmt: skip
+        raise RoutelensError(
+            f"{path} cannot be read with torch.load(weights_only=True) ({first[:160]}); "
+            "dump it with SGLang's expert-distribution recorder in per_token mode."
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
-        raise RoutelensError(f"{path} holds no `records` list; dump it with SGLang's recorder in per_token mode "
-                             "(--expert-distribution-recorder-mode per_token).")  # fmt: skip
+        raise RoutelensError(
+            f"{path} holds no `records` list; dump it with SGLang's recorder in per_token mode "
+            "(--expert-distribution-recorder-mode per_token)."
+        )
     return payload
 
 
-def read_recorder(path: str | os.PathLike, model: EngineModel, *, domain: str | None = None) -> Iterator[EngineDocument]:
+def read_recorder(
+    path: str | os.PathLike, model: EngineModel, *, domain: str | None = None
+) -> Iterator[EngineDocument]:
     """Requests rebuilt from the recorder's forward passes (module docstring), in order of their start."""
     payload = load_recorder(path)
     mapping = payload.get("last_physical_to_logical_map")
@@ -122,8 +151,10 @@ def read_recorder(path: str | os.PathLike, model: EngineModel, *, domain: str | 
         inputs = token_ids(list(record.get("input_ids") or []), f"{where}: input_ids")
         positions = token_ids(list(record.get("positions") or []), f"{where}: positions")
         if len(inputs) != n or len(positions) != n:
-            raise RoutelensError(f"{where}: {len(inputs)} input_ids and {len(positions)} positions for {n} tokens; "
-                                 "dump with the recorder in per_token mode.")  # fmt: skip
+            raise RoutelensError(
+                f"{where}: {len(inputs)} input_ids and {len(positions)} positions for {n} tokens; "
+                "dump with the recorder in per_token mode."
+            )
         logical = model.to_moe_layers(_to_logical(ids, mapping, where).transpose(1, 0, 2), where)  # (tokens, L, k)
         mode = record.get("forward_mode")
         lens = [1] * n if mode == DECODE_MODE else list(record.get("extend_seq_lens") or [n])
@@ -134,13 +165,17 @@ def read_recorder(path: str | os.PathLike, model: EngineModel, *, domain: str | 
             seg = slice(at, at + size)
             at += size
             start = int(positions[seg][0])
-            doc = next((d for d in docs if d["open"] and d["next"] == start and start > 0 and id(d) not in touched), None)
+            doc = next(
+                (d for d in docs if d["open"] and d["next"] == start and start > 0 and id(d) not in touched), None
+            )
             decode = mode == DECODE_MODE or (mode == MIXED_MODE and size == 1 and doc is not None)
             if doc is None:
                 doc = {"parts": [], "next": start, "open": True}
                 docs.append(doc)
             touched.add(id(doc))
-            doc["parts"].append((inputs[seg], positions[seg], np.full(size, DECODE if decode else PREFILL), logical[seg]))
+            doc["parts"].append(
+                (inputs[seg], positions[seg], np.full(size, DECODE if decode else PREFILL), logical[seg])
+            )
             doc["next"] = int(positions[seg][-1]) + 1
         if mode == DECODE_MODE:  # a running request that a decode pass leaves out has finished
             for doc in docs:
@@ -155,9 +190,13 @@ def _to_logical(ids: np.ndarray, mapping: np.ndarray | None, where: str) -> np.n
     if mapping is None:
         return ids
     if mapping.ndim != 2 or mapping.shape[0] != ids.shape[0]:
-        raise RoutelensError(f"{where}: last_physical_to_logical_map has shape {mapping.shape} for {ids.shape[0]} layers; "
-                             "pass the dump the recorder wrote.")  # fmt: skip
+        raise RoutelensError(
+            f"{where}: last_physical_to_logical_map has shape {mapping.shape} for {ids.shape[0]} layers; "
+            "pass the dump the recorder wrote."
+        )
     if (ids >= mapping.shape[1]).any():
-        raise RoutelensError(f"{where}: physical expert id {int(ids.max())} >= {mapping.shape[1]} physical experts in the map.")
+        raise RoutelensError(
+            f"{where}: physical expert id {int(ids.max())} >= {mapping.shape[1]} physical experts in the map."
+        )
     layer = np.arange(ids.shape[0])[:, None, None]
     return np.where(ids < 0, ids, mapping[layer, np.maximum(ids, 0)])

@@ -22,7 +22,12 @@ def read_vllm(path: str | os.PathLike, model: EngineModel) -> Iterator[EngineDoc
     """The requests of a vLLM JSON-lines file, in file order."""
     for where, obj in json_lines(path):
         yield routed_document(
-            model, where, obj.get("prompt_token_ids"), obj.get("output_token_ids"), obj.get("routed_experts"),
-            prompt_routed=obj.get("prompt_routed_experts"), domain=optional_text(obj, "domain", where),
+            model,
+            where,
+            obj.get("prompt_token_ids"),
+            obj.get("output_token_ids"),
+            obj.get("routed_experts"),
+            prompt_routed=obj.get("prompt_routed_experts"),
+            domain=optional_text(obj, "domain", where),
             request_id=optional_text(obj, "request_id", where),
-        )  # fmt: skip
+        )

@@ -24,8 +24,15 @@ from routelens.errors import RoutelensError
 from routelens.pruning.configs import AblateConfig
 
 
-def eval_windows(tokenizer, corpus_specs: Sequence[str | CorpusSpec], meta: dict, *, seq_len: int | None = None,
-                 max_tokens: int | None = None, held_out: bool = True) -> tuple[dict[str, np.ndarray], int, bool]:  # fmt: skip
+def eval_windows(
+    tokenizer,
+    corpus_specs: Sequence[str | CorpusSpec],
+    meta: dict,
+    *,
+    seq_len: int | None = None,
+    max_tokens: int | None = None,
+    held_out: bool = True,
+) -> tuple[dict[str, np.ndarray], int, bool]:
     """({domain: (n, seq_len) windows, -1 = padding}, seq_len, whether they are the held-out split)."""
     from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
 
@@ -43,15 +50,18 @@ def eval_windows(tokenizer, corpus_specs: Sequence[str | CorpusSpec], meta: dict
     return windows, seq_len, use_split
 
 
-def domain_losses(model, windows: dict[str, np.ndarray], batch_size: int, pad_id: int,
-                  per_window: dict[str, list] | None = None) -> dict:  # fmt: skip
+def domain_losses(
+    model, windows: dict[str, np.ndarray], batch_size: int, pad_id: int, per_window: dict[str, list] | None = None
+) -> dict:
     """{"loss", "perplexity", "domains": {name: {tokens, loss, perplexity}}} of `model` on the windows;
     with `per_window`, also its [NLL sum, tokens] per window under each domain's name."""
     from routelens.training.evaluate import window_nll
 
     domains, total, count = {}, 0.0, 0
     for name, win in windows.items():
-        nll, n = window_nll(model, win, batch_size, pad_id, None if per_window is None else per_window.setdefault(name, []))
+        nll, n = window_nll(
+            model, win, batch_size, pad_id, None if per_window is None else per_window.setdefault(name, [])
+        )
         if n == 0:
             raise RoutelensError(f"corpus {name!r} holds no text to predict; give it at least two tokens of text.")
         domains[name] = {"tokens": n, "loss": nll / n, "perplexity": float(np.exp(nll / n))}
@@ -67,7 +77,9 @@ def without_experts(model, removed: dict[int, list[int]]):
     sizes = {s.layer: s.num_experts for s in find_routers(model)}
     unknown = sorted(set(removed) - set(sizes))
     if unknown:
-        raise RoutelensError(f"--expert {unknown[0]}:...: layer {unknown[0]} is not a MoE layer; the MoE layers are {', '.join(map(str, sizes))}.")
+        raise RoutelensError(
+            f"--expert {unknown[0]}:...: layer {unknown[0]} is not a MoE layer; the MoE layers are {', '.join(map(str, sizes))}."
+        )
     for layer, ids in removed.items():
         bad = [e for e in ids if not 0 <= e < sizes[layer]]
         if bad:
@@ -77,8 +89,9 @@ def without_experts(model, removed: dict[int, list[int]]):
     return pruned
 
 
-def ablate(model: str | os.PathLike, corpus_specs: Sequence[str | CorpusSpec], config: AblateConfig | None = None,
-           **overrides) -> dict:  # fmt: skip
+def ablate(
+    model: str | os.PathLike, corpus_specs: Sequence[str | CorpusSpec], config: AblateConfig | None = None, **overrides
+) -> dict:
     """Held-out loss per domain of `model` intact and with `config.experts` removed; keyword
     overrides set AblateConfig fields, e.g. `ablate("moe/", ["code=code.txt"], experts=["0:3", "2:1,5"])`.
 
@@ -97,13 +110,16 @@ def ablate(model: str | os.PathLike, corpus_specs: Sequence[str | CorpusSpec], c
     training = Path(model) / "training.json"
     meta = json.loads(training.read_text()) if training.is_file() else {}
     ablated_model = without_experts(hf_model, removed)  # refuses bad ids before any text is read
-    windows, seq_len, held = eval_windows(tokenizer, corpus_specs, meta, seq_len=config.seq_len,
-                                          max_tokens=config.max_tokens, held_out=config.held_out)  # fmt: skip
+    windows, seq_len, held = eval_windows(
+        tokenizer, corpus_specs, meta, seq_len=config.seq_len, max_tokens=config.max_tokens, held_out=config.held_out
+    )
     pad_id = tokenizer.pad_token_id or 0
     intact = domain_losses(hf_model, windows, config.batch_size, pad_id)
     ablated = domain_losses(ablated_model, windows, config.batch_size, pad_id)
-    delta = {"loss": ablated["loss"] - intact["loss"],
-             "domains": {d: ablated["domains"][d]["loss"] - intact["domains"][d]["loss"] for d in windows}}  # fmt: skip
+    delta = {
+        "loss": ablated["loss"] - intact["loss"],
+        "domains": {d: ablated["domains"][d]["loss"] - intact["domains"][d]["loss"] for d in windows},
+    }
     return {
         "model": str(Path(model)),
         "removed": {str(layer): ids for layer, ids in removed.items()},

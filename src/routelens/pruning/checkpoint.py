@@ -35,15 +35,20 @@ def choose_experts(scores: np.ndarray, n: int, groups: int = 1) -> list[int]:
     E = len(scores)
     if groups > 1:
         if n % groups or E % groups:
-            raise RoutelensError(f"this router picks within {groups} expert groups; keep a multiple of {groups} experts (e.g. --keep {groups * max(1, n // groups)}).")
+            raise RoutelensError(
+                f"this router picks within {groups} expert groups; keep a multiple of {groups} experts (e.g. --keep {groups * max(1, n // groups)})."
+            )
         size = E // groups
-        return sorted(g * size + e for g in range(groups) for e in choose_experts(scores[g * size : (g + 1) * size], n // groups))
+        return sorted(
+            g * size + e for g in range(groups) for e in choose_experts(scores[g * size : (g + 1) * size], n // groups)
+        )
     order = np.lexsort((np.arange(E), -np.asarray(scores, dtype=np.float64)))  # by score descending, then id
     return sorted(int(e) for e in order[:n])
 
 
-def kept_per_layer(scores: np.ndarray | None, layers: list[int], num_experts: int, n: int, groups: list[int],
-                   seed: int = 0) -> dict[int, list[int]]:  # fmt: skip
+def kept_per_layer(
+    scores: np.ndarray | None, layers: list[int], num_experts: int, n: int, groups: list[int], seed: int = 0
+) -> dict[int, list[int]]:
     """{layer: kept ids} from (L, E) scores; scores None draws them at random (seeded, per layer)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -53,8 +58,9 @@ def kept_per_layer(scores: np.ndarray | None, layers: list[int], num_experts: in
     return out
 
 
-def kept_experts(hf_model, importance: dict, n: int, criterion: Criterion | str, *, domain: str | None = None,
-                 seed: int = 0) -> dict[int, list[int]]:  # fmt: skip
+def kept_experts(
+    hf_model, importance: dict, n: int, criterion: Criterion | str, *, domain: str | None = None, seed: int = 0
+) -> dict[int, list[int]]:
     """{MoE layer: the n expert ids to keep} of a loaded model, ranked by `importance` (the result of
     `expert_importance` on a trace of this model) under `criterion`, or drawn at random (seeded);
     group-limited routers keep as many experts in every group."""
@@ -75,8 +81,18 @@ def check_trace_matches(trace: Trace, model, spec) -> None:
     from routelens.trace.run import config_sha256
 
     recorded = trace.manifest.get("model", {})
-    mine = {"family": spec.family, "moe_layers": list(spec.moe_layers), "num_experts": spec.num_experts, "top_k": spec.top_k}
-    theirs = {"family": trace.manifest.get("family"), "moe_layers": trace.layers, "num_experts": trace.num_experts, "top_k": trace.top_k}
+    mine = {
+        "family": spec.family,
+        "moe_layers": list(spec.moe_layers),
+        "num_experts": spec.num_experts,
+        "top_k": spec.top_k,
+    }
+    theirs = {
+        "family": trace.manifest.get("family"),
+        "moe_layers": trace.layers,
+        "num_experts": trace.num_experts,
+        "top_k": trace.top_k,
+    }
     for key in mine:
         if mine[key] != theirs[key]:
             raise RoutelensError(
@@ -109,10 +125,14 @@ def _smoke_forward(model, family: str) -> None:
 
     try:
         with torch.inference_mode():
-            model(input_ids=torch.ones((1, 4), dtype=torch.long, device=next(model.parameters()).device), use_cache=False)
-    except Exception as exc:  # noqa: BLE001 - any failure means this family cannot be pruned this way
-        raise RoutelensError(f"the pruned {family} model does not run ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                             "this family cannot be pruned by slicing its experts.") from None  # fmt: skip
+            model(
+                input_ids=torch.ones((1, 4), dtype=torch.long, device=next(model.parameters()).device), use_cache=False
+            )
+    except Exception as exc:
+        raise RoutelensError(
+            f"the pruned {family} model does not run ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "this family cannot be pruned by slicing its experts."
+        ) from None
 
 
 def check_savable(model, family: str, sites) -> None:
@@ -122,9 +142,11 @@ def check_savable(model, family: str, sites) -> None:
 
     others = untraced_expert_sets(model, sites)
     if others:
-        raise RoutelensError(f"{family} cannot be saved pruned: its config's expert count also sizes {others[0]} "
-                             f"({len(others)} expert sets routelens does not trace, e.g. vision ones), so the checkpoint "
-                             "would not load; `routelens ablate` can still remove experts in memory.")  # fmt: skip
+        raise RoutelensError(
+            f"{family} cannot be saved pruned: its config's expert count also sizes {others[0]} "
+            f"({len(others)} expert sets routelens does not trace, e.g. vision ones), so the checkpoint "
+            "would not load; `routelens ablate` can still remove experts in memory."
+        )
 
 
 def prune_model(model, keep: dict[int, list[int]]) -> dict:
@@ -143,14 +165,21 @@ def prune_model(model, keep: dict[int, list[int]]) -> dict:
     changed = update_config(model.config, before.num_experts, n, before.top_k)
     after = describe_model(model)
     if after.num_experts != n or after.top_k != min(before.top_k, n):
-        raise RoutelensError(f"pruning {before.family} left {after.num_experts} experts, top-{after.top_k} (wanted {n}, "
-                             f"top-{min(before.top_k, n)}); this family keeps its counts where routelens cannot see them.")  # fmt: skip
+        raise RoutelensError(
+            f"pruning {before.family} left {after.num_experts} experts, top-{after.top_k} (wanted {n}, "
+            f"top-{min(before.top_k, n)}); this family keeps its counts where routelens cannot see them."
+        )
     _smoke_forward(model, before.family)
     return changed
 
 
-def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str | os.PathLike,
-          config: PruneConfig | None = None, **overrides) -> dict:  # fmt: skip
+def prune(
+    model: str | os.PathLike,
+    trace: Trace | str | os.PathLike,
+    out: str | os.PathLike,
+    config: PruneConfig | None = None,
+    **overrides,
+) -> dict:
     """Write to `out` a checkpoint of `model` with N experts in every MoE layer, the ones `trace`
     ranks highest by the criterion; keyword overrides set PruneConfig fields, e.g.
     `prune("moe/", "trace/", "moe-6/", keep=6, criterion="reap")`. Returns the prune.json record."""
@@ -168,7 +197,9 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
     out = Path(out)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
-        raise RoutelensError(f"--out {out} already exists and is not empty; pass --overwrite to replace it, or choose another --out.")
+        raise RoutelensError(
+            f"--out {out} already exists and is not empty; pass --overwrite to replace it, or choose another --out."
+        )
     if Path(os.path.abspath(out)) == Path(os.path.abspath(model)):
         raise RoutelensError(f"--out {out} is the model's own directory; choose another --out.")
     with output_lock(out, what="prune"):
@@ -199,8 +230,9 @@ def prune(model: str | os.PathLike, trace: Trace | str | os.PathLike, out: str |
             "kept": {str(layer): ids for layer, ids in keep.items()},
         }
         # per layer, the share of the trace's assignments that went to the kept experts
-        record["kept_assignment_share"] = {str(layer): round(float(freq[i][keep[layer]].sum()), 6)
-                                           for i, layer in enumerate(spec.moe_layers)}  # fmt: skip
+        record["kept_assignment_share"] = {
+            str(layer): round(float(freq[i][keep[layer]].sum()), 6) for i, layer in enumerate(spec.moe_layers)
+        }
         with atomic_dir(out) as tmp, transformers_bars_off():
             hf_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

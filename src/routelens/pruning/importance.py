@@ -49,12 +49,22 @@ class ImportanceSums:
     def of_domain(self, d: int | None) -> ImportanceSums:
         """Domain `d`'s sums, (L, E) each; None: all domains summed."""
         pick = (lambda a: a.sum(axis=0)) if d is None else (lambda a: a[d])
-        return ImportanceSums(pick(self.counts), None if self.weight is None else pick(self.weight),
-                              None if self.reap is None else pick(self.reap), pick(self.tokens))  # fmt: skip
+        return ImportanceSums(
+            pick(self.counts),
+            None if self.weight is None else pick(self.weight),
+            None if self.reap is None else pick(self.reap),
+            pick(self.tokens),
+        )
 
 
-def importance_sums(experts: np.ndarray, domain: np.ndarray, num_experts: int, num_domains: int,
-                    weights: np.ndarray | None = None, norms: np.ndarray | None = None) -> ImportanceSums:  # fmt: skip
+def importance_sums(
+    experts: np.ndarray,
+    domain: np.ndarray,
+    num_experts: int,
+    num_domains: int,
+    weights: np.ndarray | None = None,
+    norms: np.ndarray | None = None,
+) -> ImportanceSums:
     """(tokens, layers, k) expert ids, (tokens,) domain codes, optional (tokens, layers, k) weights
     and expert-output norms -> the sums of one chunk."""
     n, L, k = experts.shape
@@ -65,11 +75,17 @@ def importance_sums(experts: np.ndarray, domain: np.ndarray, num_experts: int, n
     size = D * L * E
 
     def total(values: np.ndarray | None) -> np.ndarray:
-        return np.bincount(flat, weights=None if values is None else values.astype(np.float64)[valid], minlength=size).reshape(D, L, E)
+        return np.bincount(
+            flat, weights=None if values is None else values.astype(np.float64)[valid], minlength=size
+        ).reshape(D, L, E)
 
     counts = total(None).astype(np.int64)
     weight = total(weights) if weights is not None else None
-    reap = total(weights.astype(np.float64) * norms.astype(np.float64)) if weights is not None and norms is not None else None
+    reap = (
+        total(weights.astype(np.float64) * norms.astype(np.float64))
+        if weights is not None and norms is not None
+        else None
+    )
     return ImportanceSums(counts, weight, reap, np.bincount(domain.astype(np.int64), minlength=D).astype(np.int64))
 
 
@@ -92,13 +108,18 @@ def trace_sums(trace: Trace, rows: int = 1 << 18, progress: bool = False) -> Imp
 
     columns = [c for c in ("weights", "expert_norms") if trace.has(c)]
     D, L, E = len(trace.domains), len(trace.layers), trace.num_experts
-    sums = ImportanceSums(np.zeros((D, L, E), np.int64), np.zeros((D, L, E)) if "weights" in columns else None,
-                          np.zeros((D, L, E)) if {"weights", "expert_norms"} <= set(columns) else None,
-                          np.zeros(D, np.int64))  # fmt: skip
+    sums = ImportanceSums(
+        np.zeros((D, L, E), np.int64),
+        np.zeros((D, L, E)) if "weights" in columns else None,
+        np.zeros((D, L, E)) if {"weights", "expert_norms"} <= set(columns) else None,
+        np.zeros(D, np.int64),
+    )
     with progress_bar(not progress) as bar:
         task = bar.add_task("importance", total=trace.num_tokens, status="")
         for chunk in trace.iter_chunks(columns=columns, rows=rows):
-            sums += importance_sums(chunk.experts, chunk.domain, E, D, chunk.weights, getattr(chunk, "expert_norms", None))
+            sums += importance_sums(
+                chunk.experts, chunk.domain, E, D, chunk.weights, getattr(chunk, "expert_norms", None)
+            )
             bar.update(task, advance=len(chunk))
     return sums
 
@@ -152,11 +173,17 @@ def scores_of(result: dict, criterion: Criterion, domain: str | None = None) -> 
     """(L, E) scores of `criterion` from an `expert_importance` result, overall or on one domain."""
     criterion = Criterion(criterion)
     if domain is not None and domain not in result["domains"]:
-        raise RoutelensError(f"--domain {domain!r} is not a domain of the trace; its domains are {', '.join(result['domains'])}.")
+        raise RoutelensError(
+            f"--domain {domain!r} is not a domain of the trace; its domains are {', '.join(result['domains'])}."
+        )
     block = result["overall"] if domain is None else result["domains"][domain]
     if str(criterion) not in block:
-        why = "trace with `routelens trace --store-expert-norms`" if criterion is Criterion.REAP else "trace with weights"
-        raise RoutelensError(f"criterion {criterion} needs what this trace did not store; {why}, or use --criterion frequency.")
+        why = (
+            "trace with `routelens trace --store-expert-norms`" if criterion is Criterion.REAP else "trace with weights"
+        )
+        raise RoutelensError(
+            f"criterion {criterion} needs what this trace did not store; {why}, or use --criterion frequency."
+        )
     return np.array([block[str(criterion)][name] for name in result["meta"]["layers"]], dtype=np.float64)
 
 
@@ -165,11 +192,20 @@ def check_importance(result: dict, trace: Trace, source: str = "the importance r
     tokens); else a one-line refusal naming `source` and the command that writes the right one."""
     meta = result.get("meta") if isinstance(result, dict) else None
     if not isinstance(meta, dict) or not isinstance(result.get("overall"), dict):
-        raise RoutelensError(f"{source} holds no expert importance; write it with `routelens importance {trace.path} --json FILE`.")
-    mine = {"layers": [str(x) for x in trace.layers], "num_experts": trace.num_experts, "top_k": trace.top_k, "tokens": trace.num_tokens}
+        raise RoutelensError(
+            f"{source} holds no expert importance; write it with `routelens importance {trace.path} --json FILE`."
+        )
+    mine = {
+        "layers": [str(x) for x in trace.layers],
+        "num_experts": trace.num_experts,
+        "top_k": trace.top_k,
+        "tokens": trace.num_tokens,
+    }
     for key, value in mine.items():
         theirs = [str(x) for x in meta.get(key, [])] if key == "layers" else meta.get(key)
         if theirs != value:
-            raise RoutelensError(f"{source} has {key}={theirs} but the trace at {trace.path} has {key}={value}; "
-                                 f"write it with `routelens importance {trace.path} --json FILE`.")  # fmt: skip
+            raise RoutelensError(
+                f"{source} has {key}={theirs} but the trace at {trace.path} has {key}={value}; "
+                f"write it with `routelens importance {trace.path} --json FILE`."
+            )
     return result

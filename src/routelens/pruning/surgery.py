@@ -33,7 +33,15 @@ from routelens.errors import RoutelensError
 
 # Names the configs and modules of transformers give the number of routed experts and k
 COUNT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "num_routed_experts", "moe_num_experts")
-TOPK_NAMES = ("num_experts_per_tok", "top_k", "moe_topk", "moe_top_k", "num_experts_per_token", "top_k_experts", "moe_k")
+TOPK_NAMES = (
+    "num_experts_per_tok",
+    "top_k",
+    "moe_topk",
+    "moe_top_k",
+    "num_experts_per_token",
+    "top_k_experts",
+    "moe_k",
+)
 GROUP_NAMES = ("n_group", "num_group", "num_expert_group")
 
 
@@ -105,7 +113,12 @@ def _int_attr(obj, names) -> int | None:
 
 def num_groups(site, text_config) -> int:
     """Expert groups of a group-limited router (DeepSeek `n_group`), 1 where there are none."""
-    return _int_attr(site.router, GROUP_NAMES) or _int_attr(site.owner, GROUP_NAMES) or _int_attr(text_config, GROUP_NAMES) or 1
+    return (
+        _int_attr(site.router, GROUP_NAMES)
+        or _int_attr(site.owner, GROUP_NAMES)
+        or _int_attr(text_config, GROUP_NAMES)
+        or 1
+    )
 
 
 def why_not_prunable(site) -> str | None:
@@ -134,7 +147,9 @@ def check_kept(kept: Sequence[int], num_experts: int, groups: int, top_k: int, l
         raise RoutelensError(f"layer {layer} would keep no expert; keep at least 1 of its {num_experts}.")
     bad = [e for e in ids if not 0 <= e < num_experts]
     if bad:
-        raise RoutelensError(f"expert {bad[0]} of layer {layer} is outside 0..{num_experts - 1}; pass ids of its experts.")
+        raise RoutelensError(
+            f"expert {bad[0]} of layer {layer} is outside 0..{num_experts - 1}; pass ids of its experts."
+        )
     if groups > 1:
         size = num_experts // groups
         per_group = [sum(1 for e in ids if e // size == g) for g in range(groups)]
@@ -146,7 +161,9 @@ def check_kept(kept: Sequence[int], num_experts: int, groups: int, top_k: int, l
     return ids
 
 
-def _slice(owner: nn.Module, name: str, tensor: torch.Tensor, is_param: bool, index: torch.Tensor, axis: int = 0) -> None:
+def _slice(
+    owner: nn.Module, name: str, tensor: torch.Tensor, is_param: bool, index: torch.Tensor, axis: int = 0
+) -> None:
     kept = tensor.detach().index_select(axis, index.to(tensor.device)).clone()
     if is_param:
         setattr(owner, name, nn.Parameter(kept, requires_grad=tensor.requires_grad))
@@ -170,7 +187,9 @@ def _is_count_name(name: str) -> bool:
     """Attribute names that count experts (`total_experts`, Zaya's `num_router_classes`), not widths or k."""
     if name in COUNT_NAMES:
         return True
-    return ("expert" in name or name.endswith("classes")) and not any(w in name for w in ("size", "dim", "hidden", "per_tok", "top"))
+    return ("expert" in name or name.endswith("classes")) and not any(
+        w in name for w in ("size", "dim", "hidden", "per_tok", "top")
+    )
 
 
 def _set_counts(modules, num_experts: int, n: int, top_k: int, extra: int = 0) -> None:
@@ -228,8 +247,11 @@ def untraced_expert_sets(model: nn.Module, sites) -> list[str]:
     reaches): the config's one expert count sizes them too, so a checkpoint pruned in the text
     experts alone would not load."""
     traced = {id(s.experts) for s in sites}
-    return [name for name, module in model.named_modules()
-            if name.rsplit(".", 1)[-1] == "experts" and id(module) not in traced and list(module.parameters())]  # fmt: skip
+    return [
+        name
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] == "experts" and id(module) not in traced and list(module.parameters())
+    ]
 
 
 def update_config(config, num_experts: int, n: int, top_k: int) -> dict[str, tuple]:
@@ -253,8 +275,10 @@ def update_config(config, num_experts: int, n: int, top_k: int) -> dict[str, tup
             changed[name] = (value, n)
             setattr(text, name, n)
     if not any(name in changed for name in COUNT_NAMES) and n != num_experts:
-        raise RoutelensError(f"{type(text).__name__} names its expert count by no field routelens knows ({', '.join(COUNT_NAMES)}); "
-                             "this family cannot be saved pruned.")  # fmt: skip
+        raise RoutelensError(
+            f"{type(text).__name__} names its expert count by no field routelens knows ({', '.join(COUNT_NAMES)}); "
+            "this family cannot be saved pruned."
+        )
     return changed
 
 
@@ -267,6 +291,11 @@ def remove_experts(model: nn.Module, keep: Mapping[int, Sequence[int]]) -> dict[
     sites = {s.layer: s for s in find_routers(model)}
     unknown = sorted(set(keep) - set(sites))
     if unknown:
-        raise RoutelensError(f"layer {unknown[0]} is not a MoE layer of this model; its MoE layers are {', '.join(map(str, sites))}.")
+        raise RoutelensError(
+            f"layer {unknown[0]} is not a MoE layer of this model; its MoE layers are {', '.join(map(str, sites))}."
+        )
     text = _text_config(model)
-    return {layer: remove_experts_from_block(sites[layer], ids, num_groups(sites[layer], text)) for layer, ids in keep.items()}
+    return {
+        layer: remove_experts_from_block(sites[layer], ids, num_groups(sites[layer], text))
+        for layer, ids in keep.items()
+    }

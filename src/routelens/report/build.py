@@ -48,11 +48,27 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
     (coactivation_section, "coactivation", "`routelens analyze` (needs top-k > 1)"),
     (confidence_section, "confidence", "`routelens analyze` on a trace with weights or --store-probs"),
     (pos_section, "pos", "`routelens analyze --pos` on a trace with UPOS tags"),
-    (saturation_section, "saturation", "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)"),
+    (
+        saturation_section,
+        "saturation",
+        "`routelens.analysis.router_saturation` over checkpoint traces (`routelens demo` adds it)",
+    ),
     (cache_section, "cache", "`routelens simulate cache --json cache.json`, passed as `--cache cache.json`"),
-    (balance_section, "balance", "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`"),
-    (distinct_section, "distinct", "`routelens simulate distinct --json distinct.json`, passed as `--distinct distinct.json`"),
-    (importance_section, "importance", "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`"),
+    (
+        balance_section,
+        "balance",
+        "`routelens simulate balance --json balance.json`, passed as `--balance balance.json`",
+    ),
+    (
+        distinct_section,
+        "distinct",
+        "`routelens simulate distinct --json distinct.json`, passed as `--distinct distinct.json`",
+    ),
+    (
+        importance_section,
+        "importance",
+        "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`",
+    ),
     (compare_section, "compare", ""),  # only when two traces were compared (`--compare`): no note otherwise
 ]
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
@@ -62,7 +78,9 @@ def check_analysis(trace: Trace, analysis: dict) -> None:
     """Refuse an analysis computed on another trace (other layers, expert count, top-k, token count
     or domains)."""
     if not isinstance(analysis, dict):
-        raise RoutelensError(f"the analysis is a {type(analysis).__name__}, not a JSON object; pass the file `routelens analyze --json` wrote.")
+        raise RoutelensError(
+            f"the analysis is a {type(analysis).__name__}, not a JSON object; pass the file `routelens analyze --json` wrote."
+        )
     meta = analysis.get("meta") or {}
     mine = {"num_experts": trace.num_experts, "top_k": trace.top_k, "layers": [str(x) for x in trace.layers]}
     theirs = {
@@ -113,9 +131,15 @@ def write_report(
     # run are removed here first) and renamed into place once whole: figures first, then the page.
     with atomic_path(out_html) as tmp_html, atomic_dir(figures_dir) as tmp_figures:
         ctx = ReportContext(
-            trace=trace, analysis=analysis, sink=FigureSink(tmp_figures), layers=layers,
-            domains=list(trace.domains), num_experts=trace.num_experts, top_k=trace.top_k, view_layers=view,
-        )  # fmt: skip
+            trace=trace,
+            analysis=analysis,
+            sink=FigureSink(tmp_figures),
+            layers=layers,
+            domains=list(trace.domains),
+            num_experts=trace.num_experts,
+            top_k=trace.top_k,
+            view_layers=view,
+        )
         built: list[Section] = []
         with progress_bar(disable=not progress, transient=True) as bar, style():
             task = bar.add_task("report", total=len(SECTIONS) + 1, status="")
@@ -127,7 +151,11 @@ def write_report(
                 bar.advance(task)
             summary = summary_section(ctx)
             if ctx.notes:
-                summary.body += "<h3>Not in this report</h3><ul class=\"skipped\">" + "".join(f"<li>{n}</li>" for n in ctx.notes) + "</ul>"
+                summary.body += (
+                    '<h3>Not in this report</h3><ul class="skipped">'
+                    + "".join(f"<li>{n}</li>" for n in ctx.notes)
+                    + "</ul>"
+                )
             bar.advance(task)
         tmp_html.write_text(_page(trace, [summary, *built]), encoding="utf-8")
     return out_html

@@ -11,9 +11,17 @@ from matplotlib.colors import hsv_to_rgb, to_hex, to_rgb
 
 # Domains: a calm qualitative palette; the pooled domain `all` is drawn in dark grey.
 DOMAIN_COLORS = (
-    "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3",
-    "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c",
-)  # fmt: skip
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#ccb974",
+    "#64b5cd",
+    "#8c8c8c",
+)
 POOLED_COLOR = "#30343b"
 
 

@@ -17,8 +17,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are only ever written to files and strings
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 # House look of every figure: small type, no top/right spines, light horizontal grid.
 RC = {

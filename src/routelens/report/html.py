@@ -93,8 +93,13 @@ def num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, row_classes: Sequence[str] | None = None,
-          header_html: str | None = None) -> str:  # fmt: skip
+def table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    row_classes: Sequence[str] | None = None,
+    header_html: str | None = None,
+) -> str:
     """An HTML table; cells are HTML already (escape data before passing it)."""
     head = header_html or "<tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"
     body = []
@@ -120,7 +125,11 @@ def method(text: str) -> str:
 
 
 def cards(items: Sequence[tuple[str, str]]) -> str:
-    return '<div class="cards">' + "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{v}</div></div>' for k, v in items) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{v}</div></div>' for k, v in items)
+        + "</div>"
+    )
 
 
 def page(title: str, subtitle: str, sections: Sequence[Section], footer: str) -> str:
@@ -130,7 +139,7 @@ def page(title: str, subtitle: str, sections: Sequence[Section], footer: str) ->
         for s in sections
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header class="top"><div class="wrap"><h1>{esc(title)}</h1><div class="sub">{subtitle}</div></div></header>'

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from routelens.errors import RoutelensError
-from routelens.report.html import esc
 from routelens.report.colors import expert_colors, tint
+from routelens.report.html import esc
 from routelens.store import Trace
 
 
@@ -53,9 +53,14 @@ def layer_columns(trace: Trace, layers: Sequence[int]) -> list[int]:
 
 
 def collect_samples(
-    trace: Trace, layers: Sequence[int], *, docs_per_domain: int = 2, max_tokens: int = 160,
-    min_tokens: int | None = None, rows: int = 1 << 16,
-) -> list[DocSample]:  # fmt: skip
+    trace: Trace,
+    layers: Sequence[int],
+    *,
+    docs_per_domain: int = 2,
+    max_tokens: int = 160,
+    min_tokens: int | None = None,
+    rows: int = 1 << 16,
+) -> list[DocSample]:
     """The first `max_tokens` tokens of the first `docs_per_domain` documents of each domain.
 
     Documents shorter than `min_tokens` (default: min(max_tokens, 32)) are passed over while
@@ -99,11 +104,13 @@ def collect_samples(
                 if pending.closed:
                     continue
                 rows_of_doc = in_domain[docs == doc][: max_tokens - pending.rows]
-                pending.parts.append((
-                    chunk.token_id[rows_of_doc],
-                    chunk.experts[rows_of_doc][:, cols],
-                    chunk.weights[rows_of_doc][:, cols] if with_weights else None,
-                ))  # fmt: skip
+                pending.parts.append(
+                    (
+                        chunk.token_id[rows_of_doc],
+                        chunk.experts[rows_of_doc][:, cols],
+                        chunk.weights[rows_of_doc][:, cols] if with_weights else None,
+                    )
+                )
                 pending.rows += len(rows_of_doc)
                 if pending.rows >= max_tokens:
                     pending.closed = True
@@ -117,10 +124,15 @@ def collect_samples(
         chosen = picked[d] + short[d][: docs_per_domain - len(picked[d])]
         for p in sorted(chosen, key=lambda p: p.doc_id):
             tok, exp, wts = zip(*p.parts)
-            samples.append(DocSample(
-                p.domain, p.doc_id, np.concatenate(tok), np.concatenate(exp),
-                np.concatenate(wts) if with_weights else None,
-            ))  # fmt: skip
+            samples.append(
+                DocSample(
+                    p.domain,
+                    p.doc_id,
+                    np.concatenate(tok),
+                    np.concatenate(exp),
+                    np.concatenate(wts) if with_weights else None,
+                )
+            )
     return samples
 
 
@@ -147,7 +159,9 @@ def legend(num_experts: int) -> str:
     return f'<div class="tv-legend"><b>First-choice expert:</b> {chips}</div>'
 
 
-def render_token_view(samples: Sequence[DocSample], layers: Sequence[int], vocab: Sequence[str], num_experts: int) -> str:
+def render_token_view(
+    samples: Sequence[DocSample], layers: Sequence[int], vocab: Sequence[str], num_experts: int
+) -> str:
     """HTML of the token view: a legend, then per document one block per layer."""
     colors = [tint(c) for c in expert_colors(num_experts)]
     out = [legend(num_experts)]
@@ -157,12 +171,21 @@ def render_token_view(samples: Sequence[DocSample], layers: Sequence[int], vocab
             domain = s.domain
             out.append(f"<h3>{esc(domain)}</h3>")
         texts = [token_text(vocab, int(t)) for t in s.token_id]
-        out.append(f"<h4>document {s.doc_id} · first {len(texts)} tokens</h4><div class=\"tv-grid\">")
+        out.append(f'<h4>document {s.doc_id} · first {len(texts)} tokens</h4><div class="tv-grid">')
         for j, layer in enumerate(layers):
             spans = "".join(
-                _span(text, int(s.token_id[i]), s.experts[i, j], None if s.weights is None else s.weights[i, j], layer, colors)
+                _span(
+                    text,
+                    int(s.token_id[i]),
+                    s.experts[i, j],
+                    None if s.weights is None else s.weights[i, j],
+                    layer,
+                    colors,
+                )
                 for i, text in enumerate(texts)
             )
-            out.append(f'<div class="tv-block"><div class="hd">layer {layer}</div><div class="tv-text">{spans}</div></div>')
+            out.append(
+                f'<div class="tv-block"><div class="hd">layer {layer}</div><div class="tv-text">{spans}</div></div>'
+            )
         out.append("</div>")
     return "".join(out)

@@ -17,6 +17,15 @@ from routelens.simulate.policies import Placement, Policy
 from routelens.simulate.suite import cache_with_control, simulate_all
 
 __all__ = [
-    "BalanceConfig", "CacheConfig", "DistinctConfig", "Placement", "Policy", "cache_metrics", "cache_with_control",
-    "simulate_all", "simulate_balance", "simulate_cache", "simulate_distinct",
-]  # fmt: skip
+    "BalanceConfig",
+    "CacheConfig",
+    "DistinctConfig",
+    "Placement",
+    "Policy",
+    "cache_metrics",
+    "cache_with_control",
+    "simulate_all",
+    "simulate_balance",
+    "simulate_cache",
+    "simulate_distinct",
+]

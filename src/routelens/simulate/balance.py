@@ -33,8 +33,8 @@ import numpy as np
 
 from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
-from routelens.simulate.policies import Placement
 from routelens.simulate.batches import DecodeBatches, ShuffledBatches, document_lengths, stream_counts
+from routelens.simulate.policies import Placement
 from routelens.store import Trace, open_trace
 from routelens.training.capacity import expert_capacity as capacity_rule
 
@@ -46,14 +46,18 @@ class BalanceConfig:
     devices: int = setting(8, "Expert-parallel devices.")
     batch_tokens: int = setting(4096, "Tokens per batch, consecutive in trace order.")
     cfs: tuple[float, ...] = setting(
-        (1.0, 1.25, 2.0), "Capacity factor (capacity = ceil(B x k / E x CF) per expert, shared by its replicas), repeatable."
+        (1.0, 1.25, 2.0),
+        "Capacity factor (capacity = ceil(B x k / E x CF) per expert, shared by its replicas), repeatable.",
     )
-    placements: tuple[Placement, ...] = setting((Placement.ROUND_ROBIN, Placement.BALANCED), "Expert placement, repeatable.")
+    placements: tuple[Placement, ...] = setting(
+        (Placement.ROUND_ROBIN, Placement.BALANCED), "Expert placement, repeatable."
+    )
     redundant_experts: int | None = setting(
         None, "Spare expert slots for replicas in `balanced`.", shown_default="one per device"
     )
     decode_batch: int | None = setting(
-        None, "Also batch B concurrent sequences, one token of each per step (decode), beside consecutive tokens.",
+        None,
+        "Also batch B concurrent sequences, one token of each per step (decode), beside consecutive tokens.",
         shown_default="none",
     )
     compare_shuffled: bool = True  # also measure a seeded shuffled order (the locality control)
@@ -192,7 +196,9 @@ def _batch_sums(counts, sizes, placement, top_k, cfs) -> dict:
         "ratio_max": float(ratio.max()),
         "max_load": float(loads.max(axis=1).sum()),
         "load": float(loads.sum()),
-        "dropped": [int(dropped_assignments(counts, expert_capacity(sizes, top_k, E, cf), replicas).sum()) for cf in cfs],
+        "dropped": [
+            int(dropped_assignments(counts, expert_capacity(sizes, top_k, E, cf), replicas).sum()) for cf in cfs
+        ],
     }
 
 
@@ -282,15 +288,25 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     for p, name in enumerate(config.placements):
         if name is Placement.BALANCED:
             replicas_meta = {layer: per_placement[p][li].sum(axis=1).tolist() for li, layer in enumerate(layers)}
-        for order, key, batches in (("real", "balance", nb), ("shuffled", "balance_shuffled", nb),
-                                    ("decode", "balance_decode", decode.steps if decode else 0)):  # fmt: skip
+        for order, key, batches in (
+            ("real", "balance", nb),
+            ("shuffled", "balance_shuffled", nb),
+            ("decode", "balance_decode", decode.steps if decode else 0),
+        ):
             if (order, p, 0) not in sums:
                 continue
-            detail = {layer: _metrics(sums[order, p, li], batches, T, config.devices, k, config.cfs) for li, layer in enumerate(layers)}
+            detail = {
+                layer: _metrics(sums[order, p, li], batches, T, config.devices, k, config.cfs)
+                for li, layer in enumerate(layers)
+            }
             if order != "shuffled":
                 out.setdefault(f"{key}_detail", {})[name.value] = detail
             out.setdefault(key, {})[name.value] = _pool(detail, config.cfs)
-    out = {key: out[key] for key in ("balance", "balance_detail", "balance_shuffled", "balance_decode", "balance_decode_detail") if key in out}
+    out = {
+        key: out[key]
+        for key in ("balance", "balance_detail", "balance_shuffled", "balance_decode", "balance_decode_detail")
+        if key in out
+    }
     out["balance_meta"] = {
         "devices": config.devices,
         "batch_tokens": config.batch_tokens,
@@ -299,8 +315,10 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
         "redundant_experts": redundant,
         "capacity_per_expert": {str(cf): int(expert_capacity([config.batch_tokens], k, E, cf)[0]) for cf in config.cfs},
         # Capacity slots of a full batch per placement: E x capacity whatever the replicas (equal slots).
-        "slots": {name.value: {str(cf): _slots(per_placement[p][0], expert_capacity([B], k, E, cf)[0])
-                               for cf in config.cfs} for p, name in enumerate(config.placements)},  # fmt: skip
+        "slots": {
+            name.value: {str(cf): _slots(per_placement[p][0], expert_capacity([B], k, E, cf)[0]) for cf in config.cfs}
+            for p, name in enumerate(config.placements)
+        },
         "expert_slots": {name.value: int(per_placement[p][0].sum()) for p, name in enumerate(config.placements)},
         "balanced_replicas": replicas_meta,
         "shuffle_seed": seed if compare_shuffled else None,
@@ -310,7 +328,9 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     return out
 
 
-def _accumulate(sums: dict, order: str, counts: np.ndarray | None, sizes: np.ndarray, per_placement: list, top_k: int, cfs) -> None:
+def _accumulate(
+    sums: dict, order: str, counts: np.ndarray | None, sizes: np.ndarray, per_placement: list, top_k: int, cfs
+) -> None:
     """Add one group of batches (layers, batches, E) of `order` into the running sums per placement and layer."""
     if counts is None:
         return

@@ -125,8 +125,17 @@ def document_lengths(trace: Trace, rows: int = 1 << 20) -> np.ndarray:
     return np.asarray(lengths, np.int64)
 
 
-def stream_counts(trace: Trace, batch_tokens: int, lo: int, hi: int, labels=None, loads: np.ndarray | None = None,
-                  rows: int = 1 << 20, *, consecutive: bool = True):  # fmt: skip
+def stream_counts(
+    trace: Trace,
+    batch_tokens: int,
+    lo: int,
+    hi: int,
+    labels=None,
+    loads: np.ndarray | None = None,
+    rows: int = 1 << 20,
+    *,
+    consecutive: bool = True,
+):
     """One pass over the trace: per-batch counts (layers, hi - lo, E) int32 of batches lo..hi-1 in
     consecutive order (None without `consecutive`) and, with `labels` (an object whose `take(n)`
     gives the batches of the next n tokens: `ShuffledBatches`, `DecodeBatches`), in that order;
@@ -145,7 +154,9 @@ def stream_counts(trace: Trace, batch_tokens: int, lo: int, hi: int, labels=None
         a, b = max(offset, lo * B), min(offset + n, hi * B)  # rows of this chunk in batches lo..hi-1
         if consecutive and a < b:
             first, span = a // B, (b - 1) // B - a // B + 1
-            _count(real[:, first - lo : first - lo + span], (np.arange(a, b) // B - first) * E, x[a - offset : b - offset])
+            _count(
+                real[:, first - lo : first - lo + span], (np.arange(a, b) // B - first) * E, x[a - offset : b - offset]
+            )
         if labels is not None:
             label = labels.take(n)
             keep = (label >= lo) & (label < hi)

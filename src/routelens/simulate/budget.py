@@ -47,8 +47,16 @@ def uniform_split(layers: int, slots: int, capacity_max: int) -> np.ndarray:
     return np.minimum(split, capacity_max)
 
 
-def budget_report(hit_rate: dict, loads: dict, layers: list[str], num_experts: int, top_k: int, expert_bytes: int,
-                  budgets, seconds_per_byte: float | None) -> dict:  # fmt: skip
+def budget_report(
+    hit_rate: dict,
+    loads: dict,
+    layers: list[str],
+    num_experts: int,
+    top_k: int,
+    expert_bytes: int,
+    budgets,
+    seconds_per_byte: float | None,
+) -> dict:
     """`cache_budget` of one policy: {total bytes: {slots, best, uniform}} from its per-layer
     `hit_rate` and `loads` {layer: {capacity: value}} at every capacity 1..E (capacity 0, an
     expert streamed at every request: hit rate 0, k loads per token)."""
@@ -62,7 +70,10 @@ def budget_report(hit_rate: dict, loads: dict, layers: list[str], num_experts: i
     for total in budgets:
         slots = int(total // expert_bytes)
         row: dict = {"slots": slots}
-        for name, split in (("best", best_split(hits, slots)), ("uniform", uniform_split(len(layers), slots, num_experts))):
+        for name, split in (
+            ("best", best_split(hits, slots)),
+            ("uniform", uniform_split(len(layers), slots, num_experts)),
+        ):
             picked = np.arange(len(layers)), split
             entry = {
                 "split": {layer: int(c) for layer, c in zip(layers, split)},

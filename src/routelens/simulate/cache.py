@@ -26,8 +26,16 @@ from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.budget import budget_report
 from routelens.simulate.cache_kernels import (
-    COLD_MISSES, HITS, MISSES, NUM_COUNTERS, PREFETCH_LOADS, PREFETCH_USEFUL, CacheState, max_pinned, replay,
-)  # fmt: skip
+    COLD_MISSES,
+    HITS,
+    MISSES,
+    NUM_COUNTERS,
+    PREFETCH_LOADS,
+    PREFETCH_USEFUL,
+    CacheState,
+    max_pinned,
+    replay,
+)
 from routelens.simulate.policies import Policy
 from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
 from routelens.store import Trace, open_trace
@@ -53,14 +61,19 @@ class CacheConfig:
     progress: bool = False
     tmp_dir: str | Path | None = None  # where the layer streams are spilled; None: $TMPDIR
     pin: int | None = setting(
-        None, "Pin the N most used experts of each layer (LRU over the other slots); adds the `pin` policy.", shown_default="none"
+        None,
+        "Pin the N most used experts of each layer (LRU over the other slots); adds the `pin` policy.",
+        shown_default="none",
     )
-    lookahead_distance: int = setting(1, "Layers ahead the `lookahead` policy's predictions come from (1..D of trace --lookahead D).")
+    lookahead_distance: int = setting(
+        1, "Layers ahead the `lookahead` policy's predictions come from (1..D of trace --lookahead D)."
+    )
     bandwidth_gbps: float | None = setting(
         None, "Bandwidth of expert loads in GB/s (1e9 bytes): expected load time per token.", shown_default="none"
     )
     budget_bytes: tuple[int, ...] = setting(
-        (), "Total expert memory of all layers, split per layer from each layer's hit curve vs uniformly; repeatable.",
+        (),
+        "Total expert memory of all layers, split per layer from each layer's hit curve vs uniformly; repeatable.",
         shown_default="none",
     )
 
@@ -84,15 +97,21 @@ class CacheConfig:
             raise RoutelensError(f"--lookahead-distance {self.lookahead_distance} must be at least 1 layer.")
         if self.bandwidth_gbps is not None and not self.bandwidth_gbps > 0:
             raise RoutelensError(f"--bandwidth {self.bandwidth_gbps} must be positive GB/s, e.g. 25 for PCIe 4 x16.")
-        self.budget_bytes = tuple(int(b) for b in ((self.budget_bytes,) if isinstance(self.budget_bytes, int | float) else self.budget_bytes))
+        self.budget_bytes = tuple(
+            int(b) for b in ((self.budget_bytes,) if isinstance(self.budget_bytes, int | float) else self.budget_bytes)
+        )
         if any(b <= 0 for b in self.budget_bytes):
             raise RoutelensError(f"--budget-bytes {list(self.budget_bytes)} must be positive totals of expert memory.")
         if self.budget_bytes and self.capacities is not None:
-            raise RoutelensError("--budget-bytes needs every capacity 1..E (each layer's whole hit curve); leave out --capacity.")
+            raise RoutelensError(
+                "--budget-bytes needs every capacity 1..E (each layer's whole hit curve); leave out --capacity."
+            )
         if self.capacities is not None:
             self.capacities = tuple(sorted({int(c) for c in self.capacities}))
             if not self.capacities or self.capacities[0] < 1:
-                raise RoutelensError(f"cache capacities {list(self.capacities)} must be >= 1 expert; pass e.g. --capacity 2.")
+                raise RoutelensError(
+                    f"cache capacities {list(self.capacities)} must be >= 1 expert; pass e.g. --capacity 2."
+                )
         if self.expert_bytes is not None and self.expert_bytes <= 0:
             raise RoutelensError(f"expert_bytes={self.expert_bytes} must be positive; pass the bytes of one expert.")
         if self.dtype_bytes <= 0:
@@ -109,8 +128,9 @@ def expert_size_bytes(trace: Trace, config: CacheConfig) -> int | None:
     return int(round(params * config.dtype_bytes)) if params else None
 
 
-def cache_metrics(counters: np.ndarray, tokens: int, top_k: int, expert_bytes: int | None,
-                  bandwidth_gbps: float | None = None) -> dict:  # fmt: skip
+def cache_metrics(
+    counters: np.ndarray, tokens: int, top_k: int, expert_bytes: int | None, bandwidth_gbps: float | None = None
+) -> dict:
     """Counters of one replay -> the reported metrics (pure function).
 
     `hit_rate` counts every request, compulsory (first-ever) misses included; `hit_rate_warm`
@@ -168,22 +188,33 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     block = max(MIN_ROWS, memory_bytes // (k * (itemsize + 4 + 8 + 8 + 2 * 8) + 2))  # ids, next use, predictions
     belady, ahead = Policy.BELADY in config.policies, Policy.LOOKAHEAD in config.policies
     if config.budget_bytes and size is None:
-        raise RoutelensError("--budget-bytes needs the size of one expert: the manifest has no expert_params; pass --expert-bytes.")
+        raise RoutelensError(
+            "--budget-bytes needs the size of one expert: the manifest has no expert_params; pass --expert-bytes."
+        )
     pinned_order: dict = {}
     from routelens.progress import progress_bar
 
     with progress_bar(disable=not progress) as bar, temp_dir(tmp_dir, "cache") as tmp:
         task = bar.add_task("cache", total=len(trace.layers) * len(config.policies) * len(caps), status="")
         bar.update(task, status=f"spilling the layer streams ({order} order)")
-        spilled = spill_layers(trace, Path(tmp), order=order, seed=config.seed,
-                               lookahead_distance=config.lookahead_distance if ahead else None)  # fmt: skip
+        spilled = spill_layers(
+            trace,
+            Path(tmp),
+            order=order,
+            seed=config.seed,
+            lookahead_distance=config.lookahead_distance if ahead else None,
+        )
         for i, true_layer in enumerate(spilled.layers):
             layer = str(true_layer)
             bar.update(task, status=f"layer {layer}")
-            nxt_path = next_use_file(spilled, i, reset_per_document=config.reset_per_document, rows=block) if belady else None
+            nxt_path = (
+                next_use_file(spilled, i, reset_per_document=config.reset_per_document, rows=block) if belady else None
+            )
             runs = [(p, c) for p in config.policies for c in caps]
             pins = {}
-            if config.pin is not None:  # the layer's most used experts (ties: lower id), as many as each capacity allows
+            if (
+                config.pin is not None
+            ):  # the layer's most used experts (ties: lower id), as many as each capacity allows
                 used = sum(np.bincount(x.reshape(-1), minlength=E) for _, x, _ in spilled.blocks(i, block))
                 by_use = np.argsort(-used, kind="stable")
                 pinned_order[layer] = by_use[: config.pin].tolist()
@@ -196,9 +227,16 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
                 nxt = read_next_use(nxt_path, T, k, lo, len(experts)) if belady else None
                 predicted = spilled.rows(len(spilled.layers) + i, lo, len(experts)) if ahead else None
                 for r, (policy, capacity) in enumerate(runs):
-                    counters[r] += replay(experts, segment_start, policy, capacity, states[r],
-                                          nxt if policy is Policy.BELADY else None, pinned=pins.get(capacity),
-                                          predicted=predicted)  # fmt: skip
+                    counters[r] += replay(
+                        experts,
+                        segment_start,
+                        policy,
+                        capacity,
+                        states[r],
+                        nxt if policy is Policy.BELADY else None,
+                        pinned=pins.get(capacity),
+                        predicted=predicted,
+                    )
             spilled.remove(i)
             if nxt_path is not None:
                 nxt_path.unlink()
@@ -217,11 +255,13 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
         out["cache_load_time"] = {
             p: {str(c): sum(loads[p][layer][str(c)] for layer in loads[p]) * size * seconds_per_byte for c in caps}
             for p in loads
-        }  # fmt: skip
+        }
     if config.budget_bytes:
         layers = [str(layer) for layer in trace.layers]
-        out["cache_budget"] = {p: budget_report(cache[p], loads[p], layers, E, k, size, config.budget_bytes, seconds_per_byte)
-                               for p in cache}  # fmt: skip
+        out["cache_budget"] = {
+            p: budget_report(cache[p], loads[p], layers, E, k, size, config.budget_bytes, seconds_per_byte)
+            for p in cache
+        }
     out["cache_meta"] = {
         "tokens": T,
         "num_experts": E,

@@ -114,7 +114,9 @@ def replay(
         pin_mask[np.asarray(pinned, np.int64)] = True
     ahead = np.empty((0, 1), experts.dtype)  # one compiled variant per id type, whatever the policy
     if code == LOOKAHEAD:
-        assert predicted is not None and predicted.ndim == 2 and len(predicted) == len(experts), "lookahead needs predicted (tokens, width)"
+        assert predicted is not None and predicted.ndim == 2 and len(predicted) == len(experts), (
+            "lookahead needs predicted (tokens, width)"
+        )
         none = np.iinfo(experts.dtype).max  # "no prediction" in the stream's own id type, when it cannot be an id
         if predicted.dtype == experts.dtype and E <= none:
             ahead = np.ascontiguousarray(predicted)  # as spilled: no copy
@@ -124,11 +126,23 @@ def replay(
             ahead = np.where((predicted < 0) | (predicted >= E), E, predicted).astype(np.int64)  # none: E
     counters = np.zeros(NUM_COUNTERS, np.int64)
     _replay(
-        np.ascontiguousarray(experts), np.ascontiguousarray(segment_start, dtype=np.bool_),
-        np.ascontiguousarray(next_use, dtype=np.int64), code, capacity, pin_mask, ahead,
-        state.cached, state.recency, state.freq, state.next_use, state.seen, state.prefetched,
-        state.successor, state.scalars, counters,
-    )  # fmt: skip
+        np.ascontiguousarray(experts),
+        np.ascontiguousarray(segment_start, dtype=np.bool_),
+        np.ascontiguousarray(next_use, dtype=np.int64),
+        code,
+        capacity,
+        pin_mask,
+        ahead,
+        state.cached,
+        state.recency,
+        state.freq,
+        state.next_use,
+        state.seen,
+        state.prefetched,
+        state.successor,
+        state.scalars,
+        counters,
+    )
     return counters
 
 
@@ -180,7 +194,9 @@ def _take_slot(e, policy, protect, tg, region, size, cached, pinned, prefetched,
 
 
 @numba.njit(cache=True, inline="always")
-def _load_predicted(pred, row, tg, region, size, clock, pstamp, cached, pinned, prefetched, recency, freq, nxt, counters):
+def _load_predicted(
+    pred, row, tg, region, size, clock, pstamp, cached, pinned, prefetched, recency, freq, nxt, counters
+):
     """Load the predicted experts `pred[row]` (ids outside 0..E-1 mean none) that are not resident, in
     order, each into a free slot or that of the least recently used expert outside the prediction
     (stop when there is none): the loads of prefetch and of lookahead. Inlined by numba, so both
@@ -208,8 +224,24 @@ def _load_predicted(pred, row, tg, region, size, clock, pstamp, cached, pinned, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
-            cached, recency, freq, nxt, seen, prefetched, successor, scalars, counters):  # fmt: skip
+def _replay(
+    experts,
+    segment_start,
+    next_use,
+    policy,
+    capacity,
+    pinned,
+    ahead,
+    cached,
+    recency,
+    freq,
+    nxt,
+    seen,
+    prefetched,
+    successor,
+    scalars,
+    counters,
+):
     T, k = experts.shape
     E = cached.shape[0]
     clock, prev_first, token0 = scalars[0], scalars[1], scalars[2]
@@ -237,8 +269,9 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
             # Load the prediction while an earlier layer computes this token: the experts of ahead[t]
             # not resident, in order, each evicting the least recently used expert outside the
             # prediction (stop when there is none); ids >= E mean none. The same loads as prefetch's.
-            size, clock = _load_predicted(ahead, t, tg, region, size, clock, pstamp, cached, pinned, prefetched,
-                                          recency, freq, nxt, counters)  # fmt: skip
+            size, clock = _load_predicted(
+                ahead, t, tg, region, size, clock, pstamp, cached, pinned, prefetched, recency, freq, nxt, counters
+            )
         if capacity < k:
             # The token's experts cannot all be resident: its requests are served one by one in
             # routing order (demand paging), each a hit only if resident when served.
@@ -255,7 +288,9 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
                     if not seen[e]:
                         counters[COLD_MISSES] += 1
                     # nothing protected: stamps are >= -1, never -2
-                    size = _take_slot(e, policy, stamp, -2, region, size, cached, pinned, prefetched, recency, freq, nxt)
+                    size = _take_slot(
+                        e, policy, stamp, -2, region, size, cached, pinned, prefetched, recency, freq, nxt
+                    )
                 recency[e] = clock
                 freq[e] += 1
                 if policy == BELADY:
@@ -303,8 +338,22 @@ def _replay(experts, segment_start, next_use, policy, capacity, pinned, ahead,
                     successor[prev_first, j] = experts[t, j]
             prev_first = first
             # the same loads as lookahead's, predicted from the successor table
-            size, clock = _load_predicted(successor, first, tg, region, size, clock, pstamp, cached, pinned, prefetched,
-                                          recency, freq, nxt, counters)  # fmt: skip
+            size, clock = _load_predicted(
+                successor,
+                first,
+                tg,
+                region,
+                size,
+                clock,
+                pstamp,
+                cached,
+                pinned,
+                prefetched,
+                recency,
+                freq,
+                nxt,
+                counters,
+            )
     scalars[0], scalars[1], scalars[2] = clock, prev_first, token0 + T
 
 

@@ -99,6 +99,12 @@ def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None =
     return {
         "distinct": {layer: histogram_summary(consecutive[li]) for li, layer in enumerate(layers)},
         "distinct_decode": {layer: histogram_summary(decoded[li]) for li, layer in enumerate(layers)},
-        "distinct_meta": {"batch": B, "num_experts": E, "top_k": k, "uniform": uniform_distinct(E, k, B), "tokens": int(T),
-                          "decode_steps": decode.steps},  # fmt: skip
+        "distinct_meta": {
+            "batch": B,
+            "num_experts": E,
+            "top_k": k,
+            "uniform": uniform_distinct(E, k, B),
+            "tokens": int(T),
+            "decode_steps": decode.steps,
+        },
     }

@@ -28,4 +28,9 @@ class Placement(StrEnum):
 
 
 POLICY_CODE = {Policy.LRU: 0, Policy.LFU: 1, Policy.BELADY: 2, Policy.PREFETCH: 3, Policy.PIN: 4, Policy.LOOKAHEAD: 5}
-DEMAND_PAGING = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PIN)  # load only what is requested: Belady bounds their hits
+DEMAND_PAGING = (
+    Policy.LRU,
+    Policy.LFU,
+    Policy.BELADY,
+    Policy.PIN,
+)  # load only what is requested: Belady bounds their hits

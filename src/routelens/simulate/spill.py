@@ -109,8 +109,16 @@ class SpilledLayers:
             self.path(len(self.layers) + i).unlink(missing_ok=True)
 
 
-def spill_layers(trace: Trace, folder: Path, *, order: str = "trace", seed: int = 0, rows: int = 1 << 20,
-                 bucket_rows: int = BUCKET_ROWS, lookahead_distance: int | None = None) -> SpilledLayers:  # fmt: skip
+def spill_layers(
+    trace: Trace,
+    folder: Path,
+    *,
+    order: str = "trace",
+    seed: int = 0,
+    rows: int = 1 << 20,
+    bucket_rows: int = BUCKET_ROWS,
+    lookahead_distance: int | None = None,
+) -> SpilledLayers:
     """Write every layer's stream of `trace` under `folder` in `order` (see the module doc), and
     with `lookahead_distance` d each layer's predictions from the `lookahead` column."""
     if order not in ORDERS:
@@ -129,7 +137,7 @@ def spill_layers(trace: Trace, folder: Path, *, order: str = "trace", seed: int 
         _spill_shuffled(trace, out, seed, rows, bucket_rows, columns, row_of)
         return out
     rng = np.random.default_rng(seed)
-    files = [open(out.path(i), "wb") for i in range(L * (1 + out.predicted))]  # noqa: SIM115 (closed below)
+    files = [open(out.path(i), "wb") for i in range(L * (1 + out.predicted))]
     try:
         with open(out.starts_path, "wb") as starts_file:
             prev_doc = None
@@ -192,7 +200,7 @@ def _spill_shuffled(trace: Trace, out: SpilledLayers, seed: int, rows: int, buck
         for b in np.flatnonzero(np.diff(ends, prepend=0)).tolist():
             with open(bucket_path[b], "ab") as f:
                 dealt[ends[b - 1] if b else 0 : ends[b]].tofile(f)
-    files = [open(out.path(i), "wb") for i in range(L)]  # noqa: SIM115 (closed below)
+    files = [open(out.path(i), "wb") for i in range(L)]
     try:
         for b, path in enumerate(bucket_path):  # 2. permute each bucket, append in bucket order
             if not path.exists():

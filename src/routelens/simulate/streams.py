@@ -28,7 +28,9 @@ class LayerStream:
     doc_start: np.ndarray  # (tokens,) bool, True at the first token of each document
 
 
-def iter_layer_streams(trace: Trace, *, memory_bytes: int = DEFAULT_MEMORY, rows: int = 1 << 20) -> Iterator[LayerStream]:
+def iter_layer_streams(
+    trace: Trace, *, memory_bytes: int = DEFAULT_MEMORY, rows: int = 1 << 20
+) -> Iterator[LayerStream]:
     """Yield every layer's stream, reading the trace once per group of layers that fits in memory."""
     T, L, k = trace.num_tokens, len(trace.layers), trace.top_k
     if T == 0:

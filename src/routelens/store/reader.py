@@ -16,9 +16,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS  # the corpus readers own the tag set (re-exported)
+from routelens.corpus.upos import UPOS_CODE  # the corpus readers own the tag set (re-exported)
 from routelens.errors import RoutelensError
-from routelens.store.schema import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PHASES, READABLE_VERSIONS, SHARD_DIR, VOCAB, lookahead_to_numpy, nested_to_numpy
+from routelens.store.schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    PHASES,
+    READABLE_VERSIONS,
+    SHARD_DIR,
+    VOCAB,
+    lookahead_to_numpy,
+    nested_to_numpy,
+)
 
 BASE_COLUMNS = ("doc_id", "domain", "position", "token_id", "experts")
 READ_ROWS = 1 << 16  # rows decoded from Parquet at a time (see Trace.iter_chunks)
@@ -40,14 +50,21 @@ class TraceChunk:
     upos: np.ndarray | None = None  # (n,) int32 codes into UPOS_TAGS, -1 where none
     expert_norms: np.ndarray | None = None  # (n, layers, k) float16, L2 norm of each chosen expert's output
     phase: np.ndarray | None = None  # (n,) int32 codes into PHASES (0 prefill, 1 decode), -1 where none
-    lookahead: np.ndarray | None = None  # (n, layers, D, k) int16: MoE layer l+d's router on layer l's input; -1 past the last
+    lookahead: np.ndarray | None = (
+        None  # (n, layers, D, k) int16: MoE layer l+d's router on layer l's input; -1 past the last
+    )
 
     def __len__(self) -> int:
         return len(self.doc_id)
 
     def slice(self, start: int, stop: int) -> TraceChunk:
         """Rows start:stop (views, no copy)."""
-        return TraceChunk(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop]) for f in fields(self)})
+        return TraceChunk(
+            **{
+                f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop])
+                for f in fields(self)
+            }
+        )
 
     @classmethod
     def concat(cls, chunks: Sequence[TraceChunk]) -> TraceChunk:
@@ -75,7 +92,9 @@ class Trace:
             why = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
             raise RoutelensError(f"{manifest_path} is not valid JSON ({why}); re-run `routelens trace`.") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_NAME:
-            raise RoutelensError(f"{manifest_path} is not a routelens trace manifest; re-create the trace with `routelens trace`.")
+            raise RoutelensError(
+                f"{manifest_path} is not a routelens trace manifest; re-create the trace with `routelens trace`."
+            )
         self.format_version = _readable_version(self.manifest.get("format_version", 1), manifest_path)
         if not self.manifest.get("complete") and not allow_incomplete:
             raise RoutelensError(
@@ -93,8 +112,10 @@ class Trace:
             self.domains: list[str] = [str(c["name"]) for c in self.manifest["corpora"]]
         except (KeyError, TypeError, ValueError) as exc:
             what = f"key {exc}" if isinstance(exc, KeyError) else f"value ({exc})"
-            raise RoutelensError(f"{manifest_path} lacks a valid {what} (moe_layers, num_experts, top_k and corpora are "
-                                 "needed); re-create the trace with `routelens trace`.") from None  # fmt: skip
+            raise RoutelensError(
+                f"{manifest_path} lacks a valid {what} (moe_layers, num_experts, top_k and corpora are "
+                "needed); re-create the trace with `routelens trace`."
+            ) from None
         self._domain_code = {name: i for i, name in enumerate(self.domains)}
         if self.manifest.get("complete"):
             self.check_shards()
@@ -111,20 +132,28 @@ class Trace:
         try:
             expected = {str(s["file"]): (int(s["rows"]), int(s["bytes"])) for s in listed}
         except (KeyError, TypeError, ValueError):
-            raise RoutelensError(f"{self.path / MANIFEST} lists its shards without file, rows and bytes; "
-                                 "re-create the trace with `routelens trace`.") from None  # fmt: skip
+            raise RoutelensError(
+                f"{self.path / MANIFEST} lists its shards without file, rows and bytes; "
+                "re-create the trace with `routelens trace`."
+            ) from None
         missing = sorted(set(expected) - set(on_disk))
         if missing:
-            raise RoutelensError(f"the trace at {self.path} lacks {len(missing)} of its {len(expected)} shards "
-                                 f"({', '.join(missing[:3])}); {fix}.")  # fmt: skip
+            raise RoutelensError(
+                f"the trace at {self.path} lacks {len(missing)} of its {len(expected)} shards "
+                f"({', '.join(missing[:3])}); {fix}."
+            )
         extra = sorted(set(on_disk) - set(expected))
         if extra:
-            raise RoutelensError(f"the trace at {self.path} holds shards its manifest does not list ({', '.join(extra[:3])}), "
-                                 "from another run; re-create the trace with `routelens trace ... --overwrite`.")  # fmt: skip
-        for name, (rows, size) in expected.items():
+            raise RoutelensError(
+                f"the trace at {self.path} holds shards its manifest does not list ({', '.join(extra[:3])}), "
+                "from another run; re-create the trace with `routelens trace ... --overwrite`."
+            )
+        for name, (_rows, size) in expected.items():
             if on_disk[name].stat().st_size != size:
-                raise RoutelensError(f"the trace shard {on_disk[name]} has {on_disk[name].stat().st_size} bytes, not the "
-                                     f"{size} its manifest lists (damaged or replaced); {fix}.")  # fmt: skip
+                raise RoutelensError(
+                    f"the trace shard {on_disk[name]} has {on_disk[name].stat().st_size} bytes, not the "
+                    f"{size} its manifest lists (damaged or replaced); {fix}."
+                )
 
     def __repr__(self) -> str:
         return (
@@ -156,8 +185,9 @@ class Trace:
 
     def _damaged(self, shard: Path, exc: BaseException) -> RoutelensError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        return RoutelensError(f"the trace shard {shard} is damaged ({first}); re-create the trace with "
-                              "`routelens trace ... --overwrite`.")  # fmt: skip
+        return RoutelensError(
+            f"the trace shard {shard} is damaged ({first}); re-create the trace with `routelens trace ... --overwrite`."
+        )
 
     @cached_property
     def vocab(self) -> list[str]:
@@ -170,8 +200,10 @@ class Trace:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             tokens = None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise RoutelensError(f"{path} is not a token list ({{\"tokens\": [strings]}}); delete it (tokens are then "
-                                 "shown by id) or re-create the trace with `routelens trace`.")  # fmt: skip
+            raise RoutelensError(
+                f'{path} is not a token list ({{"tokens": [strings]}}); delete it (tokens are then '
+                "shown by id) or re-create the trace with `routelens trace`."
+            )
         return tokens
 
     def has(self, column: str) -> bool:
@@ -180,7 +212,9 @@ class Trace:
     def require(self, column: str, what: str) -> None:
         """Refuse in one line when `what` needs an optional column this trace lacks."""
         if not self.has(column):
-            raise RoutelensError(f"{what} needs the trace's `{column}` column, which {self.path} lacks{_ABSENT_WHY.get(column, '')}.")
+            raise RoutelensError(
+                f"{what} needs the trace's `{column}` column, which {self.path} lacks{_ABSENT_WHY.get(column, '')}."
+            )
 
     # -- streaming -------------------------------------------------------------------------
     def iter_chunks(self, columns: Sequence[str] | None = None, rows: int = 1 << 20) -> Iterator[TraceChunk]:

@@ -62,7 +62,11 @@ def trace_schema(
         pa.field("experts", _nested(expert_id_type(id_span or num_experts), num_layers, top_k), nullable=False),
     ]
     if with_weights:
-        fields.append(pa.field("weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False))
+        fields.append(
+            pa.field(
+                "weights", _nested(pa.from_numpy_dtype(np.dtype(weights_dtype)), num_layers, top_k), nullable=False
+            )
+        )
     if store_probs:
         fields.append(pa.field("probs", _nested(pa.float16(), num_layers, num_experts)))
     if with_pos:
@@ -73,7 +77,9 @@ def trace_schema(
     if store_expert_norms:  # (layers, k) L2 norms of the chosen experts' outputs before weighting
         fields.append(pa.field("expert_norms", _nested(pa.float16(), num_layers, top_k)))
     if lookahead:  # (layers, D, k) int16: the router of MoE layer l + d on layer l's router input
-        fields.append(pa.field("lookahead", pa.list_(_nested(pa.int16(), lookahead, top_k), num_layers), nullable=False))
+        fields.append(
+            pa.field("lookahead", pa.list_(_nested(pa.int16(), lookahead, top_k), num_layers), nullable=False)
+        )
     return pa.schema(fields)
 
 
@@ -96,7 +102,9 @@ def lookahead_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def phase_array(codes: np.ndarray) -> pa.DictionaryArray:
     """(tokens,) codes into PHASES -> the dictionary column `phase`."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32), pa.int32()), pa.array(PHASES, pa.string()))
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.asarray(codes, np.int32), pa.int32()), pa.array(PHASES, pa.string())
+    )
 
 
 def nested_array(values: np.ndarray, value_type: pa.DataType) -> pa.Array:

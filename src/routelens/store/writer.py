@@ -116,11 +116,18 @@ class TraceWriter:
         """Remove what routelens wrote (shards, their temporaries, manifest, vocab) and nothing else:
         `--overwrite` refuses a shard folder that also holds someone's own files."""
         if self.shard_dir.is_dir():
-            theirs = sorted(p.name for p in self.shard_dir.iterdir()
-                            if not (p.is_file() and (p.name.startswith("part-") and p.suffix == ".parquet" or p.name.endswith(".tmp"))))  # fmt: skip
+            theirs = sorted(
+                p.name
+                for p in self.shard_dir.iterdir()
+                if not (
+                    p.is_file() and (p.name.startswith("part-") and p.suffix == ".parquet" or p.name.endswith(".tmp"))
+                )
+            )
             if theirs:
-                raise RoutelensError(f"{self.shard_dir} holds files routelens did not write ({', '.join(theirs[:3])}); "
-                                     "move them out before --overwrite, or choose another --out.")  # fmt: skip
+                raise RoutelensError(
+                    f"{self.shard_dir} holds files routelens did not write ({', '.join(theirs[:3])}); "
+                    "move them out before --overwrite, or choose another --out."
+                )
             shutil.rmtree(self.shard_dir, ignore_errors=True)
         for name in (MANIFEST, VOCAB):
             (self.dir / name).unlink(missing_ok=True)
@@ -128,8 +135,10 @@ class TraceWriter:
     def shard_listing(self) -> list[dict]:
         """Every shard on disk as the manifest lists it (file, rows, bytes): readers check the set
         against it, so a deleted or replaced shard is refused instead of silently read around."""
-        return [{"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
-                for p in sorted(self.shard_dir.glob("part-*.parquet"))]  # fmt: skip
+        return [
+            {"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "bytes": p.stat().st_size}
+            for p in sorted(self.shard_dir.glob("part-*.parquet"))
+        ]
 
     # -- state -----------------------------------------------------------------------------
     def existing_shards(self) -> dict[int, dict]:

@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from routelens.capture.overrides import unpadded_reason
 from routelens.corpus import CorpusSpec
 from routelens.corpus.upos import UPOS_TAGS
 from routelens.store.schema import expert_id_numpy, expert_id_type, lookahead_array, nested_array, trace_schema
 from routelens.trace.config import TraceConfig
 from routelens.trace.loading import input_device
-from routelens.capture.overrides import unpadded_reason
 from routelens.trace.plan import Shard, Window, batch_rows, records_pos
 
 
@@ -48,10 +48,16 @@ class ShardComputer:
         self.L, self.E, self.k = len(routing.moe_layers), routing.num_experts, routing.top_k
         self.with_pos = records_pos(specs, config)
         self.schema = trace_schema(
-            self.L, self.E, self.k, id_span=routing.id_span,
-            weights_dtype=config.weights_dtype, store_probs=config.store_probs, with_pos=self.with_pos,
-            store_expert_norms=config.store_expert_norms, lookahead=config.lookahead,
-        )  # fmt: skip
+            self.L,
+            self.E,
+            self.k,
+            id_span=routing.id_span,
+            weights_dtype=config.weights_dtype,
+            store_probs=config.store_probs,
+            with_pos=self.with_pos,
+            store_expert_norms=config.store_expert_norms,
+            lookahead=config.lookahead,
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.domains = pa.array([s.name for s in specs], pa.string())
         self.device = input_device(model, config)
@@ -62,13 +68,16 @@ class ShardComputer:
         lives (a Ray actor); raises RoutelensError on a mismatch, before the shard is written."""
         from routelens.capture.verify import check_routing, refusal
 
-        rows = batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded)[0] if shard.windows else []
+        rows = (
+            batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded)[0] if shard.windows else []
+        )
         if not rows:
             return
         ids, mask = right_padded([shard.windows[i] for i in rows], self.pad_id)
         with torch.inference_mode():
-            found = check_routing(self.model, ids.to(self.device), mask.to(self.device), self.routing,
-                                  body=model_body(self.model))  # fmt: skip
+            found = check_routing(
+                self.model, ids.to(self.device), mask.to(self.device), self.routing, body=model_body(self.model)
+            )
         if found is not None:
             raise refusal(self.routing.family, found)
 
@@ -81,10 +90,15 @@ class ShardComputer:
         weights = np.empty((n, L, k), dtype=np.dtype(self.config.weights_dtype))  # (tokens, layers, k)
         probs = np.empty((n, L, E), dtype=np.float16) if self.config.store_probs else None  # (tokens, layers, E)
         norms = np.empty((n, L, k), dtype=np.float16) if self.config.store_expert_norms else None  # (tokens, layers, k)
-        ahead = np.empty((n, L, self.config.lookahead, k), np.int16) if self.config.lookahead else None  # (tokens, layers, D, k)
+        ahead = (
+            np.empty((n, L, self.config.lookahead, k), np.int16) if self.config.lookahead else None
+        )  # (tokens, layers, D, k)
         body = model_body(self.model)
-        with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
-                self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
+        with (
+            RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder,
+            self._norm_recorder() as norm_recorder,
+            self._lookahead_recorder() as ahead_recorder,
+        ):
             for rows in batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded):
                 batch = [shard.windows[i] for i in rows]
                 ids, mask = right_padded(batch, self.pad_id)
@@ -97,7 +111,11 @@ class ShardComputer:
                 assert e.size == 0 or int(e.max()) < self.routing.id_span, "an expert id beyond the stored id type"
                 wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
                 p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
-                nrm = norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy() if norms is not None else None
+                nrm = (
+                    norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy()
+                    if norms is not None
+                    else None
+                )
                 ah = ahead_recorder.take()[:, keep.cpu()].permute(1, 0, 2, 3).numpy() if ahead is not None else None
                 at = 0
                 for w in batch:
@@ -118,7 +136,11 @@ class ShardComputer:
 
         from routelens.trace.lookahead import LookaheadRecorder
 
-        return LookaheadRecorder(self.model, self.routing, self.config.lookahead) if self.config.lookahead else nullcontext()
+        return (
+            LookaheadRecorder(self.model, self.routing, self.config.lookahead)
+            if self.config.lookahead
+            else nullcontext()
+        )
 
     def _norm_recorder(self):
         from contextlib import nullcontext

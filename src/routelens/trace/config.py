@@ -21,9 +21,18 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.py maps them to torc
 # Settings that change where or how fast the model runs, never what it records: they are left
 # out of the trace's identity, so a run may be resumed with other placement or Ray settings.
 CONTENT_FREE = (
-    "overwrite", "progress", "device", "device_map", "max_memory", "offload_folder", "trust_remote_code",
-    "ray", "ray_workers", "ray_gpus_per_worker", "verify",
-)  # fmt: skip
+    "overwrite",
+    "progress",
+    "device",
+    "device_map",
+    "max_memory",
+    "offload_folder",
+    "trust_remote_code",
+    "ray",
+    "ray_workers",
+    "ray_gpus_per_worker",
+    "verify",
+)
 
 
 class DeviceMap(StrEnum):
@@ -35,8 +44,17 @@ class DeviceMap(StrEnum):
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
-_UNIT = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # fmt: skip
+_UNIT = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 _MAX_MEMORY_HELP = "write DEVICE=SIZE pairs joined by commas, e.g. 0=70GiB,1=70GiB,cpu=200GiB"
 
 
@@ -81,7 +99,9 @@ def _size_bytes(size) -> int:
         return size
     match = _SIZE.fullmatch(str(size).strip())
     if not match or float(match[1]) <= 0:
-        raise RoutelensError(f"--max-memory size {str(size)!r} is not a positive size with a unit such as 70GiB or 512MB.")
+        raise RoutelensError(
+            f"--max-memory size {str(size)!r} is not a positive size with a unit such as 70GiB or 512MB."
+        )
     return int(float(match[1]) * _UNIT[match[2]])
 
 
@@ -93,36 +113,60 @@ class TraceConfig:
     batch_size: int = setting(8, "Windows per forward pass.")
     max_tokens: int | None = setting(None, "At most this many tokens per corpus (the last document is cut to fit).")
     store_probs: bool = setting(False, "Also store the full router distribution (L x E float16 per token).")
-    store_expert_norms: bool = setting(False, "Also store each chosen expert's output norm before weighting (for "
-                                       "`routelens importance` reap; k more expert passes).")  # fmt: skip
-    lookahead: int = setting(0, "Also store, for each MoE layer and d = 1..D, the top-k the router of the MoE layer d "
-                             "steps later picks from this layer's router input (for `simulate cache --policy "
-                             "lookahead`); 0: off.")  # fmt: skip
-    generate: int = setting(0, "Each document is a prompt: decode this many tokens with the KV cache and record them "
-                            "too (rows get phase prefill / decode); 0: off (teacher-forced text).")  # fmt: skip
+    store_expert_norms: bool = setting(
+        False,
+        "Also store each chosen expert's output norm before weighting (for "
+        "`routelens importance` reap; k more expert passes).",
+    )
+    lookahead: int = setting(
+        0,
+        "Also store, for each MoE layer and d = 1..D, the top-k the router of the MoE layer d "
+        "steps later picks from this layer's router input (for `simulate cache --policy "
+        "lookahead`); 0: off.",
+    )
+    generate: int = setting(
+        0,
+        "Each document is a prompt: decode this many tokens with the KV cache and record them "
+        "too (rows get phase prefill / decode); 0: off (teacher-forced text).",
+    )
     temperature: float = setting(0.0, "With --generate: 0 greedy, else sampling temperature.")
     top_p: float = setting(1.0, "With --generate and --temperature > 0: nucleus mass.")
     seed: int = setting(0, "With --generate and --temperature > 0: sampling seed.")
-    device: str = setting("cpu", "cpu or cuda (cuda:N): the one device of the whole model (leave cpu with --device-map).")
+    device: str = setting(
+        "cpu", "cpu or cuda (cuda:N): the one device of the whole model (leave cpu with --device-map)."
+    )
     dtype: str = setting("auto", "Model dtype: auto (as saved), float32, bfloat16, float16.")
     weights_dtype: str = setting("float16", "Stored weight precision: float16 or float32.")
     shard_tokens: int = setting(1 << 18, "Target rows per Parquet shard (shards hold whole documents).")
     tagger: str | None = setting(None, "Tag raw text with UPOS: spacy or spacy:MODEL (routelens[pos]).")
     overwrite: bool = setting(False, "Replace a trace of another model or corpus in --out.")
     progress: bool = setting(True, "Show progress bars.")
-    verify: bool = setting(True, "Check the first batch's recorded routing against the router's own choice and the "
-                           "MoE blocks' own outputs before anything is written; off: record unchecked (the manifest "
-                           "says so).")  # fmt: skip
-    ray: str | None = setting(None, "None: this process; local: a Ray instance of its own; auto or an address: a cluster.")
-    ray_workers: int | None = setting(None, "Model actors (default: one per GPU of the cluster, else one per CPU but one).")
-    ray_gpus_per_worker: float | None = setting(None, "GPUs per model actor (default: 1 when the cluster has GPUs, else "
-                                                "0: CPU actors; above 1 the model is spread over the actor's GPUs).")  # fmt: skip
-    device_map: DeviceMap | None = setting(None, "Spread a model larger than one device over the GPUs, CPU memory and "
-                                           "disk (accelerate); see docs/scaling.md.")  # fmt: skip
+    verify: bool = setting(
+        True,
+        "Check the first batch's recorded routing against the router's own choice and the "
+        "MoE blocks' own outputs before anything is written; off: record unchecked (the manifest "
+        "says so).",
+    )
+    ray: str | None = setting(
+        None, "None: this process; local: a Ray instance of its own; auto or an address: a cluster."
+    )
+    ray_workers: int | None = setting(
+        None, "Model actors (default: one per GPU of the cluster, else one per CPU but one)."
+    )
+    ray_gpus_per_worker: float | None = setting(
+        None,
+        "GPUs per model actor (default: 1 when the cluster has GPUs, else "
+        "0: CPU actors; above 1 the model is spread over the actor's GPUs).",
+    )
+    device_map: DeviceMap | None = setting(
+        None,
+        "Spread a model larger than one device over the GPUs, CPU memory and disk (accelerate); see docs/scaling.md.",
+    )
     max_memory: dict | None = setting(None, "Memory per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=200GiB.")
     offload_folder: str | None = setting(None, "Folder for the weights that fit no device (--device-map).")
-    trust_remote_code: bool = setting(False, "Load a model that ships its own code (auto_map in config.json): runs "
-                                      "that code here.")  # fmt: skip
+    trust_remote_code: bool = setting(
+        False, "Load a model that ships its own code (auto_map in config.json): runs that code here."
+    )
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "shard_tokens"):
@@ -179,7 +223,9 @@ class TraceConfig:
         for name in ("max_memory", "offload_folder"):
             if getattr(self, name) is not None and self.device_map is None:
                 flag = f"--{name.replace('_', '-')}"
-                raise RoutelensError(f"{flag} applies to a device map; add --device-map auto (or balanced, sequential).")
+                raise RoutelensError(
+                    f"{flag} applies to a device map; add --device-map auto (or balanced, sequential)."
+                )
         if self.offload_folder is not None:
             self.offload_folder = str(self.offload_folder)
 

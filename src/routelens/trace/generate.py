@@ -62,7 +62,9 @@ def prompt_shards(shards: Iterable[Shard], generate: int) -> Iterator[PromptShar
         yield out
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """(B, V) logits -> (B,) next token ids: argmax at temperature 0, else a draw from the
     temperature-scaled softmax restricted to the smallest set of tokens holding `top_p` of it."""
     if temperature == 0:
@@ -119,8 +121,12 @@ class Decoder:
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
             positions = positions[:, -1:] + 1
             cache = getattr(out, "cache", None)
-            kwargs = {"input_ids": nxt[:, None], "attention_mask": mask, "use_cache": True,
-                      self.cache_key: cache if cache is not None else out.past_key_values}  # fmt: skip
+            kwargs = {
+                "input_ids": nxt[:, None],
+                "attention_mask": mask,
+                "use_cache": True,
+                self.cache_key: cache if cache is not None else out.past_key_values,
+            }
         return torch.stack(out_tokens, dim=1) if out_tokens else ids.new_empty((ids.shape[0], 0))
 
 
@@ -150,8 +156,11 @@ class GenerationComputer(ShardComputer):
         D = self.config.lookahead
         ahead = np.empty((n, L, D, k), np.int16) if D else None  # (tokens, layers, D, k)
         full: list[Window] = list(shard.windows)  # prompt + generated ids, filled per batch
-        with RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder, \
-                self._norm_recorder() as norm_recorder, self._lookahead_recorder() as ahead_recorder:  # fmt: skip
+        with (
+            RoutingRecorder(self.model, self.routing, store_probs=self.config.store_probs) as recorder,
+            self._norm_recorder() as norm_recorder,
+            self._lookahead_recorder() as ahead_recorder,
+        ):
             for rows in batch_rows(shard.windows, self.config.batch_size, equal_lengths=self.unpadded):
                 batch = [shard.windows[i] for i in rows]
                 ids, mask = self.decoder.left_padded([w.ids for w in batch], self.device)
@@ -164,7 +173,11 @@ class GenerationComputer(ShardComputer):
                     e = got.experts.view(L, len(batch), width, k).cpu().numpy()
                     wt = got.weights.view(L, len(batch), width, k).float().cpu().numpy()
                     p = got.probs.view(L, len(batch), width, E).cpu().numpy() if probs is not None else None
-                    nr = norm_recorder.take(got.experts).view(L, len(batch), width, k).cpu().numpy() if norms is not None else None
+                    nr = (
+                        norm_recorder.take(got.experts).view(L, len(batch), width, k).cpu().numpy()
+                        if norms is not None
+                        else None
+                    )
                     ah = ahead_recorder.take().view(L, len(batch), width, D, k).numpy() if ahead is not None else None
                     for r, w in enumerate(batch):
                         m = lengths[r]
@@ -195,18 +208,21 @@ class GenerationComputer(ShardComputer):
         """The prompt's window extended by its generated tokens (no word or tag for those)."""
         pad = np.full(len(new), -1, np.int32)
         return replace(
-            prompt, ids=np.concatenate([prompt.ids, new]),
+            prompt,
+            ids=np.concatenate([prompt.ids, new]),
             word_index=None if prompt.word_index is None else np.concatenate([prompt.word_index, pad]),
             upos=None if prompt.upos is None else np.concatenate([prompt.upos, pad]),
-        )  # fmt: skip
+        )
 
 
 def teacher_forced(shard: PromptShard, table: pa.Table) -> Shard:
     """The generated rows of `table` as a plain shard: one window per document holding its prompt and
     generated ids, for a `ShardComputer` (one teacher-forced forward of the whole sequence)."""
     ids = table.column("token_id").to_numpy().astype(np.int32, copy=True)  # writable: the computer hands it to torch
-    windows = [replace(w, ids=ids[w.row : w.row + len(w.ids) + shard.generate], word_index=None, upos=None)
-               for w in shard.windows]  # fmt: skip
+    windows = [
+        replace(w, ids=ids[w.row : w.row + len(w.ids) + shard.generate], word_index=None, upos=None)
+        for w in shard.windows
+    ]
     return Shard(shard.index, windows, shard.rows, shard.next_doc)
 
 
@@ -230,10 +246,19 @@ def teacher_forced_agreement(computer: GenerationComputer, shard: PromptShard) -
         n = int(counts.tokens[p])
         if not n:
             continue
-        layers = {str(layer): {"first": counts.first[p, j] / n, "set_equal": counts.set_equal[p, j] / n,
-                               "overlap": counts.overlap[p, j] / (n * computer.k)}
-                  for j, layer in enumerate(computer.routing.moe_layers)}  # fmt: skip
-        out[name] = {"tokens": n, "first": counts.first[p].sum() / (n * computer.L),
-                     "set_equal": counts.set_equal[p].sum() / (n * computer.L),
-                     "overlap": counts.overlap[p].sum() / (n * computer.L * computer.k), "layers": layers}  # fmt: skip
+        layers = {
+            str(layer): {
+                "first": counts.first[p, j] / n,
+                "set_equal": counts.set_equal[p, j] / n,
+                "overlap": counts.overlap[p, j] / (n * computer.k),
+            }
+            for j, layer in enumerate(computer.routing.moe_layers)
+        }
+        out[name] = {
+            "tokens": n,
+            "first": counts.first[p].sum() / (n * computer.L),
+            "set_equal": counts.set_equal[p].sum() / (n * computer.L),
+            "overlap": counts.overlap[p].sum() / (n * computer.L * computer.k),
+            "layers": layers,
+        }
     return out

@@ -36,12 +36,19 @@ def load_model(model: str | os.PathLike, config: TraceConfig):
     if config.device_map is not None:
         # accelerate places each module (and hooks it to move activations between devices);
         # weights that fit no device live in offload_folder and are read back layer by layer.
-        kwargs.update(device_map=str(config.device_map), max_memory=config.max_memory, offload_folder=config.offload_folder)
+        kwargs.update(
+            device_map=str(config.device_map), max_memory=config.max_memory, offload_folder=config.offload_folder
+        )
     tokenizer = load_tokenizer(name, config)
-    hf_config = _loading(name, config, lambda: AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code))
+    hf_config = _loading(
+        name, config, lambda: AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code)
+    )
     auto = model_class(hf_config)
-    hf_model = _loading(name, config, lambda: auto.from_pretrained(
-        name, config=hf_config, trust_remote_code=config.trust_remote_code, **kwargs))  # fmt: skip
+    hf_model = _loading(
+        name,
+        config,
+        lambda: auto.from_pretrained(name, config=hf_config, trust_remote_code=config.trust_remote_code, **kwargs),
+    )
     if config.device_map is None:
         hf_model = hf_model.to(config.device)
     return hf_model.eval(), tokenizer
@@ -58,12 +65,16 @@ def load_skeleton(model: str | os.PathLike, config: TraceConfig):
 
     name = _checked_name(model)
     tokenizer = load_tokenizer(name, config)
-    hf_config = _loading(name, config, lambda: AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code))
+    hf_config = _loading(
+        name, config, lambda: AutoConfig.from_pretrained(name, trust_remote_code=config.trust_remote_code)
+    )
     dtype = _dtype_kwargs(config).get("dtype") or getattr(hf_config, "dtype", None) or torch.float32
 
     def build():
         with torch.device("meta"):
-            return model_class(hf_config).from_config(hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code)
+            return model_class(hf_config).from_config(
+                hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code
+            )
 
     return _loading(name, config, build).eval(), tokenizer
 
@@ -95,7 +106,9 @@ def load_tokenizer(model: str | os.PathLike, config: TraceConfig):
     from transformers import AutoTokenizer
 
     name = _checked_name(model)
-    return _loading(name, config, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code))
+    return _loading(
+        name, config, lambda: AutoTokenizer.from_pretrained(name, trust_remote_code=config.trust_remote_code)
+    )
 
 
 def input_device(model, config: TraceConfig):
@@ -157,8 +170,10 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
                 ) from None
             if isinstance(exc, SafetensorError) or "safetensors" in text.lower():
                 first = text.splitlines()[0] if text else type(exc).__name__
-                raise RoutelensError(f"the weights of model {name!r} (model.safetensors) are damaged ({first}); "
-                                     "save or download the model again.") from None  # fmt: skip
+                raise RoutelensError(
+                    f"the weights of model {name!r} (model.safetensors) are damaged ({first}); "
+                    "save or download the model again."
+                ) from None
             if "trust_remote_code" in text and not trust_remote_code:
                 raise RoutelensError(
                     f"model {name!r} ships its own modelling code (auto_map in its config.json); pass "
@@ -166,8 +181,10 @@ def load_or_refuse(name: str, load: Callable[[], T], *, trust_remote_code: bool 
                     "on this machine: only for a model whose source you trust."
                 ) from None
             first = (text.splitlines()[0] if text else type(exc).__name__).rstrip(":. ")
-            raise RoutelensError(f"could not load model {name!r}: {first}; check that the folder holds the config.json, "
-                                 "weights and tokenizer files save_pretrained writes.") from None  # fmt: skip
+            raise RoutelensError(
+                f"could not load model {name!r}: {first}; check that the folder holds the config.json, "
+                "weights and tokenizer files save_pretrained writes."
+            ) from None
         replay()  # a load that succeeded shows transformers' notices (a load report of missing keys) as usual
         return loaded
 

@@ -25,15 +25,20 @@ def trace_locally(model, tokenizer, routing, config: TraceConfig, specs: list[Co
     if config.generate:  # prompts decoded with the cache (generate.py)
         from routelens.trace.generate import GenerationComputer, prompt_shards
 
-        shards, computer = prompt_shards(shards, config.generate), GenerationComputer(model, tokenizer, routing, config, specs)
+        shards, computer = (
+            prompt_shards(shards, config.generate),
+            GenerationComputer(model, tokenizer, routing, config, specs),
+        )
     else:
         computer = ShardComputer(model, tokenizer, routing, config, specs)
     done = writer.existing_shards()
     totals = Totals(specs)
     budget = config.max_tokens * len(specs) if config.max_tokens else None
     pending: list[Future] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="routelens-writer") as pool, \
-            progress_bar(not config.progress) as bar:  # fmt: skip
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="routelens-writer") as pool,
+        progress_bar(not config.progress) as bar,
+    ):
         task = bar.add_task("tracing", total=budget, status="")
         for shard in shards:
             path = writer.shard_dir / shard_name(shard.index)

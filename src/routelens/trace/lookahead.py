@@ -71,7 +71,9 @@ class LookaheadRecorder(SiteHooks):
                 f"router ({self.spec.family}) does not; trace without --lookahead."
             )
         if not site.best_first:  # order the unsorted top-k by its weights, as the recorder orders experts
-            weights = next((p for p in parts if torch.is_tensor(p) and p.is_floating_point() and p.shape == index.shape), None)
+            weights = next(
+                (p for p in parts if torch.is_tensor(p) and p.is_floating_point() and p.shape == index.shape), None
+            )
             if weights is not None:
                 index = index.gather(1, weights.argsort(dim=1, descending=True))
         return index.cpu()

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from routelens.corpus import CorpusKind, CorpusSpec, Document, iter_documents, parse_corpus_spec
-from routelens.errors import RoutelensError
 from routelens.corpus.upos import UPOS_CODE
+from routelens.errors import RoutelensError
 from routelens.trace.config import TraceConfig
 
 
@@ -124,7 +124,15 @@ class Planner:
                 for start in range(0, len(ids), seq_len):
                     stop = start + seq_len
                     shard.windows.append(
-                        Window(ids[start:stop], shard.rows, doc_id, d, start, _cut(words, stop, start), _cut(upos, stop, start))
+                        Window(
+                            ids[start:stop],
+                            shard.rows,
+                            doc_id,
+                            d,
+                            start,
+                            _cut(words, stop, start),
+                            _cut(upos, stop, start),
+                        )
                     )
                     shard.rows += len(ids[start:stop])
                 doc_id += 1
@@ -155,9 +163,11 @@ class Planner:
             with_words = any(doc.words is not None for doc in batch)
             cut = [limit is not None and doc.words is None and len(doc.text) > limit for doc in batch]
             enc = self.tokenizer(
-                [doc.text[:limit] if c else doc.text for doc, c in zip(batch, cut)], add_special_tokens=True,
-                return_offsets_mapping=with_words, return_attention_mask=False,
-            )  # fmt: skip
+                [doc.text[:limit] if c else doc.text for doc, c in zip(batch, cut)],
+                add_special_tokens=True,
+                return_offsets_mapping=with_words,
+                return_attention_mask=False,
+            )
             for i, doc in enumerate(batch):
                 if cut[i] and len(enc["input_ids"][i]) < self.config.max_tokens + CUT_MARGIN:
                     enc["input_ids"][i] = self.tokenizer(doc.text, add_special_tokens=True)["input_ids"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
-from routelens.store.writer import TraceWriter, existing_shards, shard_name, write_shard
+from routelens.store.writer import TraceWriter, shard_name, write_shard
 from routelens.trace.compute import ShardComputer
 from routelens.trace.config import DeviceMap, TraceConfig
 from routelens.trace.loading import load_model, load_tokenizer
@@ -42,7 +42,7 @@ def require_ray():
     """The `ray` module, or one clear line saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise RoutelensError(f"--ray needs Ray Data, which is not installed; run: {INSTALL_HINT}") from None
     return ray
@@ -126,7 +126,9 @@ def _connect(ray, config: TraceConfig) -> bool:
             ray.init(address=config.ray, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RoutelensError(f"could not reach Ray at --ray-address {config.ray!r}: {first}; start it with `ray start`.") from None
+        raise RoutelensError(
+            f"could not reach Ray at --ray-address {config.ray!r}: {first}; start it with `ray start`."
+        ) from None
     return True
 
 
@@ -197,16 +199,39 @@ def trace_on_ray(model: str, routing, config: TraceConfig, specs: list[CorpusSpe
         # (and every actor would inherit the pinning); its distinct remote args (max_calls=1: a
         # worker that ran the plan is not reused) keep Ray Data from fusing the two.
         here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
-        planned = ray.data.from_items([{"seed": 0}]).map_batches(
-            _plan_shards, batch_size=1, num_cpus=1, label_selector=here, max_calls=1,
-            fn_kwargs={"model": model, "config": config, "specs": specs, "shard_dir": str(writer.shard_dir),
-                       "done": writer.existing_shards()},
-        ).repartition(target_num_rows_per_block=1)  # one shard per block: blocks are what actors share out
+        planned = (
+            ray.data.from_items([{"seed": 0}])
+            .map_batches(
+                _plan_shards,
+                batch_size=1,
+                num_cpus=1,
+                label_selector=here,
+                max_calls=1,
+                fn_kwargs={
+                    "model": model,
+                    "config": config,
+                    "specs": specs,
+                    "shard_dir": str(writer.shard_dir),
+                    "done": writer.existing_shards(),
+                },
+            )
+            .repartition(target_num_rows_per_block=1)
+        )  # one shard per block: blocks are what actors share out
         traced = planned.map_batches(
-            ShardTracer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus or None, num_cpus=1,
-            fn_constructor_kwargs={"model": model, "routing": routing, "config": config, "specs": specs,
-                                   "shard_dir": str(writer.shard_dir), "gpus": gpus},
-        )  # fmt: skip
+            ShardTracer,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus or None,
+            num_cpus=1,
+            fn_constructor_kwargs={
+                "model": model,
+                "routing": routing,
+                "config": config,
+                "specs": specs,
+                "shard_dir": str(writer.shard_dir),
+                "gpus": gpus,
+            },
+        )
         budget = config.max_tokens * len(specs) if config.max_tokens else None
         with progress_bar(not config.progress) as bar:
             task = bar.add_task(f"tracing on Ray ({workers} actors)", total=budget, status="")

@@ -14,8 +14,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 from routelens.config import build_config
-from routelens.errors import RoutelensError
 from routelens.corpus import CorpusSpec
+from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 from routelens.store.writer import TraceWriter, new_manifest
 from routelens.trace.config import TraceConfig
@@ -85,16 +85,29 @@ def trace(
         corpora=[{"name": s.name, "source": s.source, "kind": str(s.kind)} for s in specs],
         tokenizer={"name": getattr(tokenizer, "name_or_path", None), "vocab_size": len(tokenizer)},
         seq_len=config.seq_len,
-        extra={"batch_size": config.batch_size, "dtype": str(hf_model.dtype).removeprefix("torch."),
-               "weights_dtype": config.weights_dtype, "store_probs": config.store_probs,
-               "store_expert_norms": config.store_expert_norms, "lookahead": config.lookahead,
-               "max_tokens": config.max_tokens, "tagger": config.tagger, **_routing_layout(routing),
-               "verified": verified or (config.verify and config.ray is not None), "transformers": _transformers(),
-               "unpadded": unpadded_reason(routing.family) is not None},
-    )  # fmt: skip
+        extra={
+            "batch_size": config.batch_size,
+            "dtype": str(hf_model.dtype).removeprefix("torch."),
+            "weights_dtype": config.weights_dtype,
+            "store_probs": config.store_probs,
+            "store_expert_norms": config.store_expert_norms,
+            "lookahead": config.lookahead,
+            "max_tokens": config.max_tokens,
+            "tagger": config.tagger,
+            **_routing_layout(routing),
+            "verified": verified or (config.verify and config.ray is not None),
+            "transformers": _transformers(),
+            "unpadded": unpadded_reason(routing.family) is not None,
+        },
+    )
     if config.generate:  # generation traces say how their decode rows were drawn
-        base["generation"] = {"generate": config.generate, "temperature": config.temperature,
-                              "top_p": config.top_p, "seed": config.seed, "stops_at_eos": False}  # fmt: skip
+        base["generation"] = {
+            "generate": config.generate,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+            "stops_at_eos": False,
+        }
     writer.write_manifest(base)
     writer.write_vocab(vocab_strings(tokenizer))
     if config.ray is not None:
@@ -125,11 +138,15 @@ def check_seq_len(hf_config, config: TraceConfig) -> None:
     if not (isinstance(limit, int) and limit > 0):
         return
     if config.seq_len > limit:
-        raise RoutelensError(f"--seq-len {config.seq_len} is beyond the model's max_position_embeddings {limit}; "
-                             f"choose --seq-len {limit} or less.")  # fmt: skip
+        raise RoutelensError(
+            f"--seq-len {config.seq_len} is beyond the model's max_position_embeddings {limit}; "
+            f"choose --seq-len {limit} or less."
+        )
     if config.generate and config.seq_len + config.generate > limit:  # decoding continues past the prompt's positions
-        raise RoutelensError(f"--seq-len {config.seq_len} + --generate {config.generate} = {config.seq_len + config.generate} "
-                             f"positions is beyond the model's max_position_embeddings {limit}; keep their sum at {limit} or less.")  # fmt: skip
+        raise RoutelensError(
+            f"--seq-len {config.seq_len} + --generate {config.generate} = {config.seq_len + config.generate} "
+            f"positions is beyond the model's max_position_embeddings {limit}; keep their sum at {limit} or less."
+        )
 
 
 def model_identity(model: str | os.PathLike) -> str:

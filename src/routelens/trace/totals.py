@@ -41,8 +41,13 @@ class Totals:
         tokens = self.rows
         if tokens == 0:
             raise RoutelensError("the corpora produced no tokens; check the files.")
-        totals = {"tokens": tokens, "documents": int(self.docs.sum()), "shards": self.shards, "bytes": self.bytes,
-                  "bytes_per_token_layer": self.bytes / (tokens * num_layers)}  # fmt: skip
+        totals = {
+            "tokens": tokens,
+            "documents": int(self.docs.sum()),
+            "shards": self.shards,
+            "bytes": self.bytes,
+            "bytes_per_token_layer": self.bytes / (tokens * num_layers),
+        }
         corpora = [
             {"name": s.name, "source": s.source, "kind": str(s.kind), "documents": int(d), "tokens": int(t)}
             for s, d, t in zip(self.specs, self.docs, self.tokens)

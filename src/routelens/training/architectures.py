@@ -42,8 +42,12 @@ class Architecture(StrEnum):
     @property
     def model_class(self) -> str:
         """The transformers class `routelens train` writes (training.json's model.architecture)."""
-        return {"mixtral": "MixtralForCausalLM", "olmoe": "OlmoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-                "deepseek_v3": "DeepseekV3ForCausalLM"}[self.value]  # fmt: skip
+        return {
+            "mixtral": "MixtralForCausalLM",
+            "olmoe": "OlmoeForCausalLM",
+            "qwen3_moe": "Qwen3MoeForCausalLM",
+            "deepseek_v3": "DeepseekV3ForCausalLM",
+        }[self.value]
 
     @property
     def sigmoid(self) -> bool:
@@ -76,27 +80,52 @@ def model_config(config, tokenizer):
     arch = parse_architecture(config.architecture)
     ffn = config.intermediate or 2 * config.hidden
     common = dict(
-        vocab_size=len(tokenizer), hidden_size=config.hidden, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.heads, num_key_value_heads=config.heads, num_experts_per_tok=config.top_k,
-        max_position_embeddings=max(2048, config.seq_len), tie_word_embeddings=True,
-        router_aux_loss_coef=config.aux_loss_coef, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.heads,
+        num_key_value_heads=config.heads,
+        num_experts_per_tok=config.top_k,
+        max_position_embeddings=max(2048, config.seq_len),
+        tie_word_embeddings=True,
+        router_aux_loss_coef=config.aux_loss_coef,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if arch is Architecture.MIXTRAL:
         return MixtralConfig(num_local_experts=config.num_experts, intermediate_size=ffn, sliding_window=None, **common)
     if arch is Architecture.OLMOE:
         return OlmoeConfig(num_experts=config.num_experts, intermediate_size=ffn, norm_topk_prob=False, **common)
     if arch is Architecture.QWEN3_MOE:
-        return Qwen3MoeConfig(num_experts=config.num_experts, moe_intermediate_size=ffn, intermediate_size=ffn,
-                              decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True,
-                              head_dim=config.hidden // config.heads, **common)  # fmt: skip
+        return Qwen3MoeConfig(
+            num_experts=config.num_experts,
+            moe_intermediate_size=ffn,
+            intermediate_size=ffn,
+            decoder_sparse_step=1,
+            mlp_only_layers=[],
+            norm_topk_prob=True,
+            head_dim=config.hidden // config.heads,
+            **common,
+        )
     head = config.hidden // config.heads
     return DeepseekV3Config(
-        n_routed_experts=config.num_experts, n_shared_experts=1, moe_intermediate_size=ffn, intermediate_size=2 * ffn,
-        first_k_dense_replace=1 if config.num_layers > 1 else 0, n_group=deepseek_groups(config.num_experts, config.top_k),
-        topk_group=1, norm_topk_prob=True, routed_scaling_factor=1.0, q_lora_rank=None, kv_lora_rank=head,
-        qk_nope_head_dim=head, qk_rope_head_dim=max(2, head // 2), v_head_dim=head, **common,
-    )  # fmt: skip
+        n_routed_experts=config.num_experts,
+        n_shared_experts=1,
+        moe_intermediate_size=ffn,
+        intermediate_size=2 * ffn,
+        first_k_dense_replace=1 if config.num_layers > 1 else 0,
+        n_group=deepseek_groups(config.num_experts, config.top_k),
+        topk_group=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.0,
+        q_lora_rank=None,
+        kv_lora_rank=head,
+        qk_nope_head_dim=head,
+        qk_rope_head_dim=max(2, head // 2),
+        v_head_dim=head,
+        **common,
+    )
 
 
 def router_probs(logits: torch.Tensor, sigmoid: bool) -> torch.Tensor:

@@ -128,7 +128,7 @@ def moe_blocks(model: torch.nn.Module) -> list[tuple[int, RouterSite]]:
         raise RoutelensError(
             f"{type(model).__name__} has no MoE block routelens can record; capacity factor and top-k override need "
             "a Mixture-of-Experts model of a family `routelens families` lists (or one MoE block, e.g. a MixtralSparseMoeBlock)."
-        )
+        ) from None
     return [(site.layer, site) for site in sites]
 
 
@@ -176,7 +176,9 @@ def _rank_order(weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
     return weights.detach().float().sort(dim=-1, descending=True, stable=True).indices
 
 
-def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None, top_k: int | None, stats: CapacityStats):
+def _capacity_hook(
+    site: RouterSite, slot: int, *, capacity_factor: float | None, top_k: int | None, stats: CapacityStats
+):
     """Forward pre-hook on `site.experts`: counts, checks the overridden k once, zeroes the weights
     of assignments over capacity."""
     import torch
@@ -191,8 +193,10 @@ def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None
         k = index.shape[-1]
         if not checked[0]:
             if k != top_k:
-                raise RoutelensError(f"this {_family(site)} model's k cannot be overridden: {site.name} still chose {k} "
-                                     f"experts per token with top-k set to {top_k}; evaluate without --top-k.")  # fmt: skip
+                raise RoutelensError(
+                    f"this {_family(site)} model's k cannot be overridden: {site.name} still chose {k} "
+                    f"experts per token with top-k set to {top_k}; evaluate without --top-k."
+                )
             checked[0] = True
         flat = index.reshape(-1, k)  # (tokens, k)
         real = flat < num_experts  # ids >= E (zero-computation, empty slot) take no slot
@@ -217,7 +221,9 @@ def _capacity_hook(site: RouterSite, slot: int, *, capacity_factor: float | None
 
 
 @contextmanager
-def apply_capacity(model: torch.nn.Module, capacity_factor: float | None = None, top_k: int | None = None) -> Iterator[CapacityStats]:
+def apply_capacity(
+    model: torch.nn.Module, capacity_factor: float | None = None, top_k: int | None = None
+) -> Iterator[CapacityStats]:
     """Cap the model's MoE blocks at expert capacity `capacity_factor` (None: unlimited) with
     `top_k` experts per token (None: the model's own). Restores the model on exit, even on error.
 

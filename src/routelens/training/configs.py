@@ -48,7 +48,9 @@ class TrainConfig:
     heads: int = setting(4, "Attention heads (as many key/value heads).")
     seq_len: int = setting(128, "Tokens per training window.")
     batch_size: int = setting(32, "Windows per step.")
-    steps: int | None = setting(500, "Training steps (the LR schedule spans them).", shown_default="500 unless --minutes")
+    steps: int | None = setting(
+        500, "Training steps (the LR schedule spans them).", shown_default="500 unless --minutes"
+    )
     minutes: float | None = setting(None, "Wall-clock budget in minutes; stops early (not deterministic).")
     lr: float = setting(3e-3, "Peak AdamW learning rate (warm-up, then cosine to lr/10).")
     warmup_steps: int = 30  # linear warm-up, then cosine decay to lr / 10
@@ -64,30 +66,52 @@ class TrainConfig:
         "MoE family to build: mixtral, olmoe, qwen3_moe or deepseek_v3 (same sizes, each family's own routing).",
     )
     bias_update_rate: float | None = setting(
-        None, "Aux-loss-free balancing: each step every expert's selection bias moves this much toward balance "
-        "(DeepSeek-V3's gamma).", shown_default="1e-3 for deepseek_v3, else 0"
-    )  # fmt: skip
+        None,
+        "Aux-loss-free balancing: each step every expert's selection bias moves this much toward balance "
+        "(DeepSeek-V3's gamma).",
+        shown_default="1e-3 for deepseek_v3, else 0",
+    )
     checkpoint_every: int = setting(100, "Steps between checkpoints kept in OUT/checkpoints/.")
     keep_checkpoints: int = setting(0, "Keep only the last N checkpoints (0: all).")
     seed: int = setting(0, "Seed of initialisation, data split and order.")
     vocab_size: int = setting(2048, "BPE vocabulary size (specials included).")
     val_tokens: int = setting(20_000, "Held-out tokens per corpus for the validation loss.")
-    init: str | None = setting(None, "Start from this checkpoint of the --architecture (e.g. a Mixtral from `routelens upcycle`).")
+    init: str | None = setting(
+        None, "Start from this checkpoint of the --architecture (e.g. a Mixtral from `routelens upcycle`)."
+    )
 
     def __post_init__(self) -> None:
         self.balance = BalanceLoss(self.balance)
         self.architecture = parse_architecture(self.architecture)
         if self.bias_update_rate is not None and self.bias_update_rate < 0:
-            raise RoutelensError(f"bias update rate {self.bias_update_rate} is negative; pass e.g. --bias-update-rate 1e-3.")
+            raise RoutelensError(
+                f"bias update rate {self.bias_update_rate} is negative; pass e.g. --bias-update-rate 1e-3."
+            )
         if self.bias_update_rate and not self.architecture.default_bias_update_rate:
-            raise RoutelensError(f"--architecture {self.architecture} has no selection bias to update; drop "
-                                 "--bias-update-rate or use --architecture deepseek_v3.")  # fmt: skip
-        positive = ("num_experts", "top_k", "num_layers", "hidden", "heads", "batch_size", "checkpoint_every", "vocab_size", "val_tokens")
+            raise RoutelensError(
+                f"--architecture {self.architecture} has no selection bias to update; drop "
+                "--bias-update-rate or use --architecture deepseek_v3."
+            )
+        positive = (
+            "num_experts",
+            "top_k",
+            "num_layers",
+            "hidden",
+            "heads",
+            "batch_size",
+            "checkpoint_every",
+            "vocab_size",
+            "val_tokens",
+        )
         for name in positive:
             if getattr(self, name) < 1:
-                raise RoutelensError(f"{name} = {getattr(self, name)} must be at least 1; pass a positive --{name.replace('_', '-')}.")
+                raise RoutelensError(
+                    f"{name} = {getattr(self, name)} must be at least 1; pass a positive --{name.replace('_', '-')}."
+                )
         if self.top_k > self.num_experts:
-            raise RoutelensError(f"top-k {self.top_k} exceeds the {self.num_experts} experts; use --top-k <= --num-experts.")
+            raise RoutelensError(
+                f"top-k {self.top_k} exceeds the {self.num_experts} experts; use --top-k <= --num-experts."
+            )
         if self.hidden % self.heads:
             raise RoutelensError(f"hidden {self.hidden} is not divisible by heads {self.heads}; pick e.g. --heads 4.")
         if self.seq_len < 8:
@@ -97,7 +121,9 @@ class TrainConfig:
         if (self.steps is not None and self.steps < 1) or (self.minutes is not None and self.minutes <= 0):
             raise RoutelensError(f"steps {self.steps} / minutes {self.minutes} must be positive.")
         if self.capacity_factor is not None and self.capacity_factor <= 0:
-            raise RoutelensError(f"capacity factor {self.capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
+            raise RoutelensError(
+                f"capacity factor {self.capacity_factor} is not positive; use e.g. --capacity-factor 1.25."
+            )
         if min(self.lr, self.aux_loss_coef + 1, self.z_loss_coef + 1, self.weight_decay + 1) <= 0 or self.lr <= 0:
             raise RoutelensError(f"lr {self.lr} must be positive and loss coefficients non-negative.")
 
@@ -123,9 +149,21 @@ class TrainConfig:
 
 # The model `routelens demo` trains: ~3.7M parameters, about 3.5 minutes on 2 CPU cores.
 DEMO_CONFIG = TrainConfig(
-    num_experts=8, top_k=2, num_layers=4, hidden=128, intermediate=256, heads=4, seq_len=128, batch_size=32,
-    steps=400, lr=3e-3, warmup_steps=30, aux_loss_coef=0.01, z_loss_coef=1e-3, checkpoint_every=100,
-)  # fmt: skip
+    num_experts=8,
+    top_k=2,
+    num_layers=4,
+    hidden=128,
+    intermediate=256,
+    heads=4,
+    seq_len=128,
+    batch_size=32,
+    steps=400,
+    lr=3e-3,
+    warmup_steps=30,
+    aux_loss_coef=0.01,
+    z_loss_coef=1e-3,
+    checkpoint_every=100,
+)
 
 
 @dataclass(frozen=True)
@@ -142,9 +180,13 @@ class UpcycleConfig:
     def __post_init__(self):
         object.__setattr__(self, "mode", choice(UpcycleMode, self.mode, "--mode"))
         if self.num_experts < 2:
-            raise RoutelensError(f"--num-experts {self.num_experts}: an MoE needs at least 2 experts; e.g. --num-experts 8.")
+            raise RoutelensError(
+                f"--num-experts {self.num_experts}: an MoE needs at least 2 experts; e.g. --num-experts 8."
+            )
         if not 1 <= self.top_k <= self.num_experts:
-            raise RoutelensError(f"--top-k {self.top_k} is outside 1..{self.num_experts} (the number of experts); e.g. --top-k 2.")
+            raise RoutelensError(
+                f"--top-k {self.top_k} is outside 1..{self.num_experts} (the number of experts); e.g. --top-k 2."
+            )
 
     def to_json(self) -> dict:
         """The upcycle.json record's settings, with the count also under its earlier key."""

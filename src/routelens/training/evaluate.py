@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from routelens.capture.families import describe_model
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
-from routelens.capture.families import describe_model
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import EvalConfig
 from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
@@ -62,7 +62,9 @@ def load_model_dir(model_dir: str | Path):
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise RoutelensError(f"{path} holds no config.json; pass a model directory (e.g. one written by `routelens train`).")
+        raise RoutelensError(
+            f"{path} holds no config.json; pass a model directory (e.g. one written by `routelens train`)."
+        )
     from routelens.trace.loading import load_or_refuse  # one line, not a traceback, for a damaged folder
 
     model = load_or_refuse(str(path), lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)).eval()
@@ -72,8 +74,9 @@ def load_model_dir(model_dir: str | Path):
 
 
 @torch.no_grad()
-def window_nll(model, windows: np.ndarray, batch_size: int, pad_id: int,
-               per_window: list[np.ndarray] | None = None) -> tuple[float, int]:  # fmt: skip
+def window_nll(
+    model, windows: np.ndarray, batch_size: int, pad_id: int, per_window: list[np.ndarray] | None = None
+) -> tuple[float, int]:
     """(sum of next-token NLL, number of predicted tokens) over (n, seq_len) windows; -1 = padding.
     With `per_window`, appends each batch's (b, 2) array of [NLL sum, tokens] per window to it
     (the units a standard error over windows needs)."""
@@ -120,7 +123,9 @@ def evaluate(
     spec = describe_model(model)  # E and k of any family routelens records; refuses others in one line
     seq_len = config.seq_len or int(meta.get("config", {}).get("seq_len", 128))
     # ~16 characters per token bounds what must be read and tokenized for max_tokens
-    corpora = read_corpora(corpus_specs, min_docs=1, max_chars=None if config.max_tokens is None else 16 * config.max_tokens)
+    corpora = read_corpora(
+        corpus_specs, min_docs=1, max_chars=None if config.max_tokens is None else 16 * config.max_tokens
+    )
     domains, total_nll, total_n = {}, 0.0, 0
     with apply_capacity(model, config.capacity_factor, config.top_k) as stats, progress_bar(not config.progress) as bar:
         task = bar.add_task("eval", total=len(corpora.domains), status="")
@@ -128,7 +133,9 @@ def evaluate(
             stream = np.concatenate(encode_documents(tokenizer, corpora.documents[name]))
             if config.max_tokens is not None:
                 stream = stream[: config.max_tokens]
-            nll, n = window_nll(model, windows_of(stream, seq_len, pad_last=True), config.batch_size, tokenizer.pad_token_id or 0)
+            nll, n = window_nll(
+                model, windows_of(stream, seq_len, pad_last=True), config.batch_size, tokenizer.pad_token_id or 0
+            )
             if n == 0:
                 raise RoutelensError(f"corpus {name!r} holds no text to predict; give it at least two tokens of text.")
             domains[name] = {"tokens": n, "loss": nll / n, "perplexity": float(np.exp(nll / n))}

@@ -202,9 +202,13 @@ def count_parameters(model, name: str = "", top_k: int | None = None) -> ParamRe
     sizes = {n: _num_experts(m) for n, m in experts.items()}
     k = _top_k(text_config, top_k) if experts else None
     if experts and k is None:
-        raise RoutelensError(f"{name or config.model_type}: found routed experts but no top-k in the config; pass --top-k.")
+        raise RoutelensError(
+            f"{name or config.model_type}: found routed experts but no top-k in the config; pass --top-k."
+        )
     if k is not None and experts and not 1 <= k <= min(sizes.values()):
-        raise RoutelensError(f"top-k {k} is outside 1..{min(sizes.values())} (the number of experts); choose a valid --top-k.")
+        raise RoutelensError(
+            f"top-k {k} is outside 1..{min(sizes.values())} (the number of experts); choose a valid --top-k."
+        )
 
     totals: dict[Component, int] = dict.fromkeys(Component, 0)
     active: dict[Component, Fraction] = dict.fromkeys(Component, Fraction(0))  # exact: k/E of each tensor
@@ -222,8 +226,10 @@ def count_parameters(model, name: str = "", top_k: int | None = None) -> ParamRe
     expert_params = None
     if first is not None:
         expert_params = sum(p.numel() for p in experts[first].parameters()) // sizes[first]
-    tied = model.get_output_embeddings() is not None and model.get_input_embeddings() is not None and (
-        model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    tied = (
+        model.get_output_embeddings() is not None
+        and model.get_input_embeddings() is not None
+        and (model.get_output_embeddings().weight is model.get_input_embeddings().weight)
     )
     counts = {c: ComponentCount(totals[c], round(active[c])) for c in Component if totals[c]}
     return ParamReport(

@@ -28,7 +28,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, *, max_chars: 
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < MIN_VOCAB:
-        raise RoutelensError(f"vocab size {vocab_size} is below {MIN_VOCAB} (256 bytes + 3 specials); use --vocab-size 2048.")
+        raise RoutelensError(
+            f"vocab size {vocab_size} is below {MIN_VOCAB} (256 bytes + 3 specials); use --vocab-size 2048."
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -39,10 +41,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, *, max_chars: 
         show_progress=False,
     )
     tok.train_from_iterator(_bounded(texts, max_chars), trainer)
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=False),
-        processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]),
-    ])  # fmt: skip
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
+            ),
+        ]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=1 << 30
     )

@@ -60,8 +60,14 @@ STATE_KEYS = ("step", "tokens", "elapsed_s", "history", "config", "torch_rng")
 
 
 # ---- losses (pure) ------------------------------------------------------------------------------
-def balance_loss(router_logits: Sequence[torch.Tensor], top_k: int, mode: BalanceLoss = BalanceLoss.PER_LAYER, *,
-                 sigmoid: bool = False, chosen: Sequence[torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+def balance_loss(
+    router_logits: Sequence[torch.Tensor],
+    top_k: int,
+    mode: BalanceLoss = BalanceLoss.PER_LAYER,
+    *,
+    sigmoid: bool = False,
+    chosen: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Switch-Transformer balance loss E * sum_e f_e * P_e from per-layer (tokens, E) router logits.
 
     f_e: share of the top-k assignments given to expert e (from `chosen[layer]`, the (tokens, k)
@@ -80,7 +86,9 @@ def balance_loss(router_logits: Sequence[torch.Tensor], top_k: int, mode: Balanc
             picked = torch.topk(probs, top_k, dim=-1).indices  # (tokens, k)
         else:
             picked = chosen[layer].reshape(len(probs), -1).long()
-        f = torch.zeros(E, device=probs.device).scatter_add_(0, picked.reshape(-1), torch.ones(picked.numel(), device=probs.device))
+        f = torch.zeros(E, device=probs.device).scatter_add_(
+            0, picked.reshape(-1), torch.ones(picked.numel(), device=probs.device)
+        )
         per_layer_f.append(f / picked.numel())
         per_layer_p.append(probs.mean(0))
     f, p = torch.stack(per_layer_f), torch.stack(per_layer_p)  # (layers, E)
@@ -127,7 +135,9 @@ def _load_pretrained(path: Path, what: str, architecture: Architecture = Archite
     if type(model).__name__ != wanted:
         found = Architecture.of_class(type(model).__name__)
         hint = f"pass --architecture {found}" if found else "see `routelens upcycle` for a Mixtral one"
-        raise RoutelensError(f"{what} {path} is a {type(model).__name__}; --architecture {architecture} trains a {wanted} ({hint}).")
+        raise RoutelensError(
+            f"{what} {path} is a {type(model).__name__}; --architecture {architecture} trains a {wanted} ({hint})."
+        )
     try:
         with transformers_bars_off():
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -137,7 +147,9 @@ def _load_pretrained(path: Path, what: str, architecture: Architecture = Archite
 
 
 def _latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "optimizer.pt").is_file())
+    done = sorted(
+        p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and (p / "optimizer.pt").is_file()
+    )
     return done[-1] if done else None
 
 
@@ -172,7 +184,15 @@ def load_safely(path: Path, what: str):
         with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        zipfile.BadZipFile,
+        AttributeError,
+    ) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise RoutelensError(
             f"{what} {path} cannot be read as tensors and plain values ({first}); it was not written by routelens "
@@ -237,21 +257,29 @@ def train(
             model = build_model(config, tokenizer)
     state["config"] = config.identity()
     data = build_train_data(
-        corpora, tokenizer, seq_len=config.seq_len, seed=config.seed, val_tokens=config.val_tokens, vocab_size=len(tokenizer)
-    )  # fmt: skip
+        corpora,
+        tokenizer,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        val_tokens=config.val_tokens,
+        vocab_size=len(tokenizer),
+    )
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.95),
-    )  # fmt: skip
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
     if resume is not None:
         try:
             optimizer.load_state_dict(optimizer_state)
             torch.set_rng_state(state["torch_rng"])
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise RoutelensError(f"the optimizer or RNG state in {resume} does not fit this model ({exc}); "
-                                 f"delete {resume} to resume from the checkpoint before it, or pick another --out.") from None
+            raise RoutelensError(
+                f"the optimizer or RNG state in {resume} does not fit this model ({exc}); "
+                f"delete {resume} to resume from the checkpoint before it, or pick another --out."
+            ) from None
     ckpt_root.mkdir(parents=True, exist_ok=True)
     from routelens.capture import RoutingRecorder
     from routelens.capture.families import find_routers
@@ -262,7 +290,9 @@ def train(
     bias_rate = config.resolved_bias_update_rate
     steps_cap = config.steps if config.steps is not None else 1 << 40
     run_start, elapsed_before = time.perf_counter(), state["elapsed_s"]
-    recent: list[float] = [float(x) for x in state.get("recent", [])]  # carried over a resume, so final_loss is the same
+    recent: list[float] = [
+        float(x) for x in state.get("recent", [])
+    ]  # carried over a resume, so final_loss is the same
     run_tokens = 0
     model.train()
     capacity = apply_capacity(model, config.capacity_factor) if config.capacity_factor is not None else nullcontext()
@@ -309,7 +339,9 @@ def train(
     return _finish(out, model, tokenizer, data, config, state, recent, t_start)
 
 
-def _finish(out: Path, model, tokenizer, data, config: TrainConfig, state: dict, recent: list[float], t_start: float) -> Path:
+def _finish(
+    out: Path, model, tokenizer, data, config: TrainConfig, state: dict, recent: list[float], t_start: float
+) -> Path:
     """Held-out losses, the final checkpoint at the top of `out`, then `training.json` (written last)."""
     model.eval()
     pooled = sum(data.unigram_counts.values())

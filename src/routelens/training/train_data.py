@@ -34,7 +34,9 @@ class CorpusTexts:
         return [docs[i] for i in range(max(map(len, lists))) for docs in lists if i < len(docs)]
 
 
-def read_corpora(corpus_specs: Sequence[str | CorpusSpec], *, min_docs: int = 2, max_chars: int | None = None) -> CorpusTexts:
+def read_corpora(
+    corpus_specs: Sequence[str | CorpusSpec], *, min_docs: int = 2, max_chars: int | None = None
+) -> CorpusTexts:
     """Read the documents of every corpus (names must be distinct), all of them or the first ones
     holding `max_chars` characters."""
     if not corpus_specs:
@@ -52,7 +54,9 @@ def read_corpora(corpus_specs: Sequence[str | CorpusSpec], *, min_docs: int = 2,
             if max_chars is not None and chars >= max_chars:
                 break
         if len(docs) < min_docs:
-            raise RoutelensError(f"corpus {spec} has {len(docs)} document(s); this needs at least {min_docs} (training holds some out).")
+            raise RoutelensError(
+                f"corpus {spec} has {len(docs)} document(s); this needs at least {min_docs} (training holds some out)."
+            )
         documents[spec.name] = docs
     return CorpusTexts(names, documents)
 
@@ -114,7 +118,9 @@ def windows_of(stream: np.ndarray, seq_len: int, pad_last: bool) -> np.ndarray:
     return rows
 
 
-def held_out_windows(encoded: dict[str, list[np.ndarray]], seq_len: int, seed: int, val_tokens: int) -> dict[str, np.ndarray]:
+def held_out_windows(
+    encoded: dict[str, list[np.ndarray]], seq_len: int, seed: int, val_tokens: int
+) -> dict[str, np.ndarray]:
     """The held-out windows of each domain, as `build_train_data` makes them."""
     out = {}
     for domain, docs in encoded.items():
@@ -139,6 +145,8 @@ def build_train_data(
     stream = np.concatenate([train_docs[i] for i in order])
     windows = windows_of(stream, seq_len, pad_last=False)
     if len(windows) == 0:
-        raise RoutelensError(f"the training text holds {len(stream)} tokens, less than one window of {seq_len}; use a bigger corpus or --seq-len.")
+        raise RoutelensError(
+            f"the training text holds {len(stream)} tokens, less than one window of {seq_len}; use a bigger corpus or --seq-len."
+        )
     val = held_out_windows(encoded, seq_len, seed, val_tokens)
     return TrainData(windows, val, train_tokens, counts, seed)

@@ -37,18 +37,23 @@ from routelens.progress import transformers_bars_off
 from routelens.training import UpcycleMode
 from routelens.training.configs import UpcycleConfig
 
-
-
-
 # Dense families whose decoder layer is Mixtral's minus the MoE: RMSNorm, RoPE attention, SwiGLU FFN.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # Config fields that only MoE configs have.
 _MOE_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_tok")
 # Files copied from the dense directory when present, so that AutoTokenizer works on the output.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-    "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json", "generation_config.json",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 def split_size(intermediate_size: int, experts: int) -> int:
@@ -84,14 +89,18 @@ def expert_weights(
 def _check_dense(config, dense_dir: Path) -> None:
     model_type = getattr(config, "model_type", "?")
     if any(getattr(config, f, None) for f in _MOE_FIELDS):
-        raise RoutelensError(f"{dense_dir} is already a Mixture-of-Experts model ({model_type}); upcycle needs a dense model.")
+        raise RoutelensError(
+            f"{dense_dir} is already a Mixture-of-Experts model ({model_type}); upcycle needs a dense model."
+        )
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise RoutelensError(
             f"{dense_dir} is a {model_type!r} model; upcycle supports dense {', '.join(SUPPORTED_MODEL_TYPES)} "
             "checkpoints (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)."
         )
     if getattr(config, "use_sliding_window", False):
-        raise RoutelensError(f"{dense_dir}: Qwen2 per-layer sliding windows have no Mixtral equivalent; upcycle a model without them.")
+        raise RoutelensError(
+            f"{dense_dir}: Qwen2 per-layer sliding windows have no Mixtral equivalent; upcycle a model without them."
+        )
     if getattr(config, "hidden_act", "silu") not in ("silu", "swish", "gelu", "gelu_pytorch_tanh", "relu"):
         raise RoutelensError(f"{dense_dir}: activation {config.hidden_act!r} is not one Mixtral experts can use.")
 
@@ -102,18 +111,28 @@ def mixtral_config(dense_config, cfg: UpcycleConfig, intermediate_size: int):
 
     c = dense_config
     return MixtralConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
         num_key_value_heads=c.num_key_value_heads,
         head_dim=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-        hidden_act=c.hidden_act, max_position_embeddings=c.max_position_embeddings,
-        initializer_range=c.initializer_range, rms_norm_eps=c.rms_norm_eps,
-        pad_token_id=c.pad_token_id, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
-        tie_word_embeddings=bool(c.tie_word_embeddings), rope_parameters=c.rope_parameters,
+        hidden_act=c.hidden_act,
+        max_position_embeddings=c.max_position_embeddings,
+        initializer_range=c.initializer_range,
+        rms_norm_eps=c.rms_norm_eps,
+        pad_token_id=c.pad_token_id,
+        bos_token_id=c.bos_token_id,
+        eos_token_id=c.eos_token_id,
+        tie_word_embeddings=bool(c.tie_word_embeddings),
+        rope_parameters=c.rope_parameters,
         sliding_window=getattr(c, "sliding_window", None) if c.model_type == "mistral" else None,
-        attention_dropout=c.attention_dropout, num_local_experts=cfg.num_experts, num_experts_per_tok=cfg.top_k,
+        attention_dropout=c.attention_dropout,
+        num_local_experts=cfg.num_experts,
+        num_experts_per_tok=cfg.top_k,
         dtype=c.dtype,
-    )  # fmt: skip
+    )
 
 
 def _refuse_biases(state: dict[str, torch.Tensor], dense_dir: Path) -> None:

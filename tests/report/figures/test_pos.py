@@ -27,7 +27,9 @@ def test_specialization_heatmap_per_layer_holds_the_shares():
     fig = specialization_figure(pos, ["3", "7"])
     panels = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title() for ax in panels] == ["layer 3", "layer 7"]
-    np.testing.assert_allclose(panels[1].images[0].get_array(), [pos["shares"]["7"][t] for t in ("NOUN", "VERB", "PUNCT")])
+    np.testing.assert_allclose(
+        panels[1].images[0].get_array(), [pos["shares"]["7"][t] for t in ("NOUN", "VERB", "PUNCT")]
+    )
 
 
 def test_ablation_curves_and_baselines():
@@ -44,9 +46,18 @@ def test_path_map_colours_do_not_depend_on_the_hash_seed():
         "from routelens.report.figures.pos import path_map_figure;"
         "ax = path_map_figure(extras(['0', '3', '7'], 8, 2)['pos']).axes[0];"
         "print(json.dumps([[t.get_text(), c.get_facecolor()[0].tolist()] for t, c in zip(ax.get_legend().get_texts(), ax.collections)]))"
-    )  # fmt: skip
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
-                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("0", "1", "6", "7")}  # fmt: skip
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("0", "1", "6", "7")
+    }
     assert len(runs) == 1
     ax = path_map_figure(pos_result()).axes[0]
     assert sum(len(c.get_offsets()) for c in ax.collections) == 30

@@ -11,7 +11,10 @@ from routelens.report.figures.saturation import saturation_figure
 
 
 def test_cache_curves_per_policy_and_shuffled_control():
-    cache = {p: {layer: {str(c): c / 8 * s for c in (4, 1, 2)} for layer in ("0", "7")} for p, s in (("lru", 1.0), ("belady", 0.9))}
+    cache = {
+        p: {layer: {str(c): c / 8 * s for c in (4, 1, 2)} for layer in ("0", "7")}
+        for p, s in (("lru", 1.0), ("belady", 0.9))
+    }
     shuffled = {"lru": {"7": {"1": 0.05, "2": 0.1}}}
     fig = cache_figure(cache, shuffled, ["0", "7"])
     first, second = fig.axes
@@ -23,7 +26,10 @@ def test_cache_curves_per_policy_and_shuffled_control():
 
 
 def test_balance_dropped_share_per_placement():
-    balance = {"round_robin": {"1.0": {"dropped": 0.2}, "2.0": {"dropped": 0.01}}, "balanced": {"2.0": {"dropped": 0.0}}}
+    balance = {
+        "round_robin": {"1.0": {"dropped": 0.2}, "2.0": {"dropped": 0.01}},
+        "balanced": {"2.0": {"dropped": 0.0}},
+    }
     ax = balance_figure(balance, ["1.0", "2.0"]).axes[0]
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [1.0, 2.0])
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.2, 0.01])
@@ -32,8 +38,11 @@ def test_balance_dropped_share_per_placement():
 
 
 def test_saturation_panel_per_kind_and_random_line():
-    result = {"topk": {"0": [0.3, 0.6, 1.0], "3": [0.4, 0.8, 1.0]}, "top1": {"0": [0.2, 0.5, 1.0], "3": [0.1, 0.4, 1.0]},
-              "baseline": {"topk": 0.25}}  # fmt: skip
+    result = {
+        "topk": {"0": [0.3, 0.6, 1.0], "3": [0.4, 0.8, 1.0]},
+        "top1": {"0": [0.2, 0.5, 1.0], "3": [0.1, 0.4, 1.0]},
+        "baseline": {"topk": 0.25},
+    }
     kinds = [("topk", "top-2"), ("top1", "first")]
     fig = saturation_figure(result, ["a", "b", "final"], ["0", "3"], kinds)
     topk, top1 = fig.axes

@@ -14,8 +14,10 @@ def test_loads_per_token_shown_and_belady_not_called_a_bound(tmp_path, built):
     analysis = {k: v for k, v in built.analysis.items() if k in ("meta", "cache")}
     layers = list(analysis["cache"]["lru"])
     # Loads that differ per policy, so that the row shown is the policy's own mean over layers.
-    analysis["cache_loads"] = {p: {x: {c: 0.25 * (i + 1) + 0.01 * int(x) for c in by_layer[x]} for x in layers}
-                               for i, (p, by_layer) in enumerate(analysis["cache"].items())}  # fmt: skip
+    analysis["cache_loads"] = {
+        p: {x: {c: 0.25 * (i + 1) + 0.01 * int(x) for c in by_layer[x]} for x in layers}
+        for i, (p, by_layer) in enumerate(analysis["cache"].items())
+    }
     text = write_report(built.trace, analysis, tmp_path / "r.html", progress=False).read_text(encoding="utf-8")
     section = text.split('<section id="cache">')[1].split("</section>")[0]
     assert "Experts loaded per token" in section

@@ -25,7 +25,11 @@ def test_section_shows_the_coverage_of_the_most_used_experts(tmp_path, built):
     text = write_report(built.trace, analysis, tmp_path / "r.html", progress=False).read_text(encoding="utf-8")
     assert re.findall(r'<section id="([^"]+)">', text)[-1] == "importance"  # last, after the simulators
     section = text.split('<section id="importance">')[1].split("</section>")[0]
-    assert section.count("<svg") == 1 and "frequency" in section and "reap" not in section.split("<svg")[1].split("</svg>")[0]
+    assert (
+        section.count("<svg") == 1
+        and "frequency" in section
+        and "reap" not in section.split("<svg")[1].split("</svg>")[0]
+    )
     layer = str(built.trace.layers[0])
     freq = np.array(importance["overall"]["frequency"][layer])
     row = re.search(rf"<tr><td>{layer}</td>(.*?)</tr>", section).group(1)

@@ -20,8 +20,15 @@ def balance_figure(balance: dict, cfs: Sequence[str]) -> Figure:
         ax = fig.subplots()
         for i, (placement, by_cf) in enumerate(balance.items()):
             xs = [float(cf) for cf in cfs if cf in by_cf]
-            ax.plot(xs, [by_cf[cf]["dropped"] for cf in cfs if cf in by_cf], "-o", ms=3, lw=1.2,
-                    color=DOMAIN_COLORS[i % len(DOMAIN_COLORS)], label=placement)  # fmt: skip
+            ax.plot(
+                xs,
+                [by_cf[cf]["dropped"] for cf in cfs if cf in by_cf],
+                "-o",
+                ms=3,
+                lw=1.2,
+                color=DOMAIN_COLORS[i % len(DOMAIN_COLORS)],
+                label=placement,
+            )
         ax.axhline(0, **BASELINE)
         ax.set_xlabel("capacity factor CF")
         ax.set_ylabel("share of assignments dropped")

@@ -14,9 +14,14 @@ from routelens.report.figures_io import new_figure, style
 
 
 def distribution_figure(
-    distribution: dict, layers: Sequence[str], domains: Sequence[str], num_experts: int, *,
-    uniform: float, ylabel: str = "share of assignments",
-) -> Figure:  # fmt: skip
+    distribution: dict,
+    layers: Sequence[str],
+    domains: Sequence[str],
+    num_experts: int,
+    *,
+    uniform: float,
+    ylabel: str = "share of assignments",
+) -> Figure:
     """Bars per expert, one colour per domain, a panel per layer, the uniform share dashed."""
     with style():
         fig, axes = grid(len(layers), sharey=True)
@@ -36,7 +41,9 @@ def distribution_figure(
             ax.set_title(f"layer {layer}")
             expert_ticks(ax, num_experts)
         # Shared y: set once every panel is drawn, or the first panel's limits would clip the rest.
-        top = max(uniform, max((np.nanmax(floats(distribution[d][layer])) for d in domains for layer in layers), default=0.0))
+        top = max(
+            uniform, max((np.nanmax(floats(distribution[d][layer])) for d in domains for layer in layers), default=0.0)
+        )
         axes[0].set_ylim(0, top * 1.06)
         fig.supxlabel("expert", fontsize=9)
         fig.supylabel(ylabel, fontsize=9)
@@ -56,7 +63,14 @@ def js_layer_figure(pairs_by_layer: dict[str, list[dict]], layers: Sequence[str]
             color = DOMAIN_COLORS[i % len(DOMAIN_COLORS)]
             ax.plot(x, floats(r["js"] for r in rows), "-o", ms=2.5, lw=1.2, color=color, label=f"{a} – {b}")
             if all(r.get("ci_low") is not None and r.get("ci_high") is not None for r in rows):
-                ax.fill_between(x, floats(r["ci_low"] for r in rows), floats(r["ci_high"] for r in rows), color=color, alpha=0.12, lw=0)
+                ax.fill_between(
+                    x,
+                    floats(r["ci_low"] for r in rows),
+                    floats(r["ci_high"] for r in rows),
+                    color=color,
+                    alpha=0.12,
+                    lw=0,
+                )
         layer_axis(ax)
         ax.set_ylabel("Jensen-Shannon divergence")
         ax.set_ylim(bottom=0)

@@ -13,9 +13,16 @@ from routelens.report.figures_io import style
 
 
 def heatmap_grid(
-    matrices: dict[str, np.ndarray], labels: Sequence[str], *, title: str, cmap: str = "Blues",
-    annotate: bool = True, fmt: str = "{:.3f}", axis_labels=("", ""), vmax: float | None = None,
-) -> Figure:  # fmt: skip
+    matrices: dict[str, np.ndarray],
+    labels: Sequence[str],
+    *,
+    title: str,
+    cmap: str = "Blues",
+    annotate: bool = True,
+    fmt: str = "{:.3f}",
+    axis_labels=("", ""),
+    vmax: float | None = None,
+) -> Figure:
     """One heatmap per layer with a shared colour scale (NaN cells left blank)."""
     layers = list(matrices)
     n = len(labels)
@@ -32,15 +39,24 @@ def heatmap_grid(
             ax.set_title(f"{title} · layer {layer}" if title else f"layer {layer}")
             ticks = np.arange(n) if n <= 16 else np.arange(0, n, int(np.ceil(n / 8)))
             slanted = any(not str(label).isdigit() for label in labels)  # names slant, numbers stand
-            ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=45 if slanted else 0, ha="right" if slanted else "center")
+            ax.set_xticks(
+                ticks, [labels[t] for t in ticks], rotation=45 if slanted else 0, ha="right" if slanted else "center"
+            )
             ax.set_yticks(ticks, [labels[t] for t in ticks])
             ax.set_xlabel(axis_labels[0])
             ax.set_ylabel(axis_labels[1])
             if annotate and n <= 8:
                 for (i, j), v in np.ndenumerate(m):
                     if np.isfinite(v):
-                        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=6.5,
-                                color="white" if v > 0.6 * top else "#1d2127")  # fmt: skip
+                        ax.text(
+                            j,
+                            i,
+                            fmt.format(v),
+                            ha="center",
+                            va="center",
+                            fontsize=6.5,
+                            color="white" if v > 0.6 * top else "#1d2127",
+                        )
         if image is not None:
             fig.colorbar(image, ax=axes, shrink=0.8, pad=0.02)
     return fig

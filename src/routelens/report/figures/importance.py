@@ -36,12 +36,17 @@ def importance_figure(overall: dict, layers: Sequence[str], criteria: Sequence[s
         top = max(2.0, float(np.nanmax([np.nanmax(relative(v)) for v in scores.values()])))
         image = None
         for ax, criterion in zip(axes, criteria):
-            image = ax.imshow(relative(scores[criterion]), cmap="viridis", vmin=0.0, vmax=top, aspect="auto", interpolation="nearest")
+            image = ax.imshow(
+                relative(scores[criterion]), cmap="viridis", vmin=0.0, vmax=top, aspect="auto", interpolation="nearest"
+            )
             ax.grid(False)
             ax.set_title(criterion)
             expert_ticks(ax, E)
             ax.set_xlabel("expert")
-            ax.set_yticks(np.arange(L), list(layers) if L <= 16 else [layers[i] if i % max(1, L // 8) == 0 else "" for i in range(L)])
+            ax.set_yticks(
+                np.arange(L),
+                list(layers) if L <= 16 else [layers[i] if i % max(1, L // 8) == 0 else "" for i in range(L)],
+            )
         axes[0].set_ylabel("layer")
         fig.colorbar(image, ax=list(axes[: len(criteria)]), shrink=0.9, label="x the layer's mean expert")
         ax = axes[-1]

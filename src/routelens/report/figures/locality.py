@@ -25,7 +25,9 @@ def locality_layer_figure(
         for ax, (kind, title) in zip(axes, kinds):
             for d in domains:
                 color = domain_color(domains, d)
-                ax.plot(x, floats(locality[d][layer][kind] for layer in layers), "-o", ms=2.5, lw=1.2, color=color, label=d)
+                ax.plot(
+                    x, floats(locality[d][layer][kind] for layer in layers), "-o", ms=2.5, lw=1.2, color=color, label=d
+                )
                 if permuted and d in permuted:
                     ax.plot(x, floats(permuted[d][layer][kind] for layer in layers), ":", lw=1.0, color=color)
             ax.axhline(baseline[kind], **BASELINE, label="random")

@@ -135,7 +135,13 @@ def path_map_figure(pos: dict):
         )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=6, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), title="tag (silhouette vs shuffled)",
-              title_fontsize=7)  # fmt: skip
+    ax.legend(
+        fontsize=6,
+        markerscale=2.5,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        title="tag (silhouette vs shuffled)",
+        title_fontsize=7,
+    )
     ax.set_title("Routing paths, t-SNE, coloured by part of speech", fontsize=10)
     return fig

@@ -14,7 +14,9 @@ from routelens.report.figures.base import BASELINE
 from routelens.report.figures_io import new_figure, style
 
 
-def saturation_figure(result: dict, labels: Sequence[str], layers: Sequence[str], kinds: Sequence[tuple[str, str]]) -> Figure:
+def saturation_figure(
+    result: dict, labels: Sequence[str], layers: Sequence[str], kinds: Sequence[tuple[str, str]]
+) -> Figure:
     """A panel per agreement kind (`topk`, `top1`) of `result`, a curve per layer over `labels`."""
     baseline = result.get("baseline") or {}
     x = np.arange(len(labels))
@@ -23,8 +25,15 @@ def saturation_figure(result: dict, labels: Sequence[str], layers: Sequence[str]
         axes = np.atleast_1d(fig.subplots(1, len(kinds), sharey=True))
         for ax, (kind, title) in zip(axes, kinds):
             for i, layer in enumerate(layers):
-                ax.plot(x, [float(v) for v in result[kind][layer]], "-o", ms=2.5, lw=1.2,
-                        color=DOMAIN_COLORS[i % len(DOMAIN_COLORS)], label=f"layer {layer}")  # fmt: skip
+                ax.plot(
+                    x,
+                    [float(v) for v in result[kind][layer]],
+                    "-o",
+                    ms=2.5,
+                    lw=1.2,
+                    color=DOMAIN_COLORS[i % len(DOMAIN_COLORS)],
+                    label=f"layer {layer}",
+                )
             if baseline.get(kind) is not None:
                 ax.axhline(float(baseline[kind]), **BASELINE, label="random")
             ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)

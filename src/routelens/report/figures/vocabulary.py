@@ -12,7 +12,9 @@ from routelens.report.figures.base import BASELINE, floats, layer_axis
 from routelens.report.figures_io import new_figure, style
 
 
-def vocabulary_figure(series: dict[str, dict[str, float]], layers: Sequence[str], *, chance: float | dict[str, float] | None) -> Figure:
+def vocabulary_figure(
+    series: dict[str, dict[str, float]], layers: Sequence[str], *, chance: float | dict[str, float] | None
+) -> Figure:
     """Vocabulary specialization against the layer: one line per series (input / next tokens).
     `chance` is the count- and load-matched null per layer (a dict, drawn as a line), or one value."""
     x = [int(layer) for layer in layers]
@@ -22,7 +24,9 @@ def vocabulary_figure(series: dict[str, dict[str, float]], layers: Sequence[str]
         for (label, values), marker, ls in zip(series.items(), "os^", ("-", "--", ":")):
             ax.plot(x, floats(values[layer] for layer in layers), ls, marker=marker, ms=3, lw=1.2, label=label)
         if isinstance(chance, dict):
-            ax.plot(x, floats(chance.get(layer) for layer in layers), **BASELINE, label="chance (count- and load-matched)")
+            ax.plot(
+                x, floats(chance.get(layer) for layer in layers), **BASELINE, label="chance (count- and load-matched)"
+            )
         elif chance is not None:
             ax.axhline(chance, **BASELINE, label="uniform routing")
         layer_axis(ax)

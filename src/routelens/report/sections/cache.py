@@ -20,19 +20,27 @@ def cache_section(ctx: ReportContext) -> Section | None:
     layers = [layer for layer in ctx.layers if layer in first] or list(first)
     shown = spread_layers(layers, 4)
     shuffled = ctx.analysis.get("cache_shuffled") or {}
-    body = figure(ctx.sink.add(cache_figure(result, shuffled, shown), "cache"),
-                  f"Expert-cache hit rate against capacity per policy, at layers {esc(', '.join(shown))}"
-                  + ("; dotted: the same tokens in a random order (no locality)." if shuffled else "."))  # fmt: skip
+    body = figure(
+        ctx.sink.add(cache_figure(result, shuffled, shown), "cache"),
+        f"Expert-cache hit rate against capacity per policy, at layers {esc(', '.join(shown))}"
+        + ("; dotted: the same tokens in a random order (no locality)." if shuffled else "."),
+    )
     caps = sorted({int(c) for by_layer in result.values() for c in by_layer[layers[0]]})
     loads = ctx.analysis.get("cache_loads") or {}
     rows = [[esc(policy)] + _layer_means(by_layer, layers, caps, pct) for policy, by_layer in result.items()]
-    rows += [[f"{esc(policy)}, shuffled"] + _layer_means(by_layer, layers, caps, pct) for policy, by_layer in shuffled.items()]
+    rows += [
+        [f"{esc(policy)}, shuffled"] + _layer_means(by_layer, layers, caps, pct)
+        for policy, by_layer in shuffled.items()
+    ]
     classes = [""] * len(result) + ["base"] * len(shuffled)
-    body += "<h3>Hit rate averaged over layers</h3>" + table(["policy"] + [f"{c} experts" for c in caps], rows, row_classes=classes)
+    body += "<h3>Hit rate averaged over layers</h3>" + table(
+        ["policy"] + [f"{c} experts" for c in caps], rows, row_classes=classes
+    )
     if loads:
         rows = [[esc(policy)] + _layer_means(by_layer, layers, caps, num) for policy, by_layer in loads.items()]
-        body += ("<h3>Experts loaded per token (demand misses + prefetch loads), averaged over layers</h3>"
-                 + table(["policy"] + [f"{c} experts" for c in caps], rows))  # fmt: skip
+        body += "<h3>Experts loaded per token (demand misses + prefetch loads), averaged over layers</h3>" + table(
+            ["policy"] + [f"{c} experts" for c in caps], rows
+        )
     budget = ctx.analysis.get("cache_budget")
     if isinstance(budget, dict) and budget:
         body += budget_table(budget, ctx.layers)
@@ -50,8 +58,12 @@ def cache_section(ctx: ReportContext) -> Section | None:
 def budget_table(budget: dict, trace_layers: list[str]) -> str:
     """`cache_budget` {policy: {total bytes: {slots, best, uniform}}} as two rows per total: the
     best split, then the uniform one (a baseline row), each with its hit rate, loads and split."""
-    timed = any("load_seconds_per_token" in row[name] for by_total in budget.values() for row in by_total.values()
-                for name in ("best", "uniform"))  # fmt: skip
+    timed = any(
+        "load_seconds_per_token" in row[name]
+        for by_total in budget.values()
+        for row in by_total.values()
+        for name in ("best", "uniform")
+    )
     header = ["policy", "budget", "split", "hit rate", "loads / token"] + (["load time / token"] if timed else [])
     rows, classes, layers = [], [], []
     for policy, by_total in budget.items():
@@ -61,13 +73,21 @@ def budget_table(budget: dict, trace_layers: list[str]) -> str:
                 entry = row[name]
                 split = entry["split"]
                 layers = [layer for layer in trace_layers if layer in split] or list(split)
-                cells = [esc(policy), f'{_bytes(float(total))}<span class="sub">{int(row["slots"]):,} experts</span>',
-                         name, pct(entry["hit_rate"], 2), num(entry["loads_per_token"])]  # fmt: skip
+                cells = [
+                    esc(policy),
+                    f'{_bytes(float(total))}<span class="sub">{int(row["slots"]):,} experts</span>',
+                    name,
+                    pct(entry["hit_rate"], 2),
+                    num(entry["loads_per_token"]),
+                ]
                 if timed:
                     cells.append(_seconds(entry.get("load_seconds_per_token")))
                 rows.append(cells + [" ".join(str(int(split[layer])) for layer in layers)])
                 classes.append("base" if name == "uniform" else "")
-    header.append("experts per layer" + (f" ({esc(', '.join(layers))})" if len(layers) <= 8 else f" (layers {esc(layers[0])}–{esc(layers[-1])})"))
+    header.append(
+        "experts per layer"
+        + (f" ({esc(', '.join(layers))})" if len(layers) <= 8 else f" (layers {esc(layers[0])}–{esc(layers[-1])})")
+    )
     note = (
         "<p>Which layers deserve the memory: a total of S = ⌊budget / expert bytes⌋ expert slots is split over the "
         "layers. The <i>best</i> split maximises the hits summed over layers (the hit rate over all requests), exactly, "

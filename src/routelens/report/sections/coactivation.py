@@ -24,10 +24,13 @@ def coactivation_section(ctx: ReportContext) -> Section | None:
         mats[layer] = m
     labels = [str(e) for e in range(ctx.num_experts)]
     body = figure(
-        ctx.sink.add(heatmap_grid(mats, labels, title="", cmap="viridis", annotate=False, axis_labels=("expert j", "expert i")), "coactivation"),
+        ctx.sink.add(
+            heatmap_grid(mats, labels, title="", cmap="viridis", annotate=False, axis_labels=("expert j", "expert i")),
+            "coactivation",
+        ),
         f"Co-activation N(i and j both selected) / N(i), all pairs within the top-k, at layers {', '.join(shown)}; "
         "the diagonal is left blank.",
-    )  # fmt: skip
+    )
     note = (
         "Following OLMoE: for each pair of experts, the share of the tokens that select expert i that also select "
         f"expert j among their top-{ctx.top_k} (all pairs within the top-k; the JSON also gives the adjacent-rank "

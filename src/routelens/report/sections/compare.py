@@ -19,23 +19,44 @@ def compare_section(ctx: ReportContext) -> Section | None:
     layers = [layer for layer in ctx.layers if layer in agreement[domains[0]]]
     shown = layers if len(layers) <= 6 else spread_layers(layers, 6)
     unmatched = meta.get("unmatched") or {}
-    body = kv_table([
-        ("A", f"{meta.get('a')} ({(meta.get('models') or {}).get('a')}, dtype {(meta.get('dtypes') or {}).get('a')})"),
-        ("B", f"{meta.get('b')} ({(meta.get('models') or {}).get('b')}, dtype {(meta.get('dtypes') or {}).get('b')})"),
-        ("aligned tokens", f"{meta.get('tokens', 0):,}"),
-        ("unmatched rows", f"{unmatched.get('a', 0):,} in A, {unmatched.get('b', 0):,} in B"),
-    ])  # fmt: skip
-    rows = [[esc(d)] + [f"{pct(agreement[d][n]['first'])} / {pct(agreement[d][n]['overlap'])} / {pct(agreement[d][n]['set_equal'])}"
-                        for n in shown] + [pct(differs.get(d))] for d in domains]  # fmt: skip
+    body = kv_table(
+        [
+            (
+                "A",
+                f"{meta.get('a')} ({(meta.get('models') or {}).get('a')}, dtype {(meta.get('dtypes') or {}).get('a')})",
+            ),
+            (
+                "B",
+                f"{meta.get('b')} ({(meta.get('models') or {}).get('b')}, dtype {(meta.get('dtypes') or {}).get('b')})",
+            ),
+            ("aligned tokens", f"{meta.get('tokens', 0):,}"),
+            ("unmatched rows", f"{unmatched.get('a', 0):,} in A, {unmatched.get('b', 0):,} in B"),
+        ]
+    )
+    rows = [
+        [esc(d)]
+        + [
+            f"{pct(agreement[d][n]['first'])} / {pct(agreement[d][n]['overlap'])} / {pct(agreement[d][n]['set_equal'])}"
+            for n in shown
+        ]
+        + [pct(differs.get(d))]
+        for d in domains
+    ]
     body += table(["domain"] + [f"layer {esc(n)}" for n in shown] + ["any layer differs"], rows)
     pooled = "all" if "all" in agreement else domains[-1]
-    body += figure(ctx.sink.add(agreement_figure(agreement[pooled], layers), "compare-agreement"),
-                   f"Agreement of B with A per layer ({esc(pooled)}).", narrow=True)  # fmt: skip
+    body += figure(
+        ctx.sink.add(agreement_figure(agreement[pooled], layers), "compare-agreement"),
+        f"Agreement of B with A per layer ({esc(pooled)}).",
+        narrow=True,
+    )
     margin = result.get("by_margin")
     if isinstance(margin, dict) and margin.get("rate"):
-        body += figure(ctx.sink.add(margin_figure(margin), "compare-margin"),
-                       f"Share of token-layers whose {esc(margin['flip'])}, by the margin {esc(margin['margin'])} of trace "
-                       f"{esc(str(margin['trace']).upper())}.", narrow=True)  # fmt: skip
+        body += figure(
+            ctx.sink.add(margin_figure(margin), "compare-margin"),
+            f"Share of token-layers whose {esc(margin['flip'])}, by the margin {esc(margin['margin'])} of trace "
+            f"{esc(str(margin['trace']).upper())}.",
+            narrow=True,
+        )
     note = (
         "Two traces of the same tokens (rows aligned by document, position and token id). Per domain and layer: the "
         "share of tokens whose first choice is the same expert / the mean share of A's k experts that B also chose / "

@@ -30,18 +30,21 @@ def confidence_section(ctx: ReportContext) -> Section | None:
     body = ""
     if scalars or means:
         rows = [
-            [esc(layer)] + [num(conf[layer].get(k), 3) for k in scalars]
+            [esc(layer)]
+            + [num(conf[layer].get(k), 3) for k in scalars]
             + [num((conf[layer].get(k) or {}).get("mean"), 3) for k in means]
             for layer in layers
-        ]  # fmt: skip
+        ]
         header = [esc(k.replace("_", " ")) for k in scalars] + [f"mean {esc(k.replace('_', ' '))}" for k in means]
         body += table(["layer"] + header, rows)
     for key in [k for k, v in conf[layers[0]].items() if _histogram(v) is not None]:
         shown = [layer for layer in spread_layers(layers, 8) if _histogram(conf[layer].get(key)) is not None]
         hists = {layer: _histogram(conf[layer][key]) for layer in shown}
         label = key.replace("_", " ")
-        body += figure(ctx.sink.add(histogram_grid(hists, xlabel=label, title=label), f"confidence-{key}"),
-                       f"Distribution of the router's {esc(label)} over tokens, at layers {', '.join(shown)}.")  # fmt: skip
+        body += figure(
+            ctx.sink.add(histogram_grid(hists, xlabel=label, title=label), f"confidence-{key}"),
+            f"Distribution of the router's {esc(label)} over tokens, at layers {', '.join(shown)}.",
+        )
     if not body:
         return None
     note = (

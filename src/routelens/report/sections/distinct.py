@@ -26,9 +26,16 @@ def distinct_section(ctx: ReportContext) -> Section | None:
     orders = {f"{named} consecutive tokens": result}
     if decode:
         orders[f"{named} sequences decoding"] = decode
-    head = "<tr><th></th>" + "".join(f'<th colspan="{len(STATS)}" style="text-align:center">{esc(o)}</th>' for o in orders) + "</tr>"
+    head = (
+        "<tr><th></th>"
+        + "".join(f'<th colspan="{len(STATS)}" style="text-align:center">{esc(o)}</th>' for o in orders)
+        + "</tr>"
+    )
     head += "<tr><th>layer</th>" + "".join(f"<th>{s}</th>" for s in STATS) * len(orders) + "</tr>"
-    rows = [[esc(layer)] + [_cell(by_layer.get(layer) or {}, s) for by_layer in orders.values() for s in STATS] for layer in layers]
+    rows = [
+        [esc(layer)] + [_cell(by_layer.get(layer) or {}, s) for by_layer in orders.values() for s in STATS]
+        for layer in layers
+    ]
     classes = [""] * len(rows)
     if chance is not None:
         rows.append(["uniform routing"] + [num(chance, 2), "–", "–"] * len(orders))
@@ -36,7 +43,9 @@ def distinct_section(ctx: ReportContext) -> Section | None:
     body = table([], rows, header_html=head, row_classes=classes)
     caption = f"Mean distinct experts per batch, per layer, of {ctx.num_experts}"
     caption += f"; dashed: uniform routing, {num(chance, 2)}." if chance is not None else "."
-    body += figure(ctx.sink.add(distinct_figure(orders, layers, ctx.num_experts, chance), "distinct"), caption, narrow=True)
+    body += figure(
+        ctx.sink.add(distinct_figure(orders, layers, ctx.num_experts, chance), "distinct"), caption, narrow=True
+    )
     note = (
         f"For every layer and every full batch, the number of distinct experts its assignments use, of E = "
         f"{ctx.num_experts} with top-{ctx.top_k}: what an offloading server must hold, or load, for one step. Two "

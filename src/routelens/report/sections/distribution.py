@@ -33,15 +33,21 @@ def distribution_section(ctx: ReportContext) -> Section | None:
         cd = ctx.present(choice)
         first = {d: {layer: choice[d][layer]["first"] for layer in ctx.layers} for d in cd}
         body += figure(
-            ctx.sink.add(distribution_figure(first, ctx.layers, cd, E, uniform=1 / E, ylabel="share of first choices"), "distribution-first"),
+            ctx.sink.add(
+                distribution_figure(first, ctx.layers, cd, E, uniform=1 / E, ylabel="share of first choices"),
+                "distribution-first",
+            ),
             "First choice only (Mixtral Fig. 7 counts the first choice). Dashed: uniform 1/E.",
-        )  # fmt: skip
+        )
         if k > 1 and all("any_per_token" in choice[d][ctx.layers[0]] for d in cd):
             per_token = {d: {layer: choice[d][layer]["any_per_token"] for layer in ctx.layers} for d in cd}
             body += figure(
-                ctx.sink.add(distribution_figure(per_token, ctx.layers, cd, E, uniform=k / E, ylabel="share of tokens"), "distribution-per-token"),
+                ctx.sink.add(
+                    distribution_figure(per_token, ctx.layers, cd, E, uniform=k / E, ylabel="share of tokens"),
+                    "distribution-per-token",
+                ),
                 f"Share of tokens that have the expert among their top-{k} (normalised per token). Dashed: uniform k/E = {k / E:.3f}.",
-            )  # fmt: skip
+            )
     note = (
         f"For every layer, each token contributes its {k} selected expert{'s' if k > 1 else ''}; the bars give the "
         "share of these assignments that each expert receives within a domain, so each domain's bars sum to 1 and "
@@ -59,15 +65,20 @@ def domain_distance_section(ctx: ReportContext) -> Section | None:
     with_ci = bool(dd) and all("pairs" in dd.get(layer, {}) for layer in ctx.layers)
     if with_ci:
         pairs = {layer: dd[layer]["pairs"] for layer in ctx.layers}
-        names = sorted({p["a"] for ps in pairs.values() for p in ps} | {p["b"] for ps in pairs.values() for p in ps},
-                       key=lambda d: ctx.domains.index(d) if d in ctx.domains else len(ctx.domains))  # fmt: skip
+        names = sorted(
+            {p["a"] for ps in pairs.values() for p in ps} | {p["b"] for ps in pairs.values() for p in ps},
+            key=lambda d: ctx.domains.index(d) if d in ctx.domains else len(ctx.domains),
+        )
     elif len(domains) >= 2:
         names = domains
         pairs = {
-            layer: [{"a": a, "b": b, "js": float(js_matrix(dist, [a, b], layer)[0, 1])}
-                    for i, a in enumerate(domains) for b in domains[i + 1:]]
+            layer: [
+                {"a": a, "b": b, "js": float(js_matrix(dist, [a, b], layer)[0, 1])}
+                for i, a in enumerate(domains)
+                for b in domains[i + 1 :]
+            ]
             for layer in ctx.layers
-        }  # fmt: skip
+        }
     else:
         return None
     if not pairs[ctx.layers[0]]:
@@ -75,7 +86,11 @@ def domain_distance_section(ctx: ReportContext) -> Section | None:
     body = figure(
         ctx.sink.add(js_layer_figure(pairs, ctx.layers), "domain-distance-by-layer"),
         "Jensen-Shannon divergence (bits) between the expert distributions of two domains, per layer"
-        + ("; bands: bootstrap 95% interval over documents." if with_ci else " (no bootstrap intervals in this analysis)."),
+        + (
+            "; bands: bootstrap 95% interval over documents."
+            if with_ci
+            else " (no bootstrap intervals in this analysis)."
+        ),
     )
     index = {d: i for i, d in enumerate(names)}
     shown = spread_layers(ctx.layers, 8)
@@ -92,25 +107,32 @@ def domain_distance_section(ctx: ReportContext) -> Section | None:
     cols = ctx.table_layers
 
     def cell(p: dict) -> str:
-        ci = f'<span class="sub">[{num(p["ci_low"], 4)}, {num(p["ci_high"], 4)}]</span>' if p.get("ci_low") is not None else ""
+        ci = (
+            f'<span class="sub">[{num(p["ci_low"], 4)}, {num(p["ci_high"], 4)}]</span>'
+            if p.get("ci_low") is not None
+            else ""
+        )
         return num(p["js"], 4) + ci
 
     rows = [
         [f"{esc(a)} – {esc(b)}"] + [cell(next(p for p in pairs[c] if (p["a"], p["b"]) == (a, b))) for c in cols]
         for a, b in [(p["a"], p["b"]) for p in pairs[ctx.layers[0]]]
-    ]  # fmt: skip
+    ]
     body += table(["domains"] + [f"layer {esc(c)}" for c in cols], rows)
     note = (
         "The Jensen-Shannon divergence (base 2: 0 for identical distributions, 1 for disjoint ones) between two "
         "domains' expert-assignment distributions at one layer. "
-        + ("The interval is the 2.5–97.5% percentile range of the divergence over documents resampled with "
-           "replacement (bootstrap), so it contains the value shown; a plug-in divergence is biased upward (two "
-           "samples of one routing give a small positive value), so compare an interval with the values of two "
-           "samples of the same domain, not with 0. Its square root, the Jensen-Shannon distance, is in the JSON "
-           "(<code>js_distance</code>)."
-           if with_ci else "This analysis carried no bootstrap intervals, so the report computed the divergences "
-           "from the distributions; re-run `routelens analyze` to get intervals.")
-    )  # fmt: skip
+        + (
+            "The interval is the 2.5–97.5% percentile range of the divergence over documents resampled with "
+            "replacement (bootstrap), so it contains the value shown; a plug-in divergence is biased upward (two "
+            "samples of one routing give a small positive value), so compare an interval with the values of two "
+            "samples of the same domain, not with 0. Its square root, the Jensen-Shannon distance, is in the JSON "
+            "(<code>js_distance</code>)."
+            if with_ci
+            else "This analysis carried no bootstrap intervals, so the report computed the divergences "
+            "from the distributions; re-run `routelens analyze` to get intervals."
+        )
+    )
     return Section("domain-distance", "Distance between domains", note, body)
 
 

@@ -18,10 +18,16 @@ def locality_section(ctx: ReportContext) -> Section | None:
     base = ctx.analysis.get("locality_baseline") or random_baseline(ctx.num_experts, ctx.top_k)
     domains = ctx.present(loc) + (["all"] if "all" in loc else [])
     kinds = [("first", "First choice")] + (
-        [("any", "First or second choice" if ctx.top_k == 2 else f"Any of the top-{ctx.top_k}")] if ctx.top_k > 1 else []
+        [("any", "First or second choice" if ctx.top_k == 2 else f"Any of the top-{ctx.top_k}")]
+        if ctx.top_k > 1
+        else []
     )
     cols = ctx.table_layers
-    head = "<tr><th></th>" + "".join(f'<th colspan="{len(cols)}" style="text-align:center">{t}</th>' for _, t in kinds) + "</tr>"
+    head = (
+        "<tr><th></th>"
+        + "".join(f'<th colspan="{len(cols)}" style="text-align:center">{t}</th>' for _, t in kinds)
+        + "</tr>"
+    )
     head += "<tr><th>domain</th>" + "".join(f"<th>layer {esc(c)}</th>" for _ in kinds for c in cols) + "</tr>"
 
     ci = ctx.analysis.get("locality_ci") or {}
@@ -42,9 +48,11 @@ def locality_section(ctx: ReportContext) -> Section | None:
     body = table([], rows, header_html=head, row_classes=[""] * len(domains) + ["base"])
     if cols != ctx.layers:
         full = [[esc(layer)] + [pct(loc[d][layer][kind]) for d in domains for kind, _ in kinds] for layer in ctx.layers]
-        body += "<details><summary>All layers</summary>" + table(
-            ["layer"] + [f"{esc(d)} · {kind}" for d in domains for kind, _ in kinds], full
-        ) + "</details>"  # fmt: skip
+        body += (
+            "<details><summary>All layers</summary>"
+            + table(["layer"] + [f"{esc(d)} · {kind}" for d in domains for kind, _ in kinds], full)
+            + "</details>"
+        )
     body += figure(
         ctx.sink.add(locality_layer_figure(loc, perm, base, ctx.layers, domains, ctx.top_k), "locality-by-layer"),
         "Share of consecutive tokens routed alike, per layer. Dotted: the same domain with positions shuffled "
@@ -54,10 +62,12 @@ def locality_section(ctx: ReportContext) -> Section | None:
     if by_dist and ctx.present(by_dist):
         shown = spread_layers(ctx.layers, 4)
         body += figure(
-            ctx.sink.add(locality_distance_figure(by_dist, shown, ctx.present(by_dist), base, ctx.top_k), "locality-by-distance"),
+            ctx.sink.add(
+                locality_distance_figure(by_dist, shown, ctx.present(by_dist), base, ctx.top_k), "locality-by-distance"
+            ),
             f"Same-expert share of tokens d positions apart (solid: first choice{', dashed: top-k overlap' if ctx.top_k > 1 else ''}), "
             f"at layers {', '.join(shown)}.",
-        )  # fmt: skip
+        )
     note = (
         "For every pair of consecutive tokens of a document (positions i and i+1), <i>first</i> is the share "
         "whose first-choice experts are equal and <i>any</i> the share whose top-k sets share at least one "

@@ -19,9 +19,11 @@ def saturation_section(ctx: ReportContext) -> Section | None:
     kinds = [("topk", f"top-{ctx.top_k} overlap with the final routing")] + (
         [("top1", "same first expert as the final routing")] if ctx.top_k > 1 and result.get("top1") else []
     )
-    body = figure(ctx.sink.add(saturation_figure(result, labels, layers, kinds), "saturation"),
-                  "Routing of each training checkpoint against the final model's, on the same tokens; "
-                  "dashed: the agreement of random routing.")  # fmt: skip
+    body = figure(
+        ctx.sink.add(saturation_figure(result, labels, layers, kinds), "saturation"),
+        "Routing of each training checkpoint against the final model's, on the same tokens; "
+        "dashed: the agreement of random routing.",
+    )
     matched = (result.get("baseline_matched") or {}).get("topk") or {}
 
     def cell(layer: str, i: int, value) -> str:
@@ -29,7 +31,9 @@ def saturation_section(ctx: ReportContext) -> Section | None:
         return pct(value) + (f'<span class="sub">chance {pct(chance)}</span>' if chance is not None else "")
 
     rows = [[esc(layer)] + [cell(layer, i, v) for i, v in enumerate(result["topk"][layer])] for layer in layers]
-    body += f"<h3>Top-{ctx.top_k} overlap with the final checkpoint</h3>" + table(["layer"] + [esc(c) for c in labels], rows)
+    body += f"<h3>Top-{ctx.top_k} overlap with the final checkpoint</h3>" + table(
+        ["layer"] + [esc(c) for c in labels], rows
+    )
     note = (
         "When does a router settle? Each checkpoint traced over the same tokens as the final model: the share of a "
         "token's top-k experts that the final model also chooses (OLMoE's router saturation). Agreement near the "

@@ -1,5 +1,4 @@
-"""The report's first section: the model, the corpora and the facts of the trace.
-"""
+"""The report's first section: the model, the corpora and the facts of the trace."""
 
 from __future__ import annotations
 
@@ -13,19 +12,26 @@ def summary_section(ctx: ReportContext) -> Section:
     corpora = m.get("corpora") or []
     total = sum(int(c.get("tokens", 0)) for c in corpora) or ctx.trace.num_tokens
     layer_list = ", ".join(ctx.layers) if len(ctx.layers) <= 16 else f"{ctx.layers[0]} … {ctx.layers[-1]}"
-    body = cards([
-        ("model", esc(model.get("name_or_path", "unknown"))),
-        ("tokens", f"{total:,}"),
-        ("MoE layers", f"{len(ctx.layers)}"),
-        ("experts E", f"{ctx.num_experts}"),
-        ("top-k", f"{ctx.top_k}"),
-        ("domains", f"{len(ctx.domains)}"),
-    ])  # fmt: skip
+    body = cards(
+        [
+            ("model", esc(model.get("name_or_path", "unknown"))),
+            ("tokens", f"{total:,}"),
+            ("MoE layers", f"{len(ctx.layers)}"),
+            ("experts E", f"{ctx.num_experts}"),
+            ("top-k", f"{ctx.top_k}"),
+            ("domains", f"{len(ctx.domains)}"),
+        ]
+    )
     rows = [
-        [esc(c["name"]), esc(c.get("source", "")), f"{int(c.get('documents', 0)):,}", f"{int(c.get('tokens', 0)):,}",
-         pct(int(c.get("tokens", 0)) / total if total else None)]
+        [
+            esc(c["name"]),
+            esc(c.get("source", "")),
+            f"{int(c.get('documents', 0)):,}",
+            f"{int(c.get('tokens', 0)):,}",
+            pct(int(c.get("tokens", 0)) / total if total else None),
+        ]
         for c in corpora
-    ]  # fmt: skip
+    ]
     body += "<h3>Corpora</h3>" + table(["domain", "source", "documents", "tokens", "share"], rows)
     facts = [
         ("architecture", model.get("architecture")),

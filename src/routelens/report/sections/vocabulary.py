@@ -20,8 +20,12 @@ def vocabulary_section(ctx: ReportContext) -> Section | None:
     # (`vocabulary_null`); older results have only k/E, which understates it for rare tokens.
     null = ctx.analysis.get("vocabulary_null")
     chance = null if null else ctx.top_k / ctx.num_experts
-    chance_text = ("Dashed: chance, the same tokens routed independently of their identity at the layer's load "
-                   "(token ids shuffled among rows)." if null else "Dashed: k/E, what uniform routing gives frequent tokens.")
+    chance_text = (
+        "Dashed: chance, the same tokens routed independently of their identity at the layer's load "
+        "(token ids shuffled among rows)."
+        if null
+        else "Dashed: k/E, what uniform routing gives frequent tokens."
+    )
     body = figure(
         ctx.sink.add(vocabulary_figure(series, ctx.layers, chance=chance), "vocabulary"),
         "Vocabulary specialization per layer: for each token id, the share of its occurrences routed to its most "
