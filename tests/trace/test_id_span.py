@@ -48,7 +48,7 @@ def longcat_trace(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     corpus = write_txt(tmp_path / "docs.txt", DOCS[:2])
     tr = routelens.trace(folder, [f"prose={corpus}"], tmp_path / "trace", seq_len=64, progress=False)
-    assert tr.load().experts.dtype.kind == "i"  # the stored ids decode
+    assert tr.load().experts.dtype.kind in "iu"  # the stored ids decode
     return tr
 
 
