@@ -76,11 +76,11 @@ def measure(
     import numpy as np
 
     import routelens
+    from routelens.models.loading import load_model
     from routelens.pruning import expert_importance
     from routelens.pruning.ablation import domain_losses, eval_windows
     from routelens.pruning.checkpoint import kept_experts, prune_model
     from routelens.trace import TraceConfig
-    from routelens.trace.loading import load_model
 
     meta = json.loads((model_dir / "training.json").read_text())
     model, tokenizer = load_model(model_dir, TraceConfig(dtype="float32", progress=False))

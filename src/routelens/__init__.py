@@ -5,10 +5,9 @@ routelens.trace("path/to/moe-model", {"web": "c4.txt"}, out="trace/")
 tr = routelens.open_trace("trace/")
 """
 
-__version__ = "0.1.0"
-
 from routelens import trace
 from routelens.errors import RoutelensError, UnsupportedModelError
 from routelens.store import Trace, TraceChunk, open_trace
+from routelens.version import VERSION as __version__
 
 __all__ = ["RoutelensError", "Trace", "TraceChunk", "UnsupportedModelError", "__version__", "open_trace", "trace"]

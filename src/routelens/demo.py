@@ -50,7 +50,7 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     overrides set DemoConfig fields, e.g. `run_demo(out="/tmp/demo", trace_tokens=20_000)`."""
     from dataclasses import replace
 
-    import routelens
+    import routelens.trace
     from routelens.analysis import analyze, router_saturation, write_json
     from routelens.corpus.builtin import write_builtin_corpus
     from routelens.report import write_report
@@ -141,7 +141,7 @@ def _pos_trace(model_dir: Path, corpus: dict, out: Path, config: DemoConfig):
     """Trace the prose domain with spaCy UPOS tags, or None (with a note) when spaCy is absent."""
     from rich.markup import escape
 
-    import routelens
+    import routelens.trace
     from routelens.errors import RoutelensError
 
     try:

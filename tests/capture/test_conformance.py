@@ -1,10 +1,10 @@
 """Conformance: every MoE family of the installed transformers, recorded exactly on padded batches.
 
-The families are enumerated from transformers itself (`routelens.capture.catalog`: model types
+The families are enumerated from transformers itself (`routelens.models.catalog`: model types
 whose model classes record `router_logits`), so a transformers upgrade that adds a MoE family
 adds a case here, and that case fails until the family records exactly or is listed with its
-reason in `routelens.capture.unsupported`. Each family is built tiny from its config class alone
-(`routelens.capture.tiny`), run on a right-padded and a left-padded batch, and the recording is
+reason in `routelens.models.unsupported`. Each family is built tiny from its config class alone
+(`routelens.models.tiny`), run on a right-padded and a left-padded batch, and the recording is
 compared with what every experts module was actually called with, captured by the test's own
 hooks (found by module name, not by the recorder's discovery).
 """
@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from routelens.capture import RoutingRecorder, describe_model
-from routelens.capture.catalog import moe_families
-from routelens.capture.overrides import OVERRIDES
-from routelens.capture.tiny import VOCAB, build
-from routelens.capture.unsupported import UNSUPPORTED
+from routelens.models.catalog import moe_families
+from routelens.models.overrides import OVERRIDES
+from routelens.models.tiny import VOCAB, build
+from routelens.models.unsupported import UNSUPPORTED
 
 FAMILIES = {f.model_type: f for f in moe_families()}
 RECORDED = sorted(set(FAMILIES) - set(UNSUPPORTED))
@@ -214,7 +214,7 @@ def test_recorded_probs_are_the_routers_own_scores(model_type):
     derive from it, each token's weights are the scores of its chosen experts times one factor
     (renormalisation, scaling) -- so a wrong scoring rule fails here."""
     from routelens.capture import Scoring
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     model = build(model_type, FAMILIES[model_type].module)
     spec = describe_model(model)

@@ -68,7 +68,7 @@ def test_a_whole_multimodal_model_is_described_by_its_text_layers():
     through the layers of its tiny text config; the vision tower adds no MoE layer."""
     from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
 
-    from routelens.capture.tiny import tiny_config
+    from routelens.models.tiny import tiny_config
 
     text = tiny_config("qwen3_vl_moe")
     with torch.device("meta"):

@@ -7,12 +7,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from routelens.capture.catalog import moe_families
 from routelens.capture.listing import verified_versions
 from routelens.capture.readme import END, START, block_of, updated
-from routelens.capture.unsupported import UNSUPPORTED
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
+from routelens.models.catalog import moe_families
+from routelens.models.unsupported import UNSUPPORTED
 
 
 def test_families_json_lists_every_moe_family_with_its_status():
@@ -73,7 +73,7 @@ def test_families_verify_prints_each_family_and_the_count(monkeypatch):
 
 
 def test_families_verify_exits_1_when_a_capture_is_broken(monkeypatch):
-    from routelens.capture import recorder
+    from routelens.models import hooks as recorder
 
     real = recorder.experts_inputs
     monkeypatch.setattr(recorder, "experts_inputs", lambda a, k: ((real(a, k)[0] + 1) % 8, real(a, k)[1]))

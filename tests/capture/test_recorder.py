@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from routelens.capture import RoutingRecorder, describe_model
-from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
+from routelens.models.families import find_routers
 from tests.capture.tiny_moe import CONFIGS, EXPECTED_LAYERS, padded_batch
 
 FAMILIES = list(CONFIGS)

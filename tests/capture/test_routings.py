@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from routelens.capture import RoutingRecorder, RoutingSpec, describe_model
-from routelens.capture.families import find_routers
-from routelens.capture.tiny import VOCAB, build
+from routelens.models.families import find_routers
+from routelens.models.tiny import VOCAB, build
 
 HUNYUAN = "transformers.models.hunyuan_v1_moe.modeling_hunyuan_v1_moe"
 LONGCAT = "transformers.models.longcat_flash.modeling_longcat_flash"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import routelens
-from routelens.capture.tiny import tiny_config
+from routelens.models.tiny import tiny_config
 from routelens.trace import TraceConfig
 from tests.conftest import SAMPLE_TEXT, save_tiny_model
 

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from routelens.capture import RoutingRecorder, describe_model
-from routelens.capture import families as fam
-from routelens.capture import recorder as rec_module
-from routelens.capture.catalog import family, moe_families
-from routelens.capture.families import find_routers
-from routelens.capture.overrides import OVERRIDES
-from routelens.capture.tiny import VOCAB, build
-from routelens.capture.unsupported import UNSUPPORTED
-from routelens.capture.verify import VERIFIED, check_padding, check_routing, handing_out, verify_family
+from routelens.capture.verify import VERIFIED, check_padding, check_routing, verify_family
+from routelens.models import families as fam
+from routelens.models import hooks as rec_module
+from routelens.models.catalog import family, moe_families
+from routelens.models.families import find_routers
+from routelens.models.hooks import handing_out
+from routelens.models.overrides import OVERRIDES
+from routelens.models.tiny import VOCAB, build
+from routelens.models.unsupported import UNSUPPORTED
 
 RECORDED = sorted({f.model_type for f in moe_families()} - set(UNSUPPORTED))
 

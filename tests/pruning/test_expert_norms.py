@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import routelens
-from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
+from routelens.models.families import find_routers
 from routelens.pruning import expert_importance, prune
 from routelens.store import open_trace
 from routelens.trace import TraceConfig
@@ -86,7 +86,7 @@ def test_the_flag_is_part_of_the_identity_only_when_on():
 
 def test_llama4_refuses_expert_norms():
     from routelens.capture import describe_model
-    from routelens.capture.tiny import build
+    from routelens.models.tiny import build
     from routelens.trace.norms import ExpertNormRecorder
 
     model = build("llama4_text")

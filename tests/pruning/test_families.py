@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from routelens.capture import RoutingRecorder, describe_model
-from routelens.capture.catalog import moe_families
-from routelens.capture.families import _text_config, find_routers
-from routelens.capture.tiny import VOCAB, build
-from routelens.capture.unsupported import UNSUPPORTED
 from routelens.errors import RoutelensError
+from routelens.models.catalog import moe_families
+from routelens.models.families import find_routers, text_config
+from routelens.models.tiny import VOCAB, build
+from routelens.models.unsupported import UNSUPPORTED
 from routelens.pruning.checkpoint import prune_model
 from routelens.pruning.surgery import num_groups, why_not_prunable
 
@@ -46,7 +46,7 @@ def test_every_family_prunes_or_says_why(model_type, tmp_path):
     with torch.no_grad(), RoutingRecorder(model, spec) as recorder:
         model(input_ids=ids)
         before = recorder.take().experts[0]  # (tokens, k) at the first MoE layer
-    grouped = num_groups(sites[0], _text_config(model)) > 1
+    grouped = num_groups(sites[0], text_config(model)) > 1
     if grouped:
         keep = [0, 1, 2, 4, 5, 7]  # three of each half: two expert groups stay equal
     else:  # the six experts the first MoE layer used most, so that many tokens keep all theirs

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
+from routelens.models.families import find_routers
 from routelens.pruning.surgery import remove_experts, update_config, why_not_prunable
 from tests.pruning.conftest import FAMILIES, RENORMALISED, tiny_model
 
@@ -137,7 +137,7 @@ def test_bad_kept_sets_are_refused_in_one_line():
 
 
 def test_families_whose_experts_are_not_sliced_per_expert_say_why():
-    from routelens.capture.tiny import build
+    from routelens.models.tiny import build
 
     dbrx = build("dbrx")
     reason = why_not_prunable(find_routers(dbrx)[0])

@@ -119,7 +119,7 @@ def test_an_actor_with_several_gpus_loads_a_device_map(tiny_mixtral, corpus, in_
     from transformers import AutoModelForCausalLM
 
     from routelens.capture import describe_model
-    from routelens.trace.loading import load_skeleton
+    from routelens.models.loading import load_skeleton
     from routelens.trace.plan import parse_specs
     from routelens.trace.ray_backend import ShardTracer, _plan_shards, actor_config
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from routelens.capture import describe_model
-from routelens.capture.families import find_routers
-from routelens.capture.tiny import VOCAB, build
 from routelens.corpus import parse_corpus_spec
 from routelens.errors import RoutelensError
+from routelens.models.families import find_routers
+from routelens.models.tiny import VOCAB, build
 from routelens.store.schema import lookahead_to_numpy, nested_to_numpy
 from routelens.trace import TraceConfig, trace
 from routelens.trace.generate import GenerationComputer, PromptShard, teacher_forced_agreement

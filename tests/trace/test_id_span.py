@@ -11,8 +11,8 @@ import torch
 
 import routelens
 from routelens.capture import RoutingSpec
-from routelens.capture.families import find_routers
-from routelens.capture.tiny import build
+from routelens.models.families import find_routers
+from routelens.models.tiny import build
 from routelens.store.schema import trace_schema
 from tests.conftest import build_tokenizer
 from tests.trace.corpora import DOCS, write_txt

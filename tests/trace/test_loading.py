@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import routelens
 from routelens.cli.main import app
 from routelens.errors import RoutelensError
+from routelens.models.loading import load_model
 from routelens.trace import TraceConfig
-from routelens.trace.loading import load_model
 from tests.trace.corpora import DOCS, write_txt
 
 CUSTOM_CODE = '''"""A model whose code lives in its folder (loaded through config.json's auto_map)."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import routelens
-from routelens.trace.loading import model_class
+from routelens.models.loading import model_class
 from tests.conftest import build_tokenizer
 from tests.trace.corpora import DOCS, write_txt
 
@@ -17,7 +17,7 @@ from tests.trace.corpora import DOCS, write_txt
 def tiny_qwen3_vl_moe():
     from transformers import Qwen3VLMoeConfig
 
-    from routelens.capture.tiny import tiny_config
+    from routelens.models.tiny import tiny_config
 
     text = tiny_config("qwen3_vl_moe", vocab_size=300)
     vision = dict(

@@ -13,9 +13,9 @@ import transformers
 from typer.testing import CliRunner
 
 import routelens
-from routelens.capture import recorder as rec_module
-from routelens.capture.tiny import tiny_config
 from routelens.cli.main import app
+from routelens.models import hooks as rec_module
+from routelens.models.tiny import tiny_config
 from tests.conftest import save_tiny_model
 from tests.trace.corpora import DOCS, write_txt
 

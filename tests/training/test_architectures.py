@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from routelens.capture import RoutingRecorder, describe_model
-from routelens.capture.families import find_routers
 from routelens.errors import RoutelensError
-from routelens.training.architectures import Architecture, deepseek_groups, router_probs, update_selection_bias
+from routelens.models.architectures import Architecture, deepseek_groups, router_probs, update_selection_bias
+from routelens.models.families import find_routers
 from routelens.training.configs import TrainConfig
 from routelens.training.train import balance_loss, train
 from tests.training.test_train import MICRO, write_micro_corpus

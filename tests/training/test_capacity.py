@@ -182,7 +182,7 @@ def _family_model(family: str):
 
 def _capture_experts_inputs(model):
     """Pre-hooks registered before apply_capacity's: they see what the router gave the experts."""
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     seen: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
     handles = []
@@ -239,7 +239,7 @@ def test_family_drops_what_a_brute_force_count_drops(family, cf):
 
 def test_deepseek_capacity_ranks_choices_by_weight():
     """An unsorted router's column order is not its choice order: the slots go to the heavier choice."""
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     site = find_routers(_family_model("deepseek_v3"))[0]
     assert not site.best_first
@@ -262,7 +262,7 @@ def test_deepseek_capacity_ranks_choices_by_weight():
 
 @pytest.mark.parametrize("family", ["olmoe", "deepseek_v3"])
 def test_family_top_k_override_routes_k_experts_and_restores(family):
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     model = _family_model(family)
     seen, handles = _capture_experts_inputs(model)
@@ -285,7 +285,7 @@ def test_family_top_k_override_routes_k_experts_and_restores(family):
 
 def test_a_k_the_family_does_not_take_is_refused():
     """The first call checks the experts really got k columns: here a router whose k was put back."""
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     model = _family_model("olmoe")
     router = find_routers(model)[1].router
@@ -299,7 +299,7 @@ def test_a_k_the_family_does_not_take_is_refused():
 def test_llama4_and_hash_routed_are_refused_a_capacity_in_one_line():
     import dataclasses
 
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
     from routelens.training.capacity import why_no_capacity
     from tests.capture.tiny_moe import build
 

@@ -219,7 +219,7 @@ def _locality_extras(tr: Trace, local, permuted, intervals) -> dict:
 
 
 def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf) -> dict:
-    import routelens
+    from routelens.version import VERSION
 
     E, k = tr.num_experts, tr.top_k
     names = [str(layer) for layer in tr.layers]
@@ -290,7 +290,7 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
                 "seed": cfg.seed,
                 "distance_stride": stride,
             },
-            "routelens_version": routelens.__version__,
+            "routelens_version": VERSION,
         },
         "distribution": {d: layer_map(lambda i, j=j: share[j, i]) for j, d in enumerate(domains)},
         "distribution_choice": {

@@ -7,8 +7,8 @@ routing of the forward passes since the last call. `SUPPORTED` (computed on firs
 the installed transformers) names every family routelens records.
 """
 
-from routelens.capture.families import RoutingSpec, Scoring, describe_model, supported_families
 from routelens.capture.recorder import Routing, RoutingRecorder
+from routelens.models.families import RoutingSpec, Scoring, describe_model, supported_families
 
 __all__ = ["SUPPORTED", "Routing", "RoutingRecorder", "RoutingSpec", "Scoring", "describe_model", "supported_families"]
 

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from routelens.capture.catalog import Family, moe_families, text_config_class
-from routelens.capture.families import ADAPTERS
-from routelens.capture.overrides import unpadded_reason
-from routelens.capture.rules import class_source, derived_rule
-from routelens.capture.unsupported import UNSUPPORTED
+from routelens.models.catalog import Family, moe_families, text_config_class
+from routelens.models.families import ADAPTERS
+from routelens.models.overrides import unpadded_reason
+from routelens.models.rules import class_source, derived_rule
+from routelens.models.unsupported import UNSUPPORTED
 
 EXACT = "exact"
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from routelens.capture.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
 from routelens.errors import RoutelensError
+from routelens.models.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
+from routelens.models.hooks import Hooks
 
 
 @dataclass
@@ -39,22 +40,8 @@ class Routing:
         assert self.experts.shape == self.weights.shape, (self.experts.shape, self.weights.shape)
 
 
-def experts_input_slots(args: tuple, kwargs: dict) -> tuple[int | str, int | str]:
-    """Where `top_k_index` and `top_k_weights` sit in a call `experts(hidden_states, top_k_index,
-    top_k_weights)`: a position in `args` or a keyword of `kwargs` (what a pre-hook replaces)."""
-    slots: list[int | str] = [i for i in (1, 2) if i < len(args)]
-    slots += [name for name, v in kwargs.items() if name != "hidden_states" and torch.is_tensor(v)][: 2 - len(slots)]
-    assert len(slots) == 2, f"experts called without (index, weights): {len(args)} args, kwargs {list(kwargs)}"
-    return slots[0], slots[1]
-
-
-def experts_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(top_k_index, top_k_weights)` of such a call, positional or by keyword."""
-    return tuple(args[at] if isinstance(at, int) else kwargs[at] for at in experts_input_slots(args, kwargs))
-
-
 def _logits(output, index: int) -> torch.Tensor:
-    return output[index] if isinstance(output, (tuple, list)) else output
+    return (output[index] if isinstance(output, (tuple, list)) else output).detach()
 
 
 class RoutingRecorder:
@@ -73,7 +60,7 @@ class RoutingRecorder:
             )
         first = self._sites[0]
         self._scoring = first.adapter.scoring or Scoring.of_rule(self.spec.rule)
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._hooks = Hooks()
         # per MoE layer, one (index, weights) per forward pass since the last take(); logits apart
         self._buffer: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         self._logits: list[list[torch.Tensor]] = []
@@ -84,68 +71,43 @@ class RoutingRecorder:
         return self._scoring
 
     def __enter__(self) -> RoutingRecorder:
-        assert not self._handles, "RoutingRecorder is not re-entrant"
+        assert not len(self._hooks), "RoutingRecorder is not re-entrant"
         self._buffer = [[] for _ in self._sites]
         self._logits = [[] for _ in self._sites]
         try:
             for slot, site in enumerate(self._sites):
                 if site.reads_router:
-                    self._handles.append(site.router.register_forward_hook(self._router_hook(slot, site)))
+                    self._hooks.read_router_output(site, self._on_router(slot, site))
                 else:
-                    self._handles.append(
-                        site.experts.register_forward_pre_hook(self._experts_hook(slot), with_kwargs=True)
-                    )
+                    self._hooks.read_experts_input(site, lambda i, w, buffer=self._buffer[slot]: buffer.append((i, w)))
                     if self.store_probs:
-                        self._handles.append(site.router.register_forward_hook(self._logits_hook(slot, site)))
+                        at, logits = site.logits_index, self._logits[slot]
+                        self._hooks.read_router_output(site, lambda out, at=at, lg=logits: lg.append(_logits(out, at)))
         except BaseException:
-            self._remove()
+            self._hooks.remove()
             raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._remove()
+        self._hooks.remove()
         self._buffer = []
         self._logits = []
 
-    def _remove(self) -> None:
-        try:
-            for handle in self._handles:
-                handle.remove()
-        finally:
-            self._handles = []
-
-    def _experts_hook(self, slot: int):
-        buffer = self._buffer[slot]
-
-        def hook(module, args, kwargs):
-            index, weights = experts_inputs(args, kwargs)
-            buffer.append((index.detach(), weights.detach()))
-
-        return hook
-
-    def _logits_hook(self, slot: int, site: RouterSite):
-        logits, at = self._logits[slot], site.logits_index
-
-        def hook(module, args, output):
-            logits.append(_logits(output, at).detach())
-
-        return hook
-
-    def _router_hook(self, slot: int, site: RouterSite):
+    def _on_router(self, slot: int, site: RouterSite):
         read, router, owner, keep_logits = site.adapter.read, site.router, site.owner, self.store_probs
         buffer, logits, at = self._buffer[slot], self._logits[slot], site.logits_index
 
-        def hook(module, args, output):
+        def on_output(output):
             index, weights = read(router, owner, output)
             buffer.append((index.detach(), weights.detach()))
             if keep_logits:
-                logits.append(_logits(output, at).detach())
+                logits.append(_logits(output, at))
 
-        return hook
+        return on_output
 
     def take(self) -> Routing:
         """Routing of the forward passes since the last take(); clears the buffer."""
-        if not self._handles:
+        if not len(self._hooks):
             raise RoutelensError("RoutingRecorder.take() was called outside its `with` block; call it inside.")
         counts = [len(b) for b in self._buffer]
         if len(set(counts)) != 1:

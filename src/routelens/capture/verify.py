@@ -18,7 +18,7 @@ with weight 0) would change the recording without a sound, so the check never re
 
 `check_padding` asks the other question a trace depends on: does a padded batch route each
 document as the document alone would? Families where it does not are listed in
-`routelens.capture.overrides` and traced without padding.
+`routelens.models.overrides` and traced without padding.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from routelens.capture.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
-from routelens.capture.overrides import override
 from routelens.capture.recorder import RoutingRecorder
 from routelens.errors import RoutelensError
+from routelens.models.families import RouterSite, RoutingSpec, Scoring, describe_model, find_routers
+from routelens.models.hooks import Hooks, handing_out
+from routelens.models.overrides import override
 
 ATOL = RTOL = 1e-5
 
@@ -62,33 +63,6 @@ def router_choice(site: RouterSite, output) -> tuple[torch.Tensor, torch.Tensor]
             )
         index, weights = output[2], output[1]
     return index.reshape(-1, index.shape[-1]).long(), weights.reshape(-1, weights.shape[-1]).float()
-
-
-def _write(site: RouterSite, output, index: torch.Tensor, weights: torch.Tensor):
-    """The router's output carrying `index` and `weights` instead of its own choice."""
-    if site.adapter.write is not None:
-        return site.adapter.write(site.router, output, index, weights)
-    logits, own_w, own_i, *rest = output
-    new = (logits, weights.to(own_w.dtype).reshape(own_w.shape), index.to(own_i.dtype).reshape(own_i.shape), *rest)
-    return type(output)(new) if isinstance(output, tuple) else list(new)
-
-
-@contextmanager
-def handing_out(site: RouterSite, index: torch.Tensor, weights: torch.Tensor) -> Iterator[None]:
-    """While inside, the site's router (or the block's choice method) hands out `index`/`weights`."""
-    if site.adapter.choice_method is not None:  # DBRX: the block turns logits into its choice itself
-        name = site.adapter.choice_method
-        setattr(site.owner, name, lambda logits: (weights.to(logits.dtype), index))
-        try:
-            yield
-        finally:
-            delattr(site.owner, name)  # the class's method again
-        return
-    handle = site.router.register_forward_hook(lambda _m, _a, out: _write(site, out, index, weights))
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _canonical(index: torch.Tensor, weights: torch.Tensor, empty: int):
@@ -128,36 +102,31 @@ class _Calls:
     def __init__(self, sites: list[RouterSite]):
         self.router: list[list] = [[] for _ in sites]
         self.block: list[list] = [[] for _ in sites]
-        self._handles = []
-        for slot, site in enumerate(sites):
-            self._handles.append(site.router.register_forward_hook(self._on_router(slot)))
-            self._handles.append(site.owner.register_forward_pre_hook(self._before_block(slot), with_kwargs=True))
-            self._handles.append(site.owner.register_forward_hook(self._on_block(slot)))
-
-    def _on_router(self, slot: int):
-        def hook(_module, _args, output):
-            self.router[slot].append(_cloned(output))
-
-        return hook
+        self._hooks = Hooks()
+        try:
+            for slot, site in enumerate(sites):
+                self._hooks.read_router_output(site, lambda out, seen=self.router[slot]: seen.append(_cloned(out)))
+                self._hooks.reference_block(site, self._before_block(slot), self._on_block(slot))
+        except BaseException:
+            self.remove()
+            raise
 
     def _before_block(self, slot: int):
-        def hook(_module, args, kwargs):
+        def before(args, kwargs):
             # a cache the block updates (a decoder layer owning its MoE) is copied as it was before the call
             kept = {k: copy.deepcopy(v) if _is_cache(v) else v for k, v in kwargs.items()}
             self.block[slot].append([_cloned(args), kept, None])
 
-        return hook
+        return before
 
     def _on_block(self, slot: int):
-        def hook(_module, _args, output):
+        def after(output):
             self.block[slot][-1][2] = _cloned(output)
 
-        return hook
+        return after
 
     def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self._hooks.remove()
 
 
 # -- the check -------------------------------------------------------------------------------------
@@ -368,7 +337,7 @@ def verify_model(model: nn.Module, model_type: str, vocab: int) -> FamilyVerdict
     if moved is not None and listed is None:
         return FamilyVerdict(
             model_type,
-            f"failed: {moved}; list the family as unpadded in routelens/capture/overrides.py",
+            f"failed: {moved}; list the family as unpadded in routelens/models/overrides.py",
             "changes routing",
         )
     return FamilyVerdict(model_type, VERIFIED, "exact" if moved is None else "changes routing (traced without padding)")
@@ -378,9 +347,9 @@ def verify_family(model_type: str) -> FamilyVerdict:
     """Build the family's tiny model on the installed transformers and verify it."""
     import warnings
 
-    from routelens.capture.catalog import family
-    from routelens.capture.tiny import VOCAB, build
-    from routelens.capture.unsupported import why_unsupported
+    from routelens.models.catalog import family
+    from routelens.models.tiny import VOCAB, build
+    from routelens.models.unsupported import why_unsupported
 
     reason = why_unsupported(model_type)
     if reason is not None:
@@ -396,7 +365,7 @@ def verify_family(model_type: str) -> FamilyVerdict:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             return FamilyVerdict(
                 model_type,
-                f"failed: its tiny model does not build ({first}); add its sizes to routelens/capture/overrides.py",
+                f"failed: its tiny model does not build ({first}); add its sizes to routelens/models/overrides.py",
                 "",
             )
         try:

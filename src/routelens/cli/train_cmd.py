@@ -10,7 +10,7 @@ from rich.table import Table
 
 from routelens.cli.common import console
 from routelens.cli.options import cli_config, config_option, field_help
-from routelens.training.architectures import Architecture
+from routelens.models.architectures import Architecture
 from routelens.training.configs import BalanceLoss, TrainConfig
 
 

@@ -86,15 +86,14 @@ class EngineModel:
 
 def engine_model(model_dir: str | os.PathLike, *, trust_remote_code: bool = False) -> EngineModel:
     """Describe the model in `model_dir` (config.json and tokenizer; no weights needed)."""
-    from routelens.capture import describe_model
+    from routelens.models.families import describe_model, text_config
+    from routelens.models.loading import config_sha256, load_skeleton, vocab_strings
     from routelens.trace.config import TraceConfig
-    from routelens.trace.loading import load_skeleton
-    from routelens.trace.run import config_sha256, vocab_strings
 
     skeleton, tokenizer = load_skeleton(model_dir, TraceConfig(trust_remote_code=trust_remote_code))
     spec = describe_model(skeleton)
     config = skeleton.config
-    text = getattr(config, "get_text_config", lambda: config)()
+    text = text_config(config)
     hidden = int(getattr(text, "num_hidden_layers", None) or (max(spec.moe_layers) + 1))
     return EngineModel(
         name=str(model_dir),

@@ -71,7 +71,7 @@ def domain_losses(
 
 def without_experts(model, removed: dict[int, list[int]]):
     """A copy of `model` with the experts `removed[layer]` taken out of each listed MoE layer."""
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
     from routelens.pruning.surgery import remove_experts
 
     sizes = {s.layer: s.num_experts for s in find_routers(model)}
@@ -98,8 +98,8 @@ def ablate(
     Keys: model, removed ({layer: ids}), seq_len, held_out, intact and ablated (each loss,
     perplexity, domains), delta (ablated - intact: loss, domains).
     """
+    from routelens.models.loading import load_model
     from routelens.trace.config import TraceConfig
-    from routelens.trace.loading import load_model
 
     config = build_config(AblateConfig, config, overrides)
     removed = config.removed

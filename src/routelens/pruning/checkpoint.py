@@ -65,12 +65,12 @@ def kept_experts(
     `expert_importance` on a trace of this model) under `criterion`, or drawn at random (seeded);
     group-limited routers keep as many experts in every group."""
     from routelens.capture import describe_model
-    from routelens.capture.families import _text_config, find_routers
+    from routelens.models.families import find_routers, text_config
     from routelens.pruning.importance import scores_of
     from routelens.pruning.surgery import num_groups
 
     criterion = Criterion(criterion)
-    spec, text = describe_model(hf_model), _text_config(hf_model)
+    spec, text = describe_model(hf_model), text_config(hf_model)
     groups = [num_groups(s, text) for s in find_routers(hf_model)]
     scores = None if criterion is Criterion.RANDOM else scores_of(importance, criterion, domain)
     return kept_per_layer(scores, list(spec.moe_layers), spec.num_experts, n, groups, seed)
@@ -78,7 +78,7 @@ def kept_experts(
 
 def check_trace_matches(trace: Trace, model, spec) -> None:
     """Refuse a trace recorded from another model (other family, layers, experts, top-k or config)."""
-    from routelens.trace.run import config_sha256
+    from routelens.models.loading import config_sha256
 
     recorded = trace.manifest.get("model", {})
     mine = {
@@ -109,7 +109,7 @@ def check_trace_matches(trace: Trace, model, spec) -> None:
 
 def _sha_as_traced(model_config, trace: Trace) -> str | None:
     """The config's hash with the dtype the trace ran at (`routelens trace --dtype` changes it)."""
-    from routelens.trace.run import config_sha256
+    from routelens.models.loading import config_sha256
 
     dtype = trace.manifest.get("dtype")
     if not dtype:
@@ -153,7 +153,7 @@ def prune_model(model, keep: dict[int, list[int]]) -> dict:
     """Keep experts `keep[layer]` (the same count N in every MoE layer) of a loaded model, in place;
     update its config and check the result. Returns {config field: (before, after)}."""
     from routelens.capture import describe_model
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
     from routelens.pruning.surgery import remove_experts, update_config
 
     before = describe_model(model)
@@ -185,13 +185,13 @@ def prune(
     `prune("moe/", "trace/", "moe-6/", keep=6, criterion="reap")`. Returns the prune.json record."""
     from routelens.atomic import atomic_dir, write_json
     from routelens.capture import describe_model
-    from routelens.capture.families import find_routers
     from routelens.lock import output_lock
+    from routelens.models.families import find_routers
+    from routelens.models.loading import load_model
     from routelens.progress import transformers_bars_off
     from routelens.pruning.importance import expert_importance, scores_of
     from routelens.pruning.surgery import why_not_prunable
     from routelens.trace.config import TraceConfig
-    from routelens.trace.loading import load_model
 
     config = build_config(PruneConfig, config, overrides)
     out = Path(out)

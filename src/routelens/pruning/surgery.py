@@ -1,6 +1,6 @@
 """Removing routed experts from a loaded MoE model, in place, the same way for every family.
 
-For each MoE block (found by `routelens.capture.families.find_routers`, the sites routelens
+For each MoE block (found by `routelens.models.families.find_routers`, the sites routelens
 records), the kept experts' slices of every per-expert tensor are kept, in expert order, bit-equal:
 
 - the experts module's fused (E, ...) parameters and buffers (`gate_up_proj`, `down_proj`, their
@@ -30,19 +30,7 @@ import torch
 from torch import nn
 
 from routelens.errors import RoutelensError
-
-# Names the configs and modules of transformers give the number of routed experts and k
-COUNT_NAMES = ("num_local_experts", "num_experts", "n_routed_experts", "num_routed_experts", "moe_num_experts")
-TOPK_NAMES = (
-    "num_experts_per_tok",
-    "top_k",
-    "moe_topk",
-    "moe_top_k",
-    "num_experts_per_token",
-    "top_k_experts",
-    "moe_k",
-)
-GROUP_NAMES = ("n_group", "num_group", "num_expert_group")
+from routelens.models.attributes import COUNT_NAMES, GROUP_NAMES, TOPK_NAMES, set_top_k
 
 
 def _tensors(module: nn.Module, skip: tuple[nn.Module, ...] = ()) -> list[tuple[nn.Module, str, torch.Tensor, bool]]:
@@ -171,18 +159,6 @@ def _slice(
         owner._buffers[name] = kept
 
 
-def set_top_k(modules, top_k: int, new: int) -> list[tuple[nn.Module, str, int]]:
-    """Set every k attribute (`TOPK_NAMES`) of `modules` that holds `top_k` to `new`; returns
-    (module, name, old value) of each one set, to undo it (`routelens eval --top-k` does)."""
-    changed = []
-    for module in modules:
-        for name in TOPK_NAMES:
-            if getattr(module, name, None) == top_k:
-                changed.append((module, name, top_k))
-                setattr(module, name, new)
-    return changed
-
-
 def _is_count_name(name: str) -> bool:
     """Attribute names that count experts (`total_experts`, Zaya's `num_router_classes`), not widths or k."""
     if name in COUNT_NAMES:
@@ -257,7 +233,9 @@ def untraced_expert_sets(model: nn.Module, sites) -> list[str]:
 def update_config(config, num_experts: int, n: int, top_k: int) -> dict[str, tuple]:
     """Set the (text) config's expert count and top-k for N experts per layer; returns
     {field: (before, after)} of what changed."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    from routelens.models.families import text_config
+
+    text = text_config(config)
     aliases = getattr(text, "attribute_map", {}) or {}  # e.g. OLMoE's num_local_experts -> num_experts
     changed = {}
     for name in (n for n in COUNT_NAMES if n not in aliases):
@@ -286,7 +264,7 @@ def remove_experts(model: nn.Module, keep: Mapping[int, Sequence[int]]) -> dict[
     """Keep, in every MoE layer listed in `keep` (decoder layer -> expert ids), only those experts;
     layers not listed keep all. Returns {layer: kept ids}. The config is left alone (per-layer
     counts may differ); `update_config` sets it where every layer keeps N."""
-    from routelens.capture.families import _text_config, find_routers
+    from routelens.models.families import find_routers, text_config
 
     sites = {s.layer: s for s in find_routers(model)}
     unknown = sorted(set(keep) - set(sites))
@@ -294,7 +272,7 @@ def remove_experts(model: nn.Module, keep: Mapping[int, Sequence[int]]) -> dict[
         raise RoutelensError(
             f"layer {unknown[0]} is not a MoE layer of this model; its MoE layers are {', '.join(map(str, sites))}."
         )
-    text = _text_config(model)
+    text = text_config(model)
     return {
         layer: remove_experts_from_block(sites[layer], ids, num_groups(sites[layer], text))
         for layer, ids in keep.items()

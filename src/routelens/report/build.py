@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import routelens
 from routelens.atomic import atomic_dir, atomic_path
 from routelens.errors import RoutelensError
 from routelens.report.figures_io import FigureSink, style
@@ -37,6 +36,7 @@ from routelens.report.sections.tokens import token_view_section
 from routelens.report.sections.vocabulary import vocabulary_section
 from routelens.report.token_view import layer_columns
 from routelens.store import Trace, open_trace
+from routelens.version import VERSION
 
 # (builder, what it needs, how to get it when absent) in page order; the summary comes first.
 SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
@@ -187,5 +187,5 @@ def _page(trace: Trace, sections: list[Section]) -> str:
         f"experts · {len(trace.domains)} domain{'s' if len(trace.domains) != 1 else ''} · trace <code>{esc(trace.path)}</code>"
     )
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    footer = f"Made by routelens {esc(routelens.__version__)} on {stamp}. Figures as PNG and PDF in the folder beside this file."
+    footer = f"Made by routelens {esc(VERSION)} on {stamp}. Figures as PNG and PDF in the folder beside this file."
     return page(f"Routing report · {model}", subtitle, sections, footer)

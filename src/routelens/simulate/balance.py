@@ -33,10 +33,10 @@ import numpy as np
 
 from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
+from routelens.models.capacity import expert_capacity as capacity_rule
 from routelens.simulate.batches import DecodeBatches, ShuffledBatches, document_lengths, stream_counts
 from routelens.simulate.policies import Placement
 from routelens.store import Trace, open_trace
-from routelens.training.capacity import expert_capacity as capacity_rule
 
 DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once (trace and shuffled orders)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from routelens.corpus.upos import UPOS_CODE  # the corpus readers own the tag set (re-exported)
+from routelens.corpus.upos import UPOS_CODE, UPOS_TAGS  # noqa: F401 - the corpus readers own the tag set (re-exported)
 from routelens.errors import RoutelensError
 from routelens.store.schema import (
     FORMAT_NAME,

@@ -185,7 +185,7 @@ def new_manifest(
     """The manifest's fixed keys (docs/trace-format.md); totals are filled in at the end."""
     from datetime import UTC, datetime
 
-    from routelens import __version__
+    from routelens.version import VERSION as __version__
 
     return {
         "format": FORMAT_NAME,

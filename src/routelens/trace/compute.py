@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from routelens.capture.overrides import unpadded_reason
 from routelens.corpus import CorpusSpec
 from routelens.corpus.upos import UPOS_TAGS
+from routelens.models.loading import input_device
+from routelens.models.overrides import unpadded_reason
 from routelens.store.schema import expert_id_numpy, expert_id_type, lookahead_array, nested_array, trace_schema
 from routelens.trace.config import TraceConfig
-from routelens.trace.loading import input_device
 from routelens.trace.plan import Shard, Window, batch_rows, records_pos
 
 

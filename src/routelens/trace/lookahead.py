@@ -17,31 +17,24 @@ import torch
 from torch import nn
 
 from routelens.errors import RoutelensError
+from routelens.models.hooks import SiteHooks
 from routelens.store.schema import LOOKAHEAD_FILL
-from routelens.trace.site_hooks import SiteHooks
 
 
 class LookaheadRecorder(SiteHooks):
     """Context manager hooking every router of `model`; `take()` returns (L, tokens, D, k) int16."""
 
     def __init__(self, model: nn.Module, spec, depth: int):
-        from routelens.capture.families import find_routers
+        from routelens.models.families import find_routers
 
         super().__init__()
         self.spec, self.depth = spec, depth
         self._sites = find_routers(model)
 
-    def _register(self, slot: int, site):
-        return site.router.register_forward_pre_hook(self._hook(slot))
-
-    def _hook(self, slot: int):
+    def _register(self, hooks, slot: int, site) -> None:
         inputs = self._seen[slot]
-
-        def hook(module, args):
-            hidden = args[0]
-            inputs.append(hidden.detach().reshape(-1, hidden.shape[-1]))  # (tokens, H), in the recorder's token order
-
-        return hook
+        # (tokens, H), in the recorder's token order
+        hooks.read_router_input(site, lambda hidden: inputs.append(hidden.reshape(-1, hidden.shape[-1])))
 
     def take(self) -> torch.Tensor:
         """(L, tokens, D, k) int16 of the forward passes since the last take, on the CPU; clears them."""

@@ -17,16 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from routelens.capture.recorder import experts_inputs
 from routelens.errors import RoutelensError
-from routelens.trace.site_hooks import SiteHooks
+from routelens.models.hooks import SiteHooks, experts_inputs
 
 
 class ExpertNormRecorder(SiteHooks):
     """Context manager hooking every experts module of `model`; `take` returns (L, tokens, k) norms."""
 
     def __init__(self, model: nn.Module, spec):
-        from routelens.capture.families import find_routers
+        from routelens.models.families import find_routers
 
         super().__init__()
         self.spec = spec
@@ -38,13 +37,13 @@ class ExpertNormRecorder(SiteHooks):
                 f"({spec.family}) is fed scaled inputs instead; trace without it."
             )
 
-    def _register(self, slot: int, site):
-        return site.experts.register_forward_hook(self._hook(slot), with_kwargs=True)
+    def _register(self, hooks, slot: int, site) -> None:
+        hooks.read_experts_output(site, self._on_call(slot, site.experts))
 
-    def _hook(self, slot: int):
+    def _on_call(self, slot: int, module: nn.Module):
         calls = self._seen[slot]  # (index, norms) per call
 
-        def hook(module, args, kwargs, output):
+        def on_call(args, kwargs, output):
             # experts(hidden_states, top_k_index, top_k_weights), positional or by keyword
             hidden = args[0] if args else kwargs["hidden_states"]
             index, weights = experts_inputs(args, kwargs)
@@ -58,7 +57,7 @@ class ExpertNormRecorder(SiteHooks):
                 norms.append(out.reshape(-1, out.shape[-1]).float().norm(dim=-1))
             calls.append((index.detach().reshape(-1, width), torch.stack(norms, dim=-1)))
 
-        return hook
+        return on_call
 
     def take(self, experts: torch.Tensor) -> torch.Tensor:
         """(L, tokens, k) norms of the experts `experts` (the RoutingRecorder's take() of the same

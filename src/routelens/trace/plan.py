@@ -215,7 +215,7 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 def batch_rows(windows: list[Window], batch_size: int, *, equal_lengths: bool = False) -> list[list[int]]:
     """The windows of each forward pass, by index: longest first, so that a batch holds windows of
     similar length and little padding. `equal_lengths`: only windows of one length share a batch
-    (no padding at all), for families whose routing padding moves (`routelens.capture.overrides`)."""
+    (no padding at all), for families whose routing padding moves (`routelens.models.overrides`)."""
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     if not equal_lengths:
         return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]

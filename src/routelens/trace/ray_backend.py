@@ -28,10 +28,10 @@ import numpy as np
 
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.models.loading import load_model, load_tokenizer
 from routelens.store.writer import TraceWriter, shard_name, write_shard
 from routelens.trace.compute import ShardComputer
 from routelens.trace.config import DeviceMap, TraceConfig
-from routelens.trace.loading import load_model, load_tokenizer
 from routelens.trace.plan import Planner, Shard, check_resumable
 from routelens.trace.totals import Totals
 

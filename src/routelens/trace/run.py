@@ -9,7 +9,6 @@ Torch, transformers and Ray are imported only once a trace is really run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 
@@ -36,8 +35,8 @@ def trace(
     interruption resumes it; a finished trace is returned as is.
     """
     from routelens.capture import describe_model
-    from routelens.capture.overrides import unpadded_reason
-    from routelens.trace.loading import load_model, load_skeleton
+    from routelens.models.loading import config_sha256, load_model, load_skeleton, vocab_strings
+    from routelens.models.overrides import unpadded_reason
 
     config = build_config(TraceConfig, config, overrides)  # an unknown override is refused by name
     model = model_identity(model)  # loaded by its normal name, so the config's _name_or_path (hashed) agrees too
@@ -132,8 +131,9 @@ def check_seq_len(hf_config, config: TraceConfig) -> None:
     """Refuse windows longer than the model's positions: past `max_position_embeddings` it routes
     tokens at positions it never saw (or indexes past its position table), a trace of nothing real."""
     from routelens.errors import RoutelensError
+    from routelens.models.families import text_config
 
-    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    text = text_config(hf_config)
     limit = getattr(text, "max_position_embeddings", None)
     if not (isinstance(limit, int) and limit > 0):
         return
@@ -190,13 +190,3 @@ def _routing_layout(routing) -> dict:
     experts, hash-routed layers; docs/trace-format.md), for the manifest as they are."""
     keys = ("top_k_per_layer", "num_zero_experts", "hash_routed_layers")
     return {key: getattr(routing, key) for key in keys if hasattr(routing, key)}
-
-
-def config_sha256(model_config) -> str:
-    return hashlib.sha256(model_config.to_json_string(use_diff=False).encode()).hexdigest()
-
-
-def vocab_strings(tokenizer) -> list[str]:
-    """Display text of every token id (what the token view shows)."""
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in tokens]

@@ -30,12 +30,12 @@ take their top-k unsorted (DeepSeek-V3's `sorted=False`) are ranked by weight, l
 the recorder orders them, so "first choice" means the same for every family.
 
 `apply_capacity(model, capacity_factor, top_k)` works on every MoE family routelens records (the
-sites of `routelens.capture.families.find_routers`): in transformers 5 each MoE block calls
+sites of `routelens.models.families.find_routers`): in transformers 5 each MoE block calls
 `experts(hidden_states, top_k_index, top_k_weights)`, so a forward pre-hook on each experts module
 counts the assignments, applies the capacity by zeroing the dropped weights, and passes the rest on
 unchanged; the block's own forward, router and shared experts run as they are, so a model under an
 unlimited capacity computes exactly what it computes without one. The top-k override sets the k
-attributes of each block's router and owner (`routelens.pruning.surgery.set_top_k`) and the first
+attributes of each block's router and owner (`routelens.models.attributes.set_top_k`) and the first
 call of each hook checks that the experts really got k columns. Everything is restored in `finally`;
 it yields a `CapacityStats` counting dropped assignments per MoE layer. Families whose experts never
 see (index, weights) -- Llama 4, whose router scales the experts' inputs, and hash-routed layers,
@@ -45,7 +45,6 @@ whose table fixes the experts per token id -- are refused a capacity factor or a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,35 +53,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from routelens.errors import RoutelensError, UnsupportedModelError
+from routelens.models.capacity import capacity_keep_mask, expert_capacity
 
 if TYPE_CHECKING:  # torch is imported where it is used: the rule above stays torch-free
     import torch
 
-    from routelens.capture.families import RouterSite
-
-
-def expert_capacity(num_tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
-    """Slots per expert for one MoE call: ceil(num_tokens x top_k / num_experts x capacity_factor)."""
-    if capacity_factor <= 0:
-        raise RoutelensError(f"capacity factor {capacity_factor} is not positive; use e.g. --capacity-factor 1.25.")
-    return math.ceil(num_tokens * top_k / num_experts * capacity_factor - 1e-9)
-
-
-def capacity_keep_mask(top_k_index: torch.Tensor, num_experts: int, capacity: int) -> torch.Tensor:
-    """Which assignments fit: (tokens, k) bool, True where the token keeps that expert.
-
-    Slots are filled choice rank by choice rank (column by column), and in token order within a
-    rank. Ids >= num_experts (zero-computation experts, empty slots) are always kept and take no slot.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    tokens, k = top_k_index.shape
-    rank_major = top_k_index.t().reshape(-1).long()  # (k * tokens,): all first choices, then all second...
-    real = rank_major < num_experts
-    onehot = F.one_hot(rank_major.clamp(max=num_experts), num_experts + 1)[:, :num_experts]  # (k * tokens, E)
-    slot = (torch.cumsum(onehot, dim=0) * onehot).sum(-1)  # (k * tokens,) 1-based place in its expert's queue
-    return ((slot <= capacity) | ~real).view(k, tokens).t()  # (tokens, k)
+    from routelens.models.families import RouterSite
 
 
 @dataclass
@@ -115,7 +91,7 @@ class CapacityStats:
 def moe_blocks(model: torch.nn.Module) -> list[tuple[int, RouterSite]]:
     """(decoder layer index, `RouterSite`) for every MoE block of `model`, in layer order: the sites
     routelens records, of any family; a lone MoE block (no model around it) is layer 0."""
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     try:
         sites = find_routers(model)
@@ -137,7 +113,7 @@ def _lone_block_site(block: torch.nn.Module) -> RouterSite | None:
     model around it (its recorded router classes and decoder-layer names), so read the block directly."""
     from torch import nn
 
-    from routelens.capture import families as fam
+    from routelens.models import families as fam
 
     experts = getattr(block, "experts", None)
     if not isinstance(experts, nn.Module) or not list(experts.parameters()) or not fam._takes_routing(experts):
@@ -164,7 +140,7 @@ def _refuse(sites: list[RouterSite], what: str, fix: str) -> None:
 
 
 def _family(site: RouterSite) -> str:
-    from routelens.capture.catalog import family_name
+    from routelens.models.catalog import family_name
 
     return family_name(type(site.router)) or type(site.owner).__name__
 
@@ -179,17 +155,13 @@ def _rank_order(weights: torch.Tensor, best_first: bool) -> torch.Tensor | None:
 def _capacity_hook(
     site: RouterSite, slot: int, *, capacity_factor: float | None, top_k: int | None, stats: CapacityStats
 ):
-    """Forward pre-hook on `site.experts`: counts, checks the overridden k once, zeroes the weights
-    of assignments over capacity."""
+    """The override of `site.experts`' inputs: counts, checks the overridden k once, zeroes the
+    weights of assignments over capacity."""
     import torch
-
-    from routelens.capture.recorder import experts_input_slots, experts_inputs
 
     num_experts, checked = site.num_experts, [top_k is None]
 
-    def hook(module, args, kwargs):
-        _, at_weights = experts_input_slots(args, kwargs)
-        index, weights = experts_inputs(args, kwargs)
+    def override(index, weights):
         k = index.shape[-1]
         if not checked[0]:
             if k != top_k:
@@ -212,12 +184,9 @@ def _capacity_hook(
         with torch.no_grad():
             stats.dropped[slot] += int((~keep).sum())
             stats.tokens_fully_dropped[slot] += int((~keep).all(dim=-1).sum())
-        capped = weights * keep.view(weights.shape).to(weights.dtype)  # dropped: weight 0, others unchanged
-        if isinstance(at_weights, int):
-            return (*args[:at_weights], capped, *args[at_weights + 1 :]), kwargs
-        return args, {**kwargs, at_weights: capped}
+        return index, weights * keep.view(weights.shape).to(weights.dtype)  # dropped: weight 0, others unchanged
 
-    return hook
+    return override
 
 
 @contextmanager
@@ -231,7 +200,8 @@ def apply_capacity(
             model(input_ids)
         stats.dropped_share()   # (layers,)
     """
-    from routelens.pruning.surgery import set_top_k
+    from routelens.models.attributes import set_top_k
+    from routelens.models.hooks import Hooks
 
     sites = [site for _, site in moe_blocks(model)]
     num_experts = max(site.num_experts for site in sites)
@@ -244,18 +214,18 @@ def apply_capacity(
     if top_k is not None:
         _refuse(sites, f"top-k {top_k}", "evaluate without --top-k")
     stats = CapacityStats([site.layer for site in sites])
-    handles, changed = [], []
+    hooks, changed = Hooks(), []
     try:
         for slot, site in enumerate(sites):
             if top_k is not None:
                 modules = dict.fromkeys([site.router, site.owner, site.experts, *site.router.modules()])
                 changed += set_top_k(modules, site.top_k, top_k)
             if why_no_capacity(site) is None:  # plain evaluation of the others: nothing to count at their experts
-                hook = _capacity_hook(site, slot, capacity_factor=capacity_factor, top_k=top_k, stats=stats)
-                handles.append(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
+                hooks.override_experts_input(
+                    site, _capacity_hook(site, slot, capacity_factor=capacity_factor, top_k=top_k, stats=stats)
+                )
         yield stats
     finally:
-        for handle in handles:
-            handle.remove()
+        hooks.remove()
         for module, name, old in reversed(changed):  # nested overrides unwind in order
             setattr(module, name, old)

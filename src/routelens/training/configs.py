@@ -14,8 +14,8 @@ from enum import StrEnum
 
 from routelens.config import choice, setting
 from routelens.errors import RoutelensError
+from routelens.models.architectures import Architecture, parse_architecture
 from routelens.training import UpcycleMode
-from routelens.training.architectures import Architecture, parse_architecture
 
 
 class BalanceLoss(StrEnum):

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from routelens.capture.families import describe_model
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.models.families import describe_model
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import EvalConfig
 from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
@@ -65,7 +65,7 @@ def load_model_dir(model_dir: str | Path):
         raise RoutelensError(
             f"{path} holds no config.json; pass a model directory (e.g. one written by `routelens train`)."
         )
-    from routelens.trace.loading import load_or_refuse  # one line, not a traceback, for a damaged folder
+    from routelens.models.loading import load_or_refuse  # one line, not a traceback, for a damaged folder
 
     model = load_or_refuse(str(path), lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)).eval()
     tokenizer = load_or_refuse(str(path), lambda: AutoTokenizer.from_pretrained(path))

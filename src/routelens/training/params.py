@@ -196,8 +196,10 @@ def _stored_tensors(model):
 
 def count_parameters(model, name: str = "", top_k: int | None = None) -> ParamReport:
     """Total and active parameters of a built model (meta or real), per Component."""
+    from routelens.models.families import text_config as text_config_of
+
     config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text_config = text_config_of(config)
     experts = {n: m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] == "experts"}
     sizes = {n: _num_experts(m) for n, m in experts.items()}
     k = _top_k(text_config, top_k) if experts else None

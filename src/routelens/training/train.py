@@ -1,5 +1,5 @@
 """Training a MoE from scratch (or from an upcycled checkpoint) on corpora: Mixtral-, OLMoE-,
-Qwen3-MoE- or DeepSeek-V3-shaped (`--architecture`, see `training.architectures`).
+Qwen3-MoE- or DeepSeek-V3-shaped (`--architecture`, see `routelens.models.architectures`).
 
 The output directory is a standard transformers checkpoint (e.g. `MixtralForCausalLM`) plus its
 byte-level BPE tokenizer (`AutoModelForCausalLM` / `AutoTokenizer` load it), `training.json` (config, steps,
@@ -43,8 +43,8 @@ from routelens.atomic import atomic_dir, temp_dir, write_json
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
+from routelens.models.architectures import Architecture, model_config, parse_architecture, update_selection_bias
 from routelens.progress import transformers_bars_off
-from routelens.training.architectures import Architecture, model_config, parse_architecture, update_selection_bias
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
 from routelens.training.evaluate import routing_health, unigram_loss, window_nll
@@ -76,7 +76,7 @@ def balance_loss(
     per layer. PER_LAYER sums the per-layer losses; POOLED measures f and P over all layers' tokens
     together (transformers' definition, divided by k) and returns one value.
     """
-    from routelens.training.architectures import router_probs
+    from routelens.models.architectures import router_probs
 
     E = router_logits[0].shape[-1]
     per_layer_f, per_layer_p = [], []
@@ -129,7 +129,7 @@ def _load_pretrained(path: Path, what: str, architecture: Architecture = Archite
     wanted = architecture.model_class
     if not (path / "config.json").is_file():
         raise RoutelensError(f"{what} {path} holds no config.json; pass a {wanted} directory.")
-    from routelens.trace.loading import load_or_refuse
+    from routelens.models.loading import load_or_refuse
 
     model = load_or_refuse(f"{what} {path}", lambda: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32))
     if type(model).__name__ != wanted:
@@ -282,7 +282,7 @@ def train(
             ) from None
     ckpt_root.mkdir(parents=True, exist_ok=True)
     from routelens.capture import RoutingRecorder
-    from routelens.capture.families import find_routers
+    from routelens.models.families import find_routers
 
     k = model.config.num_experts_per_tok
     sites = find_routers(model)

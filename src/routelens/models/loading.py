@@ -1,4 +1,4 @@
-"""The one loader of models and tokenizers for tracing, in this process and in Ray actors.
+"""The one loader of models and tokenizers, in this process and in Ray actors.
 
     load_model(name, config)     -> (model in eval mode, tokenizer): on `config.device`, or spread
                                     by accelerate over GPUs, CPU memory and disk (`device_map`)
@@ -13,20 +13,32 @@ paragraph about it becomes one line saying what the flag would do).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from routelens.errors import RoutelensError
 from routelens.progress import transformers_bars_off
-from routelens.trace.config import TraceConfig
 
 T = TypeVar("T")
 
 
-def load_model(model: str | os.PathLike, config: TraceConfig):
+class LoadSettings(Protocol):
+    """What loading reads from a settings object (`routelens.trace.TraceConfig` is one); a protocol,
+    so that the model layer does not depend on the stages above it."""
+
+    device: str  # "cpu", "cuda", "cuda:1", ... (ignored under device_map)
+    dtype: object  # "auto" or a torch dtype name
+    device_map: object  # None, "auto", or accelerate's placement
+    max_memory: dict | None
+    offload_folder: str | None
+    trust_remote_code: bool
+
+
+def load_model(model: str | os.PathLike, config: LoadSettings):
     """The model (see `model_class`) + AutoTokenizer from a local directory or hub id, in eval mode."""
     from transformers import AutoConfig
 
@@ -54,7 +66,7 @@ def load_model(model: str | os.PathLike, config: TraceConfig):
     return hf_model.eval(), tokenizer
 
 
-def load_skeleton(model: str | os.PathLike, config: TraceConfig):
+def load_skeleton(model: str | os.PathLike, config: LoadSettings):
     """The model's modules on the meta device (no weights) and its tokenizer.
 
     A Ray driver only describes the routing and writes the manifest; the weights live in the
@@ -102,7 +114,7 @@ def model_class(hf_config):
     return transformers.AutoModelForCausalLM  # transformers' own error then says why it cannot
 
 
-def load_tokenizer(model: str | os.PathLike, config: TraceConfig):
+def load_tokenizer(model: str | os.PathLike, config: LoadSettings):
     from transformers import AutoTokenizer
 
     name = _checked_name(model)
@@ -111,7 +123,7 @@ def load_tokenizer(model: str | os.PathLike, config: TraceConfig):
     )
 
 
-def input_device(model, config: TraceConfig):
+def input_device(model, config: LoadSettings):
     """Where a batch's input_ids go: `config.device`, or with a device map the device of the
     first weights held in memory (the embeddings; accelerate's hooks move everything after)."""
     import torch
@@ -131,7 +143,7 @@ def _checked_name(model: str | os.PathLike) -> str:
     return name
 
 
-def _dtype_kwargs(config: TraceConfig) -> dict:
+def _dtype_kwargs(config: LoadSettings) -> dict:
     import torch
 
     return {} if config.dtype == "auto" else {"dtype": getattr(torch, config.dtype)}
@@ -147,7 +159,7 @@ def _checked_device(device: str) -> None:
         raise RoutelensError(f"--device {device} is not a device; use cpu, cuda or cuda:N (or mps).") from None
 
 
-def _loading(name: str, config: TraceConfig, load: Callable[[], T]) -> T:
+def _loading(name: str, config: LoadSettings, load: Callable[[], T]) -> T:
     """Run one transformers load with its progress bars off and its errors as one line."""
     return load_or_refuse(name, load, trust_remote_code=config.trust_remote_code)
 
@@ -225,3 +237,14 @@ def _held_warnings() -> Iterator[Callable[[], None]]:
         for h in handlers:
             root.addHandler(h)
         root.propagate = propagate
+
+
+def config_sha256(model_config) -> str:
+    """The identity of a model's whole config (every field, defaults included), as manifests record it."""
+    return hashlib.sha256(model_config.to_json_string(use_diff=False).encode()).hexdigest()
+
+
+def vocab_strings(tokenizer) -> list[str]:
+    """Display text of every token id (what the token view shows)."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in tokens]

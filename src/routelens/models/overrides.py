@@ -1,7 +1,7 @@
 """What a family needs that routelens cannot read off its structure: ONE table, data only.
 
 Read by the library's verifier (`routelens families --verify`, the first-batch check of every
-trace), by the tiny-model builder (`routelens.capture.tiny`) and by the tests alike. A new family
+trace), by the tiny-model builder (`routelens.models.tiny`) and by the tests alike. A new family
 that the generic tiny-config shrink builds and whose capture verifies needs no row here;
 docs/families.md says when to add one.
 

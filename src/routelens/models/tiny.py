@@ -1,6 +1,6 @@
 """Tiny randomly initialised models of any MoE family of the installed transformers, built from
 its config class alone: every size field of the (text) config is shrunk by name, and the few
-families whose configs need more say so in ONE table (`routelens.capture.overrides`).
+families whose configs need more say so in ONE table (`routelens.models.overrides`).
 
 Used by `routelens families --verify` and by the conformance suite; sizes follow Hugging Face's model testers (hidden 32, 2-4 layers,
 8 experts, top-2, vocabulary 128), so each model builds and runs in well under a second.
@@ -13,8 +13,8 @@ import importlib
 
 import torch
 
-from routelens.capture.catalog import text_config_class
-from routelens.capture.overrides import override
+from routelens.models.catalog import text_config_class
+from routelens.models.overrides import override
 
 VOCAB = 128
 LAYERS = 4

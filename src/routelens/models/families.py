@@ -12,7 +12,7 @@ The small `ADAPTERS` table covers families that deviate: Llama 4 scales the expe
 first. Routers that take top-k with `sorted=False` are detected from their source: the
 recorder orders their k by weight, so that the first choice comes first.
 
-`describe_model` derives the `RoutingSpec` (true decoder-layer indices, E, k per layer, zero
+`describe_model` derives the `MoESpec` (true decoder-layer indices, E, k per layer, zero
 experts, hash-routed layers, parameters of one expert) from the modules, so dense layers mixed
 with MoE layers need no per-family bookkeeping. It works on a meta-device skeleton too.
 """
@@ -28,9 +28,9 @@ from enum import StrEnum
 import torch
 from torch import nn
 
-from routelens.capture.catalog import family_name
-from routelens.capture.rules import class_source, derived_rule
 from routelens.errors import RoutelensError, UnsupportedModelError
+from routelens.models.catalog import family_name
+from routelens.models.rules import class_source, derived_rule
 
 # (index (tokens, k), weights (tokens, k)) read from a router's output, for adapters
 Reader = Callable[[nn.Module, nn.Module, object], tuple[torch.Tensor, torch.Tensor]]
@@ -67,8 +67,8 @@ class Scoring(StrEnum):
 
 
 @dataclass(frozen=True)
-class RoutingSpec:
-    """What routelens records from one model: its MoE layers and routing rule.
+class MoESpec:
+    """What routelens records from one model: its MoE layers and routing rule (docs/glossary.md).
 
     Layers whose k is below `top_k` are padded with `no_expert_id` and weight 0; ids
     `num_experts .. num_experts + num_zero_experts - 1` are zero-computation experts.
@@ -98,6 +98,11 @@ class RoutingSpec:
         assert self.num_zero_experts >= 0 and set(self.hash_routed_layers) <= set(self.moe_layers)
 
     @property
+    def num_ids(self) -> int:
+        """How many expert ids a choice can take: E routed plus Z zero-computation experts."""
+        return self.num_experts + self.num_zero_experts
+
+    @property
     def no_expert_id(self) -> int:
         """The id of an empty slot (docs/trace-format.md): one past the last expert, weight 0."""
         return self.num_experts + self.num_zero_experts
@@ -109,6 +114,8 @@ class RoutingSpec:
         masked token's sentinel only ever reaches padding rows, which are never kept)."""
         return self.no_expert_id + (1 if min(self.top_k_per_layer, default=self.top_k) < self.top_k else 0)
 
+
+RoutingSpec = MoESpec  # its name until the model layer (kept: users' code imports it)
 
 # a router's output carrying another routing: (router, output, index (tokens, k), weights (tokens, k)) -> output
 Writer = Callable[[nn.Module, object, torch.Tensor, torch.Tensor], object]
@@ -252,8 +259,10 @@ def _architecture(model: nn.Module) -> str:
     return archs[0] if archs else type(model).__name__
 
 
-def _text_config(model: nn.Module):
-    config = getattr(model, "config", None)
+def text_config(model_or_config):
+    """The text decoder's config of a model or of a config (a multimodal model's `text_config`; the
+    config itself where the model is text only)."""
+    config = getattr(model_or_config, "config", model_or_config)
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
@@ -348,7 +357,7 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
     """Every MoE block of `model` routelens can record, ordered by decoder layer."""
     recorded = _recorded_routers(model)
     modules = dict(model.named_modules())
-    text = _text_config(model)
+    text = text_config(model)
     sites = []
     for name, experts in modules.items():
         if not recorded or name.rsplit(".", 1)[-1] != "experts" or not list(experts.parameters()):
@@ -376,7 +385,7 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
         assert site is not None, f"no top_k / num_experts on {name}"
         sites.append(site)
     if not sites:
-        from routelens.capture.unsupported import why_unsupported
+        from routelens.models.unsupported import why_unsupported
 
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         reason = why_unsupported(model_type) if model_type else None
@@ -393,9 +402,9 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
 
 def supported_families() -> tuple[str, ...]:
     """Model types of the installed transformers that routelens records (every MoE family not listed
-    in `routelens.capture.unsupported`)."""
-    from routelens.capture.catalog import moe_families
-    from routelens.capture.unsupported import UNSUPPORTED
+    in `routelens.models.unsupported`)."""
+    from routelens.models.catalog import moe_families
+    from routelens.models.unsupported import UNSUPPORTED
 
     return tuple(f.model_type for f in moe_families() if f.model_type not in UNSUPPORTED)
 
@@ -415,7 +424,7 @@ def _expert_params(experts: nn.Module, num_experts: int, num_zero: int) -> int:
     return total
 
 
-def describe_model(model: nn.Module) -> RoutingSpec:
+def describe_model(model: nn.Module) -> MoESpec:
     """The routing routelens will record from `model`: family, rule, MoE layers, E, k, expert size.
 
     Raises `UnsupportedModelError` naming the architecture when the model has no MoE block it can read.
@@ -424,7 +433,7 @@ def describe_model(model: nn.Module) -> RoutingSpec:
     first = sites[0]
     num_experts = max(s.num_experts for s in sites)
     num_zero = max(s.num_zero_experts for s in sites)
-    text = _text_config(model)
+    text = text_config(model)
     family = family_name(type(first.router)) or str(getattr(text, "model_type", type(model).__name__))
     template = first.adapter.rule or derived_rule(type(first.router), type(first.owner), text)
     rule = template.format(
@@ -437,7 +446,7 @@ def describe_model(model: nn.Module) -> RoutingSpec:
     hashed = [s.layer for s in sites if s.hash_routed]
     if hashed and "hash" not in rule:
         rule += f"; layers {hashed} route by token id (a fixed token -> experts table)"
-    return RoutingSpec(
+    return MoESpec(
         family=family,
         rule=rule,
         moe_layers=[s.layer for s in sites],
