@@ -47,7 +47,19 @@ def _say(message: str, progress: bool) -> None:
 
 def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     """Build, train, trace, analyze and report; returns the path of report.html. Keyword
-    overrides set DemoConfig fields, e.g. `run_demo(out="/tmp/demo", trace_tokens=20_000)`."""
+    overrides set DemoConfig fields, e.g. `run_demo(out="/tmp/demo", trace_tokens=20_000)`.
+
+    `out` is locked for the run (`routelens.lock`); each step locks its own folder inside it
+    (corpus/, model/, trace/, report.html), other outputs than `out`, so none refuses another."""
+    from routelens.lock import output_lock
+
+    config = build_config(DemoConfig, config, overrides)
+    with output_lock(config.out, what="demo"):
+        return _run_demo(config)
+
+
+def _run_demo(config: DemoConfig) -> Path:
+    """The body of `run_demo`, run with `config.out` locked."""
     from dataclasses import replace
 
     import routelens.trace
@@ -57,7 +69,6 @@ def run_demo(config: DemoConfig | None = None, **overrides) -> Path:
     from routelens.simulate import simulate_all, simulate_distinct
     from routelens.training import train as training
 
-    config = build_config(DemoConfig, config, overrides)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
 

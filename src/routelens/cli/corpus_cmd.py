@@ -18,7 +18,6 @@ from routelens.corpus.builtin import (
     BuiltinDomain,
     write_builtin_corpus,
 )
-from routelens.errors import RoutelensError
 
 
 def builtin(
@@ -44,14 +43,8 @@ def builtin(
         routelens corpus builtin --out corpus/
         routelens corpus builtin --out corpus/ --size-kb 100 --domain math
     """
-    if size_kb <= 0:
-        raise RoutelensError(
-            f"--size-kb {size_kb} is not positive; give the size of each domain in kB, e.g. --size-kb 1000."
-        )
-    from routelens.lock import output_lock
-
-    with output_lock(out, what="corpus builtin"):
-        paths = write_builtin_corpus(out, seed=seed, size_bytes=size_kb * 1000, domains=domain or None, progress=True)
+    # checks --size-kb and the domains, then locks --out while it writes
+    paths = write_builtin_corpus(out, seed=seed, size_bytes=size_kb * 1000, domains=domain or None, progress=True)
     for name, path in paths.items():
         size = path.stat().st_size
         note = "  (all the source has)" if size < size_kb * 1000 else ""

@@ -26,10 +26,9 @@ def demo_command(
         routelens demo --out /tmp/demo --trace-tokens 20000
     """
     from routelens.demo import run_demo
-    from routelens.lock import output_lock
 
-    with output_lock(out, what="demo"):
-        report = run_demo(cli_config(DemoConfig, out=out, steps=steps, trace_tokens=trace_tokens, progress=not quiet))
+    # locks --out for the run
+    report = run_demo(cli_config(DemoConfig, out=out, steps=steps, trace_tokens=trace_tokens, progress=not quiet))
     console.print(f"[green]report:[/] {report.resolve()}")
     console.print(f"open it in a browser, e.g. [bold]python -m webbrowser file://{report.resolve()}[/]")
 

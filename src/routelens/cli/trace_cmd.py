@@ -122,12 +122,7 @@ def trace_command(
         seed=seed,
         verify=verify,
     )
-    from routelens.lock import output_lock
-
-    # Two runs into one --out would mix their shards (or one --overwrite replace the other's trace
-    # while both report success): the second is refused naming the first's PID.
-    with output_lock(out, what="trace"):
-        tr = trace(model, corpus, out, config)
+    tr = trace(model, corpus, out, config)  # locks --out: a second run into it is refused naming the first
     info = summarize(tr.path)
     console.print(
         f"[green]traced[/] {info['tokens']:,} tokens x {len(info['moe_layers'])} MoE layers "

@@ -95,10 +95,7 @@ def train_command(
         init=str(init) if init else None,
         **({} if steps is None and minutes is None else {"steps": steps}),  # --minutes alone: no step cap
     )
-    from routelens.lock import output_lock
-
-    with output_lock(out, what="train"):  # two runs into one --out would interleave their checkpoints
-        train(corpus, out, config, progress=not quiet)
+    train(corpus, out, config, progress=not quiet)  # locks --out: two runs would interleave their checkpoints
     print_training_summary(out)
 
 

@@ -42,10 +42,7 @@ def upcycle_cmd(
     from routelens.training.upcycle import upcycle
 
     config = cli_config(UpcycleConfig, num_experts=num_experts, top_k=top_k, mode=mode, seed=seed)
-    from routelens.lock import output_lock
-
-    with output_lock(out, what="upcycle"):
-        path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)
+    path = upcycle(dense_dir, out, config, overwrite=overwrite, progress=True)  # locks --out for the run
     console.print(
         f"wrote a MixtralForCausalLM ({num_experts} experts, top-{top_k}, {config.mode.value}) to {path}",
         highlight=False,

@@ -75,14 +75,28 @@ def write_builtin_corpus(
 
     Each file is written under a temporary name and renamed, so an interrupted run leaves no
     half-written file. Existing files of the same names are replaced (the output is a pure
-    function of seed, size and Python version).
+    function of seed, size and Python version). `out_dir` is locked while it is written
+    (`routelens.lock`), so a second writer into it is refused in one line.
     """
+    from routelens.lock import output_lock
+
+    if size_bytes <= 0:
+        raise RoutelensError(
+            f"--size-kb {size_bytes / 1000:g} is not positive; give the size of each domain in kB, e.g. --size-kb 1000."
+        )
     try:
         chosen = [BuiltinDomain(d) for d in (domains or list(BuiltinDomain))]
     except ValueError as exc:
         names = ", ".join(d.value for d in BuiltinDomain)
         raise RoutelensError(f"{exc}; choose domains among {names}.") from None
-    out = Path(out_dir)
+    with output_lock(out_dir, what="corpus builtin"):
+        return _write_corpus(Path(out_dir), chosen, seed, size_bytes, progress)
+
+
+def _write_corpus(
+    out: Path, chosen: list[BuiltinDomain], seed: int, size_bytes: int, progress: bool
+) -> dict[str, Path]:
+    """The body of `write_builtin_corpus`, run with `out` locked."""
     if out.exists() and not out.is_dir():
         raise RoutelensError(f"--out {out} is a file; give a directory for the corpus files.")
     out.mkdir(parents=True, exist_ok=True)

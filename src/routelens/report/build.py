@@ -113,7 +113,33 @@ def write_report(
 
     PNG (dpi 200) and PDF copies of every figure go to `figures_dir` (default: `<stem>_figures/`
     beside the HTML). `token_view_layers` are true layer indices (default: first, middle, last).
+    `out_html` (and `figures_dir` when given) is locked for the run (`routelens.lock`): two reports
+    into one page would replace each other's files, so the second is refused in one line.
     """
+    from contextlib import ExitStack
+
+    from routelens.lock import output_lock
+
+    with ExitStack() as held:
+        held.enter_context(output_lock(out_html, what="report"))
+        if figures_dir is not None:
+            held.enter_context(output_lock(figures_dir, what="report"))
+        return write_report_unlocked(
+            trace, analysis, out_html, figures_dir=figures_dir, token_view_layers=token_view_layers, progress=progress
+        )
+
+
+def write_report_unlocked(
+    trace: Trace | str | os.PathLike,
+    analysis: dict,
+    out_html: str | os.PathLike,
+    *,
+    figures_dir: str | os.PathLike | None = None,
+    token_view_layers: Sequence[int] | None = None,
+    progress: bool = True,
+) -> Path:
+    """`write_report` for a caller that already holds the locks of `out_html` and `figures_dir`
+    (`build_report`): a second `output_lock` of the same output, even in one process, is refused."""
     from routelens.progress import progress_bar
 
     trace = trace if isinstance(trace, Trace) else open_trace(trace)

@@ -33,12 +33,29 @@ def trace(
     `corpora` is a list of `NAME=PATH` specs or a mapping {name: path}. Keyword overrides
     set TraceConfig fields. Returns the opened trace. Re-running the same call after an
     interruption resumes it; a finished trace is returned as is.
+
+    `out` is locked for the run (`routelens.lock`): two runs into one trace directory would mix their
+    shards (or one `overwrite` replace the other's trace while both report success), so the second is
+    refused in one line naming the first's PID.
     """
+    from routelens.lock import output_lock
+
+    config = build_config(TraceConfig, config, overrides)  # an unknown override is refused by name
+    with output_lock(out, what="trace"):
+        return _trace(model, corpora, out, config)
+
+
+def _trace(
+    model: str | os.PathLike,
+    corpora: Sequence[str | CorpusSpec] | Mapping[str, str],
+    out: str | os.PathLike,
+    config: TraceConfig,
+) -> Trace:
+    """The body of `trace`, run with `out` locked."""
     from routelens.capture import describe_model
     from routelens.models.loading import config_sha256, load_model, load_skeleton, vocab_strings
     from routelens.models.overrides import unpadded_reason
 
-    config = build_config(TraceConfig, config, overrides)  # an unknown override is refused by name
     model = model_identity(model)  # loaded by its normal name, so the config's _name_or_path (hashed) agrees too
     specs = parse_specs(corpora)
     preflight(specs)

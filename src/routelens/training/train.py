@@ -229,11 +229,21 @@ def train(
     **overrides,
 ) -> Path:
     """Train (or resume, or return the finished) model in `out_dir`; returns `out_dir`. Keyword
-    overrides set TrainConfig fields, e.g. `train(specs, "moe/", num_experts=4, steps=100)`."""
-    from routelens.progress import progress_bar
+    overrides set TrainConfig fields, e.g. `train(specs, "moe/", num_experts=4, steps=100)`.
+
+    `out_dir` is locked for the run (`routelens.lock`): a second run into it, from this process or
+    another, is refused in one line instead of interleaving its checkpoints."""
+    from routelens.lock import output_lock
 
     config = build_config(TrainConfig, config, overrides)
-    out = Path(out_dir)
+    with output_lock(out_dir, what="train"):
+        return _train(corpus_specs, Path(out_dir), config, progress)
+
+
+def _train(corpus_specs: Sequence[str | CorpusSpec], out: Path, config: TrainConfig, progress: bool) -> Path:
+    """The body of `train`, run with `out` locked."""
+    from routelens.progress import progress_bar
+
     if (out / "training.json").is_file():
         _check_same_run(json.loads((out / "training.json").read_text())["config"], config, out)
         return out

@@ -173,14 +173,22 @@ def upcycle(
     keyword overrides set UpcycleConfig fields (`num_experts` and `top_k` are required).
 
     The output is assembled in a temporary directory beside `out_dir` and renamed into place, so an
-    interrupted run leaves nothing half-written. A non-empty `out_dir` is refused unless `overwrite`.
+    interrupted run leaves nothing half-written. A non-empty `out_dir` is refused unless `overwrite`;
+    `out_dir` is locked for the run (`routelens.lock`), so a second run into it is refused in one line.
     """
+    from routelens.lock import output_lock
+
+    cfg = build_config(UpcycleConfig, config, overrides)
+    with output_lock(out_dir, what="upcycle"):
+        return _upcycle(Path(dense_dir), Path(out_dir), cfg, overwrite=overwrite, progress=progress)
+
+
+def _upcycle(dense_dir: Path, out: Path, cfg: UpcycleConfig, *, overwrite: bool, progress: bool) -> Path:
+    """The body of `upcycle`, run with `out` locked."""
     from transformers import AutoConfig, AutoModelForCausalLM, MixtralForCausalLM
 
     from routelens.progress import progress_bar
 
-    cfg = build_config(UpcycleConfig, config, overrides)
-    dense_dir, out = Path(dense_dir), Path(out_dir)
     if not dense_dir.is_dir():
         raise RoutelensError(f"no directory {dense_dir}; give the dense model's checkpoint directory.")
     if not (dense_dir / "config.json").is_file():
