@@ -153,7 +153,7 @@ def build_report(
     one status line (default: `routelens.progress.status`)."""
     from contextlib import ExitStack
 
-    from routelens import open_trace
+    from routelens.store import open_trace
     from routelens.lock import output_lock
     from routelens.report.build import check_analysis, write_report_unlocked
 
