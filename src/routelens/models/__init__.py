@@ -16,26 +16,22 @@ Everything above this package (capture, trace, engines, training, pruning) asks 
 reaches into a model on its own.
 """
 
-from routelens.models.families import (
-    MoESpec,
-    RouterSite,
-    RoutingSpec,
-    Scoring,
-    describe_model,
-    find_routers,
-    supported_families,
-    text_config,
-)
-from routelens.models.hooks import Hooks
+# Names are read on first use: the package is imported by torch-free code (the simulators read the
+# capacity rule, `routelens info` reads nothing of a model), and its families module imports torch.
+_FROM = {
+    "Hooks": "routelens.models.hooks",
+    **dict.fromkeys(
+        ["MoESpec", "RouterSite", "RoutingSpec", "Scoring", "describe_model", "find_routers", "supported_families"],
+        "routelens.models.families",
+    ),
+    "text_config": "routelens.models.families",
+}
+__all__ = sorted(_FROM)
 
-__all__ = [
-    "Hooks",
-    "MoESpec",
-    "RouterSite",
-    "RoutingSpec",
-    "Scoring",
-    "describe_model",
-    "find_routers",
-    "supported_families",
-    "text_config",
-]
+
+def __getattr__(name: str):
+    if name in _FROM:
+        import importlib
+
+        return getattr(importlib.import_module(_FROM[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -153,9 +153,9 @@ def build_report(
     one status line (default: `routelens.progress.status`)."""
     from contextlib import ExitStack
 
-    from routelens.store import open_trace
     from routelens.lock import output_lock
     from routelens.report.build import check_analysis, write_report_unlocked
+    from routelens.store import open_trace
 
     if say is None:
         from routelens.progress import status
