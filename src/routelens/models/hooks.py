@@ -177,7 +177,3 @@ class SiteHooks:
             self._hooks.remove()
         finally:
             self._seen = []
-
-    @property
-    def active(self) -> bool:
-        return bool(len(self._hooks))
