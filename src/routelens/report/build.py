@@ -136,7 +136,7 @@ def write_report(
             sink=FigureSink(tmp_figures),
             layers=layers,
             domains=list(trace.domains),
-            num_experts=trace.num_experts,
+            num_ids=trace.num_ids,
             top_k=trace.top_k,
             view_layers=view,
         )
