@@ -64,9 +64,13 @@ def test_analyses_and_simulators_count_zero_experts_as_experts(longcat_trace):
     from routelens.simulate import simulate_cache
 
     tr = longcat_trace
-    assert (tr.num_routed_experts, tr.num_zero_experts, tr.num_experts) == (255, 2, 257)
+    assert (tr.num_experts, tr.num_zero_experts, tr.num_ids) == (255, 2, 257)
     result = analyze(tr, progress=False, bootstrap=0)
-    assert result["meta"]["num_experts"] == 257 and result["meta"]["num_zero_experts"] == 2
+    assert (result["meta"]["num_experts"], result["meta"]["num_zero_experts"], result["meta"]["num_ids"]) == (
+        255,
+        2,
+        257,
+    )
     share = result["distribution"]["prose"]["0"]  # (E + Z,) shares of assignments at the first MoE layer
     assert len(share) == 257 and share[256] == pytest.approx(1 / tr.top_k)  # the zero expert is in every top-k
     cache = simulate_cache(tr, capacities=(1,), progress=False)

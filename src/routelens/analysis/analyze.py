@@ -108,7 +108,7 @@ def analyze(trace: Trace | str | Path, config: AnalyzeConfig | None = None, *, p
 def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     from routelens.progress import progress_bar
 
-    D, L, E, k = len(tr.domains), len(tr.layers), tr.num_experts, tr.top_k
+    D, L, E, k = len(tr.domains), len(tr.layers), tr.num_ids, tr.top_k  # E: the id range
     stride = max(1, math.ceil(total / cfg.distance_tokens))
     vocab_size = len(tr.vocab) or int((tr.manifest.get("tokenizer") or {}).get("vocab_size") or 1)
     has_weights, has_probs = tr.has("weights"), tr.has("probs")
@@ -221,7 +221,7 @@ def _locality_extras(tr: Trace, local, permuted, intervals) -> dict:
 def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_next, coact, conf) -> dict:
     from routelens.version import VERSION
 
-    E, k = tr.num_experts, tr.top_k
+    E, k = tr.num_ids, tr.top_k  # counts span every id, zero-computation ones included
     names = [str(layer) for layer in tr.layers]
     domains = [*tr.domains, ALL]
     totals = dist.totals()  # (D, L, E)
@@ -269,8 +269,9 @@ def _assemble(tr, cfg, stride, dist, local, curve, permuted, vocab_in, vocab_nex
 
     result = {
         "meta": {
-            "num_experts": E,  # routed + zero-computation experts: ids E-Z..E-1 are the latter
-            "num_zero_experts": tr.num_zero_experts,
+            "num_experts": tr.num_experts,  # routed experts E
+            "num_zero_experts": tr.num_zero_experts,  # Z: ids E..E+Z-1
+            "num_ids": tr.num_ids,  # E + Z: the width of every per-expert array below
             "top_k": k,
             "layers": list(tr.layers),
             "domains": list(tr.domains),

@@ -117,6 +117,7 @@ def check_comparable(a: Trace, b: Trace) -> None:
     for name, x, y in (
         ("moe_layers", a.layers, b.layers),
         ("num_experts", a.num_experts, b.num_experts),
+        ("num_zero_experts", a.num_zero_experts, b.num_zero_experts),
         ("top_k", a.top_k, b.top_k),
     ):
         if x != y:
@@ -301,7 +302,8 @@ def _assemble(a: Trace, b: Trace, c: CompareCounts, unmatched: list[int], side, 
             "a": str(a.path),
             "b": str(b.path),
             "layers": list(a.layers),
-            "num_experts": a.num_experts,
+            "num_experts": a.num_experts,  # routed experts
+            "num_ids": a.num_ids,  # + zero-computation experts
             "top_k": a.top_k,
             "domains": list(a.domains),
             "tokens": int(tokens[-1]),

@@ -220,7 +220,7 @@ def analyze_pos(
     if not isinstance(trace, Trace):
         trace = open_trace(trace)
     words = load_word_rows(trace, config.policy)
-    return analyze_word_rows(words, trace.layers, trace.num_experts, trace.top_k, config, progress=progress)
+    return analyze_word_rows(words, trace.layers, trace.num_ids, trace.top_k, config, progress=progress)
 
 
 def analyze_word_rows(

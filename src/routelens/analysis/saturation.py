@@ -71,7 +71,7 @@ def router_saturation(traces: Sequence[Trace | str], config: SaturationConfig | 
     _check_same_model(traces)
     labels = list(labels) if labels is not None else [t.path.name for t in traces]
     final = traces[-1]
-    E, k, L = final.num_experts, final.top_k, len(final.layers)
+    E, k, L = final.num_ids, final.top_k, len(final.layers)
 
     keys, firsts, masks, tokens = [], [], [], []
     for chunk in final.iter_chunks(rows=rows):

@@ -72,7 +72,8 @@ def analyze_command(
 def print_summary(result: dict, *, all_layers: bool = False) -> None:
     meta = result["meta"]
     names = [str(layer) for layer in meta["layers"]]
-    E, k = meta["num_experts"], meta["top_k"]
+    k = meta["top_k"]
+    E = meta.get("num_ids", meta["num_experts"])  # per-expert arrays span ids; files before num_ids said it here
     console.print(
         f"[bold]{meta['model'].get('name_or_path', '?')}[/]: {meta['tokens']:,} tokens, "
         f"{len(names)} MoE layers, top-{k} of {E} experts, domains {', '.join(meta['domains'])}"

@@ -52,7 +52,7 @@ def importance_command(
 
 def print_importance(result: dict, shown: int = 3) -> None:
     meta, overall = result["meta"], result["overall"]
-    E = meta["num_experts"]
+    E = meta.get("num_ids", meta["num_experts"])  # per-expert arrays span ids; files before num_ids said it here
     console.print(
         f"[bold]{meta['model']}[/]: {meta['tokens']:,} tokens, {len(meta['layers'])} MoE layers, "
         f"top-{meta['top_k']} of {E}; criteria {', '.join(meta['criteria'])}"

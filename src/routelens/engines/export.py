@@ -64,7 +64,7 @@ def expert_load(trace: Trace | str | os.PathLike, *, domain: str | None = None, 
     from routelens.progress import progress_bar
 
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
-    E, L = tr.num_experts, len(tr.layers)
+    E, L = tr.num_ids, len(tr.layers)
     if domain is not None and domain not in tr.domains:
         raise RoutelensError(
             f"--domain {domain!r} is not in the trace at {tr.path}; its domains are {', '.join(tr.domains)}."

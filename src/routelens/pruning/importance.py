@@ -107,7 +107,7 @@ def trace_sums(trace: Trace, rows: int = 1 << 18, progress: bool = False) -> Imp
     from routelens.progress import progress_bar
 
     columns = [c for c in ("weights", "expert_norms") if trace.has(c)]
-    D, L, E = len(trace.domains), len(trace.layers), trace.num_experts
+    D, L, E = len(trace.domains), len(trace.layers), trace.num_ids
     sums = ImportanceSums(
         np.zeros((D, L, E), np.int64),
         np.zeros((D, L, E)) if "weights" in columns else None,
@@ -158,7 +158,8 @@ def expert_importance(trace: Trace | str | os.PathLike, config: ImportanceConfig
             "model": trace.manifest.get("model", {}).get("name_or_path"),
             "family": trace.manifest.get("family"),
             "layers": layers,
-            "num_experts": trace.num_experts,
+            "num_experts": trace.num_experts,  # routed experts
+            "num_ids": trace.num_ids,  # + zero-computation experts: the width of every per-expert array
             "top_k": trace.top_k,
             "tokens": trace.num_tokens,
             "domains": list(trace.domains),

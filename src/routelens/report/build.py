@@ -162,7 +162,7 @@ def write_report_unlocked(
             sink=FigureSink(tmp_figures),
             layers=layers,
             domains=list(trace.domains),
-            num_experts=trace.num_experts,
+            num_ids=trace.num_ids,
             top_k=trace.top_k,
             view_layers=view,
         )

@@ -255,7 +255,7 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     config = build_config(BalanceConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     compare_shuffled, seed, memory_bytes, rows = config.compare_shuffled, config.seed, config.memory_bytes, config.rows
-    T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_experts, trace.top_k, config.batch_tokens
+    T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_ids, trace.top_k, config.batch_tokens
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     redundant = config.devices if config.redundant_experts is None else config.redundant_experts

@@ -141,14 +141,14 @@ def stream_counts(
     gives the batches of the next n tokens: `ShuffledBatches`, `DecodeBatches`), in that order;
     adds per-layer expert loads into `loads` (layers, E) when given. Counting goes one layer at a
     time, so a bincount's output is one layer's (batches, E) cells, never the whole group's."""
-    L, E, B, G = len(trace.layers), trace.num_experts, batch_tokens, hi - lo
+    L, E, B, G = len(trace.layers), trace.num_ids, batch_tokens, hi - lo
     real = np.zeros((L, G, E), np.int32) if consecutive else None
     other = np.zeros((L, G, E), np.int32) if labels is not None else None
     offset = 0
     for chunk in trace.iter_chunks(rows=rows):
         n, x = len(chunk), chunk.experts
         if x.size and int(x.max()) >= E:
-            raise RoutelensError(f"the trace at {trace.path} routes to expert ids >= num_experts={E}; re-trace it.")
+            raise RoutelensError(f"the trace at {trace.path} routes to expert ids >= num_ids={E}; re-trace it.")
         if loads is not None:
             loads += np.bincount(((np.arange(L) * E)[None, :, None] + x).reshape(-1), minlength=L * E).reshape(L, E)
         a, b = max(offset, lo * B), min(offset + n, hi * B)  # rows of this chunk in batches lo..hi-1

@@ -173,7 +173,7 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     config = build_config(CacheConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     memory_bytes, progress, tmp_dir = config.memory_bytes, config.progress, config.tmp_dir
-    E, k, T = trace.num_experts, trace.top_k, trace.num_tokens
+    E, k, T = trace.num_ids, trace.top_k, trace.num_tokens
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     caps = config.capacities or tuple(range(1, E + 1))
@@ -264,7 +264,8 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
         }
     out["cache_meta"] = {
         "tokens": T,
-        "num_experts": E,
+        "num_experts": trace.num_experts,  # routed experts
+        "num_ids": E,  # the ids the cache holds, zero-computation ones included
         "top_k": k,
         "capacities": list(caps),
         "expert_bytes": size,

@@ -78,7 +78,7 @@ def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None =
     """
     config = build_config(DistinctConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
-    T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_experts, trace.top_k, config.batch
+    T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_ids, trace.top_k, config.batch
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     group = max(1, config.memory_bytes // (L * E * 4))
@@ -101,7 +101,8 @@ def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None =
         "distinct_decode": {layer: histogram_summary(decoded[li]) for li, layer in enumerate(layers)},
         "distinct_meta": {
             "batch": B,
-            "num_experts": E,
+            "num_experts": trace.num_experts,  # routed experts
+            "num_ids": E,  # what the distinct counts range over
             "top_k": k,
             "uniform": uniform_distinct(E, k, B),
             "tokens": int(T),

@@ -60,7 +60,7 @@ class SpilledLayers:
     layers: list[int]  # true layer indices, in file order
     tokens: int
     top_k: int
-    num_experts: int
+    num_ids: int  # experts + zero-computation experts: the ids the streams hold
     dtype: np.dtype  # of the expert ids
     predicted: bool = False  # predicted-{i}.bin were written too (lookahead)
 
@@ -123,7 +123,7 @@ def spill_layers(
     with `lookahead_distance` d each layer's predictions from the `lookahead` column."""
     if order not in ORDERS:
         raise ValueError(f"order={order!r}; choose among {ORDERS}")
-    T, L, k, E = trace.num_tokens, len(trace.layers), trace.top_k, trace.num_experts
+    T, L, k, E = trace.num_tokens, len(trace.layers), trace.top_k, trace.num_ids
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
     if lookahead_distance is not None:
@@ -182,7 +182,7 @@ def _rows(trace: Trace, chunk, out: SpilledLayers, distance: int | None) -> np.n
     n, L, k = experts.shape
     predicted = np.full((n, L, k), out.no_prediction, out.dtype)
     guess = ahead[:, : L - distance, distance - 1]  # (n, L - d, k): predictions for layers d..L-1
-    predicted[:, distance:] = np.where((guess >= 0) & (guess < out.num_experts), guess, out.no_prediction)
+    predicted[:, distance:] = np.where((guess >= 0) & (guess < out.num_ids), guess, out.no_prediction)
     return np.concatenate([experts, predicted], axis=1)
 
 
@@ -244,7 +244,7 @@ def next_use_file(spilled: SpilledLayers, i: int, *, reset_per_document: bool, r
     T, k = spilled.tokens, spilled.top_k
     dtype = _next_use_dtype(T * k)
     path = spilled.folder / f"next-{i}.bin"
-    last = np.full(spilled.num_experts, NEVER, np.int64)
+    last = np.full(spilled.num_ids, NEVER, np.int64)
     with open(path, "wb") as f:
         for lo, experts, starts in spilled.blocks(i, rows, reverse=True):
             segment = starts if reset_per_document else np.zeros(len(starts), np.bool_)

@@ -35,7 +35,7 @@ def iter_layer_streams(
     T, L, k = trace.num_tokens, len(trace.layers), trace.top_k
     if T == 0:
         raise RoutelensError(f"the trace at {trace.path} holds no tokens; trace a non-empty corpus.")
-    itemsize = 1 if trace.num_experts <= 256 else 2
+    itemsize = 1 if trace.num_ids <= 256 else 2
     per_layer = T * k * itemsize
     group = max(1, min(L, memory_bytes // max(per_layer, 1)))
     for first in range(0, L, group):
@@ -58,10 +58,10 @@ def iter_layer_streams(
 
 def validate_experts(trace: Trace, experts: np.ndarray) -> None:
     """Expert ids (tokens, k), or (tokens, layers, k), within 0..E-1 and distinct within each token, as top-k routing makes them."""
-    E = trace.num_experts
+    E = trace.num_ids
     if experts.size and int(experts.max()) >= E:
         raise RoutelensError(
-            f"the trace at {trace.path} routes to expert {int(experts.max())} but declares num_experts={E}; "
+            f"the trace at {trace.path} routes to expert {int(experts.max())} but declares num_ids={E} (experts + zero-computation experts); "
             "re-trace it (a masked-token sentinel may have been recorded)."
         )
     if experts.shape[-1] > 1:

@@ -103,11 +103,11 @@ class Trace:
             )
         try:
             self.layers: list[int] = [int(x) for x in self.manifest["moe_layers"]]
-            self.num_routed_experts: int = int(self.manifest["num_experts"])
-            self.num_zero_experts: int = int(self.manifest.get("num_zero_experts") or 0)
-            # Analyses and simulators count zero-computation experts (LongCat-Flash) as experts
-            # E..E+Z-1: ids are recorded as they are, so the width of every count is E + Z.
-            self.num_experts: int = self.num_routed_experts + self.num_zero_experts
+            self.num_experts: int = int(self.manifest["num_experts"])  # routed experts E, as the manifest says
+            self.num_zero_experts: int = int(self.manifest.get("num_zero_experts") or 0)  # Z
+            # Zero-computation experts (LongCat-Flash) are recorded as ids E..E+Z-1, so whatever
+            # counts ids (bincounts, (L, ids) matrices) is num_ids wide, not num_experts.
+            self.num_ids: int = self.num_experts + self.num_zero_experts
             self.top_k: int = int(self.manifest["top_k"])
             self.domains: list[str] = [str(c["name"]) for c in self.manifest["corpora"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -158,7 +158,7 @@ class Trace:
     def __repr__(self) -> str:
         return (
             f"Trace({str(self.path)!r}, tokens={self.num_tokens}, layers={len(self.layers)}, "
-            f"experts={self.num_experts}, top_k={self.top_k}, domains={self.domains})"
+            f"experts={self.num_experts}, zero_experts={self.num_zero_experts}, top_k={self.top_k}, domains={self.domains})"
         )
 
     @property
@@ -268,7 +268,7 @@ class Trace:
     def _to_chunk(self, batch: pa.RecordBatch) -> TraceChunk:
         col = batch.column
         names = batch.schema.names
-        k, E = self.top_k, self.num_routed_experts  # router probabilities cover the routed experts
+        k, E = self.top_k, self.num_experts  # router probabilities cover the routed experts
         out = TraceChunk(
             doc_id=col("doc_id").to_numpy(),
             domain=_decode_dictionary(col("domain"), self._domain_code),

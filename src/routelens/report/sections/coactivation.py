@@ -22,7 +22,7 @@ def coactivation_section(ctx: ReportContext) -> Section | None:
         m = m.copy()
         np.fill_diagonal(m, np.nan)
         mats[layer] = m
-    labels = [str(e) for e in range(ctx.num_experts)]
+    labels = [str(e) for e in range(ctx.num_ids)]
     body = figure(
         ctx.sink.add(
             heatmap_grid(mats, labels, title="", cmap="viridis", annotate=False, axis_labels=("expert j", "expert i")),
@@ -35,6 +35,6 @@ def coactivation_section(ctx: ReportContext) -> Section | None:
         "Following OLMoE: for each pair of experts, the share of the tokens that select expert i that also select "
         f"expert j among their top-{ctx.top_k} (all pairs within the top-k; the JSON also gives the adjacent-rank "
         "variant, <code>coactivation_adjacent</code>, ranks r and r+1 only). Under independent uniform routing every off-diagonal cell is "
-        f"(k−1)/(E−1) = {(ctx.top_k - 1) / (ctx.num_experts - 1):.3f}; bright cells are experts that work in pairs."
+        f"(k−1)/(E−1) = {(ctx.top_k - 1) / (ctx.num_ids - 1):.3f}; bright cells are experts that work in pairs."
     )
     return Section("coactivation", "Expert co-activation", note, body)

@@ -24,7 +24,7 @@ class ReportContext:
     sink: FigureSink
     layers: list[str]  # every MoE layer, true indices as strings
     domains: list[str]  # the trace's domains (the pooled `all` is not one)
-    num_experts: int
+    num_ids: int  # experts + zero-computation experts: every per-expert axis is this wide
     top_k: int
     view_layers: list[int]  # layers of the token view
     token_docs: int = 2  # documents per domain in the token view

@@ -21,7 +21,7 @@ def distinct_section(ctx: ReportContext) -> Section | None:
     meta = ctx.analysis.get("distinct_meta") or {}
     batch = meta.get("batch")
     layers = [layer for layer in ctx.layers if layer in result] or list(result)
-    chance = chance_distinct(meta, ctx.num_experts, ctx.top_k)
+    chance = chance_distinct(meta, ctx.num_ids, ctx.top_k)
     named = f"B = {int(batch)}" if is_scalar(batch) else "B"
     orders = {f"{named} consecutive tokens": result}
     if decode:
@@ -41,14 +41,12 @@ def distinct_section(ctx: ReportContext) -> Section | None:
         rows.append(["uniform routing"] + [num(chance, 2), "–", "–"] * len(orders))
         classes.append("base")
     body = table([], rows, header_html=head, row_classes=classes)
-    caption = f"Mean distinct experts per batch, per layer, of {ctx.num_experts}"
+    caption = f"Mean distinct experts per batch, per layer, of {ctx.num_ids}"
     caption += f"; dashed: uniform routing, {num(chance, 2)}." if chance is not None else "."
-    body += figure(
-        ctx.sink.add(distinct_figure(orders, layers, ctx.num_experts, chance), "distinct"), caption, narrow=True
-    )
+    body += figure(ctx.sink.add(distinct_figure(orders, layers, ctx.num_ids, chance), "distinct"), caption, narrow=True)
     note = (
         f"For every layer and every full batch, the number of distinct experts its assignments use, of E = "
-        f"{ctx.num_experts} with top-{ctx.top_k}: what an offloading server must hold, or load, for one step. Two "
+        f"{ctx.num_ids} with top-{ctx.top_k}: what an offloading server must hold, or load, for one step. Two "
         "batchings: B consecutive tokens of the trace (a prefill chunk), and B sequences decoding together, one token "
         "of each per step, each document a sequence, a finished one replaced by the next (continuous batching; steps "
         "with fewer than B sequences left out). The chance line is B tokens each routed to k of E experts uniformly "

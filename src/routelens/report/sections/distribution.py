@@ -22,7 +22,7 @@ def distribution_section(ctx: ReportContext) -> Section | None:
     dist = ctx.analysis.get("distribution")
     if not dist:
         return None
-    E, k = ctx.num_experts, ctx.top_k
+    E, k = ctx.num_ids, ctx.top_k
     domains = ctx.present(dist)
     body = figure(
         ctx.sink.add(distribution_figure(dist, ctx.layers, domains, E, uniform=1 / E), "distribution"),

@@ -18,7 +18,7 @@ def importance_section(ctx: ReportContext) -> Section | None:
     overall = result["overall"]
     criteria = [c for c in ("frequency", "weighted", "reap") if c in overall]
     layers = [layer for layer in ctx.layers if layer in overall["frequency"]]
-    E = ctx.num_experts
+    E = ctx.num_ids
     body = figure(
         ctx.sink.add(importance_figure(overall, layers, criteria), "importance"),
         "Left: each criterion per layer and expert, relative to the layer's mean expert. Right: the share "

@@ -15,7 +15,7 @@ def locality_section(ctx: ReportContext) -> Section | None:
     if not loc:
         return None
     perm = ctx.analysis.get("locality_permuted") or {}
-    base = ctx.analysis.get("locality_baseline") or random_baseline(ctx.num_experts, ctx.top_k)
+    base = ctx.analysis.get("locality_baseline") or random_baseline(ctx.num_ids, ctx.top_k)
     domains = ctx.present(loc) + (["all"] if "all" in loc else [])
     kinds = [("first", "First choice")] + (
         [("any", "First or second choice" if ctx.top_k == 2 else f"Any of the top-{ctx.top_k}")]

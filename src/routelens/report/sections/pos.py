@@ -20,7 +20,7 @@ def pos_section(ctx: ReportContext) -> Section | None:
     tags = sorted(
         {t for layer in cols for t in spec[layer]}, key=lambda t: -int((result.get("counts") or {}).get(t, 0))
     )
-    chance = result.get("chance_share", ctx.top_k / ctx.num_experts)
+    chance = result.get("chance_share", ctx.top_k / ctx.num_ids)
 
     def cell(layer: str, tag: str) -> str:
         e = spec[layer].get(tag)

@@ -17,7 +17,7 @@ def summary_section(ctx: ReportContext) -> Section:
             ("model", esc(model.get("name_or_path", "unknown"))),
             ("tokens", f"{total:,}"),
             ("MoE layers", f"{len(ctx.layers)}"),
-            ("experts E", f"{ctx.num_experts}"),
+            ("experts E", f"{ctx.num_ids}"),
             ("top-k", f"{ctx.top_k}"),
             ("domains", f"{len(ctx.domains)}"),
         ]

@@ -13,7 +13,7 @@ def token_view_section(ctx: ReportContext) -> Section | None:
     samples = collect_samples(ctx.trace, ctx.view_layers, docs_per_domain=ctx.token_docs, max_tokens=ctx.token_count)
     if not samples:
         return None
-    body = render_token_view(samples, ctx.view_layers, ctx.trace.vocab, ctx.num_experts)
+    body = render_token_view(samples, ctx.view_layers, ctx.trace.vocab, ctx.num_ids)
     note = (
         f"The first {ctx.token_count} tokens of the first {ctx.token_docs} documents of each domain, each token "
         "coloured by its first-choice expert at the layer of its block (as Mixtral Fig. 8). Hover a token to "

@@ -19,7 +19,7 @@ def vocabulary_section(ctx: ReportContext) -> Section | None:
     # The chance line: routing independent of token identity at the same load and token counts
     # (`vocabulary_null`); older results have only k/E, which understates it for rare tokens.
     null = ctx.analysis.get("vocabulary_null")
-    chance = null if null else ctx.top_k / ctx.num_experts
+    chance = null if null else ctx.top_k / ctx.num_ids
     chance_text = (
         "Dashed: chance, the same tokens routed independently of their identity at the layer's load "
         "(token ids shuffled among rows)."
