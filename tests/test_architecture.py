@@ -103,12 +103,6 @@ LAYERS = [
     {"<public>"},  # routelens/__init__.py: the public API
     {"cli"},
 ]
-# Imports across layers still to be moved (each is open work named in issue 23's notes); a new one
-# fails the test below, and moving one away fails it too until it leaves this list.
-PENDING = {
-    ("trace", "analysis"),  # trace.generate compares generated with teacher-forced routing (CompareCounts)
-    ("pruning", "training"),  # pruning.ablation scores held-out windows with training's evaluation
-}
 
 
 def package_of(module: str) -> str:
@@ -134,7 +128,7 @@ def test_every_package_has_a_layer():
 
 def test_packages_import_only_what_stands_below_them():
     upward = {(me, dep) for me, deps in package_graph().items() for dep in deps if layer_of(dep) >= layer_of(me)}
-    assert upward == PENDING, sorted(upward ^ PENDING)
+    assert not upward, sorted(upward)
 
 
 def test_no_import_cycle_between_packages():

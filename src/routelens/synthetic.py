@@ -28,8 +28,11 @@ class SyntheticSpec:
     num_docs: int = 100  # documents per domain
     doc_len: int = 64  # tokens per document (int), or (low, high) for uniform lengths
     layers: tuple[int, ...] = (0, 1, 2, 3)  # true layer indices (need not be contiguous)
-    num_experts: int = 8
+    num_experts: int = 8  # routed experts E
     top_k: int = 2
+    # Zero-computation experts Z (LongCat-Flash): ids E..E+Z-1, drawn like the routed ones, so the
+    # draws range over num_ids = E + Z and every closed form below reads num_ids for E.
+    num_zero_experts: int = 0
     domains: tuple[str, ...] = ("a", "b")
     repeat: float = 0.0  # probability that the first expert repeats the previous token's
     # Optional first-choice distribution per domain, shape (E,); uniform where absent.
@@ -38,15 +41,21 @@ class SyntheticSpec:
     seed: int = 0
 
     def __post_init__(self):
-        if not 1 <= self.top_k <= self.num_experts:
-            raise ValueError(f"top_k={self.top_k} must be within 1..num_experts={self.num_experts}")
+        if self.num_zero_experts < 0:
+            raise ValueError(f"num_zero_experts={self.num_zero_experts} must be >= 0")
+        if not 1 <= self.top_k <= self.num_ids:
+            raise ValueError(f"top_k={self.top_k} must be within 1..num_ids={self.num_ids}")
         if not 0.0 <= self.repeat <= 1.0:
             raise ValueError(f"repeat={self.repeat} must be a probability")
+
+    @property
+    def num_ids(self) -> int:
+        return self.num_experts + self.num_zero_experts
 
 
 def generate(spec: SyntheticSpec, domain_index: int, doc_offset: int, rng: np.random.Generator) -> TraceChunk:
     """All documents of one domain as one chunk."""
-    E, k, L = spec.num_experts, spec.top_k, len(spec.layers)
+    E, k, L = spec.num_ids, spec.top_k, len(spec.layers)
     if isinstance(spec.doc_len, int):
         lengths = np.full(spec.num_docs, spec.doc_len, dtype=np.int64)
     else:
@@ -109,7 +118,7 @@ def write_synthetic_trace(out_dir: str | Path, spec: SyntheticSpec, *, overwrite
     corpora, total, doc_offset = [], 0, 0
     for d, name in enumerate(spec.domains):
         chunk = generate(spec, d, doc_offset, rng)
-        writer.write_shard(d, chunk_table(chunk, list(spec.domains), spec.num_experts), {"next_doc": doc_offset})
+        writer.write_shard(d, chunk_table(chunk, list(spec.domains), spec.num_ids), {"next_doc": doc_offset})
         doc_offset += spec.num_docs
         corpora.append({"name": name, "source": "synthetic", "documents": spec.num_docs, "tokens": len(chunk)})
         total += len(chunk)
@@ -124,6 +133,8 @@ def write_synthetic_trace(out_dir: str | Path, spec: SyntheticSpec, *, overwrite
         tokenizer={"name": None, "vocab_size": spec.vocab_size},
         seq_len=0,
     )
+    if spec.num_zero_experts:
+        manifest["num_zero_experts"] = spec.num_zero_experts
     manifest.update(complete=True, totals={"tokens": total, "documents": doc_offset})
     writer.write_manifest(manifest)
     return Path(out_dir)

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from routelens import RoutelensError
-from routelens.analysis.compare import MARGIN_EDGES, choice_overlap, compare_traces, margin_bins, router_margin
+from routelens.analysis.compare import compare_traces
+from routelens.capture.agreement import MARGIN_EDGES, choice_overlap, margin_bins, router_margin
 from routelens.store.schema import expert_id_type, nested_array, trace_schema
 from routelens.store.writer import TraceWriter, new_manifest
 

@@ -168,7 +168,7 @@ def test_record_routing_reads_the_experts_inputs_best_first(family_dirs):
 
 
 def test_window_nll_per_window_sums_to_the_total():
-    from routelens.training.evaluate import window_nll
+    from routelens.models.loss import window_nll
     from tests.pruning.conftest import tiny_model
 
     model = tiny_model("mixtral")

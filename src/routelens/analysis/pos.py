@@ -220,19 +220,29 @@ def analyze_pos(
     if not isinstance(trace, Trace):
         trace = open_trace(trace)
     words = load_word_rows(trace, config.policy)
-    return analyze_word_rows(words, trace.layers, trace.num_ids, trace.top_k, config, progress=progress)
+    return analyze_word_rows(
+        words,
+        trace.layers,
+        trace.num_ids,
+        trace.top_k,
+        config,
+        num_zero_experts=trace.num_zero_experts,
+        progress=progress,
+    )
 
 
 def analyze_word_rows(
     words: WordRows,
     layers: list[int],
-    num_experts: int,
+    num_ids: int,
     top_k: int,
     config: PosConfig,
     *,
+    num_zero_experts: int = 0,
     progress: bool = True,
 ) -> dict:
-    """`analyze_pos` on rows already selected (tests and benchmarks build them directly)."""
+    """`analyze_pos` on rows already selected (tests and benchmarks build them directly). Ids
+    range over `num_ids` = E + Z (docs/glossary.md); every per-expert array is that wide."""
     from routelens.analysis.pos_map import path_map
     from routelens.analysis.pos_specialization import (
         permutation_test,
@@ -252,9 +262,10 @@ def analyze_word_rows(
         "num_words": words.num_words,
         "num_rows": len(words.tags),
         "num_documents": len(np.unique(words.doc_id)),
-        "chance_share": top_k / num_experts,
+        "chance_share": top_k / num_ids,
         "layers": [int(x) for x in layers],
-        "num_experts": int(num_experts),
+        "num_experts": int(num_ids - num_zero_experts),  # routed experts E
+        "num_ids": int(num_ids),
         "top_k": int(top_k),
         "permutations": config.permutations,
         "counts": {UPOS_TAGS[t]: int(tag_totals[t]) for t in present},
@@ -267,13 +278,13 @@ def analyze_word_rows(
         def advance(status: str = "") -> None:
             bar.update(task, advance=1, status=status)
 
-        counts = tag_expert_counts(words.experts, words.tags, T, num_experts)  # (L, T, E)
+        counts = tag_expert_counts(words.experts, words.tags, T, num_ids)  # (L, T, E)
         shares = shares_from_counts(counts, tag_totals)  # (L, T, E)
         test = permutation_test(
             words.experts,
             words.tags,
             T,
-            num_experts,
+            num_ids,
             groups=words.doc_id,
             permutations=config.permutations,
             seed=config.seed,
@@ -289,7 +300,7 @@ def analyze_word_rows(
             words.tags,
             words.form,
             words.groups(),
-            num_experts,
+            num_ids,
             features=config.features,
             hidden=config.hidden,
             max_epochs=config.max_epochs,
@@ -304,7 +315,7 @@ def analyze_word_rows(
                 words.experts,
                 words.tags,
                 splits[0],
-                num_experts,
+                num_ids,
                 layers,
                 features=config.features,
                 max_train_rows=config.ablation_rows,
@@ -318,7 +329,7 @@ def analyze_word_rows(
             result["tsne"] = path_map(
                 words.experts,
                 words.tags,
-                num_experts,
+                num_ids,
                 UPOS_TAGS,
                 features=config.features,
                 points=config.tsne_points,

@@ -5,7 +5,7 @@ among the rest by its family's own rule: for softmax routers exactly the choice 
 experts' logits at -inf; sigmoid and biased routers simply never see them. Layers may lose
 different experts. Held-out text is what `routelens train` held out (rebuilt from training.json's
 seed and val_tokens, as `routing_health` does) where the model has a training.json, else the whole
-corpus; the loss is `training.evaluate.window_nll`, the one `routelens eval` computes.
+corpus; the loss is `models.loss.window_nll`, the one `routelens eval` computes.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def eval_windows(
     held_out: bool = True,
 ) -> tuple[dict[str, np.ndarray], int, bool]:
     """({domain: (n, seq_len) windows, -1 = padding}, seq_len, whether they are the held-out split)."""
-    from routelens.training.train_data import encode_documents, held_out_windows, read_corpora, windows_of
+    from routelens.corpus.windows import encode_documents, held_out_windows, read_corpora, windows_of
 
     trained = meta.get("config", {})
     seq_len = seq_len or int(trained.get("seq_len", 128))
@@ -55,7 +55,7 @@ def domain_losses(
 ) -> dict:
     """{"loss", "perplexity", "domains": {name: {tokens, loss, perplexity}}} of `model` on the windows;
     with `per_window`, also its [NLL sum, tokens] per window under each domain's name."""
-    from routelens.training.evaluate import window_nll
+    from routelens.models.loss import window_nll
 
     domains, total, count = {}, 0.0, 0
     for name, win in windows.items():

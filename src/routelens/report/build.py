@@ -35,7 +35,7 @@ from routelens.report.sections.summary import summary_section
 from routelens.report.sections.tokens import token_view_section
 from routelens.report.sections.vocabulary import vocabulary_section
 from routelens.report.token_view import layer_columns
-from routelens.store import Trace, open_trace
+from routelens.store import Trace, meta_num_experts, open_trace
 from routelens.version import VERSION
 
 # (builder, what it needs, how to get it when absent) in page order; the summary comes first.
@@ -84,7 +84,7 @@ def check_analysis(trace: Trace, analysis: dict) -> None:
     meta = analysis.get("meta") or {}
     mine = {"num_experts": trace.num_experts, "top_k": trace.top_k, "layers": [str(x) for x in trace.layers]}
     theirs = {
-        "num_experts": meta.get("num_experts", mine["num_experts"]),
+        "num_experts": mine["num_experts"] if "num_experts" not in meta else meta_num_experts(meta, trace),
         "top_k": meta.get("top_k", mine["top_k"]),
         "layers": [str(x) for x in meta.get("layers", mine["layers"])],
     }

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from routelens.errors import RoutelensError
+from routelens.store import meta_num_experts
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -82,9 +83,12 @@ def check_result_meta(payload: dict, key: str, path: Path, flag: str, trace) -> 
     meta = payload.get(f"{key}_meta") or {}
     mine = {"tokens": trace.num_tokens, "num_experts": trace.num_experts, "top_k": trace.top_k}
     for name, value in mine.items():
-        if isinstance(meta, dict) and name in meta and meta[name] != value:
+        if not (isinstance(meta, dict) and name in meta):
+            continue
+        theirs = meta_num_experts(meta, trace) if name == "num_experts" else meta[name]
+        if theirs != value:
             raise RoutelensError(
-                f"{flag} {path} was computed with {name}={meta[name]} but the trace at {trace.path} has "
+                f"{flag} {path} was computed with {name}={theirs} but the trace at {trace.path} has "
                 f"{name}={value}; simulate this trace (`{writer.format(path=path)}`)."
             )
 

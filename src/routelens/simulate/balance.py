@@ -312,6 +312,9 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
         "batch_tokens": config.batch_tokens,
         "batches": int(nb),
         "tokens": int(T),
+        "num_experts": trace.num_experts,  # routed experts
+        "num_ids": E,  # the ids placed on devices, zero-computation ones included
+        "top_k": k,
         "redundant_experts": redundant,
         "capacity_per_expert": {str(cf): int(expert_capacity([config.batch_tokens], k, E, cf)[0]) for cf in config.cfs},
         # Capacity slots of a full batch per placement: E x capacity whatever the replicas (equal slots).

@@ -302,6 +302,19 @@ _ABSENT_WHY = {
 }
 
 
+def meta_num_experts(meta: dict, trace: Trace):
+    """The routed experts E that a result's `meta` names, read in today's vocabulary. Results
+    written before `num_ids` existed (CHANGELOG.md, "One vocabulary") put E + Z under `num_experts`,
+    as `Trace.num_experts` then counted zero-computation experts too; such a file is read as E + Z
+    less the trace's Z, so it is still accepted for its own trace. None when the key is absent."""
+    if not isinstance(meta, dict) or "num_experts" not in meta:
+        return None
+    value = meta["num_experts"]
+    if "num_ids" not in meta and isinstance(value, int) and not isinstance(value, bool):
+        return value - trace.num_zero_experts
+    return value
+
+
 def _readable_version(version, manifest_path: Path) -> int:
     """The manifest's format version, refused in one line when this release cannot read it."""
     if not isinstance(version, int) or isinstance(version, bool) or version not in READABLE_VERSIONS:

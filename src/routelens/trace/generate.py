@@ -231,7 +231,7 @@ def teacher_forced_agreement(computer: GenerationComputer, shard: PromptShard) -
     within a sequence), and compare their routing row for row, per phase and MoE layer:
     {"prefill"|"decode": {"tokens", "first", "set_equal", "overlap", "layers": {layer: {...}}}}
     with the shares as in `routelens compare` (first choice equal, top-k set equal, mean overlap / k)."""
-    from routelens.analysis.compare import CompareCounts
+    from routelens.capture.agreement import CompareCounts
     from routelens.store.schema import nested_to_numpy
 
     generated = computer.compute(shard)

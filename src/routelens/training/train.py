@@ -44,10 +44,11 @@ from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.models.architectures import Architecture, model_config, parse_architecture, update_selection_bias
+from routelens.models.loss import window_nll
 from routelens.progress import transformers_bars_off
 from routelens.training.capacity import apply_capacity
 from routelens.training.configs import DEMO_CONFIG, BalanceLoss, TrainConfig, current_names
-from routelens.training.evaluate import routing_health, unigram_loss, window_nll
+from routelens.training.evaluate import routing_health, unigram_loss
 from routelens.training.tokenizer import train_tokenizer
 from routelens.training.train_data import build_train_data, read_corpora
 
