@@ -188,13 +188,13 @@ def test_recorded_routing_equals_what_the_experts_computed_with(model_type):
     empty = spec.no_expert_id
     for b, routing in enumerate(got):
         tokens = _batches()[b][0].numel()
-        assert routing.experts.shape == (len(spec.moe_layers), tokens, spec.top_k)
+        assert routing.experts.shape == (tokens, len(spec.moe_layers), spec.top_k)
         assert routing.experts.dtype == torch.int64 and routing.weights.dtype == torch.float32
         assert int(routing.experts.min()) >= 0 and int(routing.experts.max()) <= empty
         for layer, name in enumerate(called):
             index, weights = truth[name][b]
             ref_i, ref_w, ref_n = _canonical(index.reshape(tokens, -1), weights.reshape(tokens, -1), empty)
-            rec_i, rec_w, rec_n = _canonical(routing.experts[layer], routing.weights[layer], empty)
+            rec_i, rec_w, rec_n = _canonical(routing.experts[:, layer], routing.weights[:, layer], empty)
             where = f"{model_type} layer {spec.moe_layers[layer]} batch {b}"
             assert torch.equal(rec_n, ref_n), f"{where}: experts per token differ"
             assert torch.equal(rec_i, ref_i), f"{where}: experts differ"
@@ -236,8 +236,9 @@ def test_recorded_probs_are_the_routers_own_scores(model_type):
         for h in handles:
             h.remove()
     E = spec.num_experts
-    probs, experts, weights = got.probs, got.experts, got.weights  # (L, T, E), (L, T, k), (L, T, k)
-    assert probs.shape == (len(spec.moe_layers), ids.numel(), E) and torch.isfinite(probs).all()
+    assert got.probs.shape == (ids.numel(), len(spec.moe_layers), E) and torch.isfinite(got.probs).all()
+    # slot-major for the per-layer checks below: (L, T, E), (L, T, k), (L, T, k)
+    probs, experts, weights = (t.transpose(0, 1) for t in (got.probs, got.experts, got.weights))
     assert probs.min() >= 0 and (rec.scoring is Scoring.SQRTSOFTPLUS or probs.max() <= 1 + 1e-6)
     already_distributions = all(
         r.min() >= 0 and torch.allclose(r.float().sum(-1), torch.ones(r.shape[:-1]), atol=1e-4) for r in raw

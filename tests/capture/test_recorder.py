@@ -94,7 +94,7 @@ def test_recorded_routing_equals_what_the_experts_received(moe_model, family):
 
     assert spec.moe_layers == EXPECTED_LAYERS[family]
     tokens = ids.numel()
-    assert got.experts.shape == (len(spec.moe_layers), tokens, spec.top_k)
+    assert got.experts.shape == (tokens, len(spec.moe_layers), spec.top_k)
     assert got.weights.shape == got.experts.shape
     assert got.experts.dtype == torch.int64 and got.weights.dtype == torch.float32
     assert got.probs is None
@@ -103,12 +103,12 @@ def test_recorded_routing_equals_what_the_experts_received(moe_model, family):
     tol = dict(rtol=1e-5, atol=1e-6) if family == "llama4" else dict(rtol=0, atol=0)
     for layer, (index, weights) in enumerate(truth):
         assert index.shape == (tokens, spec.top_k)
-        rec_i, rec_w = _by_expert(got.experts[layer], got.weights[layer])
+        rec_i, rec_w = _by_expert(got.experts[:, layer], got.weights[:, layer])
         ref_i, ref_w = _by_expert(index, weights)
         assert torch.equal(rec_i, ref_i), f"{family} layer {spec.moe_layers[layer]}: experts differ"
         torch.testing.assert_close(rec_w, ref_w, **tol)
         if family not in ("deepseek_v2", "deepseek_v3", "llama4"):  # routers whose top-k is sorted
-            assert torch.equal(got.experts[layer], index), "first-choice order differs from the router's"
+            assert torch.equal(got.experts[:, layer], index), "first-choice order differs from the router's"
     if family != "phimoe":  # sparsemixer's second weight may exceed the first
         assert bool((got.weights[..., :-1] >= got.weights[..., 1:]).all()), "first choice is not first"
 
@@ -152,9 +152,9 @@ def test_probs_are_the_family_scoring(moe_model, family):
     with torch.no_grad(), RoutingRecorder(model, spec, store_probs=True) as rec:
         model(input_ids=ids, attention_mask=mask)
         got = rec.take()
-    assert got.probs.shape == (len(spec.moe_layers), ids.numel(), spec.num_experts)
+    assert got.probs.shape == (ids.numel(), len(spec.moe_layers), spec.num_experts)
     assert got.probs.dtype == torch.float32
-    picked = got.probs.gather(-1, got.experts)  # (L, tokens, k)
+    picked = got.probs.gather(-1, got.experts)  # (tokens, L, k)
     renorm, scale = _FROM_PROBS[family]
     if renorm:
         picked = picked / picked.sum(-1, keepdim=True)
@@ -175,7 +175,7 @@ def test_take_returns_every_pass_since_the_last_take_then_clears(moe_model):
         empty = rec.take()
     assert torch.equal(both.experts, first.experts)
     torch.testing.assert_close(both.weights, first.weights)
-    assert empty.experts.shape == (2, 0, 2)
+    assert empty.experts.shape == (0, 2, 2)
 
 
 def _hooks_left(model) -> list[str]:

@@ -62,9 +62,9 @@ def test_per_layer_k_is_padded_with_the_no_expert_id_and_weight_zero():
     assert empty == spec.num_experts  # no zero-computation experts: one past the last expert
     for layer, (k, (index, weights)) in enumerate(zip(spec.top_k_per_layer, seen)):
         assert index.shape[-1] == k
-        _assert_same(got.experts[layer, :, :k], got.weights[layer, :, :k], index, weights)
-        assert bool((got.experts[layer, :, k:] == empty).all()) and bool((got.weights[layer, :, k:] == 0).all())
-        assert bool((got.experts[layer, :, :k] < spec.num_experts).all())
+        _assert_same(got.experts[:, layer, :k], got.weights[:, layer, :k], index, weights)
+        assert bool((got.experts[:, layer, k:] == empty).all()) and bool((got.weights[:, layer, k:] == 0).all())
+        assert bool((got.experts[:, layer, :k] < spec.num_experts).all())
 
 
 def test_zero_computation_experts_are_recorded_with_their_ids():
@@ -87,7 +87,7 @@ def test_zero_computation_experts_are_recorded_with_their_ids():
         for h in handles:
             h.remove()
     for layer, ((index, weights), (given_i, given_w)) in enumerate(zip(chosen, seen)):
-        _assert_same(got.experts[layer], got.weights[layer], index, weights)
+        _assert_same(got.experts[:, layer], got.weights[:, layer], index, weights)
         real = index < E  # the experts get the real choices as chosen (and, from 5.25, zero ones with weight 0)
         assert torch.equal(given_i[real], index[real]) and torch.equal(given_w[real], weights[real])
     assert bool((got.experts == E).any(-1).all()), "the zero expert E should be in every token's k"
@@ -113,10 +113,10 @@ def test_hash_routed_layers_follow_the_token_table():
     got, seen, ids = _run(model, spec)
     for layer, moe_layer in enumerate(spec.moe_layers):
         index, weights = seen[layer]
-        _assert_same(got.experts[layer], got.weights[layer], index, weights)
+        _assert_same(got.experts[:, layer], got.weights[:, layer], index, weights)
         if moe_layer in tables:
             expected = tables[moe_layer][ids.reshape(-1)].sort(-1).values
-            assert torch.equal(got.experts[layer].sort(-1).values, expected)
+            assert torch.equal(got.experts[:, layer].sort(-1).values, expected)
 
 
 def test_the_masked_token_sentinel_is_recorded_as_an_empty_slot():
@@ -137,10 +137,10 @@ def test_the_masked_token_sentinel_is_recorded_as_an_empty_slot():
         got, _, _ = _run(model, spec)
     finally:
         handle.remove()
-    assert int(got.experts[:-1].max()) < E
-    assert bool((got.experts[-1, :4, -1] == spec.no_expert_id).all())
-    assert bool((got.weights[-1, :4, -1] == 0).all())
-    assert bool((got.experts[-1, 4:] < E).all())
+    assert int(got.experts[:, :-1].max()) < E
+    assert bool((got.experts[:4, -1, -1] == spec.no_expert_id).all())
+    assert bool((got.weights[:4, -1, -1] == 0).all())
+    assert bool((got.experts[4:, -1] < E).all())
 
 
 def test_spec_rejects_a_k_list_of_the_wrong_length():

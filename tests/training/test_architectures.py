@@ -100,8 +100,8 @@ def test_bias_update_moves_toward_balance():
     with torch.no_grad(), RoutingRecorder(model) as recorder:
         model(input_ids=torch.arange(10)[None])
         taken = recorder.take().experts
-    assert taken.shape == (1, 10, 2) and int(taken.max()) < 4
-    update_selection_bias(sites, taken, 0.0)  # rate 0: the biases stay
+    assert taken.shape == (10, 1, 2) and int(taken.max()) < 4
+    update_selection_bias(sites, taken.unbind(1), 0.0)  # rate 0: the biases stay
     assert sites[0].router.e_score_correction_bias.tolist() == [-0.5, 0.0, 0.5, 0.0]
 
 

@@ -2,7 +2,7 @@
 
     with RoutingRecorder(model) as rec:
         model(input_ids, attention_mask=mask)
-        routing = rec.take()          # experts (L, B*T, k), weights (L, B*T, k)
+        routing = rec.take()          # experts (B*T, L, k), weights (B*T, L, k)
 
 A forward pre-hook on every experts module keeps references to the `top_k_index` and
 `top_k_weights` it was called with (detached, on their device: no copy, no host sync per layer);
@@ -122,9 +122,12 @@ class RoutingRecorder:
             lg.clear()
         # layers may sit on different devices (device_map="auto"): gather on the first layer's
         device = per_layer[0][0].device
-        experts = torch.stack([p[0].to(device) for p in per_layer])  # (L, tokens, k)
-        weights = torch.stack([p[1].to(device) for p in per_layer])  # (L, tokens, k)
-        probs = torch.stack([p[2].to(device) for p in per_layer]) if self.store_probs else None  # (L, tokens, E)
+        # token-major, as every public array (docs/glossary.md): the layer axis is the MoE slot
+        experts = torch.stack([p[0].to(device) for p in per_layer], dim=1)  # (tokens, L, k)
+        weights = torch.stack([p[1].to(device) for p in per_layer], dim=1)  # (tokens, L, k)
+        probs = (
+            torch.stack([p[2].to(device) for p in per_layer], dim=1) if self.store_probs else None
+        )  # (tokens, L, ids)
         return Routing(experts=experts, weights=weights, probs=probs)
 
     def _layer(self, site: RouterSite, calls, logits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -166,7 +166,7 @@ def _check_site(site, slot, spec, routing, calls, empty, weights_not_from_scores
     if not pairs:
         return None
     outputs = [o for o, _ in pairs]
-    recorded_i, recorded_w = routing.experts[slot].cpu(), routing.weights[slot].cpu()
+    recorded_i, recorded_w = routing.experts[:, slot].cpu(), routing.weights[:, slot].cpu()
     own = [router_choice(site, o) for o in outputs]
     own_i = torch.cat([i.cpu() for i, _ in own])
     own_w = torch.cat([w.cpu() for _, w in own])
@@ -214,7 +214,11 @@ def _device(output) -> torch.device:
 def _check_probs(site, slot, spec, routing, weights_not_from_scores: bool) -> str | None:
     """Scores in range; where the weights derive from them, weights = scores at the choice x one
     factor per token (renormalisation, scaling), so a wrong scoring rule is caught."""
-    probs, experts, weights = routing.probs[slot].cpu(), routing.experts[slot].cpu(), routing.weights[slot].cpu()
+    probs, experts, weights = (
+        routing.probs[:, slot].cpu(),
+        routing.experts[:, slot].cpu(),
+        routing.weights[:, slot].cpu(),
+    )
     scoring = site.adapter.scoring or Scoring.of_rule(spec.rule)
     if (
         not torch.isfinite(probs).all()
@@ -269,9 +273,10 @@ def check_padding(
             model(input_ids=d[None], attention_mask=torch.ones((1, len(d)), dtype=torch.long), use_cache=False)
             alone.append(recorder.take())
     keep = mask.reshape(-1).bool()
-    padded_e, padded_w = batch.experts[:, keep].cpu(), batch.weights[:, keep].cpu()  # (L, real tokens, k)
-    single_e = torch.cat([a.experts.cpu() for a in alone], dim=1)
-    single_w = torch.cat([a.weights.cpu() for a in alone], dim=1)
+    # (L, real tokens, k): slot-major for the per-layer comparison below
+    padded_e, padded_w = batch.experts[keep].transpose(0, 1).cpu(), batch.weights[keep].transpose(0, 1).cpu()
+    single_e = torch.cat([a.experts.cpu() for a in alone]).transpose(0, 1)
+    single_w = torch.cat([a.weights.cpu() for a in alone]).transpose(0, 1)
     for slot, layer in enumerate(spec.moe_layers):
         ids_differ = (padded_e[slot].sort(-1).values != single_e[slot].sort(-1).values).any(-1)
         if ids_differ.any():

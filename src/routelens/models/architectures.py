@@ -146,7 +146,7 @@ def selection_bias(site):
 
 def update_selection_bias(sites, chosen, rate: float) -> list[float]:
     """Move every expert's selection bias by `rate` toward balance, from the ids each MoE layer
-    chose this step (`chosen[layer]`: (tokens, k), as `RoutingRecorder.take().experts` holds them);
+    chose this step (`chosen[layer]`: (tokens, k), `RoutingRecorder.take().experts[:, layer]`);
     returns per layer max load / mean load before the update."""
     import torch
 

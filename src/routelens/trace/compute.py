@@ -105,18 +105,14 @@ class ShardComputer:
                 body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False)
                 got = recorder.take()
                 keep = mask.reshape(-1).bool().to(got.experts.device)
-                # (L, B*T, k) -> (real tokens, L, k), in batch-row order, on the CPU whatever
+                # (B*T, L, k) -> (real tokens, L, k), in batch-row order, on the CPU whatever
                 # device the layers ran on
-                e = got.experts[:, keep].permute(1, 0, 2).cpu().numpy()
+                e = got.experts[keep].cpu().numpy()
                 assert e.size == 0 or int(e.max()) < self.routing.id_span, "an expert id beyond the stored id type"
-                wts = got.weights[:, keep].permute(1, 0, 2).float().cpu().numpy()
-                p = got.probs[:, keep].permute(1, 0, 2).cpu().numpy() if probs is not None else None
-                nrm = (
-                    norm_recorder.take(got.experts)[:, keep].permute(1, 0, 2).cpu().numpy()
-                    if norms is not None
-                    else None
-                )
-                ah = ahead_recorder.take()[:, keep.cpu()].permute(1, 0, 2, 3).numpy() if ahead is not None else None
+                wts = got.weights[keep].float().cpu().numpy()
+                p = got.probs[keep].cpu().numpy() if probs is not None else None
+                nrm = norm_recorder.take(got.experts)[keep].cpu().numpy() if norms is not None else None
+                ah = ahead_recorder.take()[keep.cpu()].numpy() if ahead is not None else None
                 at = 0
                 for w in batch:
                     m = len(w.ids)

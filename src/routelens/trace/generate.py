@@ -168,30 +168,30 @@ class GenerationComputer(ShardComputer):
                 lengths = [len(w.ids) for w in batch]
 
                 def store(step: int, batch=batch, T=T, lengths=lengths):
-                    got = recorder.take()  # prefill: (L, B*T, k); a decode step: (L, B, k)
+                    got = recorder.take()  # prefill: (B*T, L, k); a decode step: (B, L, k)
                     width = T if step == 0 else 1
-                    e = got.experts.view(L, len(batch), width, k).cpu().numpy()
-                    wt = got.weights.view(L, len(batch), width, k).float().cpu().numpy()
-                    p = got.probs.view(L, len(batch), width, E).cpu().numpy() if probs is not None else None
+                    e = got.experts.view(len(batch), width, L, k).cpu().numpy()
+                    wt = got.weights.view(len(batch), width, L, k).float().cpu().numpy()
+                    p = got.probs.view(len(batch), width, L, E).cpu().numpy() if probs is not None else None
                     nr = (
-                        norm_recorder.take(got.experts).view(L, len(batch), width, k).cpu().numpy()
+                        norm_recorder.take(got.experts).view(len(batch), width, L, k).cpu().numpy()
                         if norms is not None
                         else None
                     )
-                    ah = ahead_recorder.take().view(L, len(batch), width, D, k).numpy() if ahead is not None else None
+                    ah = ahead_recorder.take().view(len(batch), width, L, D, k).numpy() if ahead is not None else None
                     for r, w in enumerate(batch):
                         m = lengths[r]
                         # prefill: the prompt sits at the right end of the padded row
                         src = slice(T - m, T) if step == 0 else slice(0, 1)
                         dst = slice(w.row, w.row + m) if step == 0 else slice(w.row + m + step - 1, w.row + m + step)
-                        experts[dst] = e[:, r, src].transpose(1, 0, 2)
-                        weights[dst] = wt[:, r, src].transpose(1, 0, 2)
+                        experts[dst] = e[r, src]
+                        weights[dst] = wt[r, src]
                         if p is not None:
-                            probs[dst] = p[:, r, src].transpose(1, 0, 2)
+                            probs[dst] = p[r, src]
                         if nr is not None:
-                            norms[dst] = nr[:, r, src].transpose(1, 0, 2)
+                            norms[dst] = nr[r, src]
                         if ah is not None:
-                            ahead[dst] = ah[:, r, src].transpose(1, 0, 2, 3)
+                            ahead[dst] = ah[r, src]
 
                 new = self.decoder.run(ids, mask, N, self._generator(batch[0].doc_id), store).cpu().numpy()
                 for r, i in enumerate(rows):

@@ -37,17 +37,17 @@ class LookaheadRecorder(SiteHooks):
         hooks.read_router_input(site, lambda hidden: inputs.append(hidden.reshape(-1, hidden.shape[-1])))
 
     def take(self) -> torch.Tensor:
-        """(L, tokens, D, k) int16 of the forward passes since the last take, on the CPU; clears them."""
+        """(tokens, L, D, k) int16 of the forward passes since the last take, on the CPU; clears them."""
         L, k = len(self._sites), self.spec.top_k
         hidden = [torch.cat(calls) if calls else None for calls in self._seen]
         tokens = next(h.shape[0] for h in hidden if h is not None)
-        out = torch.full((L, tokens, self.depth, k), LOOKAHEAD_FILL, dtype=torch.int16)
+        out = torch.full((tokens, L, self.depth, k), LOOKAHEAD_FILL, dtype=torch.int16)
         for layer, x in enumerate(hidden):
             for d in range(1, self.depth + 1):
                 if x is None or layer + d >= L or self._sites[layer + d].hash_routed:
                     continue
                 index = self._top_k(self._sites[layer + d], x)
-                out[layer, :, d - 1, : index.shape[1]] = index.to(torch.int16)
+                out[:, layer, d - 1, : index.shape[1]] = index.to(torch.int16)
         for calls in self._seen:
             calls.clear()
         return out

@@ -60,11 +60,11 @@ class ExpertNormRecorder(SiteHooks):
         return on_call
 
     def take(self, experts: torch.Tensor) -> torch.Tensor:
-        """(L, tokens, k) norms of the experts `experts` (the RoutingRecorder's take() of the same
-        forward passes) hold, slot by slot; clears what was recorded."""
+        """(tokens, L, k) norms of the experts `experts` (the RoutingRecorder's take() of the same
+        forward passes, (tokens, L, k)) hold, slot by slot; clears what was recorded."""
         per_layer = []
         for layer, calls in enumerate(self._seen):
-            recorded = experts[layer]  # (tokens, k)
+            recorded = experts[:, layer]  # (tokens, k)
             if not calls:
                 per_layer.append(torch.zeros(recorded.shape, device=recorded.device))
                 continue
@@ -75,4 +75,4 @@ class ExpertNormRecorder(SiteHooks):
             found = match.any(dim=-1) & (recorded < self.spec.num_experts)
             per_layer.append(norms.gather(1, at) * found)
             calls.clear()
-        return torch.stack(per_layer)
+        return torch.stack(per_layer, dim=1)

@@ -84,8 +84,8 @@ def record_routing(model) -> Iterator[list[list[torch.Tensor]]]:
     out: list[list[torch.Tensor]] = [[] for _ in recorder.spec.moe_layers]
     with recorder:
         yield out
-        experts = recorder.take().experts  # (layers, tokens, k)
-    for slot, index in enumerate(experts):
+        experts = recorder.take().experts  # (tokens, layers, k)
+    for slot, index in enumerate(experts.unbind(1)):
         out[slot].append(index)
 
 

@@ -320,7 +320,7 @@ def _train(corpus_specs: Sequence[str | CorpusSpec], out: Path, config: TrainCon
             ids = torch.from_numpy(windows.astype(np.int64))  # (B, S)
             out_ = model(input_ids=ids, output_router_logits=True, use_cache=False)
             ce = F.cross_entropy(out_.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-            given = recorder.take().experts  # (MoE layers, tokens, k): what the experts received
+            given = recorder.take().experts.unbind(1)  # per MoE layer (tokens, k): what the experts received
             bal = balance_loss(out_.router_logits, k, config.balance, sigmoid=sigmoid, chosen=given)
             z = torch.zeros(()) if sigmoid else router_z_loss(out_.router_logits)  # z-loss: softmax routers only
             loss = ce + config.aux_loss_coef * bal + config.z_loss_coef * z
