@@ -32,9 +32,9 @@ from routelens.models.hooks import Hooks
 class Routing:
     """Routing of the tokens of one or more forward passes."""
 
-    experts: torch.Tensor  # (L, tokens, k) int64, first choice first
-    weights: torch.Tensor  # (L, tokens, k) float32, combination weights applied to each chosen expert
-    probs: torch.Tensor | None = None  # (L, tokens, E) float32, the family's full scoring; with store_probs
+    experts: torch.Tensor  # (tokens, L, k) int64, first choice first
+    weights: torch.Tensor  # (tokens, L, k) float32, combination weights applied to each chosen expert
+    probs: torch.Tensor | None = None  # (tokens, L, num_ids) float32, the family's full scoring; with store_probs
 
     def __post_init__(self):
         assert self.experts.shape == self.weights.shape, (self.experts.shape, self.weights.shape)

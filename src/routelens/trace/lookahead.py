@@ -22,7 +22,7 @@ from routelens.store.schema import LOOKAHEAD_FILL
 
 
 class LookaheadRecorder(SiteHooks):
-    """Context manager hooking every router of `model`; `take()` returns (L, tokens, D, k) int16."""
+    """Context manager hooking every router of `model`; `take()` returns (tokens, L, D, k) int16."""
 
     def __init__(self, model: nn.Module, spec, depth: int):
         from routelens.models.families import find_routers

@@ -22,7 +22,7 @@ from routelens.models.hooks import SiteHooks, experts_inputs
 
 
 class ExpertNormRecorder(SiteHooks):
-    """Context manager hooking every experts module of `model`; `take` returns (L, tokens, k) norms."""
+    """Context manager hooking every experts module of `model`; `take` returns (tokens, L, k) norms."""
 
     def __init__(self, model: nn.Module, spec):
         from routelens.models.families import find_routers
