@@ -27,7 +27,7 @@ def trace_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")
     ],
-    seq_len: int = config_option(TraceConfig, "seq_len", "--seq-len"),
+    seq_len: int | None = config_option(TraceConfig, "seq_len", "--seq-len"),
     batch_size: int = config_option(TraceConfig, "batch_size", "--batch-size"),
     max_tokens: int | None = config_option(TraceConfig, "max_tokens", "--max-tokens"),
     store_probs: bool = config_option(TraceConfig, "store_probs", "--store-probs"),
