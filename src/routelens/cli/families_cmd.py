@@ -68,7 +68,7 @@ def families(
     elif json_path is not None:
         from routelens.atomic import write_json
 
-        write_json(json_path, payload, indent=2, newline=True)
+        write_json(json_path, payload, indent=2, newline=True, what="--json")
         console.print(f"[green]wrote[/] {json_path}")
     elif verdicts is None:
         table = Table()

@@ -151,16 +151,14 @@ def info_command(
 
     routelens info trace/
     """
-    from routelens.trace.summary import dumps, summarize
+    from routelens.trace.summary import dumps, summarize, write_summary
 
     info = summarize(path)
     if to_stdout(json_out):
         console.print_json(dumps(info))
         return
     if json_out is not None:
-        from routelens.atomic import write_text
-
-        write_text(json_out, dumps(info) + "\n")
+        write_summary(info, json_out)
         console.print(f"[green]wrote[/] {json_out}")
         return
     table = Table(title=f"routelens trace {info['path']}", show_header=False, title_justify="left")
