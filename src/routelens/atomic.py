@@ -244,15 +244,21 @@ def json_text(
 
 def check_json_target(target: str | os.PathLike, *, what: str | None = None, example: str = "out.json") -> Path:
     """Refuse in one line a JSON file that cannot be written where asked: a folder stands at
-    `target`, or the folder to hold it does not exist (no folder is made for a mistyped path).
-    `what` names the option it came from (`--json`), `example` the file name the fix suggests.
-    Cheap, so a command calls it before its long work, and `write_json` again before writing."""
+    `target`, the folder to hold it does not exist (no folder is made for a mistyped path), is a
+    file, or is not writable. `what` names the option it came from (`--json`), `example` the file
+    name the fix suggests. Cheap, so a command calls it before its long work, and `write_json`
+    again before writing."""
     target = Path(target)
     name = f"{what} {target}" if what else str(target)
+    folder = target.parent
     if target.is_dir():
         raise RoutelensError(f"{name} is a directory; give a file name such as {target / example}.")
-    if not target.parent.exists():
-        raise RoutelensError(f"{name}: folder {target.parent} does not exist; create it or choose another path.")
+    if not folder.exists():
+        raise RoutelensError(f"{name}: folder {folder} does not exist; create it or choose another path.")
+    if not folder.is_dir():
+        raise RoutelensError(f"{name}: {folder} is a file, not a folder; remove it or choose another location.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RoutelensError(f"{name}: the folder {folder} is not writable; choose a writable location.")
     return target
 
 
