@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -105,6 +106,35 @@ def test_wrong_kind_of_target_is_a_user_error(tmp_path):
             pass
     with pytest.raises(RoutelensError, match="is a directory"):
         atomic.write_text(tmp_path, "x")
+
+
+def test_write_json_refuses_a_folder_or_a_missing_folder_in_one_line(tmp_path):
+    """Every JSON file goes through `write_json`, so its checks are every writer's: a folder in the
+    file's place or a folder that does not exist is refused, naming the option, and nothing is made."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(RoutelensError) as info:
+        atomic.write_json(folder, {}, what="--json", example="x.json")
+    assert str(info.value) == f"--json {folder} is a directory; give a file name such as {folder / 'x.json'}."
+    missing = tmp_path / "nowhere" / "a.json"
+    with pytest.raises(RoutelensError) as info:
+        atomic.write_json(missing, {"a": 1}, what="--out")
+    assert str(info.value) == (
+        f"--out {missing}: folder {missing.parent} does not exist; create it or choose another path."
+    )
+    with pytest.raises(RoutelensError, match=rf"^{re.escape(str(missing))}: folder"):
+        atomic.check_json_target(missing)  # no option: the path alone
+    assert not missing.parent.exists() and list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "fmt", [{}, {"indent": 2, "newline": True}, {"indent": None, "newline": True}, {"indent": 2, "allow_nan": True}]
+)
+def test_write_json_bytes_are_json_dumps_in_the_callers_format(tmp_path, fmt):
+    payload = {"b": [1, 2.5, None], "a": {"x": "caf\xe9"}} | ({"n": float("nan")} if fmt.get("allow_nan") else {})
+    path = atomic.write_json(tmp_path / "a.json", payload, **fmt)
+    want = json.dumps(payload, indent=fmt.get("indent", 1), allow_nan=fmt.get("allow_nan", False))
+    assert path.read_bytes() == (want + ("\n" if fmt.get("newline") else "")).encode()
 
 
 # A child that opens every kind of temporary, reports their names and waits to be killed.

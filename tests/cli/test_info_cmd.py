@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from routelens.cli.main import app
 from routelens.store import open_trace
 from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+from routelens.trace import summarize
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +36,14 @@ def test_json_file(trace, tmp_path):
     assert "wrote" in result.output and json.loads(out.read_text()) == json.loads(
         CliRunner().invoke(app, ["info", str(trace), "--json"]).stdout
     )
+    assert out.read_text() == json.dumps(summarize(trace), indent=2) + "\n"  # the bytes of earlier versions
+
+
+@pytest.mark.parametrize("where", ["missing/info.json", "."], ids=["missing folder", "a folder"])
+def test_json_file_that_cannot_be_written_is_one_line_exit_2(trace, tmp_path, where):
+    target = tmp_path / where
+    result = CliRunner().invoke(app, ["info", str(trace), "--json", str(target)])
+    assert result.exit_code == 2, result.output
+    assert ("does not exist" if "missing" in where else "is a directory") in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "missing").exists()

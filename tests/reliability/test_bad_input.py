@@ -175,6 +175,20 @@ def _(env, tmp):
     return Case(args, r"--overwrite", [out])
 
 
+@case("trace --seq-len beyond the model")
+def _(env, tmp):
+    out = tmp / "t"
+    args = [a if a != "32" else "4096" for a in trace_case(env, tmp, out=out)]
+    return Case(args, r"--seq-len 4096 is beyond the model's max_position_embeddings 512", [out])
+
+
+@case("trace --generate leaving no room for a prompt")
+def _(env, tmp):
+    out = tmp / "t"
+    args = ["trace", str(env.model), "-c", f"web={env.corpus}", "-o", str(out), "-q", "--generate", "512"]
+    return Case(args, r"--generate 512 leaves no position.*max_position_embeddings 512", [out])
+
+
 @case("trace --seq-len 0")
 def _(env, tmp):
     return Case(trace_case(env, tmp, extra=["--seq-len", "0"]), r"--seq-len")
@@ -368,6 +382,29 @@ def _(env, tmp):
 def _(env, tmp):
     out, blocker = under_a_file(tmp, "s.json")
     return Case(["simulate", "all", str(env.trace), "-D", "2", "--json", str(out)], re.escape(str(blocker)), [blocker])
+
+
+@case("simulate cache --json in a missing folder")
+def _(env, tmp):
+    return Case(
+        ["simulate", "cache", str(env.trace), "-C", "2", "--json", str(tmp / "missing" / "c.json")],
+        r"missing does not exist",
+        [tmp / "missing"],
+    )
+
+
+@case("simulate all --json in a missing folder")
+def _(env, tmp):
+    return Case(
+        ["simulate", "all", str(env.trace), "-D", "2", "--json", str(tmp / "missing" / "s.json")],
+        r"missing does not exist",
+        [tmp / "missing"],
+    )
+
+
+@case("info --json in a missing folder")
+def _(env, tmp):
+    return Case(["info", str(env.trace), "--json", str(tmp / "missing" / "i.json")], r"missing does not exist")
 
 
 @case("compare traces of other shapes")
@@ -633,6 +670,11 @@ def _(env, tmp):
 def _(env, tmp):
     out, blocker = under_a_file(tmp, "f.json")
     return Case(["families", "--json", str(out)], re.escape(str(blocker)), [blocker])
+
+
+@case("families --verify an unknown model type")
+def _(env, tmp):
+    return Case(["families", "--verify", "no_such_family"], r"no_such_family is not a MoE family")
 
 
 def outcome(result) -> str:

@@ -74,6 +74,24 @@ def _(env, tmp):
     return Call(traced(env, out, max_tokens=40), r"--overwrite", [out])
 
 
+@call("trace --seq-len beyond the model")
+def _(env, tmp):
+    from routelens import trace
+
+    out = tmp / "t"
+    run = lambda: trace(str(env.model), [f"web={env.corpus}"], out, seq_len=4096, progress=False)  # noqa: E731
+    return Call(run, r"--seq-len 4096 is beyond the model's max_position_embeddings 512", [out])
+
+
+@call("trace --generate leaving no room for a prompt")
+def _(env, tmp):
+    from routelens import trace
+
+    out = tmp / "t"
+    run = lambda: trace(str(env.model), [f"web={env.corpus}"], out, generate=512, progress=False)  # noqa: E731
+    return Call(run, r"--generate 512 leaves no position.*max_position_embeddings 512", [out])
+
+
 @call("trace --seq-len 0")
 def _(env, tmp):
     from routelens import trace
@@ -131,6 +149,63 @@ def _(env, tmp):
 def _(env, tmp):
     out = old_output(tmp / "r.html")
     return Call(reported(env, out, analysis=env.analysis, layers="a,b"), r"--layers 'a,b'", [out])
+
+
+# -- routelens.simulate, analysis, info and export: the JSON file each writes ----------------------
+@call("simulate cache --json in a missing folder")
+def _(env, tmp):
+    from routelens.simulate import simulate_cache
+
+    path = tmp / "missing" / "c.json"
+    return Call(lambda: simulate_cache(env.trace, capacities=(2,), json_path=path), r"missing does not exist")
+
+
+@call("simulate all --json in a missing folder")
+def _(env, tmp):
+    from routelens.simulate import simulate_all
+
+    path = tmp / "missing" / "s.json"
+    return Call(lambda: simulate_all(env.trace, devices=2, json_path=path), r"missing does not exist")
+
+
+@call("simulate all --json under a file")
+def _(env, tmp):
+    from routelens.simulate import simulate_all
+
+    out, blocker = under_a_file(tmp, "s.json")
+    return Call(lambda: simulate_all(env.trace, devices=2, json_path=out), re.escape(str(blocker)), [blocker])
+
+
+@call("info --json in a missing folder")
+def _(env, tmp):
+    from routelens.trace.summary import summarize, write_summary
+
+    return Call(lambda: write_summary(summarize(env.trace), tmp / "missing" / "i.json"), r"missing does not exist")
+
+
+@call("analyze --json under a file")
+def _(env, tmp):
+    from routelens.analysis import write_json
+
+    out, blocker = under_a_file(tmp, "a.json")
+    result = json.loads(env.analysis.read_text())
+    return Call(lambda: write_json(result, out), re.escape(str(blocker)), [blocker])
+
+
+@call("export load --out under a file")
+def _(env, tmp):
+    from routelens.engines.export import export_load
+
+    out, blocker = under_a_file(tmp, "l.json")
+    return Call(lambda: export_load(env.trace, out, progress=False), re.escape(str(blocker)), [blocker])
+
+
+# -- routelens.capture: families --verify ---------------------------------------------------------
+@call("families --verify an unknown model type")
+def _(env, tmp):
+    from routelens.capture.verify import verify_families
+
+    return Call(lambda: verify_families(["mixtral", "no_such_family"]), r"no_such_family is not a MoE family")
 
 
 # -- routelens.training: upcycle and train --------------------------------------------------------

@@ -69,7 +69,9 @@ def test_copy_output_is_a_complete_loadable_checkpoint(llama_dir, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dir renamed away
     tok = AutoTokenizer.from_pretrained(out)
     assert tok("Question: Solve").input_ids == AutoTokenizer.from_pretrained(llama_dir)("Question: Solve").input_ids
-    record = json.loads((out / "upcycle.json").read_text())
+    text = (out / "upcycle.json").read_text()
+    record = json.loads(text)
+    assert text == json.dumps(record, indent=2) + "\n"  # written by atomic.write_json in its old format
     assert record["experts"] == 8 and record["mode"] == "copy" and record["source_model_type"] == "llama"
     assert record["num_experts"] == 8  # today's name beside the earlier key
     # same seed -> same routers; another seed -> other routers

@@ -353,8 +353,6 @@ def to_json_ready(value):
 
 
 def write_json(result: dict, path: str | Path) -> Path:
-    """Write `result` to `path` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    if path.is_dir():
-        raise RoutelensError(f"--json {path} is a directory; give a file name such as {path / 'analysis.json'}.")
-    return write_json_atomic(path, result, indent=1)
+    """Write `result` to `path` atomically (temporary file in the same folder, then rename); a
+    folder at `path`, or no folder to hold it, is refused in one line (`routelens.atomic.write_json`)."""
+    return write_json_atomic(path, result, indent=1, what="--json", example="analysis.json")

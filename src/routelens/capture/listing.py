@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import json
 import string
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from routelens.errors import RoutelensError
 from routelens.models.catalog import Family, moe_families, text_config_class
 from routelens.models.families import ADAPTERS
 from routelens.models.overrides import unpadded_reason
@@ -128,6 +130,19 @@ def family_rows() -> list[FamilyRow]:
             )
         )
     return rows
+
+
+def families_to_verify(model_types: Sequence[str] = (), rows: list[FamilyRow] | None = None) -> list[str]:
+    """The model types `routelens families --verify` checks: `model_types`, each refused in one
+    line unless it is a MoE family of the installed transformers, or every family when none is
+    given. `rows` (from `family_rows`) saves scanning transformers again."""
+    known = [r.model_type for r in (family_rows() if rows is None else rows)]
+    unknown = [t for t in model_types if t not in known]
+    if unknown:
+        raise RoutelensError(
+            f"{unknown[0]} is not a MoE family of the installed transformers; run `routelens families` to list them."
+        )
+    return list(model_types) or known
 
 
 def markdown(rows: list[FamilyRow]) -> str:

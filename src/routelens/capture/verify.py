@@ -24,7 +24,7 @@ document as the document alone would? Families where it does not are listed in
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -378,6 +378,29 @@ def verify_family(model_type: str) -> FamilyVerdict:
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             return FamilyVerdict(model_type, f"failed: {type(exc).__name__}: {first}", "")
+
+
+def verify_families(
+    model_types: Sequence[str] = (),
+    *,
+    rows=None,
+    on_start: Callable[[str], None] | None = None,
+    on_verdict: Callable[[FamilyVerdict], None] | None = None,
+) -> dict[str, FamilyVerdict]:
+    """`verify_family` for each of `model_types` (default: every family), what `routelens families
+    --verify` runs; a name that is not a MoE family of the installed transformers is refused in one
+    line before any model is built (`listing.families_to_verify`). `on_start` and `on_verdict` are
+    told of each family as it starts and ends (the command's progress bar and lines)."""
+    from routelens.capture.listing import families_to_verify
+
+    verdicts = {}
+    for model_type in families_to_verify(model_types, rows):
+        if on_start is not None:
+            on_start(model_type)
+        verdicts[model_type] = verdict = verify_family(model_type)
+        if on_verdict is not None:
+            on_verdict(verdict)
+    return verdicts
 
 
 @contextmanager

@@ -84,7 +84,7 @@ def eval_command(
     console.print(drops)
     if json_file is not None:
         # A diverged model's loss is NaN/inf: written as before (Python reads it back) rather than lost.
-        write_json(json_file, result, indent=2, allow_nan=True)
+        write_json(json_file, result, indent=2, allow_nan=True, what="--json")
         console.print(f"wrote {json_file}")
 
 

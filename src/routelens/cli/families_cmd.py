@@ -68,7 +68,7 @@ def families(
     elif json_path is not None:
         from routelens.atomic import write_json
 
-        write_json(json_path, payload, indent=2, newline=True)
+        write_json(json_path, payload, indent=2, newline=True, what="--json")
         console.print(f"[green]wrote[/] {json_path}")
     elif verdicts is None:
         table = Table()
@@ -99,30 +99,25 @@ def families(
 def _verify(rows, wanted: list[str], *, quiet_stdout: bool) -> dict:
     """Each family's verdict, printed as it comes (on stderr where stdout carries the JSON), under a
     progress bar."""
-    from routelens.capture.verify import verify_family
+    from routelens.capture.listing import families_to_verify
+    from routelens.capture.verify import verify_families
     from routelens.progress import progress_bar
 
-    known = [r.model_type for r in rows]
-    unknown = [t for t in wanted if t not in known]
-    if unknown:
-        raise RoutelensError(
-            f"{unknown[0]} is not a MoE family of the installed transformers; `routelens families` lists them."
-        )
-    chosen = wanted or known
-    verdicts = {}
+    chosen = families_to_verify(wanted, rows)  # an unknown model type is refused by the library
     with progress_bar(transient=True) as bar:
         task = bar.add_task("verifying", total=len(chosen), status="")
-        for model_type in chosen:
-            bar.update(task, status=model_type)
-            verdict = verify_family(model_type)
-            verdicts[model_type] = verdict
+
+        def show(verdict) -> None:
             colour = "green" if verdict.verify == "verified" else ("red" if not verdict.ok else "yellow")
             note = f" ({verdict.padding})" if verdict.padding and verdict.padding != "exact" else ""
             (bar.console if quiet_stdout else console).print(
-                f"{model_type}: [{colour}]{verdict.verify}[/]{note}", highlight=False
+                f"{verdict.model_type}: [{colour}]{verdict.verify}[/]{note}", highlight=False
             )
             bar.update(task, advance=1)
-    return verdicts
+
+        return verify_families(
+            chosen, rows=rows, on_start=lambda model_type: bar.update(task, status=model_type), on_verdict=show
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -54,7 +54,7 @@ def inspect(
     if json_path is not None:
         from routelens.atomic import write_json
 
-        write_json(json_path, report.to_json(), indent=2, newline=True)
+        write_json(json_path, report.to_json(), indent=2, newline=True, what="--json")
         console.print(f"[green]wrote[/] {json_path}")
         return
     moe = (

@@ -26,7 +26,7 @@ def _emit(result: dict, json_path: Path | None, show) -> None:
         return
     show(result)
     if json_path is not None:
-        write_json(json_path, result, indent=1)
+        write_json(json_path, result, indent=1, what="--json")
         console.print(f"[green]wrote[/] {json_path}")
 
 

@@ -14,10 +14,10 @@ from rich.table import Table
 
 from routelens.cli.common import console, new_app, print_json, to_stdout
 from routelens.cli.options import cli_config, config_option
-from routelens.errors import RoutelensError
 from routelens.simulate.balance import BalanceConfig
 from routelens.simulate.cache import CacheConfig
 from routelens.simulate.distinct import DistinctConfig
+from routelens.simulate.output import FORMAT
 from routelens.simulate.policies import Placement, Policy
 
 simulate_app = new_app("Simulate expert caching (offloading) and expert-parallel load over a trace.")
@@ -85,7 +85,6 @@ def cache_command(
     """
     from routelens.simulate import cache_with_control, simulate_cache
 
-    _check_json_path(json_path)
     config = _cache_config(
         policy,
         capacity,
@@ -99,10 +98,10 @@ def cache_command(
         bandwidth,
         budget_bytes,
     )
-    result = (cache_with_control if shuffled else simulate_cache)(trace, config)
+    result = (cache_with_control if shuffled else simulate_cache)(trace, config, json_path=_file(json_path))
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=per_layer)
-        _write_json(json_path, result)
+        _wrote(json_path)
 
 
 @simulate_app.command("balance")
@@ -128,13 +127,14 @@ def balance_command(
     """
     from routelens.simulate import simulate_balance
 
-    _check_json_path(json_path)
     result = simulate_balance(
-        trace, _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch)
+        trace,
+        _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch),
+        json_path=_file(json_path),
     )
     if not _emit_stdout(json_path, result):
         print_balance(result)
-        _write_json(json_path, result)
+        _wrote(json_path)
 
 
 @simulate_app.command("distinct")
@@ -152,11 +152,10 @@ def distinct_command(
     """
     from routelens.simulate.distinct import simulate_distinct
 
-    _check_json_path(json_path)
-    result = simulate_distinct(trace, cli_config(DistinctConfig, batch=batch))
+    result = simulate_distinct(trace, cli_config(DistinctConfig, batch=batch), json_path=_file(json_path))
     if not _emit_stdout(json_path, result):
         print_distinct(result)
-        _write_json(json_path, result)
+        _wrote(json_path)
 
 
 @simulate_app.command("all")
@@ -189,16 +188,15 @@ def all_command(
     """
     from routelens.simulate import simulate_all
 
-    _check_json_path(json_path)
     cache = _cache_config(
         policy, capacity, reset_per_document, expert_bytes, dtype_bytes, seed, quiet, pin, None, bandwidth, None
     )
     balance = _balance_config(devices, batch_tokens, cf, placement, redundant_experts, seed, decode_batch)
-    result = simulate_all(trace, cache, balance)
+    result = simulate_all(trace, cache, balance, json_path=_file(json_path))
     if not _emit_stdout(json_path, result):
         print_cache(result, per_layer=False)
         print_balance(result)
-        _write_json(json_path, result)
+        _wrote(json_path)
 
 
 def _cache_config(
@@ -394,25 +392,21 @@ def _human_bytes(n: float) -> str:
     return f"{n:,.0f} B"
 
 
+def _file(path: Path | None) -> Path | None:
+    """The JSON file the simulator itself checks first and writes; None for none or `-` (stdout)."""
+    return None if path is None or to_stdout(path) else path
+
+
 def _emit_stdout(path: Path | None, result: dict) -> bool:
     """`--json -`: the JSON alone on stdout, as the file would hold it; True when done so."""
     if to_stdout(path):
-        print_json(result, indent=2, allow_nan=True)
+        print_json(result, **FORMAT)
     return to_stdout(path)
 
 
-def _check_json_path(path: Path | None) -> None:
-    if path is not None and not to_stdout(path) and not path.parent.is_dir():
-        raise RoutelensError(f"--json {path}: folder {path.parent} does not exist; create it or choose another path.")
-
-
-def _write_json(path: Path | None, result: dict) -> None:
-    if path is None:
-        return
-    from routelens.atomic import write_json
-
-    write_json(path, result, indent=2, newline=True, allow_nan=True)  # the formatting of earlier versions
-    console.print(f"[green]wrote[/] {path}")
+def _wrote(path: Path | None) -> None:
+    if path is not None:
+        console.print(f"[green]wrote[/] {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,7 @@ def trace_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Trace directory to write (resumed if it holds this trace).")
     ],
-    seq_len: int = config_option(TraceConfig, "seq_len", "--seq-len"),
+    seq_len: int | None = config_option(TraceConfig, "seq_len", "--seq-len"),
     batch_size: int = config_option(TraceConfig, "batch_size", "--batch-size"),
     max_tokens: int | None = config_option(TraceConfig, "max_tokens", "--max-tokens"),
     store_probs: bool = config_option(TraceConfig, "store_probs", "--store-probs"),
@@ -151,16 +151,14 @@ def info_command(
 
     routelens info trace/
     """
-    from routelens.trace.summary import dumps, summarize
+    from routelens.trace.summary import dumps, summarize, write_summary
 
     info = summarize(path)
     if to_stdout(json_out):
         console.print_json(dumps(info))
         return
     if json_out is not None:
-        from routelens.atomic import write_text
-
-        write_text(json_out, dumps(info) + "\n")
+        write_summary(info, json_out)
         console.print(f"[green]wrote[/] {json_out}")
         return
     table = Table(title=f"routelens trace {info['path']}", show_header=False, title_justify="left")

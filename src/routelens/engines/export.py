@@ -94,7 +94,7 @@ def export_load(
     trace: Trace | str | os.PathLike, out: str | os.PathLike, config: ExportConfig | None = None, **overrides
 ) -> Path:
     """Write the trace's expert loads to `out` in `config.format`; returns the path."""
-    from routelens.atomic import atomic_path, write_json
+    from routelens.atomic import atomic_path, check_json_target, write_json
 
     config = build_config(ExportConfig, config, overrides)
     out = Path(out)
@@ -105,14 +105,16 @@ def export_load(
             f"--out {out}: a {config.format} file is written as {' or '.join(allowed)}; "
             f"name it e.g. {out.with_suffix(allowed[0]).name}."
         )
+    if suffix == ".json":
+        check_json_target(out, what="--out", example="load.json")  # before the pass over the trace
     tr = trace if isinstance(trace, Trace) else open_trace(trace)
     counts = expert_load(tr, domain=config.domain, progress=config.progress)
     if config.axis is LayerAxis.DECODER:
         counts = decoder_rows(tr, counts)
     if config.format is LoadFormat.SGLANG:
-        return write_json(out, {"logical_count": counts.tolist()}, indent=None, newline=True)
+        return write_json(out, {"logical_count": counts.tolist()}, indent=None, newline=True, what="--out")
     if suffix == ".npy":
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
             np.save(fh, counts)
         return out
-    return write_json(out, counts.tolist(), indent=None, newline=True)
+    return write_json(out, counts.tolist(), indent=None, newline=True, what="--out")

@@ -26,6 +26,7 @@ token by token without storing a permutation (`ShuffledBatches`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.models.capacity import expert_capacity as capacity_rule
 from routelens.simulate.batches import DecodeBatches, ShuffledBatches, document_lengths, stream_counts
+from routelens.simulate.output import check_output, write_output
 from routelens.simulate.policies import Placement
 from routelens.store import Trace, open_trace
 
@@ -240,7 +242,13 @@ def _placements(config: BalanceConfig, loads: np.ndarray, num_experts: int, redu
     return out
 
 
-def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = None, **overrides) -> dict:
+def simulate_balance(
+    trace: Trace | str | Path,
+    config: BalanceConfig | None = None,
+    *,
+    json_path: str | os.PathLike | None = None,
+    **overrides,
+) -> dict:
     """Expert-parallel load of `trace` per placement and capacity factor; keyword overrides set
     BalanceConfig fields, e.g. `simulate_balance(trace, devices=8, batch_tokens=4096, cfs=(1.0,))`.
 
@@ -251,7 +259,9 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
     (B sequences decoding together, one token of each per step; `batches.DecodeBatches`) and
     `balance_meta`. Per-batch counts are held for groups of about
     `memory_bytes` (one pass over the trace per group; one group unless the trace is very long).
+    With `json_path` the result is also written there (the path is checked before the pass).
     """
+    check_output(json_path)
     config = build_config(BalanceConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     compare_shuffled, seed, memory_bytes, rows = config.compare_shuffled, config.seed, config.memory_bytes, config.rows
@@ -328,7 +338,7 @@ def simulate_balance(trace: Trace | str | Path, config: BalanceConfig | None = N
         "decode_batch": config.decode_batch,
         "decode_steps": decode.steps if decode else None,
     }
-    return out
+    return write_output(out, json_path)
 
 
 def _accumulate(

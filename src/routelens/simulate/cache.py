@@ -16,6 +16,7 @@ file (`spill.next_use_file`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from routelens.simulate.cache_kernels import (
     max_pinned,
     replay,
 )
+from routelens.simulate.output import check_output, write_output
 from routelens.simulate.policies import Policy
 from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
 from routelens.store import Trace, open_trace
@@ -156,7 +158,13 @@ def cache_metrics(
     return out
 
 
-def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None, **overrides) -> dict:
+def simulate_cache(
+    trace: Trace | str | Path,
+    config: CacheConfig | None = None,
+    *,
+    json_path: str | os.PathLike | None = None,
+    **overrides,
+) -> dict:
     """Replay every layer of `trace` through an expert cache per policy and capacity; keyword
     overrides set CacheConfig fields, e.g. `simulate_cache(trace, policies=("lru",), capacities=(2,))`.
 
@@ -166,10 +174,12 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
     `cache_metrics`), `cache_gap` {layer: {capacity: Belady minus LRU hit rate}} when both ran,
     `cache_load_time` {policy: {capacity: seconds of expert loads per token, all layers}} with a
     bandwidth, `cache_budget` {policy: {total bytes: {slots, best, uniform}}} with budgets (see
-    `budget.budget_report`), and `cache_meta`. Layers and capacities are string keys.
+    `budget.budget_report`), and `cache_meta`. Layers and capacities are string keys; with
+    `json_path` the result is also written there (the path is checked before the replay starts).
     The layer streams are spilled under `tmp_dir` (default: the system's temporary folder,
     $TMPDIR): tokens x layers x k bytes; memory holds blocks of about `memory_bytes`.
     """
+    check_output(json_path)
     config = build_config(CacheConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     memory_bytes, progress, tmp_dir = config.memory_bytes, config.progress, config.tmp_dir
@@ -277,4 +287,4 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
         "lookahead_distance": config.lookahead_distance if ahead else None,
         "bandwidth_gbps": config.bandwidth_gbps,
     }
-    return out
+    return write_output(out, json_path)

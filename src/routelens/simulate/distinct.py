@@ -13,6 +13,7 @@ trace; per-batch counts are held for groups of batches of about `memory_bytes`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from routelens.config import build_config, setting
 from routelens.errors import RoutelensError
 from routelens.simulate.batches import DecodeBatches, document_lengths, stream_counts
+from routelens.simulate.output import check_output, write_output
 from routelens.store import Trace, open_trace
 
 DEFAULT_MEMORY = 256 << 20  # bytes of per-batch counts held at once
@@ -67,15 +69,23 @@ def _add_histogram(hist: np.ndarray, counts: np.ndarray, full: np.ndarray) -> No
         hist[li] += np.bincount(distinct[li], minlength=hist.shape[1])
 
 
-def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None = None, **overrides) -> dict:
+def simulate_distinct(
+    trace: Trace | str | Path,
+    config: DistinctConfig | None = None,
+    *,
+    json_path: str | os.PathLike | None = None,
+    **overrides,
+) -> dict:
     """Distinct experts per batch and layer; keyword overrides set DistinctConfig fields, e.g.
     `simulate_distinct(trace, batch=32)`.
 
     Returns `distinct` {layer: {mean, p50, p95, max, batches}} over full batches of `batch`
     consecutive tokens, `distinct_decode` (same, `batch` sequences decoding together; steps with
     fewer sequences left out) and `distinct_meta` (batch, num_experts, top_k, uniform: the
-    expectation under uniform random routing, tokens).
+    expectation under uniform random routing, tokens). With `json_path` the result is also
+    written there (the path is checked before the pass).
     """
+    check_output(json_path)
     config = build_config(DistinctConfig, config, overrides)
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     T, L, E, k, B = trace.num_tokens, len(trace.layers), trace.num_ids, trace.top_k, config.batch
@@ -96,7 +106,7 @@ def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None =
         _, counts = stream_counts(trace, B, lo, hi, decode, rows=config.rows, consecutive=False)
         _add_histogram(decoded, counts, decode.sizes[lo:hi] == B)
     layers = [str(layer) for layer in trace.layers]
-    return {
+    result = {
         "distinct": {layer: histogram_summary(consecutive[li]) for li, layer in enumerate(layers)},
         "distinct_decode": {layer: histogram_summary(decoded[li]) for li, layer in enumerate(layers)},
         "distinct_meta": {
@@ -109,3 +119,4 @@ def simulate_distinct(trace: Trace | str | Path, config: DistinctConfig | None =
             "decode_steps": decode.steps,
         },
     }
+    return write_output(result, json_path)

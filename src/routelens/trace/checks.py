@@ -17,7 +17,7 @@ def first_shard(tokenizer, config: TraceConfig, specs: list[CorpusSpec]) -> Shar
     """A first shard of the corpus holding one batch's worth of tokens (batch_size windows of
     seq_len), not the trace's first shard (`shard_tokens`): only the first documents are read.
     None for an empty corpus."""
-    small = replace(config, shard_tokens=min(config.shard_tokens, config.seq_len * config.batch_size))
+    small = replace(config, shard_tokens=min(config.shard_tokens, config.window() * config.batch_size))
     shard = next(iter(Planner(tokenizer, small, specs).shards()), None)
     return shard if shard is not None and shard.windows else None
 

@@ -17,6 +17,7 @@ from routelens.config import setting
 from routelens.errors import RoutelensError
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.py maps them to torch dtypes
+SEQ_LEN = 512  # the window when --seq-len is not given, cut to what the model's positions allow
 
 # Settings that change where or how fast the model runs, never what it records: they are left
 # out of the trace's identity, so a run may be resumed with other placement or Ray settings.
@@ -109,7 +110,12 @@ def _size_bytes(size) -> int:
 class TraceConfig:
     """Settings of one trace; each field's default and help are also the CLI option's."""
 
-    seq_len: int = setting(512, "Window length in tokens; longer documents are cut into windows.")
+    seq_len: int | None = setting(
+        None,
+        "Window length in tokens; longer documents are cut into windows. Not given: 512, or fewer "
+        "where the model's max_position_embeddings (less --generate) is shorter.",
+        shown_default=f"{SEQ_LEN}, fitted to the model",
+    )
     batch_size: int = setting(8, "Windows per forward pass.")
     max_tokens: int | None = setting(None, "At most this many tokens per corpus (the last document is cut to fit).")
     store_probs: bool = setting(False, "Also store the full router distribution (L x E float16 per token).")
@@ -170,6 +176,8 @@ class TraceConfig:
 
     def __post_init__(self):
         for name in ("seq_len", "batch_size", "shard_tokens"):
+            if name == "seq_len" and self.seq_len is None:
+                continue  # fitted to the model once it is loaded (routelens.trace.run.fit_seq_len)
             if getattr(self, name) < 1:
                 raise RoutelensError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)}).")
         if self.lookahead < 0:
@@ -228,6 +236,12 @@ class TraceConfig:
                 )
         if self.offload_folder is not None:
             self.offload_folder = str(self.offload_folder)
+
+    def window(self) -> int:
+        """The window length in tokens, once fitted to the model (`routelens.trace.run.fit_seq_len`)."""
+        if self.seq_len is None:  # internal: `trace` fits seq_len before anything plans windows
+            raise ValueError("seq_len is not fitted to the model yet; call routelens.trace.run.fit_seq_len first")
+        return self.seq_len
 
     def identity(self) -> dict:
         """The settings that decide the trace's content (part of the trace's identity on disk)."""

@@ -112,7 +112,7 @@ class Planner:
     def shards(self) -> Iterator[Shard]:
         shard = Shard(0)
         doc_id = 0
-        seq_len = self.config.seq_len
+        seq_len = self.config.window()
         for d, spec in enumerate(self.specs):
             remaining = self.config.max_tokens
             for ids, words, upos in self._tokenized(spec):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from routelens.config import build_config
 from routelens.corpus import CorpusSpec
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 from routelens.store.writer import TraceWriter, new_manifest
-from routelens.trace.config import TraceConfig
+from routelens.trace.config import SEQ_LEN, TraceConfig
 from routelens.trace.plan import corpus_identity, parse_specs, preflight
 
 
@@ -67,7 +68,7 @@ def _trace(
     else:
         hf_model, tokenizer = load_model(model, config)
     routing = describe_model(hf_model)
-    check_seq_len(hf_model.config, config)
+    config = fit_seq_len(hf_model.config, config)  # from here on seq_len is the window actually used
     identity = {
         "model": model,
         "config_sha256": config_sha256(hf_model.config),
@@ -144,16 +145,28 @@ def _trace(
     return open_trace(out)
 
 
-def check_seq_len(hf_config, config: TraceConfig) -> None:
-    """Refuse windows longer than the model's positions: past `max_position_embeddings` it routes
-    tokens at positions it never saw (or indexes past its position table), a trace of nothing real."""
-    from routelens.errors import RoutelensError
+def fit_seq_len(hf_config, config: TraceConfig) -> TraceConfig:
+    """`config` with the window length actually used: a given --seq-len as is, none given the
+    default 512 cut to the model's positions (less --generate, which decodes past the prompt).
+
+    A window longer than `max_position_embeddings` routes tokens at positions the model never saw
+    (or indexes past its position table), a trace of nothing real: a given --seq-len beyond it is
+    refused, never cut, since the user asked for that length."""
     from routelens.models.families import text_config
 
-    text = text_config(hf_config)
-    limit = getattr(text, "max_position_embeddings", None)
+    limit = getattr(text_config(hf_config), "max_position_embeddings", None)
     if not (isinstance(limit, int) and limit > 0):
-        return
+        limit = None  # the model does not say: the window is the user's or the default
+    if config.seq_len is None:
+        room = SEQ_LEN if limit is None else min(SEQ_LEN, limit - config.generate)
+        if room < 1:
+            raise RoutelensError(
+                f"--generate {config.generate} leaves no position for a prompt within the model's "
+                f"max_position_embeddings {limit}; choose --generate {limit - 1} or less."
+            )
+        return replace(config, seq_len=room)
+    if limit is None:
+        return config
     if config.seq_len > limit:
         raise RoutelensError(
             f"--seq-len {config.seq_len} is beyond the model's max_position_embeddings {limit}; "
@@ -164,6 +177,7 @@ def check_seq_len(hf_config, config: TraceConfig) -> None:
             f"--seq-len {config.seq_len} + --generate {config.generate} = {config.seq_len + config.generate} "
             f"positions is beyond the model's max_position_embeddings {limit}; keep their sum at {limit} or less."
         )
+    return config
 
 
 def model_identity(model: str | os.PathLike) -> str:

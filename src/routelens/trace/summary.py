@@ -5,10 +5,13 @@ Torch-free on purpose (a test checks it): summarising a trace must not pay for l
 
 from __future__ import annotations
 
-import json
 import os
+from pathlib import Path
 
+from routelens.atomic import json_text, write_json
 from routelens.store.reader import open_trace
+
+FORMAT = {"indent": 2}  # the summary's JSON, in a file and on stdout alike
 
 
 def summarize(path: str | os.PathLike) -> dict:
@@ -43,4 +46,9 @@ def summarize(path: str | os.PathLike) -> dict:
 
 
 def dumps(info: dict) -> str:
-    return json.dumps(info, indent=2)
+    return json_text(info, **FORMAT)
+
+
+def write_summary(info: dict, path: str | os.PathLike) -> Path:
+    """Write `info` (a `summarize` result) to the JSON file `path`, atomically; `routelens info --json`."""
+    return write_json(path, info, newline=True, what="--json", **FORMAT)

@@ -23,14 +23,13 @@ biases are all zero, since dropping non-zero ones would silently change the mode
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from routelens.atomic import atomic_dir
+from routelens.atomic import atomic_dir, write_json
 from routelens.config import build_config
 from routelens.errors import RoutelensError
 from routelens.progress import transformers_bars_off
@@ -224,6 +223,6 @@ def _upcycle(dense_dir: Path, out: Path, cfg: UpcycleConfig, *, overwrite: bool,
                 if (dense_dir / name).is_file():
                     shutil.copy2(dense_dir / name, tmp / name)
             record = {"source": str(dense_dir), "source_model_type": dense_config.model_type, **cfg.to_json()}
-            (tmp / "upcycle.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+            write_json(tmp / "upcycle.json", record, indent=2, newline=True, allow_nan=True, default=str)
         bar.update(task, advance=1, status="done")
     return out
