@@ -169,10 +169,8 @@ def __getattr__(name: str):
         # the subpackage, which is also the function (routelens.trace.__init__'s _CallableModule);
         # importing it binds it here, so this runs once
         return importlib.import_module("routelens.trace")
-    if name in _FROM:
-        value = getattr(importlib.import_module(_FROM[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
+    if name in _FROM:  # looked up each time, so that patching the defining module takes effect
+        return getattr(importlib.import_module(_FROM[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
