@@ -185,3 +185,22 @@ def test_all_lists_every_lazy_name():
         "__version__",
         "trace",
     }
+
+
+# what the commands import besides library calls: formatting, progress bars and atomic writes
+CLI_HELPERS = {"EXACT", "console", "progress_bar", "dumps", "write_text"}
+
+
+def test_the_library_function_of_every_command_is_public():
+    """A command is parse -> call -> print: what it imports when it runs is the call, and that is
+    part of the public API (read with `ast` from cli/*_cmd.py, the imports inside functions)."""
+    import ast
+
+    called = set()
+    for path in sorted((ROOT / "src" / "routelens" / "cli").glob("*_cmd.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("routelens"):
+                        called |= {a.name for a in node.names}
+    assert not called - CLI_HELPERS - set(routelens.__all__), sorted(called - CLI_HELPERS - set(routelens.__all__))

@@ -58,6 +58,7 @@ _FROM = {
     **dict.fromkeys(["DemoConfig", "run_demo"], "routelens.demo"),
     # models
     **dict.fromkeys(["MoESpec", "describe_model", "supported_families"], "routelens.models.families"),
+    "family_rows": "routelens.capture.listing",
     "verify_family": "routelens.capture.verify",
 }
 
@@ -101,6 +102,7 @@ __all__ = [  # every name of _FROM, and those defined above
     "expert_importance",
     "expert_load",
     "export_load",
+    "family_rows",
     "import_engine",
     "inspect_model",
     "js_divergence",
@@ -132,6 +134,7 @@ if TYPE_CHECKING:
     from routelens.analysis.distribution import js_divergence
     from routelens.analysis.locality import random_baseline
     from routelens.analysis.saturation import SaturationConfig, router_saturation
+    from routelens.capture.listing import family_rows
     from routelens.capture.verify import verify_family
     from routelens.corpus.builtin import write_builtin_corpus
     from routelens.demo import DemoConfig, run_demo
