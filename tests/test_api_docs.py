@@ -172,9 +172,25 @@ def test_the_examples_run_in_order(tmp_path, monkeypatch):
     _run([(h, c) for h, c in examples(TEXT) if not _is_slow(c)], tmp_path, monkeypatch)
 
 
-@pytest.mark.slow  # run_demo: a few minutes
-def test_the_slow_examples_run(tmp_path, monkeypatch):
-    _run([(h, "import routelens\n" + c) for h, c in examples(TEXT) if _is_slow(c)], tmp_path, monkeypatch)
+def test_the_demo_example_holds_for_the_suites_demo_run(demo_run, tmp_path, monkeypatch):
+    """The `# slow` example (run_demo) is the suite's own tiny demo run (tests/conftest.py), which
+    other tests already pay for: its call must ask for exactly those settings, and its assertions
+    must hold for that run's output."""
+    from tests.conftest import DEMO_TINY
+
+    _, page = demo_run
+    calls = []
+
+    def run_demo(config=None, **overrides):
+        calls.append(overrides)
+        assert config is None and {k: v for k, v in overrides.items() if k != "out"} == DEMO_TINY, overrides
+        return page
+
+    monkeypatch.setattr(routelens, "run_demo", run_demo)
+    slow = [(h, "import routelens\n" + c) for h, c in examples(TEXT) if _is_slow(c)]
+    assert slow and all("run_demo" in h for h, _ in slow), slow
+    _run(slow, tmp_path, monkeypatch)
+    assert len(calls) == len(slow)
 
 
 def test_all_lists_every_lazy_name():

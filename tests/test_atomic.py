@@ -110,7 +110,8 @@ def test_wrong_kind_of_target_is_a_user_error(tmp_path):
 
 def test_write_json_refuses_a_folder_or_a_missing_folder_in_one_line(tmp_path):
     """Every JSON file goes through `write_json`, so its checks are every writer's: a folder in the
-    file's place or a folder that does not exist is refused, naming the option, and nothing is made."""
+    file's place is refused, naming the option, and so is a missing folder where the caller says
+    it must exist (the simulators' `--json`); elsewhere the folder is made, as for every output."""
     folder = tmp_path / "out"
     folder.mkdir()
     with pytest.raises(RoutelensError) as info:
@@ -118,13 +119,20 @@ def test_write_json_refuses_a_folder_or_a_missing_folder_in_one_line(tmp_path):
     assert str(info.value) == f"--json {folder} is a directory; give a file name such as {folder / 'x.json'}."
     missing = tmp_path / "nowhere" / "a.json"
     with pytest.raises(RoutelensError) as info:
-        atomic.write_json(missing, {"a": 1}, what="--out")
+        atomic.write_json(missing, {"a": 1}, what="--out", folder_must_exist=True)
     assert str(info.value) == (
         f"--out {missing}: folder {missing.parent} does not exist; create it or choose another path."
     )
     with pytest.raises(RoutelensError, match=rf"^{re.escape(str(missing))}: folder"):
-        atomic.check_json_target(missing)  # no option: the path alone
+        atomic.check_json_target(missing, folder_must_exist=True)  # no option: the path alone
     assert not missing.parent.exists() and list(folder.iterdir()) == []
+    assert atomic.check_json_target(missing) == missing and not missing.parent.exists()  # checking makes nothing
+    atomic.write_json(missing, {"a": 1})
+    assert json.loads(missing.read_text()) == {"a": 1}
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RoutelensError, match="is a file, not a folder"):
+        atomic.check_json_target(blocker / "deeper" / "a.json", what="--json")
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ _FROM = {
     **dict.fromkeys(["Trace", "TraceChunk", "open_trace"], "routelens.store.reader"),
     "TraceConfig": "routelens.trace.config",
     "summarize": "routelens.trace.summary",
+    "write_summary": "routelens.trace.summary",
     "write_builtin_corpus": "routelens.corpus.builtin",
     **dict.fromkeys(["SyntheticSpec", "write_synthetic_trace"], "routelens.synthetic"),
     # analysis
@@ -59,7 +60,9 @@ _FROM = {
     # models
     **dict.fromkeys(["MoESpec", "describe_model", "supported_families"], "routelens.models.families"),
     "family_rows": "routelens.capture.listing",
+    "families_to_verify": "routelens.capture.listing",
     "verify_family": "routelens.capture.verify",
+    "verify_families": "routelens.capture.verify",
 }
 
 __all__ = [  # every name of _FROM, and those defined above
@@ -102,6 +105,7 @@ __all__ = [  # every name of _FROM, and those defined above
     "expert_importance",
     "expert_load",
     "export_load",
+    "families_to_verify",
     "family_rows",
     "import_engine",
     "inspect_model",
@@ -120,10 +124,12 @@ __all__ = [  # every name of _FROM, and those defined above
     "trace",
     "train",
     "upcycle",
+    "verify_families",
     "verify_family",
     "write_builtin_corpus",
     "write_json",
     "write_report",
+    "write_summary",
     "write_synthetic_trace",
 ]
 
@@ -134,8 +140,8 @@ if TYPE_CHECKING:
     from routelens.analysis.distribution import js_divergence
     from routelens.analysis.locality import random_baseline
     from routelens.analysis.saturation import SaturationConfig, router_saturation
-    from routelens.capture.listing import family_rows
-    from routelens.capture.verify import verify_family
+    from routelens.capture.listing import families_to_verify, family_rows
+    from routelens.capture.verify import verify_families, verify_family
     from routelens.corpus.builtin import write_builtin_corpus
     from routelens.demo import DemoConfig, run_demo
     from routelens.engines.export import ExportConfig, LoadFormat, expert_load, export_load
@@ -156,7 +162,7 @@ if TYPE_CHECKING:
     from routelens.synthetic import SyntheticSpec, write_synthetic_trace
     from routelens.trace.config import TraceConfig
     from routelens.trace.run import trace
-    from routelens.trace.summary import summarize
+    from routelens.trace.summary import summarize, write_summary
     from routelens.training import UpcycleMode
     from routelens.training.configs import EvalConfig, TrainConfig, UpcycleConfig
     from routelens.training.evaluate import evaluate

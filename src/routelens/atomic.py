@@ -5,8 +5,8 @@ a truncated one that a later command reads as if it were complete. So every writ
 output under a temporary name in the target's own folder (a rename is atomic only within one file
 system) and renames it over the target once it is whole:
 
-- `write_text`, `write_bytes`, `write_json`: a small file in one call (`write_json` refuses a
-  folder in the file's place or a missing folder to hold it, `check_json_target`, in one line).
+- `write_text`, `write_bytes`, `write_json`: a small file in one call (`write_json` refuses, in
+  one line, a folder in the file's place or a file in its folder's: `check_json_target`).
 - `atomic_path(target)`: a context manager yielding a temporary path for writers that want a path
   of their own (Parquet shards, `torch.save`, safetensors); renamed over `target` on success,
   removed on failure.
@@ -242,19 +242,25 @@ def json_text(
     return text + "\n" if newline else text
 
 
-def check_json_target(target: str | os.PathLike, *, what: str | None = None, example: str = "out.json") -> Path:
+def check_json_target(
+    target: str | os.PathLike, *, what: str | None = None, example: str = "out.json", folder_must_exist: bool = False
+) -> Path:
     """Refuse in one line a JSON file that cannot be written where asked: a folder stands at
-    `target`, the folder to hold it does not exist (no folder is made for a mistyped path), is a
-    file, or is not writable. `what` names the option it came from (`--json`), `example` the file
-    name the fix suggests. Cheap, so a command calls it before its long work, and `write_json`
-    again before writing."""
+    `target`, a file stands where its folder should be, or the folder is not writable. A missing
+    folder is made when the file is written (as every routelens output), unless
+    `folder_must_exist` (the simulators' `--json`, whose refusal of a mistyped folder is their
+    contract). `what` names the option it came from (`--json`), `example` the file name the fix
+    suggests. Cheap, so a command calls it before its long work, and `write_json` again before
+    writing."""
     target = Path(target)
     name = f"{what} {target}" if what else str(target)
-    folder = target.parent
     if target.is_dir():
         raise RoutelensError(f"{name} is a directory; give a file name such as {target / example}.")
+    folder = target.parent
     if not folder.exists():
-        raise RoutelensError(f"{name}: folder {folder} does not exist; create it or choose another path.")
+        if folder_must_exist:
+            raise RoutelensError(f"{name}: folder {folder} does not exist; create it or choose another path.")
+        folder = next((p for p in folder.parents if p.exists()), Path("."))  # the nearest that exists
     if not folder.is_dir():
         raise RoutelensError(f"{name}: {folder} is a file, not a folder; remove it or choose another location.")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -271,13 +277,14 @@ def write_json(
     newline: bool = False,
     what: str | None = None,
     example: str = "out.json",
+    folder_must_exist: bool = False,
     **dumps: Any,
 ) -> Path:
     """Write `payload` as JSON to `target` atomically; return the path. Every JSON file routelens
     writes goes through here. The target is checked first (`check_json_target`: `what` and
     `example` word its refusal), and the text is serialised before anything touches the disk, so
     a value that cannot be written leaves no file at all."""
-    target = check_json_target(target, what=what, example=example)
+    target = check_json_target(target, what=what, example=example, folder_must_exist=folder_must_exist)
     return write_text(target, json_text(payload, indent=indent, allow_nan=allow_nan, newline=newline, **dumps))
 
 

@@ -402,11 +402,6 @@ def _(env, tmp):
     )
 
 
-@case("info --json in a missing folder")
-def _(env, tmp):
-    return Case(["info", str(env.trace), "--json", str(tmp / "missing" / "i.json")], r"missing does not exist")
-
-
 @case("compare traces of other shapes")
 def _(env, tmp):
     return Case(["compare", str(env.trace), str(env.other), "-q"], r"layers|experts|tokens|same")

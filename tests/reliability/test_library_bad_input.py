@@ -176,13 +176,6 @@ def _(env, tmp):
     return Call(lambda: simulate_all(env.trace, devices=2, json_path=out), re.escape(str(blocker)), [blocker])
 
 
-@call("info --json in a missing folder")
-def _(env, tmp):
-    from routelens.trace.summary import summarize, write_summary
-
-    return Call(lambda: write_summary(summarize(env.trace), tmp / "missing" / "i.json"), r"missing does not exist")
-
-
 @call("analyze --json under a file")
 def _(env, tmp):
     from routelens.analysis import write_json

@@ -16,11 +16,11 @@ FORMAT = {"indent": 2, "allow_nan": True}
 def check_output(json_path: str | os.PathLike | None) -> None:
     """Refuse, before any work, a `json_path` that is a folder or lies in a folder that does not exist."""
     if json_path is not None:
-        check_json_target(json_path, what="--json")
+        check_json_target(json_path, what="--json", folder_must_exist=True)
 
 
 def write_output(result: dict, json_path: str | os.PathLike | None) -> dict:
     """Write `result` to `json_path` when one is given; return `result`."""
     if json_path is not None:
-        write_json(json_path, result, newline=True, what="--json", **FORMAT)
+        write_json(json_path, result, newline=True, what="--json", folder_must_exist=True, **FORMAT)
     return result
