@@ -15,6 +15,20 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
     torch.set_num_threads(1)
 
+# Session fixtures that cost tens of seconds to minutes. A session fixture is built once per xdist
+# worker that runs a test using it, so every test using one of these is put in one group (one
+# worker, `--dist loadgroup` in pyproject) and marked `slow`: the fixture is built once per suite.
+COSTLY_FIXTURES = ("demo_run", "built")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = [name for name in COSTLY_FIXTURES if name in getattr(item, "fixturenames", ())]
+        if used:
+            item.add_marker(pytest.mark.xdist_group(used[0]))
+            item.add_marker(pytest.mark.slow)
+
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

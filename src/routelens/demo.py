@@ -25,9 +25,9 @@ from routelens.progress import status
 class DemoConfig:
     out: Path = setting(Path("routelens-demo"), "Directory for corpus/, model/, trace/ and report.html.")
     trace_tokens: int = setting(60_000, "Tokens per domain to trace and analyze.")
-    pos_tokens: int = 40_000  # of tagged prose for the POS analyses
-    saturation_tokens: int = 4_000  # per domain, for each kept checkpoint
-    seq_len: int = 256
+    pos_tokens: int = setting(40_000, "Tokens of tagged prose to trace for the POS analyses.")
+    saturation_tokens: int = setting(4_000, "Tokens per domain traced at each kept checkpoint (router saturation).")
+    seq_len: int = setting(256, "Window length in tokens of the demo's traces.")
     steps: int | None = setting(
         None, "Training steps of the demo model.", shown_default="the tuned demo setting"
     )  # tests use a handful

@@ -44,6 +44,7 @@ def test_misaligned_traces_exit_2_in_one_line(pair, tmp_path):
     assert len(lines) == 1 and "differ in token id" in lines[0]
 
 
+@pytest.mark.slow
 def test_report_with_a_comparison(pair, tmp_path):
     out = tmp_path / "compare.json"
     assert runner.invoke(app, ["compare", str(pair[0]), str(pair[1]), "--json", str(out), "-q"]).exit_code == 0

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from routelens.cli.main import app
 
 
+@pytest.mark.slow
 def test_second_run_reuses_the_trained_model(demo_run, tmp_path):
     first, _ = demo_run  # tests/conftest.py: a tiny run_demo trained with 3 steps
     out = tmp_path / "demo"
     shutil.copytree(first / "model", out / "model")  # the CLI run writes its own corpus, trace and report
     stamp = (out / "model" / "training.json").stat().st_mtime_ns
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--steps", "3", "--trace-tokens", "1000", "--quiet"])
+    tiny = ["--steps", "3", "--trace-tokens", "1000", "--pos-tokens", "800", "--saturation-tokens", "300"]
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), *tiny, "--seq-len", "64", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "report.html" in result.output and (out / "report.html").is_file()
     assert (out / "model" / "training.json").stat().st_mtime_ns == stamp

@@ -58,6 +58,7 @@ def test_malformed_input_is_one_line_exit_2_nothing_written(tiny_mixtral, tmp_pa
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 def test_weightless_trace_through_analyze_simulate_report(imported, tmp_path):
     result = runner.invoke(
         app, ["analyze", str(imported), "--json", str(tmp_path / "a.json"), "-q", "--bootstrap", "0"]

@@ -85,6 +85,7 @@ def test_report_from_inputs_by_name(setup, tmp_path):
     assert sections(out) == ["summary", "distribution", "locality", "token-view", "cache", "balance"]
 
 
+@pytest.mark.slow
 def test_one_simulate_all_file_feeds_cache_and_balance(setup, tmp_path):
     out = tmp_path / "r.html"
     report(setup, out, "--analysis", "analysis.json", "--cache", "all.json", "--balance", "all.json")
@@ -102,6 +103,7 @@ def test_named_and_old_inputs_give_the_same_report(setup, tmp_path):
     assert stamp.sub("", new.read_text()) == stamp.sub("", old.read_text())
 
 
+@pytest.mark.slow
 def test_report_computes_the_analysis_when_not_given(setup, tmp_path):
     out = tmp_path / "sub" / "r.html"
     result = CliRunner().invoke(

@@ -37,6 +37,7 @@ def one_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_two_reports_into_one_page(trace, tmp_path):
     out = tmp_path / "r.html"
     first = subprocess.Popen(
@@ -56,6 +57,7 @@ def test_two_reports_into_one_page(trace, tmp_path):
     assert not lock_path(out).exists()  # released at the end
 
 
+@pytest.mark.slow
 def test_report_refused_while_another_process_holds_the_lock_and_taken_over_after_it_dies(trace, tmp_path):
     out = tmp_path / "r.html"
     holder = subprocess.Popen(

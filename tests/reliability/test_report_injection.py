@@ -208,6 +208,7 @@ def test_the_detector_sees_an_unescaped_payload():
         assert any(injected(f"<html><body>{c}</body></html>") for c in contexts), payload
 
 
+@pytest.mark.slow
 def test_every_section_is_there_and_none_was_skipped(report):
     text = report.read_text(encoding="utf-8")
     assert set(SECTIONS) <= set(re.findall(r'<section id="([^"]+)">', text))

@@ -85,6 +85,7 @@ def rows(path) -> tuple[np.ndarray, np.ndarray]:
     return chunk.token_id, chunk.experts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_two_traces_into_one_directory_never_mix(here, overwrite):
     """10 rounds each way (20 in all): two live processes start `trace --seq-len 16` and `32` into

@@ -69,6 +69,7 @@ def runs(tmp_path_factory):
     return specs, full, killed, saved
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_training_json(runs):
     _, full, resumed, _ = runs
     a, b = (json.loads((p / "training.json").read_text()) for p in (full, resumed))

@@ -8,6 +8,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from routelens.cli.main import app
@@ -37,6 +38,7 @@ def test_section_shows_the_coverage_of_the_most_used_experts(tmp_path, built):
     assert np.allclose(coverage(freq[None])[0, -1], 1.0)
 
 
+@pytest.mark.slow
 def test_report_cli_takes_importance_and_refuses_another_traces(tmp_path, built):
     own = tmp_path / "imp.json"
     own.write_text(json.dumps(expert_importance(built.trace, progress=False)))
