@@ -16,17 +16,50 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
 
 # Session fixtures that cost tens of seconds to minutes. A session fixture is built once per xdist
-# worker that runs a test using it, so every test using one of these is put in one group (one
-# worker, `--dist loadgroup` in pyproject) and marked `slow`: the fixture is built once per suite.
+# worker that runs a test using it, so the test files that use one of these are scheduled as one
+# unit (one worker; `pytest_xdist_make_scheduler` below) and their tests are marked `slow`: the
+# fixture is built once per suite. (xdist's own `--dist loadgroup` cannot do this under pytest 9,
+# whose node ids it no longer rewrites.)
 COSTLY_FIXTURES = ("demo_run", "built")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        used = [name for name in COSTLY_FIXTURES if name in getattr(item, "fixturenames", ())]
-        if used:
-            item.add_marker(pytest.mark.xdist_group(used[0]))
+        if any(name in getattr(item, "fixturenames", ()) for name in COSTLY_FIXTURES):
             item.add_marker(pytest.mark.slow)
+
+
+def costly_files() -> dict[str, str]:
+    """{test file (relative to the repository) -> the costly fixture it uses}, read with `ast`
+    from the test functions' and fixtures' parameters (the controller collects no items)."""
+    import ast
+
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef):
+                used = [a.arg for a in node.args.args if a.arg in COSTLY_FIXTURES]
+                if used:
+                    found.setdefault(path.relative_to(REPO).as_posix(), used[0])
+    return found
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Like `--dist load` (one test a unit), but every test of a file in `costly_files()` goes to
+    the worker that builds that file's costly fixture."""
+    if config.getvalue("dist") != "load":
+        return None  # another mode asked for by name: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    files = costly_files()
+
+    class CostlyFixturesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            fixture = files.get(nodeid.split("::", 1)[0])
+            return f"costly:{fixture}" if fixture else nodeid
+
+    return CostlyFixturesTogether(config, log)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 
+@torch.no_grad()  # a number to report: nothing backpropagates through it, so no graph is kept
 def window_nll(
     model, windows: np.ndarray, batch_size: int, pad_id: int, per_window: list[np.ndarray] | None = None
 ) -> tuple[float, int]:
