@@ -37,7 +37,7 @@ from routelens.simulate.cache_kernels import (
     replay,
 )
 from routelens.simulate.policies import Policy
-from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
+from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use_raw, spill_layers
 from routelens.store import Trace, open_trace
 
 ALL_POLICIES = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PREFETCH)
@@ -224,7 +224,7 @@ def simulate_cache(trace: Trace | str | Path, config: CacheConfig | None = None,
             for lo, experts, starts in spilled.blocks(i, block):
                 segment_start = starts if config.reset_per_document else np.zeros(len(starts), np.bool_)
                 segment_start[0] |= lo == 0
-                nxt = read_next_use(nxt_path, T, k, lo, len(experts)) if belady else None
+                nxt = read_next_use_raw(nxt_path, T, k, lo, len(experts)) if belady else None
                 predicted = spilled.rows(len(spilled.layers) + i, lo, len(experts)) if ahead else None
                 for r, (policy, capacity) in enumerate(runs):
                     counters[r] += replay(

@@ -79,19 +79,26 @@ def distance_dtype(requests: int) -> np.dtype:
 def _backward(experts, segment_start, last, base, distances, out):
     T, k = experts.shape
     E = last.shape[0]
-    for t in range(T - 1, -1, -1):
-        for j in range(k - 1, -1, -1):
-            a = base + t * k + j
-            e = experts[t, j]
-            nxt = last[e]
+    flat = experts.reshape(-1)
+    ahead = np.empty(E, np.int64)  # the block-local index of e's next access, -1 for none
+    for e in range(E):
+        ahead[e] = last[e] - base if last[e] != NEVER else -1
+    i = T * k - 1  # counted down with t: no index arithmetic per request
+    for back in range(T):
+        for _ in range(k):
+            e = flat[i]
+            a = ahead[e]
             if distances:
-                out[t * k + j] = nxt - a if nxt != NEVER else 0
+                out[i] = a - i if a >= 0 else 0
             else:
-                out[t * k + j] = nxt
-            last[e] = a
-        if segment_start[t]:  # nothing before a segment start may see a use inside it
+                out[i] = a + base if a >= 0 else NEVER
+            ahead[e] = i
+            i -= 1
+        if segment_start[T - 1 - back]:  # nothing before a segment start may see a use inside it
             for e in range(E):
-                last[e] = NEVER
+                ahead[e] = -1
+    for e in range(E):
+        last[e] = ahead[e] + base if ahead[e] >= 0 else NEVER
 
 
 def next_use_indices_numpy(experts: np.ndarray, segment_start: np.ndarray, base: int = 0) -> np.ndarray:
