@@ -53,8 +53,10 @@ from routelens.simulate.policies import POLICY_CODE, Policy
 LRU, LFU, BELADY, PREFETCH, PIN, LOOKAHEAD = (POLICY_CODE[p] for p in Policy)
 _FAR = np.int64(np.iinfo(np.int64).max)  # a key no expert has
 _LAST_CLOCK = np.int64(1) << 61  # clocks stay below it (2^61 accesses), so Belady keys fit in int64
+_CACHED, _SEEN, _PREFETCHED, _PINNED = 1, 2, 4, 8  # bits of an expert's flags in the replay loop
 _FAR = np.int64(np.iinfo(np.int64).max)  # a key no expert has
 _LAST_CLOCK = np.int64(1) << 61  # clocks stay below it (2^61 accesses), so Belady keys fit in int64
+_CACHED, _SEEN, _PREFETCHED, _PINNED = 1, 2, 4, 8  # bits of an expert's flags in the replay loop
 
 # Counter slots returned by `replay` (and accumulated across chunks).
 HITS, MISSES, COLD_MISSES, PREFETCH_LOADS, PREFETCH_USEFUL = range(5)
@@ -179,14 +181,12 @@ def max_pinned(capacity: int, top_k: int) -> int:
 
 
 @numba.njit(cache=True)
-def _reset(cached, freq, seen, prefetched, successor):
+def _reset(flags, freq, successor):
     """Empty the cache and the policy memory at a segment start (a call: segment starts are rare,
     and the hot loop below is written out, since an inlined helper there costs ~40% of a replay)."""
-    for e in range(cached.shape[0]):
-        cached[e] = False
+    for e in range(flags.shape[0]):
+        flags[e] &= _PINNED
         freq[e] = 0
-        seen[e] = False
-        prefetched[e] = False
         for j in range(successor.shape[1]):
             successor[e, j] = -1
 
@@ -216,10 +216,15 @@ def _run(
     protect = policy == LFU or policy == BELADY  # the LRU family's victim is never the token's own
     loads_ahead = policy == PREFETCH or policy == LOOKAHEAD
     grouped = capacity >= k  # a token's requests served together (else one by one)
-    res = np.empty(max(E, 1), np.int64)  # the region's resident experts (unpinned), in any order
+    # The per-expert booleans as bits of one byte: one load and one store per request.
+    flags = np.empty(E, np.uint8)
+    res = np.empty(
+        max(E, 1), experts.dtype
+    )  # the region's resident experts (unpinned), in any order: unsigned, no wraparound
     region = capacity  # slots the replacement policy manages: the capacity less the pinned slots
     size = 0  # occupied slots of the region
     for e in range(E):
+        flags[e] = cached[e] * _CACHED | seen[e] * _SEEN | prefetched[e] * _PREFETCHED | pinned[e] * _PINNED
         if pinned[e]:
             region -= 1
         elif cached[e]:
@@ -233,7 +238,7 @@ def _run(
         start = t < T and segment_start[t]
         if start and policy == LOOKAHEAD:  # a prediction is loaded into the segment it is for
             size, prev_first = 0, -1
-            _reset(cached, freq, seen, prefetched, successor)
+            _reset(flags, freq, successor)
         # 0. Loads ahead of time, into a free slot or that of the least recently used expert outside
         # the prediction (stop when there is none), in order; ids outside 0..E-1 mean none.
         # Prefetch, after token t - 1: learn what followed the previous token, then load what
@@ -255,7 +260,7 @@ def _run(
                 n_want = want.shape[0]
             for j in range(n_want):
                 p = want[j]
-                if p < 0 or p >= E or cached[p]:
+                if p < 0 or p >= E or flags[p] & _CACHED:
                     continue
                 if size >= region:
                     best, oldest = -1, _FAR
@@ -268,22 +273,20 @@ def _run(
                             best, oldest = i, r
                     if best < 0:
                         break
-                    cached[res[best]] = False
-                    prefetched[res[best]] = False
+                    flags[res[best]] &= ~(_CACHED | _PREFETCHED)
                     res[best] = p
                 else:
                     res[size] = p
                     size += 1
-                cached[p] = True
+                flags[p] |= _CACHED | _PREFETCHED
                 clock += 1
                 recency[p] = clock
-                prefetched[p] = True
                 loads += 1
         if t == T:
             break
         if start and policy != LOOKAHEAD:
             size, prev_first = 0, -1
-            _reset(cached, freq, seen, prefetched, successor)
+            _reset(flags, freq, successor)
         # 1. Every request is an access at its own clock tick. Grouped (capacity >= k), the token's
         # experts are all accessed on arrival, so that its loads evict none of them (for the LRU
         # family they are the most recent: the least recent resident is never one of them).
@@ -314,15 +317,15 @@ def _run(
                 if policy == BELADY:
                     d = np.int64(next_use[t * k + j])
                     nxt[e] = tg * k + j + d if d != 0 else NEVER + (_LAST_CLOCK - clock)
+            f = flags[e]
             if loads_ahead:  # a prefetched expert not resident has lost its flag already
-                useful += prefetched[e]
-                prefetched[e] = False
-            if cached[e]:
+                useful += (f & _PREFETCHED) != 0
+            if f & _CACHED:
                 hits += 1
             else:
                 misses += 1
-                cold += not seen[e]
-                if policy != PIN or not pinned[e]:
+                cold += (f & _SEEN) == 0
+                if policy != PIN or not f & _PINNED:
                     if size < region:
                         res[size] = e
                         size += 1
@@ -347,18 +350,19 @@ def _run(
                                 r = recency[res[i]]
                                 if r < oldest:
                                     best, oldest = i, r
-                        cached[res[best]] = False
-                        if loads_ahead:
-                            prefetched[res[best]] = False
+                        flags[res[best]] &= ~(_CACHED | _PREFETCHED)
                         res[best] = e
-                cached[e] = True
-            seen[e] = True
+            flags[e] = (f | _CACHED | _SEEN) & ~_PREFETCHED  # the victim, if any, was another expert
         if grouped and protect:
             for j in range(k):
                 if policy == LFU:
                     freq[experts[t, j]] = held[j]
                 if policy == BELADY:
                     nxt[experts[t, j]] = held[j]
+    for e in range(E):
+        cached[e] = flags[e] & _CACHED
+        seen[e] = flags[e] & _SEEN
+        prefetched[e] = flags[e] & _PREFETCHED
     scalars[0], scalars[1], scalars[2] = clock, prev_first, token0 + T
     counters[HITS] += hits
     counters[MISSES] += misses
