@@ -57,9 +57,6 @@ LRU, LFU, BELADY, PREFETCH, PIN, LOOKAHEAD = (POLICY_CODE[p] for p in Policy)
 _FAR = np.int64(np.iinfo(np.int64).max)  # a key no expert has
 _LAST_CLOCK = np.int64(1) << 61  # clocks stay below it (2^61 accesses), so Belady keys fit in int64
 _CACHED, _SEEN, _PREFETCHED, _PINNED = 1, 2, 4, 8  # bits of an expert's flags in the replay loop
-_FAR = np.int64(np.iinfo(np.int64).max)  # a key no expert has
-_LAST_CLOCK = np.int64(1) << 61  # clocks stay below it (2^61 accesses), so Belady keys fit in int64
-_CACHED, _SEEN, _PREFETCHED, _PINNED = 1, 2, 4, 8  # bits of an expert's flags in the replay loop
 
 # Counter slots returned by `replay` (and accumulated across chunks).
 HITS, MISSES, COLD_MISSES, PREFETCH_LOADS, PREFETCH_USEFUL = range(5)
