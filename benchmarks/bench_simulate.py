@@ -5,7 +5,9 @@ checks every policy's hits.
 Events are token-layer pairs (one token's k requests at one layer) from a synthetic Markov
 stream with locality: E=8 experts, top-2, the first choice repeating the previous token's with
 probability --repeat, the second a distinct uniform draw. Every policy replays all --events at
---capacity: LRU, LFU, Belady (its next-use pass included, also shown apart), pin (the 2 most
+--capacity: LRU, LFU, Belady (its next uses included: `belady.replay_belady` computes them block
+by block just before replaying each block; the whole stream's next-use pass and then one
+replay is timed once beside it, split), pin (the 2 most
 used experts keep their slots: capacity 4 = 2 pinned + room for a token's k = 2), prefetch,
 lookahead (a prediction of each token's experts right 90% of the time: each id replaced by a
 uniform one with probability 0.1, as a trace's `lookahead` column gives) and per-layer budgets
@@ -20,7 +22,8 @@ faster than the events shows; then the naive-Python reference (`routelens.simula
 on the first --naive-events events, whose hits must equal the compiled replay's on that slice.
 
 Memory: 2 bytes per event for the stream (uint8 ids, k = 2), 2 for the predictions and 8 for
-Belady's next uses (uint32 per request): about 1.2 GB at 100M events.
+Belady's next uses (uint32 per request) in the one whole-stream comparison run: about 1.2 GB at
+100M events; the policies themselves need the stream and the predictions only (400 MB).
 
     python benchmarks/bench_simulate.py                   # 100M events, the acceptance setting
     python benchmarks/bench_simulate.py --events 10000000 # quicker
@@ -36,6 +39,7 @@ import tracemalloc
 import numba
 import numpy as np
 
+from routelens.simulate.belady import replay_belady
 from routelens.simulate.budget import best_split
 from routelens.simulate.cache_kernels import HITS, MISSES, PREFETCH_LOADS, CacheState, next_use_distances, replay
 from routelens.simulate.curve import CurveState, lru_curve
@@ -99,15 +103,12 @@ class Workload:
 
     def run(self, policy: str, capacity: int, n: int | None = None) -> tuple[np.ndarray, dict]:
         """Counters of `policy` on the first n events (all by default) and {"seconds": it took,
-        "next_use": seconds of Belady's pass, "curve": budgets' LRU counters at capacities 1..E}."""
+        "curve": budgets' LRU counters at capacities 1..E}."""
         x, start = self.stream[:n], self.start[:n]
         t0 = time.perf_counter()
         info = {}
         if policy == "Belady":
-            upcoming = next_use_distances(x, start)
-            info["next_use"] = time.perf_counter() - t0
-            counters = replay(x, start, "belady", capacity, CacheState.empty(E, K), upcoming)
-            del upcoming
+            counters = replay_belady(x, start, capacity, CacheState.empty(E, K))
         elif policy == "budgets":
             curve = lru_curve(x, start, CurveState.empty(E))
             hits = np.concatenate([[0], curve[:, HITS]])[None, :]  # (layers = 1, capacity 0..E)
@@ -179,9 +180,18 @@ def main() -> None:
             f"{policy:10} {s:>8.2f} {f'({slowest_trial[policy]:.2f})':>9} {N / s:>13,.0f} {N / s / limit:>8.3f} "
             f"{N / s / TARGET:>9.2f} {counters[HITS] / (K * N):>9.3f} {loads:>12.3f}"
         )
-    belady = results["Belady"][1]
+    t0 = time.perf_counter()
+    upcoming = next_use_distances(work.stream, work.start)  # the whole stream's, 4 bytes per request
+    next_use_s = time.perf_counter() - t0
+    whole = replay(work.stream, work.start, "belady", C, CacheState.empty(E, K), upcoming)
+    whole_s = time.perf_counter() - t0
+    del upcoming
+    assert whole.tolist() == results["Belady"][0].tolist(), "Belady in blocks differs from the whole-stream replay"
     print(
-        f"Belady split: next-use {belady['next_use']:.2f} s + replay {belady['seconds'] - belady['next_use']:.2f} s; "
+        f"Belady with the whole stream's next uses first (same counters): {whole_s:.2f} s, {N / whole_s:,.0f} events/s "
+        f"(next-use {next_use_s:.2f} s + replay {whole_s - next_use_s:.2f} s)"
+    )
+    print(
         f"budgets: LRU hit curve at capacities 1..{E} in one pass, hits at capacity {C} "
         f"{'equal' if results['budgets'][0][HITS] == results['LRU'][0][HITS] else 'DIFFER from'} LRU's replay"
     )

@@ -1,13 +1,15 @@
 """The fast paths of the cache simulator against the slow ones: LRU's one-pass hit curve against a
 replay per capacity and the plain-Python reference; Belady's uint32 next-use distances against
-the int64 indices; and every policy's compiled replay against the reference on streams with more
-experts (uint8 and uint16 ids) than the small-E test in test_cache_kernels."""
+the int64 indices, and Belady in blocks (next uses from checkpoints) against the whole stream's;
+and every policy's compiled replay against the reference on streams with more experts (uint8 and
+uint16 ids) than the small-E test in test_cache_kernels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from routelens.simulate.belady import replay_belady
 from routelens.simulate.cache_kernels import (
     NEVER,
     CacheState,
@@ -17,6 +19,7 @@ from routelens.simulate.cache_kernels import (
     replay,
 )
 from routelens.simulate.curve import CurveState, lru_curve
+from routelens.simulate.next_use import next_use_checkpoints
 from routelens.simulate.policies import Policy
 from routelens.simulate.reference import replay_reference
 
@@ -121,3 +124,35 @@ def test_every_policy_equals_the_reference_with_more_experts(policy, E, k, dtype
             x, starts, policy, capacity, CacheState.empty(E, k), nu, pinned=side.get("pinned"), predicted=predicted
         )
         assert dict(zip(COUNTERS, got.tolist())) == expected, (policy, E, k, capacity)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 1 << 15])
+def test_belady_in_blocks_equals_belady_on_the_whole_streams_next_uses(rows):
+    for seed in range(6):
+        rng = np.random.default_rng(40 + seed)
+        E = int(rng.integers(2, 20))
+        k = int(rng.integers(1, min(E, 4) + 1))
+        x = random_stream(rng, int(rng.integers(1, 300)), E, k)
+        starts = segments(rng, len(x), 0.05)
+        nu = next_use_distances(x, starts)
+        for capacity in range(1, E + 1):
+            whole = replay(x, starts, "belady", capacity, CacheState.empty(E, k), nu)
+            assert replay_belady(x, starts, capacity, CacheState.empty(E, k), rows).tolist() == whole.tolist()
+    # Carried across calls, as a longer stream fed in chunks: the state continues.
+    state, parts = CacheState.empty(E, k), np.zeros(5, np.int64)
+    half = len(x) // 2
+    parts += replay(x[:half], starts[:half], "belady", 2, state, nu[: half * k])
+    parts += replay(x[half:], starts[half:], "belady", 2, state, nu[half * k :])
+    assert parts.tolist() == replay_belady(x, starts, 2, CacheState.empty(E, k), rows).tolist()
+
+
+def test_next_use_checkpoints_are_the_carried_state_at_each_block():
+    rng = np.random.default_rng(5)
+    x = random_stream(rng, 250, 7, 2)
+    starts = segments(rng, len(x))
+    checkpoints = next_use_checkpoints(x, starts, 60)
+    assert checkpoints.shape == (5, 7)
+    last = np.full(7, NEVER, np.int64)
+    for b in range(4, -1, -1):  # blocks fed backward, as next_use_distances carries `last`
+        assert checkpoints[b].tolist() == last.tolist(), b
+        next_use_distances(x[60 * b : 60 * (b + 1)], starts[60 * b : 60 * (b + 1)], last, 60 * b * 2)

@@ -52,27 +52,52 @@ def next_use_block(experts: np.ndarray, segment_start: np.ndarray, last: np.ndar
 
 
 def next_use_distances(
-    experts: np.ndarray, segment_start: np.ndarray, last: np.ndarray | None = None, base: int = 0
+    experts: np.ndarray,
+    segment_start: np.ndarray,
+    last: np.ndarray | None = None,
+    base: int = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """`next_use_indices` as distances: out[a] = next access index - a, 0 when there is none.
 
-    uint32 when the distances fit (streams of fewer than 2^32 - 1 requests), else int64. With
+    uint32 when the distances fit (streams of fewer than 2^32 - 1 requests), else uint64 (an
+    unsigned type either way: `cache_kernels.replay` reads int64 as absolute indices). With
     `last` and `base` it is one block of a longer stream fed backward, as `next_use_block`
-    (`last` holds absolute indices, NEVER for none, and is updated in place).
+    (`last` holds absolute indices, NEVER for none, and is updated in place); `out`, if given,
+    receives the distances (a buffer reused from block to block).
     """
     experts = np.ascontiguousarray(experts)
     T, k = experts.shape
     if last is None:
         last = np.full(int(experts.max()) + 1 if experts.size else 1, NEVER, np.int64)
     assert experts.size == 0 or int(experts.max()) < len(last), "expert id beyond len(last)"
-    out = np.empty(T * k, distance_dtype(base + T * k))
+    if out is None:
+        out = np.empty(T * k, distance_dtype(base + T * k))
+    wide_enough = out.dtype.itemsize >= distance_dtype(base + T * k).itemsize
+    assert out.shape == (T * k,) and out.dtype in (np.uint32, np.uint64) and wide_enough, (out.shape, out.dtype)
     _backward(experts, np.ascontiguousarray(segment_start, dtype=np.bool_), last, base, True, out)
+    return out
+
+
+def next_use_checkpoints(experts: np.ndarray, segment_start: np.ndarray, rows: int) -> np.ndarray:
+    """The `last` that `next_use_distances` carries into each block of `rows` tokens, blocks fed
+    backward: (blocks, E) int64, row b for tokens b*rows.. (absolute indices, NEVER for none).
+
+    One backward pass that writes nothing per request, so that Belady can then compute each
+    block's distances just before replaying it, into a buffer that stays in cache, instead of
+    holding 4 bytes per request of the whole stream (`belady.replay_belady`).
+    """
+    experts = np.ascontiguousarray(experts)
+    T = len(experts)
+    E = int(experts.max()) + 1 if experts.size else 1
+    out = np.empty((max(1, -(-T // rows)), E), np.int64)
+    _checkpoints(experts, np.ascontiguousarray(segment_start, dtype=np.bool_), rows, out)
     return out
 
 
 def distance_dtype(requests: int) -> np.dtype:
     """The narrowest type that holds every distance of a stream of `requests` requests."""
-    return np.dtype(np.uint32 if requests < (1 << 32) - 1 else np.int64)
+    return np.dtype(np.uint32 if requests < (1 << 32) - 1 else np.uint64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -99,6 +124,24 @@ def _backward(experts, segment_start, last, base, distances, out):
                 ahead[e] = -1
     for e in range(E):
         last[e] = ahead[e] + base if ahead[e] >= 0 else NEVER
+
+
+@numba.njit(cache=True, nogil=True)
+def _checkpoints(experts, segment_start, rows, out):
+    T, k = experts.shape
+    E = out.shape[1]
+    last = np.full(E, NEVER, np.int64)
+    for b in range(out.shape[0] - 1, -1, -1):
+        for e in range(E):
+            out[b, e] = last[e]
+        t = min(T, (b + 1) * rows) - 1
+        while t >= b * rows:
+            for j in range(k):
+                last[experts[t, j]] = t * k + j  # a token's experts are distinct: any order
+            if segment_start[t]:
+                for e in range(E):
+                    last[e] = NEVER
+            t -= 1
 
 
 def next_use_indices_numpy(experts: np.ndarray, segment_start: np.ndarray, base: int = 0) -> np.ndarray:
