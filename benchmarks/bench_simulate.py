@@ -17,7 +17,7 @@ Each policy's rate, the best of --trials replays (the policies take turns, so th
 of a shared machine does not fall on one policy alone; the slowest trial is shown too), is printed
 beside the limit, a numba loop that only sums the ids (what any replay must at least do), and the
 target. Then seconds per million events at 1M and 10M
-events (best of 3), with the peak of the arrays traced while each ran, so that a cost growing
+events (best of 5), with the peak of the arrays traced while each ran, so that a cost growing
 faster than the events shows; then the naive-Python reference (`routelens.simulate.reference`)
 on the first --naive-events events, whose hits must equal the compiled replay's on that slice.
 
@@ -205,7 +205,7 @@ def main() -> None:
     tracemalloc.stop()
     work = None  # free the stream before the smaller runs
 
-    print("\nseconds per million events, best of 3 (peak traced arrays while it ran, stream included)")
+    print("\nseconds per million events, best of 5 (peak traced arrays while it ran, stream included)")
     sizes = [n for n in (1_000_000, 10_000_000) if n <= N]
     per_million: dict = {p: {} for p in POLICIES}
     peaks: dict = {p: {} for p in POLICIES}
@@ -214,7 +214,7 @@ def main() -> None:
         small = Workload(n, args.repeat, args.seed)
         for policy in POLICIES:
             tracemalloc.reset_peak()
-            best = min(small.run(policy, C)[1]["seconds"] for _ in range(3))
+            best = min(small.run(policy, C)[1]["seconds"] for _ in range(5))
             peaks[policy][n] = tracemalloc.get_traced_memory()[1]
             per_million[policy][n] = best / (n / 1e6)
         tracemalloc.stop()
