@@ -11,7 +11,8 @@ Memory does not grow with the trace: the layer streams are first spilled to a te
 (`spill.spill_layers`: the expert ids, uncompressed, under $TMPDIR or `tmp_dir`), then each
 layer is replayed from disk in blocks of about `memory_bytes`, the cache states carried from
 block to block (`CacheState`); Belady's next-use indices are a backward pass over the layer's
-file (`spill.next_use_file`).
+file (`spill.next_use_file`). LRU at several capacities is one pass for all of them
+(`curve.lru_curve`: LRU is a stack policy), the budgets' hit curves included.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from routelens.simulate.cache_kernels import (
     max_pinned,
     replay,
 )
+from routelens.simulate.curve import CurveState, lru_curve
 from routelens.simulate.output import check_output, write_output
 from routelens.simulate.policies import Policy
-from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use, spill_layers
+from routelens.simulate.spill import MIN_ROWS, next_use_file, read_next_use_raw, spill_layers
 from routelens.store import Trace, open_trace
 
 ALL_POLICIES = (Policy.LRU, Policy.LFU, Policy.BELADY, Policy.PREFETCH)
@@ -229,14 +231,21 @@ def simulate_cache(
                 by_use = np.argsort(-used, kind="stable")
                 pinned_order[layer] = by_use[: config.pin].tolist()
                 pins = {c: by_use[: max(0, min(config.pin, max_pinned(c, k)))] for c in caps}
+            # LRU at several capacities: its whole hit curve from one pass (curve.py), the same counters
+            by_curve = [policy is Policy.LRU and len(caps) > 1 for policy, _ in runs]
+            curve_state, curve = CurveState.empty(E), np.zeros((E, NUM_COUNTERS), np.int64)
             states = [CacheState.empty(E, k) for _ in runs]
             counters = np.zeros((len(runs), NUM_COUNTERS), np.int64)
             for lo, experts, starts in spilled.blocks(i, block):
                 segment_start = starts if config.reset_per_document else np.zeros(len(starts), np.bool_)
                 segment_start[0] |= lo == 0
-                nxt = read_next_use(nxt_path, T, k, lo, len(experts)) if belady else None
+                nxt = read_next_use_raw(nxt_path, T, k, lo, len(experts)) if belady else None
                 predicted = spilled.rows(len(spilled.layers) + i, lo, len(experts)) if ahead else None
+                if any(by_curve):
+                    curve += lru_curve(experts, segment_start, curve_state)
                 for r, (policy, capacity) in enumerate(runs):
+                    if by_curve[r]:
+                        continue
                     counters[r] += replay(
                         experts,
                         segment_start,
@@ -251,6 +260,8 @@ def simulate_cache(
             if nxt_path is not None:
                 nxt_path.unlink()
             for r, (policy, capacity) in enumerate(runs):
+                if by_curve[r]:
+                    counters[r] = curve[capacity - 1]
                 metrics = cache_metrics(counters[r], T, k, size, config.bandwidth_gbps)
                 cache[policy.value].setdefault(layer, {})[str(capacity)] = metrics["hit_rate"]
                 loads[policy.value].setdefault(layer, {})[str(capacity)] = metrics["loads_per_token"]

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from routelens.errors import RoutelensError
-from routelens.simulate.cache_kernels import NEVER, next_use_block
+from routelens.simulate.next_use import NEVER, next_use_block, next_use_distances
 from routelens.simulate.streams import validate_experts
 from routelens.store import Trace
 
@@ -248,9 +248,10 @@ def next_use_file(spilled: SpilledLayers, i: int, *, reset_per_document: bool, r
     with open(path, "wb") as f:
         for lo, experts, starts in spilled.blocks(i, rows, reverse=True):
             segment = starts if reset_per_document else np.zeros(len(starts), np.bool_)
-            nxt = next_use_block(experts, segment, last, lo * k)  # int64 indices
             if dtype == np.uint32:
-                nxt = np.where(nxt == NEVER, 0, nxt - (lo * k + np.arange(len(nxt)))).astype(np.uint32)
+                nxt = next_use_distances(experts, segment, last, lo * k)  # uint32: the stream is short enough
+            else:
+                nxt = next_use_block(experts, segment, last, lo * k)  # int64 indices
             f.seek(lo * k * dtype.itemsize)
             nxt.tofile(f)
     return path
@@ -266,6 +267,15 @@ def read_next_use(path: Path, tokens: int, top_k: int, first: int, n: int) -> np
         return raw
     index = first * top_k + np.arange(len(raw), dtype=np.int64)
     return np.where(raw == 0, NEVER, index + raw.astype(np.int64))
+
+
+def read_next_use_raw(path: Path, tokens: int, top_k: int, first: int, n: int) -> np.ndarray:
+    """The next uses of tokens first..first+n-1 as stored, uint32 distances or int64 indices: what
+    `cache_kernels.replay` reads for Belady with no conversion (the uint32 case)."""
+    dtype = _next_use_dtype(tokens * top_k)
+    with open(path, "rb") as f:
+        f.seek(first * top_k * dtype.itemsize)
+        return np.fromfile(f, dtype, count=n * top_k)
 
 
 def _next_use_dtype(requests: int) -> np.dtype:
