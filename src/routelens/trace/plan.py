@@ -12,13 +12,14 @@ Ray, checks that a shard on disk is the plan's shard. The plan needs a tokenizer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from routelens.corpus import CorpusKind, CorpusSpec, Document, iter_documents, parse_corpus_spec
+from routelens.corpus.readers import growing_batches
 from routelens.corpus.upos import UPOS_CODE
 from routelens.errors import RoutelensError
 from routelens.trace.config import TraceConfig
@@ -159,7 +160,7 @@ class Planner:
         # only when the cut text gives too few tokens (MARGIN beyond the budget, which no merge at the
         # cut reaches) is the whole text tokenized after all. Tagged documents keep their whole text.
         limit = self.config.max_tokens * CUT_CHARS if self.config.max_tokens else None
-        for batch in _batched(docs, group):
+        for batch in growing_batches(docs, most=group):
             with_words = any(doc.words is not None for doc in batch)
             cut = [limit is not None and doc.words is None and len(doc.text) > limit for doc in batch]
             enc = self.tokenizer(
@@ -199,17 +200,6 @@ def _align_words(doc: Document, offsets) -> tuple[np.ndarray, np.ndarray]:
 
 def _cut(values: np.ndarray | None, stop: int, start: int = 0) -> np.ndarray | None:
     return None if values is None else values[start:stop]
-
-
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def batch_rows(windows: list[Window], batch_size: int, *, equal_lengths: bool = False) -> list[list[int]]:
