@@ -1,7 +1,9 @@
 """The bad-input suite, through the library: the functions the commands call refuse the same bad
 inputs with a RoutelensError whose message matches the CLI case's fragment (tests/reliability/
 test_bad_input.py), leave what was on disk as it was, and refuse an output whose lock another process
-holds in the CLI's words. A Python user gets the command's guarantees, not only its users."""
+holds in the CLI's words. A Python user gets the command's guarantees, not only its users.
+
+Every CLI case has a call of the same name here, or its reason in CLI_ONLY."""
 
 from __future__ import annotations
 
