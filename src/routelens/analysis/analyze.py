@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from routelens.analysis.locality import (
 )
 from routelens.analysis.lookahead import LookaheadAccumulator
 from routelens.analysis.pairs import choices_last, pair_valid, set_masks
+from routelens.analysis.permutation_null import PermutationNull
 from routelens.analysis.vocabulary import (
     TokenExpertCounter,
     specialization,
@@ -45,6 +47,11 @@ from routelens.store.reader import Trace, open_trace
 ALL = "all"  # key of the pooled domains
 
 
+class LocalityNull(StrEnum):
+    EXACT = "exact"  # the within-document permutation null in closed form (permutation_null.py)
+    SHUFFLED = "shuffled"  # the reference: the mean and spread of `locality_permutations` shuffles
+
+
 @dataclass
 class AnalyzeConfig:
     pos: bool = setting(False, "Also run the part-of-speech analyses (needs a trace with UPOS).")
@@ -52,8 +59,11 @@ class AnalyzeConfig:
     max_distance: int = setting(64, "Locality is also measured at distances 1..N.")
     bootstrap: int = setting(200, "Bootstrap replicates over documents for domain distances (0: none).")
     seed: int = setting(0, "Seed of the permutation baseline and the bootstrap.")
+    locality_null: LocalityNull = setting(
+        LocalityNull.EXACT, "The locality control: exact (closed form) or shuffled (locality_permutations shuffles)."
+    )
     locality_permutations: int = setting(
-        20, "Within-document shuffles behind the locality control (their mean and spread)."
+        20, "Within-document shuffles behind the locality control (their mean and spread) when locality_null=shuffled."
     )
     keep_straddling: bool = setting(
         False,
@@ -72,6 +82,12 @@ class AnalyzeConfig:
             "rows": 1,
             "locality_permutations": 1,
         }
+        try:
+            self.locality_null = LocalityNull(self.locality_null)
+        except ValueError:
+            raise RoutelensError(
+                f"locality_null={self.locality_null!r} is invalid; pass one of {', '.join(LocalityNull)}."
+            ) from None
         for name, low in checks.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -115,10 +131,16 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     dist = DistributionAccumulator(D, L, E, k)
     window = 0 if cfg.keep_straddling else window_length(tr)
     # d = 1 counts per resampling unit of `dist` (documents, or units of them) for the bootstrap.
-    real_units, perm_units = UnitPairCounts(D * dist.U, L), UnitPairCounts(D * dist.U, L)
+    exact = cfg.locality_null == LocalityNull.EXACT
+    real_units = UnitPairCounts(D * dist.U, L)
+    perm_units = UnitPairCounts(D * dist.U, L, dtype=np.float64 if exact else np.int64)
     local = PairCounter(D, L, window=window, units=real_units)
     curve = PairCounter(D, L, max_distance=cfg.max_distance, stride=stride, window=window)
-    permuted = PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
+    permuted = (
+        PermutationNull(D, L, E, units=perm_units)
+        if exact
+        else PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
+    )
     vocab_in = TokenExpertCounter(L, E, vocab_size)
     vocab_next = TokenExpertCounter(L, E, vocab_size)
     # The chance line of vocabulary specialization: the same counts with each chunk's token ids
@@ -168,7 +190,10 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     if ahead is not None:
         result["lookahead"] = to_json_ready(ahead.result([str(layer) for layer in tr.layers]))
     result["meta"]["params"].update(
-        locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling
+        locality_permutations=cfg.locality_permutations,
+        locality_null=str(cfg.locality_null),
+        window=window,
+        keep_straddling=cfg.keep_straddling,
     )
     return result
 

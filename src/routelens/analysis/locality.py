@@ -35,12 +35,19 @@ def random_baseline(num_experts: int, top_k: int) -> dict[str, float]:
 
 class UnitPairCounts:
     """Consecutive-pair counts per resampling unit: real hits, permuted hits (summed over the
-    permutations) and pairs, (S, L) and (S,) int64 for S units (domains x units per domain)."""
+    permutations, or the exact expectation: float) and pairs, (S, L) and (S,) for S units
+    (domains x units per domain)."""
 
-    def __init__(self, num_units: int, num_layers: int):
-        self.first = np.zeros((num_units, num_layers), dtype=np.int64)
-        self.any = np.zeros((num_units, num_layers), dtype=np.int64)
+    def __init__(self, num_units: int, num_layers: int, dtype=np.int64):
+        self.first = np.zeros((num_units, num_layers), dtype=dtype)
+        self.any = np.zeros((num_units, num_layers), dtype=dtype)
         self.pairs = np.zeros(num_units, dtype=np.int64)
+
+    def add_documents(self, first: np.ndarray, any_: np.ndarray, pairs: np.ndarray, unit: np.ndarray) -> None:
+        """Per-document hits (docs, L) (expected hits of the exact null: float), pairs and units (docs,)."""
+        np.add.at(self.first, unit, first)
+        np.add.at(self.any, unit, any_)
+        np.add.at(self.pairs, unit, pairs)
 
     def add(
         self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray, times: int = 1
