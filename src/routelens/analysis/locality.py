@@ -24,7 +24,8 @@ from math import comb
 
 import numpy as np
 
-from routelens.analysis.pairs import count_by_domain, pair_valid, runs, sets_overlap
+from routelens.analysis.pair_kernels import count_pairs, count_pairs_by_anchor
+from routelens.analysis.pairs import count_by_domain, runs, sets_overlap, tokens_last
 
 
 def random_baseline(num_experts: int, top_k: int) -> dict[str, float]:
@@ -123,38 +124,75 @@ class PairCounter:
             return
         unit = np.zeros(n, dtype=np.int64) if unit is None else unit
         cur = (first, mask, doc, pos, dom, unit)
-        if self._tail is None:
-            ext, T = cur, 0
-        else:  # tokens on the last axis of every array
-            ext = tuple(np.concatenate([t, c], axis=-1) for t, c in zip(self._tail, cur))
+        if self._tail is not None:  # pairs from the last rows of the previous chunks into this one
             T = len(self._tail[2])
-        f, m, dc, ps, dm, un = ext
-        g0 = self._rows - T  # global index of the first token of ext
-        s = self.stride
-        for d in range(1, self.dmax + 1):
-            a_min = max(0, T - d)  # anchors whose partner lies in the current chunk
-            a_end = len(dc) - d
-            if a_end <= a_min:
-                continue
-            a0 = a_min + (-(g0 + a_min)) % s  # first anchor on the stride grid
-            if a0 >= a_end:
-                continue
-            sa, sb = slice(a0, a_end, s), slice(a0 + d, a_end + d, s)
-            valid = pair_valid(dc[sa], ps[sa], dc[sb], ps[sb], d)
-            cut = valid & straddles(ps[sa], ps[sb], self.window)
-            if cut.any():
-                self.straddling[:, d - 1] += np.bincount(dm[sa][cut], minlength=self.D)
-                valid &= ~cut
-            same, overlap = f[:, sa] == f[:, sb], sets_overlap(m[..., sa], m[..., sb])  # (L, m)
-            hit_first, n_pairs = count_by_domain(same, valid, dm[sa], self.D)
-            hit_any, _ = count_by_domain(overlap, valid, dm[sa], self.D)
-            if self.units is not None and d == 1:
-                self.units.add(same, overlap, valid, un[sa])
-            self.first[:, :, d - 1] += hit_first
-            self.any[:, :, d - 1] += hit_any
-            self.pairs[:, d - 1] += n_pairs
-        self._tail = tuple(a[..., -self.dmax :].copy() for a in ext)
+            ext = tuple(np.concatenate([t, c[..., : self.dmax]], axis=-1) for t, c in zip(self._tail, cur))
+            self._count(ext, anchors=T, partner_from=T, row0=self._rows - T)
+            last = ext if n < self.dmax else cur
+        else:
+            last = cur
+        self._count(cur, anchors=n, partner_from=0, row0=self._rows)
+        self._tail = tuple(a[..., -self.dmax :].copy() for a in last)
         self._rows += n
+
+    def _count(self, rows: tuple[np.ndarray, ...], *, anchors: int, partner_from: int, row0: int) -> None:
+        first, mask, doc, pos, dom, unit = (np.ascontiguousarray(a) for a in rows)
+        units = self.units
+        none = np.zeros((1, self.L), dtype=np.int64)
+        if self.dmax <= 2:  # few distances: layer by layer over the anchors
+            count_pairs(
+                first,
+                mask,
+                doc,
+                pos,
+                dom,
+                unit,
+                anchors,
+                partner_from,
+                row0,
+                self.stride,
+                self.window,
+                self.first,
+                self.any,
+                self.pairs,
+                self.straddling,
+                none if units is None else units.first,
+                none if units is None else units.any,
+                none[0] if units is None else units.pairs,
+                units is not None,
+            )
+            return
+        # many (the curve): anchor by anchor on token-major rows, counts of this call in int32
+        W = mask.shape[0]
+        rows_first = tokens_last(first)  # (N, L)
+        rows_mask = tokens_last(mask.reshape(W * self.L, -1)).reshape(-1, W, self.L).transpose(0, 2, 1)
+        rows_mask = np.ascontiguousarray(rows_mask).reshape(len(doc), self.L * W)  # (N, L * W)
+        hit_first = np.zeros((self.D, self.dmax, self.L), dtype=np.int32)
+        hit_any = np.zeros_like(hit_first)
+        count_pairs_by_anchor(
+            rows_first,
+            rows_mask,
+            W,
+            doc,
+            pos,
+            dom,
+            unit,
+            anchors,
+            partner_from,
+            row0,
+            self.stride,
+            self.window,
+            hit_first,
+            hit_any,
+            self.pairs,
+            self.straddling,
+            none if units is None else units.first,
+            none if units is None else units.any,
+            none[0] if units is None else units.pairs,
+            units is not None,
+        )
+        self.first += hit_first.transpose(0, 2, 1)
+        self.any += hit_any.transpose(0, 2, 1)
 
     def shares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(first, any) shares (D + 1, L, dmax) with the pooled domains last (NaN without pairs),
