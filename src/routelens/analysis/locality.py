@@ -3,12 +3,14 @@ a document keep their first expert (`first`) or share an expert of their top-k s
 
 Three streaming accumulators:
 - `PairCounter`: pairs (i, i+d) for d = 1..max_distance, anchored on every `stride`-th row
-  (stride 1 and max_distance 1 give the exact Table 5 numbers). The last max_distance rows of a
-  chunk are carried, so pairs across chunk boundaries count. Pairs that straddle a window
+  (stride 1 and max_distance 1 give the exact Table 5 numbers), counted by the compiled kernels
+  of `pair_kernels` (tests/analysis/test_pair_kernels.py holds them to a per-pair loop). The
+  last max_distance rows of a chunk are carried, so pairs across chunk boundaries count. Pairs that straddle a window
   boundary (the tracer cut the document into `seq_len` windows, each its own forward pass, so
   the second token was routed without the first in its context) are left out unless asked.
 - `PermutedCounter`: the same statistics after shuffling positions within each document, over
-  several seeded permutations — what an unbalanced expert load gives without any locality.
+  several seeded permutations — what an unbalanced expert load gives without any locality. The
+  reference of `permutation_null.PermutationNull`, which analyze uses: the same null, exactly.
   Whole documents are needed, so the (incomplete) last document of a chunk is held until the
   next chunk completes it.
 - `random_baseline`: the exact values for independent uniform routing.

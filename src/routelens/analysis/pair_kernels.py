@@ -146,31 +146,33 @@ def count_pairs_by_anchor(
     a0 = (-row0) % stride
     ok = np.zeros(dmax + 1, np.uint8)  # ok[d]: (a, a + d) is a counted pair
     for a in range(a0, anchors, stride):
-        g, top = dom[a], 0
+        g, top, counted = dom[a], 0, 0
         for d in range(1, dmax + 1):
             b = a + d
             ok[d] = 0
-            if b >= N or b < partner_from or doc[a] != doc[b] or pos[b] - pos[a] != d:
+            if b >= N or doc[a] != doc[b] or pos[b] - pos[a] > d:
+                break  # documents are contiguous and positions increase: no later partner
+            if b < partner_from or pos[b] - pos[a] != d:
                 continue
             if window > 0 and pos[a] // window != pos[b] // window:
                 straddling[g, d - 1] += 1
                 continue
             ok[d] = 1
             top = d
+            counted += 1
             pairs[g, d - 1] += 1
         if top == 0:
             continue
         fa, ma = first[a], mask[a]
+        fast = words == 1 and counted == top  # the usual case, apart so that the compiler vectorises it
+        if fast:
+            _add_rows(fa, ma, first, mask, a, top, hit_first[g], hit_any[g], L)
         for d in range(1, top + 1):
-            if not ok[d]:
+            if not ok[d] or (fast and not (with_units and d == 1)):
                 continue
             fb, mb = first[a + d], mask[a + d]
-            rf, ra = hit_first[g, d - 1], hit_any[g, d - 1]
-            if words == 1:
-                for layer in range(L):
-                    rf[layer] += fa[layer] == fb[layer]
-                    ra[layer] += (ma[layer] & mb[layer]) != 0
-            else:
+            if not fast:
+                rf, ra = hit_first[g, d - 1], hit_any[g, d - 1]
                 for layer in range(L):
                     rf[layer] += fa[layer] == fb[layer]
                     for w in range(layer * words, (layer + 1) * words):
@@ -185,3 +187,15 @@ def count_pairs_by_anchor(
                         if ma[w] & mb[w]:
                             unit_any[unit[a], layer] += 1
                             break
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(fa, ma, first, mask, a, top, rf, ra, L):
+    """One-word sets, every d = 1..top counted: rf[d - 1, layer] += first ids equal,
+    ra[d - 1, layer] += sets meet."""
+    for d in range(1, top + 1):
+        fb, mb = first[a + d], mask[a + d]
+        f1, a1 = rf[d - 1], ra[d - 1]
+        for layer in range(L):
+            f1[layer] += fa[layer] == fb[layer]
+            a1[layer] += (ma[layer] & mb[layer]) != 0
