@@ -26,7 +26,7 @@ from math import comb
 
 import numpy as np
 
-from routelens.analysis.pair_kernels import count_pairs, count_pairs_by_anchor
+from routelens.analysis.pair_kernels import count_pairs_by_anchor
 from routelens.analysis.pairs import count_by_domain, runs, sets_overlap, tokens_last
 
 
@@ -82,6 +82,14 @@ def straddles(pos_a: np.ndarray, pos_b: np.ndarray, window: int) -> np.ndarray:
     return (pos_a.astype(np.int64) // window) != (pos_b.astype(np.int64) // window)
 
 
+def token_rows(first: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Layer-major first ids (L, n) and masks (W, L, n) -> token-major (n, L) and (n, L * W), the
+    rows the pair kernel reads (a token's layers side by side)."""
+    W, L, n = mask.shape
+    rows_mask = tokens_last(mask.reshape(W * L, n)).reshape(n, W, L).transpose(0, 2, 1)
+    return tokens_last(first), np.ascontiguousarray(rows_mask).reshape(n, L * W)
+
+
 class PairCounter:
     """Counts, per domain and layer, pairs at distance d = 1..max_distance with equal first
     experts and with overlapping top-k sets.
@@ -120,7 +128,10 @@ class PairCounter:
         pos: np.ndarray,
         dom: np.ndarray,
         unit: np.ndarray | None = None,
+        *,
+        rows: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """`rows`: the chunk's `token_rows(first, mask)` if at hand (counters of one chunk share them)."""
         n = len(doc)
         if n == 0:
             return
@@ -129,56 +140,29 @@ class PairCounter:
         if self._tail is not None:  # pairs from the last rows of the previous chunks into this one
             T = len(self._tail[2])
             ext = tuple(np.concatenate([t, c[..., : self.dmax]], axis=-1) for t, c in zip(self._tail, cur))
-            self._count(ext, anchors=T, partner_from=T, row0=self._rows - T)
+            self._count(ext, token_rows(ext[0], ext[1]), anchors=T, partner_from=T, row0=self._rows - T)
             last = ext if n < self.dmax else cur
         else:
             last = cur
-        self._count(cur, anchors=n, partner_from=0, row0=self._rows)
+        self._count(cur, rows or token_rows(first, mask), anchors=n, partner_from=0, row0=self._rows)
         self._tail = tuple(a[..., -self.dmax :].copy() for a in last)
         self._rows += n
 
-    def _count(self, rows: tuple[np.ndarray, ...], *, anchors: int, partner_from: int, row0: int) -> None:
-        first, mask, doc, pos, dom, unit = (np.ascontiguousarray(a) for a in rows)
+    def _count(self, cols: tuple, rows: tuple, *, anchors: int, partner_from: int, row0: int) -> None:
+        """Anchor by anchor on token-major rows; counts of this call in int32 (at most `anchors`)."""
+        _, mask, doc, pos, dom, unit = cols
         units = self.units
         none = np.zeros((1, self.L), dtype=np.int64)
-        if self.dmax <= 2:  # few distances: layer by layer over the anchors
-            count_pairs(
-                first,
-                mask,
-                doc,
-                pos,
-                dom,
-                unit,
-                anchors,
-                partner_from,
-                row0,
-                self.stride,
-                self.window,
-                self.first,
-                self.any,
-                self.pairs,
-                self.straddling,
-                none if units is None else units.first,
-                none if units is None else units.any,
-                none[0] if units is None else units.pairs,
-                units is not None,
-            )
-            return
-        # many (the curve): anchor by anchor on token-major rows, counts of this call in int32
-        W = mask.shape[0]
-        rows_first = tokens_last(first)  # (N, L)
-        rows_mask = tokens_last(mask.reshape(W * self.L, -1)).reshape(-1, W, self.L).transpose(0, 2, 1)
-        rows_mask = np.ascontiguousarray(rows_mask).reshape(len(doc), self.L * W)  # (N, L * W)
         hit_first = np.zeros((self.D, self.dmax, self.L), dtype=np.int32)
         hit_any = np.zeros_like(hit_first)
         count_pairs_by_anchor(
-            rows_first,
-            rows_mask,
-            W,
-            doc,
-            pos,
-            dom,
-            unit,
+            rows[0],
+            rows[1],
+            mask.shape[0],
+            np.ascontiguousarray(doc),
+            np.ascontiguousarray(pos),
+            np.ascontiguousarray(dom),
+            np.ascontiguousarray(unit),
             anchors,
             partner_from,
             row0,

@@ -4,113 +4,18 @@ the pairs left out at window boundaries, and (d = 1) the counts per resampling u
 
 The numpy path it replaces built (L, m) boolean arrays per distance and counted them with a
 count_nonzero per domain run and layer (thousands of calls per chunk); here the validity of a
-pair is decided once per anchor and distance and every layer reads contiguous rows. The rules
-are those of `PairCounter` (same document, positions exactly d apart, not straddling a window
-of `window` tokens when window > 0); test_pairs_kernels.py checks it against the numpy path.
+pair is decided once per anchor and distance, and the layers of a token are read as one
+contiguous row (token-major, `locality.token_rows`). The rules are those of `PairCounter` (same
+document, positions exactly d apart, not straddling a window of `window` tokens when window > 0);
+as the other accumulators do, it takes documents to be contiguous runs with increasing
+positions, so an anchor's partners are searched only until its document ends or skips a
+position. tests/analysis/test_pair_kernels.py checks it against a per-pair Python loop.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-
-
-@numba.njit(cache=True, nogil=True)
-def count_pairs(
-    first,
-    mask,
-    doc,
-    pos,
-    dom,
-    unit,
-    anchors,
-    partner_from,
-    row0,
-    stride,
-    window,
-    hit_first,
-    hit_any,
-    pairs,
-    straddling,
-    unit_first,
-    unit_any,
-    unit_pairs,
-    with_units,
-):
-    """first (L, N) ids, mask (W, L, N) words, doc/pos/dom/unit (N,): anchors a < `anchors` on
-    the stride grid ((row0 + a) % stride == 0) paired with b = a + d, d = 1..dmax, b < N and
-    b >= partner_from. Adds into hit_first/hit_any (D, L, dmax), pairs/straddling (D, dmax) and,
-    with_units, unit_first/unit_any (S, L) and unit_pairs (S,) for d = 1."""
-    L, W, N = first.shape[0], mask.shape[0], first.shape[1]
-    dmax = hit_first.shape[2]
-    a0 = (-row0) % stride
-    ok = np.zeros(anchors, np.uint8)  # 1: anchor a and a + d form a counted pair
-    # runs of equal domain among the anchors: counts stay in registers within a run
-    run_start = np.empty(anchors + 1, np.int64)
-    runs = 0
-    for a in range(anchors):
-        if a == 0 or dom[a] != dom[a - 1]:
-            run_start[runs] = a
-            runs += 1
-    run_start[runs] = anchors
-    for d in range(1, dmax + 1):
-        any_ok = False
-        for a in range(anchors):
-            ok[a] = 0
-        for a in range(a0, anchors, stride):
-            b = a + d
-            if b >= N or b < partner_from or doc[a] != doc[b] or pos[b] - pos[a] != d:
-                continue
-            if window > 0 and pos[a] // window != pos[b] // window:
-                straddling[dom[a], d - 1] += 1
-                continue
-            ok[a] = 1
-            any_ok = True
-            pairs[dom[a], d - 1] += 1
-            if with_units and d == 1:
-                unit_pairs[unit[a]] += 1
-        if not any_ok:
-            continue
-        last = min(anchors, N - d)  # anchors with a partner inside the rows
-        for layer in range(L):
-            f = first[layer]
-            for r in range(runs):
-                lo, hi = run_start[r], min(run_start[r + 1], last)
-                if hi <= lo:
-                    continue
-                lo += (a0 - lo) % stride  # first anchor of the run on the stride grid
-                same, meet = 0, 0
-                if W == 1 and stride == 1:  # a unit step: the compiler vectorises it
-                    mk = mask[0, layer]
-                    for a in range(lo, hi):
-                        v = ok[a]
-                        same += v & (f[a] == f[a + d])
-                        meet += v & ((mk[a] & mk[a + d]) != 0)
-                elif W == 1:
-                    mk = mask[0, layer]
-                    for a in range(lo, hi, stride):
-                        v = ok[a]
-                        same += v & (f[a] == f[a + d])
-                        meet += v & ((mk[a] & mk[a + d]) != 0)
-                else:
-                    for a in range(lo, hi, stride):
-                        if ok[a]:
-                            same += f[a] == f[a + d]
-                            for w in range(W):
-                                if mask[w, layer, a] & mask[w, layer, a + d]:
-                                    meet += 1
-                                    break
-                g = dom[lo] if lo < hi else dom[run_start[r]]
-                hit_first[g, layer, d - 1] += same
-                hit_any[g, layer, d - 1] += meet
-            if with_units and d == 1:
-                for a in range(a0, last, stride):
-                    if ok[a]:
-                        unit_first[unit[a], layer] += f[a] == f[a + 1]
-                        for w in range(W):
-                            if mask[w, layer, a] & mask[w, layer, a + 1]:
-                                unit_any[unit[a], layer] += 1
-                                break
 
 
 @numba.njit(cache=True, nogil=True)
@@ -136,11 +41,14 @@ def count_pairs_by_anchor(
     unit_pairs,
     with_units,
 ):
-    """`count_pairs` for many distances (the distance curve), on TOKEN-MAJOR rows: first (N, L)
-    ids and mask (N, L * words) words. Anchor by anchor, the partner a + d's layers are one
-    contiguous row compared with the anchor's row in a loop over layers that the compiler
-    vectorises (4-5x the layer-major loop). hit_first/hit_any here are (D, dmax, L) int32
-    counts of this call (at most `anchors` each)."""
+    """first (N, L) ids and mask (N, L * words) words, TOKEN-MAJOR, doc/pos/dom/unit (N,):
+    anchors a < `anchors` on the stride grid ((row0 + a) % stride == 0) paired with b = a + d,
+    d = 1..dmax, b < N and b >= partner_from. Adds into hit_first/hit_any (D, dmax, L) (int32
+    counts of this call, at most `anchors` each), pairs/straddling (D, dmax) and, with_units,
+    unit_first/unit_any (S, L) and unit_pairs (S,) for d = 1.
+
+    Anchor by anchor, the partner a + d's layers are one contiguous row compared with the
+    anchor's row in a loop over layers that the compiler vectorises (4-5x a layer-major loop)."""
     N, L = first.shape
     dmax = hit_first.shape[1]
     a0 = (-row0) % stride
@@ -180,13 +88,20 @@ def count_pairs_by_anchor(
                             ra[layer] += 1
                             break
             if with_units and d == 1:
-                unit_pairs[unit[a]] += 1
-                for layer in range(L):
-                    unit_first[unit[a], layer] += fa[layer] == fb[layer]
-                    for w in range(layer * words, (layer + 1) * words):
-                        if ma[w] & mb[w]:
-                            unit_any[unit[a], layer] += 1
-                            break
+                u = unit[a]
+                unit_pairs[u] += 1
+                uf, ua = unit_first[u], unit_any[u]
+                if words == 1:
+                    for layer in range(L):
+                        uf[layer] += fa[layer] == fb[layer]
+                        ua[layer] += (ma[layer] & mb[layer]) != 0
+                else:
+                    for layer in range(L):
+                        uf[layer] += fa[layer] == fb[layer]
+                        for w in range(layer * words, (layer + 1) * words):
+                            if ma[w] & mb[w]:
+                                ua[layer] += 1
+                                break
 
 
 @numba.njit(cache=True, nogil=True)
