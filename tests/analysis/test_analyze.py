@@ -173,3 +173,23 @@ def test_unknown_override_names_it_and_the_valid_ones(small_trace):
         analyze(small_trace, max_distnace=3)
     with pytest.raises(RoutelensError, match="config must be of type AnalyzeConfig, not dict"):
         analyze(small_trace, {"bootstrap": 0})
+
+
+def test_read_ahead_keeps_the_order_and_raises_the_readers_error():
+    from routelens.analysis.analyze import read_ahead
+
+    assert list(read_ahead(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+    def broken():
+        yield 1
+        raise OSError("damaged shard")
+
+    got = read_ahead(broken())
+    assert next(got) == 1
+    with pytest.raises(OSError, match="damaged shard"):
+        next(got)
+
+
+def test_bad_locality_null_names_the_value_and_the_choices(small_trace):
+    with pytest.raises(RoutelensError, match="locality_null='sampled'.*exact, shuffled"):
+        analyze(small_trace, locality_null="sampled", progress=False)

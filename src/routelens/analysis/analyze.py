@@ -11,7 +11,10 @@ atomically. `benchmarks/bench_scale.py` checks that peak memory stays flat when 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +32,11 @@ from routelens.analysis.locality import (
     UnitPairCounts,
     locality_intervals,
     random_baseline,
+    token_rows,
 )
 from routelens.analysis.lookahead import LookaheadAccumulator
 from routelens.analysis.pairs import choices_last, pair_valid, set_masks
+from routelens.analysis.permutation_null import PermutationNull
 from routelens.analysis.vocabulary import (
     TokenExpertCounter,
     specialization,
@@ -45,6 +50,11 @@ from routelens.store.reader import Trace, open_trace
 ALL = "all"  # key of the pooled domains
 
 
+class LocalityNull(StrEnum):
+    EXACT = "exact"  # the within-document permutation null in closed form (permutation_null.py)
+    SHUFFLED = "shuffled"  # the reference: the mean and spread of `locality_permutations` shuffles
+
+
 @dataclass
 class AnalyzeConfig:
     pos: bool = setting(False, "Also run the part-of-speech analyses (needs a trace with UPOS).")
@@ -52,15 +62,21 @@ class AnalyzeConfig:
     max_distance: int = setting(64, "Locality is also measured at distances 1..N.")
     bootstrap: int = setting(200, "Bootstrap replicates over documents for domain distances (0: none).")
     seed: int = setting(0, "Seed of the permutation baseline and the bootstrap.")
+    locality_null: LocalityNull = setting(
+        LocalityNull.EXACT, "The locality control: exact (closed form) or shuffled (locality_permutations shuffles)."
+    )
     locality_permutations: int = setting(
-        20, "Within-document shuffles behind the locality control (their mean and spread)."
+        20, "Within-document shuffles behind the locality control (their mean and spread) when locality_null=shuffled."
     )
     keep_straddling: bool = setting(
         False,
         "Keep consecutive pairs that straddle a trace window boundary (the second token was routed without the first in context).",
     )
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
-    rows: int = 1 << 20  # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it)
+    # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it, and with
+    # the next chunk read ahead meanwhile: 10M tokens x 32 layers x top-2 of 8 peak at 1013 MiB
+    # with 1 << 18 rows, 1251 MiB with 1 << 19, in about the same time)
+    rows: int = 1 << 18
     progress: bool = True
 
     def __post_init__(self):
@@ -72,6 +88,12 @@ class AnalyzeConfig:
             "rows": 1,
             "locality_permutations": 1,
         }
+        try:
+            self.locality_null = LocalityNull(self.locality_null)
+        except ValueError:
+            raise RoutelensError(
+                f"locality_null={self.locality_null!r} is invalid; pass one of {', '.join(LocalityNull)}."
+            ) from None
         for name, low in checks.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -115,10 +137,16 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     dist = DistributionAccumulator(D, L, E, k)
     window = 0 if cfg.keep_straddling else window_length(tr)
     # d = 1 counts per resampling unit of `dist` (documents, or units of them) for the bootstrap.
-    real_units, perm_units = UnitPairCounts(D * dist.U, L), UnitPairCounts(D * dist.U, L)
+    exact = cfg.locality_null == LocalityNull.EXACT
+    real_units = UnitPairCounts(D * dist.U, L)
+    perm_units = UnitPairCounts(D * dist.U, L, dtype=np.float64 if exact else np.int64)
     local = PairCounter(D, L, window=window, units=real_units)
     curve = PairCounter(D, L, max_distance=cfg.max_distance, stride=stride, window=window)
-    permuted = PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
+    permuted = (
+        PermutationNull(D, L, E, units=perm_units)
+        if exact
+        else PermutedCounter(D, L, seed=cfg.seed, permutations=cfg.locality_permutations, units=perm_units)
+    )
     vocab_in = TokenExpertCounter(L, E, vocab_size)
     vocab_next = TokenExpertCounter(L, E, vocab_size)
     # The chance line of vocabulary specialization: the same counts with each chunk's token ids
@@ -135,19 +163,21 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     last = None  # (doc, pos, experts) of the previous chunk's last row, for next-token pairs
     with progress_bar(not progress) as bar:
         task = bar.add_task("analyze", total=total, status="")
-        for chunk in tr.iter_chunks(columns=columns, rows=cfg.rows):
+        for chunk in read_ahead(tr.iter_chunks(columns=columns, rows=cfg.rows)):
             experts, dom, doc, pos = chunk.experts, chunk.domain, chunk.doc_id, chunk.position  # (n, L, k), (n,) ...
             et = choices_last(experts)  # (k, L, n): tokens on the contiguous axis
             first, mask = et[0], set_masks(list(et), E)  # (L, n), (W, L, n)
             dist.update(experts, dom, doc, et=et)
-            local.update(first, mask, doc, pos, dom, dist.row_unit)
-            curve.update(first, mask, doc, pos, dom)
+            rows = token_rows(first, mask)  # (n, L), (n, L * W): what the pair kernel reads
+            local.update(first, mask, doc, pos, dom, dist.row_unit, rows=rows)
+            curve.update(first, mask, doc, pos, dom, rows=rows)
+            del rows
             permuted.update(first, mask, doc, dom, dist.row_unit)
-            vocab_in.update(chunk.token_id, et=et)
-            vocab_null.update(chunk.token_id[null_rng.permutation(len(chunk))], et=et)
-            # Next-token pairs: the experts of token i count for the id of token i + 1.
+            vocab_in.add_rows(chunk.token_id, et)
+            vocab_null.add_rows(chunk.token_id[null_rng.permutation(len(chunk))], et)
+            # Next-token pairs: the experts of token i count for the id of token i + 1 (-1: no pair).
             valid = pair_valid(doc[:-1], pos[:-1], doc[1:], pos[1:], 1)
-            vocab_next.update(chunk.token_id[1:][valid], et=et[:, :, :-1][:, :, valid])
+            vocab_next.add_rows(np.where(valid, chunk.token_id[1:], -1), et[:, :, :-1])
             if last is not None and pair_valid(last[0], last[1], doc[:1], pos[:1], 1)[0]:
                 vocab_next.update(chunk.token_id[:1], last[2])
             last = (doc[-1:], pos[-1:], experts[-1:].copy())
@@ -168,9 +198,24 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     if ahead is not None:
         result["lookahead"] = to_json_ready(ahead.result([str(layer) for layer in tr.layers]))
     result["meta"]["params"].update(
-        locality_permutations=cfg.locality_permutations, window=window, keep_straddling=cfg.keep_straddling
+        locality_permutations=cfg.locality_permutations,
+        locality_null=str(cfg.locality_null),
+        window=window,
+        keep_straddling=cfg.keep_straddling,
     )
     return result
+
+
+def read_ahead(chunks: Iterable) -> Iterator:
+    """The items of `chunks`, each next one read by a background thread while the caller works
+    on the current one: Parquet decoding and the compiled kernels release the GIL, so on two
+    cores reading hides behind the analysis. One chunk in flight (memory: one more chunk)."""
+    it = iter(chunks)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="routelens-read") as pool:
+        pending = pool.submit(next, it, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, it, None)
+            yield chunk
 
 
 def window_length(tr: Trace) -> int:

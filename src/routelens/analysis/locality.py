@@ -3,12 +3,14 @@ a document keep their first expert (`first`) or share an expert of their top-k s
 
 Three streaming accumulators:
 - `PairCounter`: pairs (i, i+d) for d = 1..max_distance, anchored on every `stride`-th row
-  (stride 1 and max_distance 1 give the exact Table 5 numbers). The last max_distance rows of a
-  chunk are carried, so pairs across chunk boundaries count. Pairs that straddle a window
+  (stride 1 and max_distance 1 give the exact Table 5 numbers), counted by the compiled kernels
+  of `pair_kernels` (tests/analysis/test_pair_kernels.py holds them to a per-pair loop). The
+  last max_distance rows of a chunk are carried, so pairs across chunk boundaries count. Pairs that straddle a window
   boundary (the tracer cut the document into `seq_len` windows, each its own forward pass, so
   the second token was routed without the first in its context) are left out unless asked.
 - `PermutedCounter`: the same statistics after shuffling positions within each document, over
-  several seeded permutations — what an unbalanced expert load gives without any locality.
+  several seeded permutations — what an unbalanced expert load gives without any locality. The
+  reference of `permutation_null.PermutationNull`, which analyze uses: the same null, exactly.
   Whole documents are needed, so the (incomplete) last document of a chunk is held until the
   next chunk completes it.
 - `random_baseline`: the exact values for independent uniform routing.
@@ -24,7 +26,8 @@ from math import comb
 
 import numpy as np
 
-from routelens.analysis.pairs import count_by_domain, pair_valid, runs, sets_overlap
+from routelens.analysis.pair_kernels import count_pairs_by_anchor
+from routelens.analysis.pairs import count_by_domain, runs, sets_overlap, tokens_last
 
 
 def random_baseline(num_experts: int, top_k: int) -> dict[str, float]:
@@ -35,12 +38,19 @@ def random_baseline(num_experts: int, top_k: int) -> dict[str, float]:
 
 class UnitPairCounts:
     """Consecutive-pair counts per resampling unit: real hits, permuted hits (summed over the
-    permutations) and pairs, (S, L) and (S,) int64 for S units (domains x units per domain)."""
+    permutations, or the exact expectation: float) and pairs, (S, L) and (S,) for S units
+    (domains x units per domain)."""
 
-    def __init__(self, num_units: int, num_layers: int):
-        self.first = np.zeros((num_units, num_layers), dtype=np.int64)
-        self.any = np.zeros((num_units, num_layers), dtype=np.int64)
+    def __init__(self, num_units: int, num_layers: int, dtype=np.int64):
+        self.first = np.zeros((num_units, num_layers), dtype=dtype)
+        self.any = np.zeros((num_units, num_layers), dtype=dtype)
         self.pairs = np.zeros(num_units, dtype=np.int64)
+
+    def add_documents(self, first: np.ndarray, any_: np.ndarray, pairs: np.ndarray, unit: np.ndarray) -> None:
+        """Per-document hits (docs, L) (expected hits of the exact null: float), pairs and units (docs,)."""
+        np.add.at(self.first, unit, first)
+        np.add.at(self.any, unit, any_)
+        np.add.at(self.pairs, unit, pairs)
 
     def add(
         self, hit_first: np.ndarray, hit_any: np.ndarray, valid: np.ndarray, unit: np.ndarray, times: int = 1
@@ -70,6 +80,14 @@ def straddles(pos_a: np.ndarray, pos_b: np.ndarray, window: int) -> np.ndarray:
     if window <= 0:
         return np.zeros(len(pos_a), dtype=bool)
     return (pos_a.astype(np.int64) // window) != (pos_b.astype(np.int64) // window)
+
+
+def token_rows(first: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Layer-major first ids (L, n) and masks (W, L, n) -> token-major (n, L) and (n, L * W), the
+    rows the pair kernel reads (a token's layers side by side)."""
+    W, L, n = mask.shape
+    rows_mask = tokens_last(mask.reshape(W * L, n)).reshape(n, W, L).transpose(0, 2, 1)
+    return tokens_last(first), np.ascontiguousarray(rows_mask).reshape(n, L * W)
 
 
 class PairCounter:
@@ -110,44 +128,57 @@ class PairCounter:
         pos: np.ndarray,
         dom: np.ndarray,
         unit: np.ndarray | None = None,
+        *,
+        rows: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
+        """`rows`: the chunk's `token_rows(first, mask)` if at hand (counters of one chunk share them)."""
         n = len(doc)
         if n == 0:
             return
         unit = np.zeros(n, dtype=np.int64) if unit is None else unit
         cur = (first, mask, doc, pos, dom, unit)
-        if self._tail is None:
-            ext, T = cur, 0
-        else:  # tokens on the last axis of every array
-            ext = tuple(np.concatenate([t, c], axis=-1) for t, c in zip(self._tail, cur))
+        if self._tail is not None:  # pairs from the last rows of the previous chunks into this one
             T = len(self._tail[2])
-        f, m, dc, ps, dm, un = ext
-        g0 = self._rows - T  # global index of the first token of ext
-        s = self.stride
-        for d in range(1, self.dmax + 1):
-            a_min = max(0, T - d)  # anchors whose partner lies in the current chunk
-            a_end = len(dc) - d
-            if a_end <= a_min:
-                continue
-            a0 = a_min + (-(g0 + a_min)) % s  # first anchor on the stride grid
-            if a0 >= a_end:
-                continue
-            sa, sb = slice(a0, a_end, s), slice(a0 + d, a_end + d, s)
-            valid = pair_valid(dc[sa], ps[sa], dc[sb], ps[sb], d)
-            cut = valid & straddles(ps[sa], ps[sb], self.window)
-            if cut.any():
-                self.straddling[:, d - 1] += np.bincount(dm[sa][cut], minlength=self.D)
-                valid &= ~cut
-            same, overlap = f[:, sa] == f[:, sb], sets_overlap(m[..., sa], m[..., sb])  # (L, m)
-            hit_first, n_pairs = count_by_domain(same, valid, dm[sa], self.D)
-            hit_any, _ = count_by_domain(overlap, valid, dm[sa], self.D)
-            if self.units is not None and d == 1:
-                self.units.add(same, overlap, valid, un[sa])
-            self.first[:, :, d - 1] += hit_first
-            self.any[:, :, d - 1] += hit_any
-            self.pairs[:, d - 1] += n_pairs
-        self._tail = tuple(a[..., -self.dmax :].copy() for a in ext)
+            ext = tuple(np.concatenate([t, c[..., : self.dmax]], axis=-1) for t, c in zip(self._tail, cur))
+            self._count(ext, token_rows(ext[0], ext[1]), anchors=T, partner_from=T, row0=self._rows - T)
+            last = ext if n < self.dmax else cur
+        else:
+            last = cur
+        self._count(cur, rows or token_rows(first, mask), anchors=n, partner_from=0, row0=self._rows)
+        self._tail = tuple(a[..., -self.dmax :].copy() for a in last)
         self._rows += n
+
+    def _count(self, cols: tuple, rows: tuple, *, anchors: int, partner_from: int, row0: int) -> None:
+        """Anchor by anchor on token-major rows; counts of this call in int32 (at most `anchors`)."""
+        _, mask, doc, pos, dom, unit = cols
+        units = self.units
+        none = np.zeros((1, self.L), dtype=np.int64)
+        hit_first = np.zeros((self.D, self.dmax, self.L), dtype=np.int32)
+        hit_any = np.zeros_like(hit_first)
+        count_pairs_by_anchor(
+            rows[0],
+            rows[1],
+            mask.shape[0],
+            np.ascontiguousarray(doc),
+            np.ascontiguousarray(pos),
+            np.ascontiguousarray(dom),
+            np.ascontiguousarray(unit),
+            anchors,
+            partner_from,
+            row0,
+            self.stride,
+            self.window,
+            hit_first,
+            hit_any,
+            self.pairs,
+            self.straddling,
+            none if units is None else units.first,
+            none if units is None else units.any,
+            none[0] if units is None else units.pairs,
+            units is not None,
+        )
+        self.first += hit_first.transpose(0, 2, 1)
+        self.any += hit_any.transpose(0, 2, 1)
 
     def shares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(first, any) shares (D + 1, L, dmax) with the pooled domains last (NaN without pairs),

@@ -12,9 +12,26 @@ vocabulary; both give the same triplets (layer, token, expert, count).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from routelens.analysis.pairs import choices_last
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_token_experts(counts, token_id, et, E):
+    """counts (L, V * E) += 1 at [layer, token * E + expert] for every row with token >= 0 and
+    expert in its top-k; one layer at a time, so that layer's counts stay in cache."""
+    k, L, n = et.shape
+    for layer in range(L):
+        row = counts[layer]
+        for s in range(k):
+            e = et[s, layer]
+            for i in range(n):
+                t = token_id[i]
+                if t >= 0:
+                    row[t * E + e[i]] += 1
+
 
 DENSE_LIMIT = 1 << 26  # entries of int32 (256 MB)
 TOP_TOKENS = 10
@@ -41,6 +58,9 @@ class TokenExpertCounter:
         if len(token_id) == 0:
             return
         et = choices_last(experts) if et is None else et  # (k, L, n)
+        if self.dense and et.shape[2] == len(token_id):  # the compiled path (`add_rows`)
+            self.add_rows(token_id, et)
+            return
         top = int(token_id.max())
         if top >= self.V:
             self._grow(top + 1)
@@ -68,6 +88,29 @@ class TokenExpertCounter:
             if self._sparse_size > 4 * len(keys) + (1 << 22):
                 self._sparse = [self._merged()]
                 self._sparse_size = len(self._sparse[0][0])
+
+    def add_rows(self, token_id: np.ndarray, et: np.ndarray) -> None:
+        """As update(token_id, et=et), and a row whose token_id is negative is left out (so the
+        next-token counts take the chunk's rows as they are, no (k, L, n) copy of the kept ones).
+        Dense counts in one compiled pass per layer; sparse ones through update()."""
+        keep = token_id >= 0
+        if not self.dense:
+            if keep.all():
+                self.update(token_id, et=et)
+            elif keep.any():
+                self.update(token_id[keep], et=et[:, :, keep])
+            return
+        if not keep.any():
+            return
+        top = int(token_id.max())
+        if top >= self.V:
+            self._grow(top + 1)
+            if not self.dense:
+                return self.add_rows(token_id, et)
+        self.occurrences += np.bincount(token_id[keep], minlength=self.V)
+        if self._counts.dtype == np.int32 and self.occurrences.max() > np.iinfo(np.int32).max:
+            self._counts = self._counts.astype(np.int64)  # N(t, e) <= N(t): widen before a count can wrap
+        _add_token_experts(self._counts, token_id, et, self.E)
 
     def _grow(self, V: int) -> None:
         V = max(V, 2 * self.V)

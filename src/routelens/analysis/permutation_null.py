@@ -1,0 +1,199 @@
+"""The within-document permutation null of locality, exactly: what consecutive tokens would share
+if the tokens of every document were shuffled, computed in closed form instead of by shuffling.
+
+A uniform random permutation of a document of n tokens puts a uniformly random ordered pair of
+distinct tokens (i, j) at every one of its n - 1 consecutive positions. Call i ~ j when the two
+tokens "hit" (equal first experts for `first`, overlapping top-k sets for `any`), deg(j) the
+number of other tokens of the document that hit j, H = sum_j deg(j) (ordered hitting pairs)
+and P2 = sum_j deg(j) (deg(j) - 1) (ordered paths i ~ j ~ l of distinct tokens). The number X of
+consecutive hits after the shuffle then has
+
+    E[X]   = (n - 1) H / (n (n - 1)) = H / n
+    E[X^2] = H / n + (H^2 - 2 H - 2 P2) / (n (n - 1))
+
+(E[X^2] sums the n - 1 pairs with themselves, the 2 (n - 2) overlapping pairs (i, i+1), (i+1, i+2),
+hit with probability P2 / (n (n - 1) (n - 2)), and the (n - 2)(n - 3) ordered disjoint pairs,
+hit with probability (H^2 - 2 H - 4 P2) / (n (n - 1) (n - 2) (n - 3)): the ordered pairs of
+hitting pairs that share no token). For `first`, with first-choice counts c_e,
+H = sum_e c_e (c_e - 1), so E[X] = sum_e c_e (c_e - 1) / n. For `any`, the tokens of a
+document are grouped by their top-k set (their bitmask), and deg follows from the overlaps
+between the distinct sets present: m^2 mask tests for m distinct sets per document and layer
+(m <= C(E, k), 28 for top-2 of 8; up to n for large E, where it costs n^2).
+
+Documents are shuffled independently, so the expectations and the variances add over the
+documents of a domain (or a resampling unit): `locality_permuted` is exact, and
+`locality_permuted_sd` is the exact standard deviation of a single shuffle's share. The
+shuffling estimate of earlier releases (`locality.PermutedCounter`) is kept as the reference
+(`AnalyzeConfig(locality_null="shuffled")`); tests/analysis/test_permutation_null.py checks the
+two against each other and against brute force over every permutation of tiny documents.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from routelens.analysis.locality import UnitPairCounts, _last_doc_start
+from routelens.analysis.pairs import runs
+
+DENSE_BITS = 16  # E <= 16: the distinct sets of a document are counted in a 2^E table
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _moments(n: int, H: float, P2: float) -> tuple[float, float]:
+    """E[X] and Var[X] of the consecutive hits of one shuffled document (module docstring)."""
+    mean = H / n
+    second = mean + (H * H - 2.0 * H - 2.0 * P2) / (n * (n - 1.0))
+    return mean, max(second - mean * mean, 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def document_moments(first, mask, starts, num_ids, dense):
+    """first (L, n) ids, mask (W, L, n) top-k bitmask words, starts (docs + 1,) row bounds of whole
+    documents -> (4, docs, L) float64: E and Var of the shuffled `first` hits, then of `any`."""
+    L, W = first.shape[0], mask.shape[0]
+    docs = len(starts) - 1
+    out = np.zeros((4, docs, L))
+    longest = 1
+    for d in range(docs):
+        longest = max(longest, starts[d + 1] - starts[d])
+    count = np.zeros(num_ids, np.int64)
+    table = np.zeros((1 << num_ids) if dense else 1, np.int64)
+    keys = np.empty((W, longest), mask.dtype)  # distinct sets of the document, and their counts
+    size = np.empty(longest, np.int64)
+    for d in range(docs):
+        a, b = starts[d], starts[d + 1]
+        n = b - a
+        if n < 2:
+            continue
+        for layer in range(L):
+            f = first[layer]
+            for i in range(a, b):
+                count[f[i]] += 1
+            H, P2 = 0.0, 0.0
+            for i in range(a, b):  # each expert once: its count is cleared when met
+                c = count[f[i]]
+                if c > 0:
+                    H += c * (c - 1.0)
+                    P2 += c * (c - 1.0) * (c - 2.0)
+                    count[f[i]] = 0
+            out[0, d, layer], out[1, d, layer] = _moments(n, H, P2)
+            m = 0
+            if dense:
+                for i in range(a, b):
+                    v = mask[0, layer, i]
+                    if table[v] == 0:
+                        keys[0, m] = v
+                        m += 1
+                    table[v] += 1
+                for s in range(m):
+                    size[s] = table[keys[0, s]]
+                    table[keys[0, s]] = 0
+            else:
+                for i in range(a, b):
+                    found = -1
+                    for s in range(m):
+                        same = True
+                        for w in range(W):
+                            if keys[w, s] != mask[w, layer, i]:
+                                same = False
+                                break
+                        if same:
+                            found = s
+                            break
+                    if found < 0:
+                        for w in range(W):
+                            keys[w, m] = mask[w, layer, i]
+                        size[m] = 1
+                        m += 1
+                    else:
+                        size[found] += 1
+            H, P2 = 0.0, 0.0
+            for s in range(m):
+                total = 0  # tokens whose set meets set s, its own included
+                for t in range(m):
+                    for w in range(W):
+                        if keys[w, s] & keys[w, t]:
+                            total += size[t]
+                            break
+                deg = total - 1.0
+                H += size[s] * deg
+                P2 += size[s] * deg * (deg - 1.0)
+            out[2, d, layer], out[3, d, layer] = _moments(n, H, P2)
+    return out
+
+
+class PermutationNull:
+    """Exact d = 1 locality after shuffling each document: per domain and layer the expected hits
+    and their variance (`first`, `any`), the pairs (n - 1 per document), and per resampling unit
+    the expected hits (float) in `units`, for the bootstrap of the excess.
+
+    update() takes the chunks in layer-major form, as `locality.PermutedCounter` does; the
+    (incomplete) last document of a chunk is held until the next chunk completes it."""
+
+    def __init__(self, num_domains: int, num_layers: int, num_ids: int, *, units: UnitPairCounts | None = None):
+        self.D, self.L, self.E = num_domains, num_layers, num_ids
+        self.first = np.zeros((num_domains, num_layers))  # expected hits
+        self.any = np.zeros((num_domains, num_layers))
+        self.var_first = np.zeros((num_domains, num_layers))  # their variance (documents independent)
+        self.var_any = np.zeros((num_domains, num_layers))
+        self.pairs = np.zeros(num_domains, dtype=np.int64)
+        self.units = units
+        self._held: tuple[np.ndarray, ...] | None = None  # rows of the document still open
+
+    def update(
+        self, first: np.ndarray, mask: np.ndarray, doc: np.ndarray, dom: np.ndarray, unit: np.ndarray | None = None
+    ) -> None:
+        """first (L, n), mask (W, L, n), doc, dom and unit (n,)."""
+        n = len(doc)
+        if n == 0:
+            return
+        unit = np.zeros(n, dtype=np.int64) if unit is None else unit
+        cur = (first, mask, doc, dom, unit)
+        head = 0  # rows that continue the held document
+        if self._held is not None:
+            other = np.flatnonzero(doc != self._held[2][-1])
+            head = int(other[0]) if len(other) else n
+            joined = tuple(np.concatenate([h, c[..., :head]], axis=-1) for h, c in zip(self._held, cur))
+            if head == n:
+                self._held = joined
+                return
+            self._feed(joined)
+        cut = max(head, _last_doc_start(doc))
+        if cut > head:
+            self._feed(tuple(a[..., head:cut] for a in cur))
+        self._held = tuple(a[..., cut:].copy() for a in cur)
+
+    def finish(self) -> None:
+        if self._held is not None and len(self._held[2]):
+            self._feed(self._held)
+        self._held = None
+
+    def _feed(self, rows: tuple[np.ndarray, ...]) -> None:
+        first, mask, doc, dom, unit = rows
+        starts, _ = runs(doc)
+        bounds = np.append(starts, len(doc)).astype(np.int64)
+        dense = mask.shape[0] == 1 and self.E <= DENSE_BITS
+        moments = document_moments(
+            np.ascontiguousarray(first), np.ascontiguousarray(mask), bounds, self.E, dense
+        )  # (4, docs, L)
+        pairs = np.diff(bounds) - 1  # (docs,)
+        doc_dom = dom[starts]
+        for out, m in zip((self.first, self.var_first, self.any, self.var_any), moments):
+            np.add.at(out, doc_dom, m)
+        self.pairs += np.bincount(doc_dom, weights=pairs, minlength=self.D).astype(np.int64)
+        if self.units is not None:
+            self.units.add_documents(moments[0], moments[2], pairs, unit[starts])
+
+    def shares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """d = 1 (first, any) shares (D + 1, L), pooled domains last: the exact expectation over
+        shuffles, and the exact standard deviation of one shuffle's share (NaN without pairs)."""
+        pool = lambda a: np.concatenate([a, a.sum(0, keepdims=True)])  # noqa: E731
+        pairs = np.append(self.pairs, self.pairs.sum()).astype(np.float64)[:, None]  # (D + 1, 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (
+                pool(self.first) / pairs,
+                pool(self.any) / pairs,
+                np.sqrt(pool(self.var_first)) / pairs,
+                np.sqrt(pool(self.var_any)) / pairs,
+            )
