@@ -74,9 +74,9 @@ class AnalyzeConfig:
     )
     distance_tokens: int = 1 << 20  # anchors of the distance curve: about this many rows (stride)
     # rows per chunk analysed at once (fewer chunks: less overhead; memory grows with it, and with
-    # the next chunk read ahead meanwhile: 10M tokens x 32 layers x top-2 of 8 peak at 1013 MiB
-    # with 1 << 18 rows, 1251 MiB with 1 << 19, in about the same time)
-    rows: int = 1 << 18
+    # the next chunk read ahead meanwhile: 10M tokens x 32 layers x top-2 of 8 peak at 912 MiB
+    # with 1 << 17 rows, 1018 MiB with 1 << 18, 1251 MiB with 1 << 19, in about the same time)
+    rows: int = 1 << 17
     progress: bool = True
 
     def __post_init__(self):
