@@ -138,3 +138,23 @@ def test_pos_options_reach_the_analysis(tmp_path):
     assert tests == {**tests, "correction": "holm", "alpha": 0.01, "min_words": 1000, "family": 0, "significant": 0}
     bad = CliRunner().invoke(app, ["analyze", str(path), "--pos", "--correction", "bonferroni", "-q"])
     assert bad.exit_code == 2 and "bonferroni" in bad.output
+
+
+def test_locality_null_option_reaches_the_analysis(tmp_path):
+    """`--locality-null shuffled` gives the shuffled control (its name in the JSON), exact by default."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from routelens.cli.main import app
+    from routelens.synthetic import SyntheticSpec, write_synthetic_trace
+
+    trace = write_synthetic_trace(tmp_path / "t", SyntheticSpec(num_docs=4, doc_len=30, layers=(0, 1)))
+    for choice in ("exact", "shuffled"):
+        out = tmp_path / f"{choice}.json"
+        args = ["analyze", str(trace), "--json", str(out), "-q", "--bootstrap", "0", "--locality-null", choice]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.read_text())["meta"]["params"]["locality_null"] == choice
+    bad = CliRunner().invoke(app, ["analyze", str(trace), "--locality-null", "bogus"])
+    assert bad.exit_code == 2

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from routelens.analysis.analyze import AnalyzeConfig
+from routelens.analysis.analyze import AnalyzeConfig, LocalityNull
 from routelens.analysis.pos import PosConfig
 from routelens.analysis.pos_specialization import Correction
 from routelens.cli.common import console, emit_result
@@ -28,6 +28,7 @@ def analyze_command(
     max_distance: int = config_option(AnalyzeConfig, "max_distance", "--max-distance"),
     bootstrap: int = config_option(AnalyzeConfig, "bootstrap", "--bootstrap"),
     seed: int = config_option(AnalyzeConfig, "seed", "--seed"),
+    locality_null: LocalityNull = config_option(AnalyzeConfig, "locality_null", "--locality-null"),
     locality_permutations: int = config_option(AnalyzeConfig, "locality_permutations", "--locality-permutations"),
     keep_straddling: bool = config_option(AnalyzeConfig, "keep_straddling", "--keep-straddling"),
     correction: Correction = config_option(PosConfig, "correction", "--correction"),
@@ -58,6 +59,7 @@ def analyze_command(
         max_distance=max_distance,
         bootstrap=bootstrap,
         seed=seed,
+        locality_null=locality_null,
         locality_permutations=locality_permutations,
         keep_straddling=keep_straddling,
         progress=not quiet,
