@@ -256,16 +256,24 @@ def check_json_target(
     name = f"{what} {target}" if what else str(target)
     if target.is_dir():
         raise RoutelensError(f"{name} is a directory; give a file name such as {target / example}.")
-    folder = target.parent
-    if not folder.exists():
-        if folder_must_exist:
-            raise RoutelensError(f"{name}: folder {folder} does not exist; create it or choose another path.")
-        folder = next((p for p in folder.parents if p.exists()), Path("."))  # the nearest that exists
-    if not folder.is_dir():
-        raise RoutelensError(f"{name}: {folder} is a file, not a folder; remove it or choose another location.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise RoutelensError(f"{name}: the folder {folder} is not writable; choose a writable location.")
+    if folder_must_exist and not target.parent.exists():
+        raise RoutelensError(f"{name}: folder {target.parent} does not exist; create it or choose another path.")
+    check_location(target, name)
     return target
+
+
+def check_location(target: str | os.PathLike, name: str) -> None:
+    """Refuse in one line an output that can never be written (under a file, in a read-only folder):
+    the nearest existing folder above `target` must be a writable folder. `name` leads the message
+    (the option and the path, e.g. `--out run/`). Every command checks its outputs so before it
+    computes for minutes, and every JSON file is checked so before it is written."""
+    above = Path(target).absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise RoutelensError(f"{name}: {above} is a file, not a folder; remove it or choose another location.")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise RoutelensError(f"{name}: the folder {above} is not writable; choose a writable location.")
 
 
 def write_json(

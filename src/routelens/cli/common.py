@@ -87,17 +87,10 @@ OUTPUT_FLAGS = ("--out", "-o", "--json", "--figures")  # options naming a file o
 
 def check_output_location(flag: str, path: str | Path) -> None:
     """Refuse an output that can never be written (under a file, in a read-only folder) before the
-    command computes for minutes: the nearest existing folder above it must be a writable folder."""
-    target = Path(path).absolute()
-    above = target.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    if not above.is_dir():
-        raise RoutelensError(f"{flag} {path}: {above} is a file, not a folder; remove it or choose another location.")
-    import os
+    command computes for minutes (`routelens.atomic.check_location`)."""
+    from routelens.atomic import check_location
 
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise RoutelensError(f"{flag} {path}: the folder {above} is not writable; choose a writable location.")
+    check_location(path, f"{flag} {path}")
 
 
 def _checking_outputs(command) -> None:

@@ -47,14 +47,7 @@ def replay_belady(
         capacity,
         np.zeros(E, np.bool_),  # nothing pinned
         np.empty((0, 1), experts.dtype),  # no prediction
-        state.cached,
-        state.recency,
-        state.freq,
-        state.next_use,
-        state.seen,
-        state.prefetched,
-        state.successor,
-        state.scalars,
+        *state.arrays(),
         counters,
     )
     return counters

@@ -90,6 +90,19 @@ class CacheState:
             scalars=np.array([0, -1, 0], np.int64),
         )
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The state's arrays in field order, as the compiled kernels take them (not copies)."""
+        return (
+            self.cached,
+            self.recency,
+            self.freq,
+            self.next_use,
+            self.seen,
+            self.prefetched,
+            self.successor,
+            self.scalars,
+        )
+
 
 def replay(
     experts: np.ndarray,
@@ -149,14 +162,7 @@ def replay(
         capacity,
         pin_mask,
         ahead,
-        state.cached,
-        state.recency,
-        state.freq,
-        state.next_use,
-        state.seen,
-        state.prefetched,
-        state.successor,
-        state.scalars,
+        *state.arrays(),
         counters,
     )
     return counters
