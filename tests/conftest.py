@@ -15,6 +15,11 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
     torch.set_num_threads(1)
 
+# Reports in the suite keep PNG copies of their figures only: a PDF embeds a subset of its TrueType
+# font, the dearest part of a report (0.4 s a figure). The default (PNG and PDF) and the PDFs
+# themselves are checked where a test says so (tests/report/test_build.py, test_figures_io.py).
+os.environ["ROUTELENS_FIGURE_FORMATS"] = "png"
+
 # Session fixtures that cost tens of seconds to minutes. A session fixture is built once per xdist
 # worker that runs a test using it, so the test files that use one of these are scheduled as one
 # unit (one worker; `pytest_xdist_make_scheduler` below) and their tests are marked `slow`: the

@@ -362,6 +362,26 @@ def _(env, tmp):
     )
 
 
+@case("report --figure-formats not a format")
+def _(env, tmp):
+    out = old_output(tmp / "r.html")
+    return Case(
+        [
+            "report",
+            str(env.trace),
+            "-o",
+            str(out),
+            "-q",
+            "--analysis",
+            str(env.analysis),
+            "--figure-formats",
+            "png,jpg",
+        ],
+        r"--figure-formats 'jpg' is not a figure format",
+        [out],
+    )
+
+
 @case("analyze --json under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp, "a.json")

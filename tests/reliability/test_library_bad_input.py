@@ -168,6 +168,16 @@ def _(env, tmp):
     return Call(reported(env, out, analysis=env.analysis, layers="9"), r"--layers 9", [out])
 
 
+@call("report --figure-formats not a format")
+def _(env, tmp):
+    out = old_output(tmp / "r.html")
+    return Call(
+        reported(env, out, analysis=env.analysis, figure_formats="png,jpg"),
+        r"--figure-formats 'jpg' is not a figure format",
+        [out],
+    )
+
+
 @call("report --layers not a list")
 def _(env, tmp):
     out = old_output(tmp / "r.html")

@@ -10,6 +10,7 @@ import pytest
 
 from routelens.errors import RoutelensError
 from routelens.report import write_report
+from routelens.report.figures_io import FIGURE_FORMATS_ENV
 from routelens.report.html import pct
 from tests.report.conftest import LAYERS, make_trace
 
@@ -61,7 +62,7 @@ def test_every_section_and_figure_is_there(built):
     assert ids == SECTIONS
     stems = sorted(p.stem for p in built.figures.glob("*.png"))
     assert stems == [f"{i + 1:02d}-{name}" for i, name in enumerate(EXPECTED_FIGURES)]
-    assert sorted(p.stem for p in built.figures.glob("*.pdf")) == stems
+    assert sorted(p.suffix for p in built.figures.iterdir()) == [".png"] * len(stems)  # the suite's formats
     assert len(figure_svgs(built.text)) == len(EXPECTED_FIGURES) == built.text.count("<svg")
     assert "Not in this report" not in built.text  # nothing was skipped
 
@@ -181,7 +182,8 @@ def test_failure_leaves_no_partial_output(tmp_path, built, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r_figures"]  # no temporaries left
 
 
-def test_figures_dir_option_and_rewrite(tmp_path, built):
+def test_figures_dir_option_and_rewrite(tmp_path, built, monkeypatch):
+    monkeypatch.delenv(FIGURE_FORMATS_ENV)  # the default a user gets: PNG and PDF
     out = write_report(
         built.trace,
         {"vocabulary": built.analysis["vocabulary"]},
@@ -190,9 +192,51 @@ def test_figures_dir_option_and_rewrite(tmp_path, built):
         progress=False,
     )
     assert [p.name for p in sorted((tmp_path / "figs").iterdir())] == ["01-vocabulary.pdf", "01-vocabulary.png"]
+    assert (tmp_path / "figs" / "01-vocabulary.pdf").read_bytes().startswith(b"%PDF")
     # Writing again replaces the folder: no figure of the first run lingers.
     write_report(built.trace, {}, out, figures_dir=tmp_path / "figs", progress=False)
     assert list((tmp_path / "figs").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("formats", "where", "suffixes"),
+    [
+        ("pdf,svg", "argument", [".pdf", ".svg"]),
+        (["SVG", ".png", "svg"], "argument", [".png", ".svg"]),
+        ("none", "argument", []),
+        ("", "argument", []),
+        ("pdf", "environment", [".pdf"]),
+        ("none", "environment", []),
+    ],
+)
+def test_figure_formats_choose_the_copies(tmp_path, built, monkeypatch, formats, where, suffixes):
+    part = {"vocabulary": built.analysis["vocabulary"]}
+    if where == "environment":
+        monkeypatch.setenv(FIGURE_FORMATS_ENV, formats)
+        out = write_report(built.trace, part, tmp_path / "r.html", progress=False)
+    else:
+        out = write_report(built.trace, part, tmp_path / "r.html", figure_formats=formats, progress=False)
+    copies = sorted((tmp_path / "r_figures").iterdir())
+    assert [p.suffix for p in copies] == suffixes and all(p.stem == "01-vocabulary" for p in copies)
+    page_svg = figure_svgs(out.read_text(encoding="utf-8"))
+    assert len(page_svg) == 1  # the page itself never depends on the copies
+    for p in copies:
+        head = p.read_bytes()[:5]
+        assert head == {".pdf": b"%PDF-", ".png": b"\x89PNG\r", ".svg": b"<svg "}[p.suffix]
+    if ".svg" in suffixes:
+        assert (tmp_path / "r_figures" / "01-vocabulary.svg").read_text(encoding="utf-8").strip() == page_svg[0]
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_an_unknown_figure_format_is_refused_before_any_work(tmp_path, built, monkeypatch, where):
+    part = {"vocabulary": built.analysis["vocabulary"]}
+    kwargs = {"figure_formats": "png,jpg"} if where == "argument" else {}
+    if where == "environment":
+        monkeypatch.setenv(FIGURE_FORMATS_ENV, "png,jpg")
+    name = "--figure-formats" if where == "argument" else f"${FIGURE_FORMATS_ENV}"
+    with pytest.raises(RoutelensError, match=re.escape(f"{name} 'jpg' is not a figure format")):
+        write_report(built.trace, part, tmp_path / "r.html", progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_top1_with_many_experts(tmp_path):

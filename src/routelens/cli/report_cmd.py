@@ -65,6 +65,14 @@ def report_command(
             "--figures", help="Folder for the PNG/PDF copies of the figures (default: <stem>_figures/ beside the HTML)."
         ),
     ] = None,
+    figure_formats: Annotated[
+        str | None,
+        typer.Option(
+            "--figure-formats",
+            help="Copies of each figure to write, comma-separated: png, pdf, svg, or none "
+            "(default: $ROUTELENS_FIGURE_FORMATS, else png,pdf).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Write one self-contained HTML report (inline CSS and SVG, viewable offline) of a trace:
@@ -98,6 +106,7 @@ def report_command(
         layers=layers,
         pos=pos,
         figures=figures,
+        figure_formats=figure_formats,
         progress=not quiet,
         say=console.print,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from routelens.atomic import atomic_dir, atomic_path
 from routelens.errors import RoutelensError
 from routelens.report.figures_io import FigureSink, style
+from routelens.report.figures_io import figure_formats as figure_formats_of
 from routelens.report.html import Section, esc, page
 from routelens.report.sections.balance import balance_section
 from routelens.report.sections.cache import cache_section
@@ -107,12 +108,14 @@ def write_report(
     *,
     figures_dir: str | os.PathLike | None = None,
     token_view_layers: Sequence[int] | None = None,
+    figure_formats: str | Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Write the report of `trace` and its `analysis` to `out_html`; return its path.
 
     PNG (dpi 200) and PDF copies of every figure go to `figures_dir` (default: `<stem>_figures/`
-    beside the HTML). `token_view_layers` are true layer indices (default: first, middle, last).
+    beside the HTML); `figure_formats` chooses other copies (`"png"`, `["png", "svg"]`, `"none"`;
+    default `$ROUTELENS_FIGURE_FORMATS`, else PNG and PDF). `token_view_layers` are true layer indices (default: first, middle, last).
     `out_html` (and `figures_dir` when given) is locked for the run (`routelens.lock`): two reports
     into one page would replace each other's files, so the second is refused in one line.
     """
@@ -125,7 +128,13 @@ def write_report(
         if figures_dir is not None:
             held.enter_context(output_lock(figures_dir, what="report"))
         return write_report_unlocked(
-            trace, analysis, out_html, figures_dir=figures_dir, token_view_layers=token_view_layers, progress=progress
+            trace,
+            analysis,
+            out_html,
+            figures_dir=figures_dir,
+            token_view_layers=token_view_layers,
+            figure_formats=figure_formats,
+            progress=progress,
         )
 
 
@@ -136,6 +145,7 @@ def write_report_unlocked(
     *,
     figures_dir: str | os.PathLike | None = None,
     token_view_layers: Sequence[int] | None = None,
+    figure_formats: str | Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """`write_report` for a caller that already holds the locks of `out_html` and `figures_dir`
@@ -144,6 +154,7 @@ def write_report_unlocked(
 
     trace = trace if isinstance(trace, Trace) else open_trace(trace)
     check_analysis(trace, analysis)
+    formats = figure_formats_of(figure_formats)
     out_html = Path(out_html)
     if out_html.is_dir():
         raise RoutelensError(f"-o {out_html} is a directory; give a file name such as {out_html / 'report.html'}.")
@@ -159,7 +170,7 @@ def write_report_unlocked(
         ctx = ReportContext(
             trace=trace,
             analysis=analysis,
-            sink=FigureSink(tmp_figures),
+            sink=FigureSink(tmp_figures, formats=formats),
             layers=layers,
             domains=list(trace.domains),
             num_ids=trace.num_ids,

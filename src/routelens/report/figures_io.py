@@ -1,5 +1,10 @@
 """Matplotlib figures -> inline SVG for the HTML report, plus PNG (dpi 200) and PDF copies on disk.
 
+Which copies are written is the report's `figure_formats` (`routelens report --figure-formats`),
+by default `$ROUTELENS_FIGURE_FORMATS` or else PNG and PDF. PDFs embed their TrueType font subset
+(`pdf.fonttype: 42`), which costs more than drawing the figure: a report of many figures written
+only for the page, or on a slow machine, can ask for `png` or `none`.
+
 The report must open with no network, so every figure is embedded as SVG markup. Several SVGs
 share one HTML document, and matplotlib names its clip paths, markers and glyphs with ids that
 may repeat between figures; each figure's ids therefore get a unique prefix. Text stays text
@@ -9,7 +14,9 @@ may repeat between figures; each figure's ids therefore get a unique prefix. Tex
 from __future__ import annotations
 
 import io
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +26,12 @@ matplotlib.use("Agg")  # no display: figures are only ever written to files and 
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from routelens.errors import RoutelensError
+
+FIGURE_FORMATS = ("png", "pdf", "svg")  # what a copy on disk may be
+DEFAULT_FIGURE_FORMATS = ("png", "pdf")
+FIGURE_FORMATS_ENV = "ROUTELENS_FIGURE_FORMATS"
 
 # House look of every figure: small type, no top/right spines, light horizontal grid.
 RC = {
@@ -58,6 +71,29 @@ _HEADER = re.compile(r"^.*?(<svg\b)", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
 
 
+def figure_formats(value: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The copies each figure gets on disk: `value` (a list, or text such as `"png,pdf"`; `"none"` or
+    empty for none), else `$ROUTELENS_FIGURE_FORMATS`, else PNG and PDF."""
+    where = "--figure-formats"
+    if value is None:
+        value = os.environ.get(FIGURE_FORMATS_ENV)
+        where = f"${FIGURE_FORMATS_ENV}"
+        if value is None:
+            return DEFAULT_FIGURE_FORMATS
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(name).strip().lower().lstrip(".") for name in names]
+    names = [name for name in names if name]
+    if names == ["none"]:
+        return ()
+    wrong = [name for name in names if name not in FIGURE_FORMATS]
+    if wrong:
+        raise RoutelensError(
+            f"{where} {wrong[0]!r} is not a figure format; give a comma-separated list of "
+            f"{', '.join(FIGURE_FORMATS)}, or none (for example --figure-formats png,pdf)."
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def style():
     """Context under which figures are built, so their axes take the house style."""
     return plt.rc_context(RC)
@@ -88,10 +124,11 @@ def to_inline_svg(fig: Figure, prefix: str) -> str:
 
 @dataclass
 class FigureSink:
-    """Collects the report's figures: returns inline SVG, writes `NN-name.png`/`.pdf` into `folder`."""
+    """Collects the report's figures: returns inline SVG, writes `NN-name.<format>` into `folder`."""
 
     folder: Path | None  # None: keep no copies (inline SVG only)
     dpi: int = 200
+    formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS
     names: list[str] = field(default_factory=list)
 
     def add(self, fig: Figure, name: str) -> str:
@@ -102,8 +139,16 @@ class FigureSink:
         svg = to_inline_svg(fig, prefix=f"f{index}-")
         # The SVG draw has laid the figure out; freezing it spares each copy a layout pass.
         fig.set_layout_engine("none")
-        if self.folder is not None:
+        if self.folder is not None and self.formats:
             with plt.rc_context(RC):
-                fig.savefig(self.folder / f"{stem}.png", dpi=self.dpi)
-                fig.savefig(self.folder / f"{stem}.pdf", metadata={"CreationDate": None})
+                for fmt in self.formats:
+                    if fmt == "svg":  # the page's own markup, as a file (its ids prefixed as inline)
+                        (self.folder / f"{stem}.svg").write_text(svg + "\n", encoding="utf-8")
+                    else:
+                        fig.savefig(self.folder / f"{stem}.{fmt}", **self._save_options(fmt))
         return svg
+
+    def _save_options(self, fmt: str) -> dict:
+        if fmt == "png":
+            return {"dpi": self.dpi}
+        return {"metadata": {"CreationDate": None}}  # fixed: the same report twice gives the same bytes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from routelens.errors import RoutelensError
@@ -148,17 +148,19 @@ def build_report(
     layers: str | list[int] | None = None,
     pos: bool = False,
     figures: str | os.PathLike | None = None,
+    figure_formats: str | Sequence[str] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the report of the trace directory `trace` to `out` from the saved results named (each
     file as `routelens report`'s flag of that name reads it), computing the analysis when none holds
-    a distribution; returns the page's path. `layers` is a list or `"0,15,31"`; `say` receives the
-    one status line (default: `routelens.progress.status`)."""
+    a distribution; returns the page's path. `layers` is a list or `"0,15,31"`; `figure_formats` as
+    `write_report` takes it; `say` receives the one status line (default: `routelens.progress.status`)."""
     from contextlib import ExitStack
 
     from routelens.lock import output_lock
     from routelens.report.build import check_analysis, write_report_unlocked
+    from routelens.report.figures_io import figure_formats as figure_formats_of
     from routelens.store import open_trace
 
     if say is None:
@@ -170,6 +172,7 @@ def build_report(
     tr = open_trace(trace)
     tr.shard_rows()  # every shard's footer read: a damaged one is refused before any computing
     view_layers = layers if layers is None or isinstance(layers, list) else parse_layers(layers)
+    formats = figure_formats_of(figure_formats)
     out = Path(out)
     figures = None if figures is None else Path(figures)
     # The page and its figure folder, locked before any computing: two reports into one would
@@ -200,5 +203,11 @@ def build_report(
             say("computing the analysis" + (" (with --pos)" if pos else "") + " ...")
             merged = {**analyze(tr, pos=pos, progress=progress), **merged}
         return write_report_unlocked(
-            tr, merged, out, figures_dir=figures, token_view_layers=view_layers, progress=progress
+            tr,
+            merged,
+            out,
+            figures_dir=figures,
+            token_view_layers=view_layers,
+            figure_formats=formats,
+            progress=progress,
         )
