@@ -36,23 +36,39 @@ def pytest_collection_modifyitems(config, items):
 
 
 def costly_files() -> dict[str, str]:
-    """{test file (relative to the repository) -> the costly fixture it uses}, read with `ast`
-    from the test functions' and fixtures' parameters (the controller collects no items)."""
+    """{test file (relative to the repository) -> the unit its tests are scheduled as}, read with
+    `ast` (the controller collects no items): `costly:<fixture>` for a file whose test functions or
+    fixtures take a fixture of `COSTLY_FIXTURES`; `module:<file>` for a file that defines a fixture
+    of module scope, so that it is built once, not once per worker that runs one of its tests."""
     import ast
 
     found: dict[str, str] = {}
     for path in sorted((REPO / "tests").rglob("test_*.py")):
+        name = path.relative_to(REPO).as_posix()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef):
                 used = [a.arg for a in node.args.args if a.arg in COSTLY_FIXTURES]
                 if used:
-                    found.setdefault(path.relative_to(REPO).as_posix(), used[0])
+                    found[name] = f"costly:{used[0]}"
+                    break
+                if name not in found and any(_module_scoped(d) for d in node.decorator_list):
+                    found[name] = f"module:{name}"
     return found
 
 
+def _module_scoped(decorator) -> bool:
+    """`@pytest.fixture(scope="module")` (or "package")."""
+    import ast
+
+    return isinstance(decorator, ast.Call) and any(
+        k.arg == "scope" and isinstance(k.value, ast.Constant) and k.value.value in ("module", "package")
+        for k in decorator.keywords
+    )
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """Like `--dist load` (one test a unit), but every test of a file in `costly_files()` goes to
-    the worker that builds that file's costly fixture."""
+    """Like `--dist load` (one test a unit), but the tests of a file in `costly_files()` go to one
+    worker: the worker that builds that file's costly (or module) fixture."""
     if config.getvalue("dist") != "load":
         return None  # another mode asked for by name: xdist's own
     from xdist.scheduler import LoadScopeScheduling
@@ -61,8 +77,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class CostlyFixturesTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            fixture = files.get(nodeid.split("::", 1)[0])
-            return f"costly:{fixture}" if fixture else nodeid
+            return files.get(nodeid.split("::", 1)[0], nodeid)
 
     return CostlyFixturesTogether(config, log)
 

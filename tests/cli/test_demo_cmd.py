@@ -12,8 +12,9 @@ from routelens.cli.main import app
 
 
 @pytest.mark.slow
-def test_second_run_reuses_the_trained_model(demo_run, tmp_path):
+def test_second_run_reuses_the_trained_model(demo_run, tmp_path, monkeypatch):
     first, _ = demo_run  # tests/conftest.py: a tiny run_demo trained with 3 steps
+    monkeypatch.setenv("ROUTELENS_FIGURE_FORMATS", "none")  # figure copies: tests/report/test_build.py
     out = tmp_path / "demo"
     shutil.copytree(first / "model", out / "model")  # the CLI run writes its own corpus, trace and report
     stamp = (out / "model" / "training.json").stat().st_mtime_ns

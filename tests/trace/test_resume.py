@@ -39,7 +39,7 @@ def _trace_cmd(model, corpus, out):
 
 @pytest.mark.slow
 def test_killed_trace_resumes_to_the_same_rows(tiny_mixtral, tmp_path):
-    corpus = write_txt(tmp_path / "a.txt", [f"{i} " + DOCS[i % len(DOCS)] for i in range(1200)])
+    corpus = write_txt(tmp_path / "a.txt", [f"{i} " + DOCS[i % len(DOCS)] for i in range(300)])
     routelens.trace(
         str(tiny_mixtral),
         [f"web={corpus}"],
