@@ -178,6 +178,11 @@ def info_command(
         ("complete", "yes" if info["complete"] else "[yellow]no: re-run the trace command to finish it[/]"),
         ("verified", _verified(info)),
     ]
+    if info.get("import") is not None:
+        from routelens.cli.import_cmd import import_notes
+
+        notes = import_notes(info["import"])
+        rows.append(("import", "; ".join(notes) if notes else "no request left out, no anomaly"))
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)
     console.print(table)
