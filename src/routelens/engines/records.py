@@ -179,9 +179,10 @@ def check_request(model: EngineModel, experts: np.ndarray, report: ImportReport)
     a = report.anomalies
     bad = int(((experts < 0) | (experts >= model.num_ids)).sum())
     a["id_out_of_range"] += bad
-    ordered = np.sort(experts, axis=2)
+    zero = (experts == 0).all(axis=(0, 2))  # (moe layers,): a layer the capture never wrote
+    a["moe_layer_all_zero"] += int(zero.sum())
+    ordered = np.sort(experts[:, ~zero], axis=2)  # a never-written layer is counted once, above
     a["repeated_expert"] += int((ordered[:, :, 1:] == ordered[:, :, :-1]).any(axis=2).sum())
-    a["moe_layer_all_zero"] += int((experts == 0).all(axis=(0, 2)).sum())
     if bad:
         report.left_out += 1
     return not bad
