@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from routelens.cli.common import BareJsonCommand, console, to_stdout
+from routelens.cli.common import BareJsonCommand, console, import_notes, to_stdout
 from routelens.cli.options import cli_config, config_option
 from routelens.trace.config import DeviceMap, TraceConfig
 
@@ -179,8 +179,6 @@ def info_command(
         ("verified", _verified(info)),
     ]
     if info.get("import") is not None:
-        from routelens.cli.import_cmd import import_notes
-
         notes = import_notes(info["import"])
         rows.append(("import", "; ".join(notes) if notes else "no request left out, no anomaly"))
     for key, value in rows:
