@@ -544,6 +544,47 @@ def _(env, tmp):
     )
 
 
+@case("import vllm pickled npy routing")
+def _(env, tmp):
+    write(tmp / "r.jsonl", pickled_npy_line())
+    out = tmp / "t"
+    return Case(
+        ["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"], r"line 1.*pickle", [out]
+    )
+
+
+@case("import sglang-recorder empty folder")
+def _(env, tmp):
+    (tmp / "run").mkdir()
+    out = tmp / "t"
+    return Case(
+        ["import", "sglang-recorder", str(tmp / "run"), "-m", str(env.model), "-o", str(out), "-q"],
+        r"expert_distribution_recorder",
+        [out],
+    )
+
+
+def pickled_npy_line() -> str:
+    """A vLLM completions line whose routed_experts is .npy of an object array (a pickle inside)."""
+    import base64
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([[[object()]]], dtype=object), allow_pickle=True)
+    routed = base64.b64encode(buf.getvalue()).decode()
+    return (
+        json.dumps(
+            {
+                "id": "x",
+                "choices": [{"index": 0, "prompt_token_ids": [1, 2], "token_ids": [3], "routed_experts": routed}],
+            }
+        )
+        + "\n"
+    )
+
+
 @case("upcycle missing dense model")
 def _(env, tmp):
     return Case(

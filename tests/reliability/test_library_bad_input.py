@@ -518,6 +518,20 @@ def _(env, tmp):
     return Call(imported("vllm", file, env, out), r"file|r\.jsonl", [blocker])
 
 
+@call("import vllm pickled npy routing")
+def _(env, tmp):
+    from tests.reliability.test_bad_input import pickled_npy_line
+
+    file = write(tmp / "r.jsonl", pickled_npy_line())
+    return Call(imported("vllm", file, env, tmp / "t"), r"line 1.*pickle", [tmp / "t"])
+
+
+@call("import sglang-recorder empty folder")
+def _(env, tmp):
+    (tmp / "run").mkdir()
+    return Call(imported("sglang-recorder", tmp / "run", env, tmp / "t"), r"expert_distribution_recorder", [tmp / "t"])
+
+
 # -- routelens.training: upcycle and train --------------------------------------------------------
 def upcycled(dense: Path, out: Path, top_k: int = 1):
     from routelens.training.upcycle import upcycle
