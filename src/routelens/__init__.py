@@ -43,6 +43,7 @@ _FROM = {
         ["Engine", "ImportConfig", "import_engine", "import_sglang", "import_vllm"], "routelens.engines.importer"
     ),
     **dict.fromkeys(["ExportConfig", "LoadFormat", "expert_load", "export_load"], "routelens.engines.export"),
+    **dict.fromkeys(["PlacementConfig", "PlacementFormat", "export_placement"], "routelens.engines.placement"),
     # pruning
     **dict.fromkeys(["AblateConfig", "Criterion", "ImportanceConfig", "PruneConfig"], "routelens.pruning.configs"),
     "expert_importance": "routelens.pruning.importance",
@@ -83,6 +84,8 @@ __all__ = [  # every name of _FROM, and those defined above
     "LoadFormat",
     "MoESpec",
     "Placement",
+    "PlacementConfig",
+    "PlacementFormat",
     "Policy",
     "PruneConfig",
     "RoutelensError",
@@ -107,6 +110,7 @@ __all__ = [  # every name of _FROM, and those defined above
     "expert_importance",
     "expert_load",
     "export_load",
+    "export_placement",
     "families_to_verify",
     "family_rows",
     "import_engine",
@@ -150,6 +154,7 @@ if TYPE_CHECKING:
     from routelens.demo import DemoConfig, run_demo
     from routelens.engines.export import ExportConfig, LoadFormat, expert_load, export_load
     from routelens.engines.importer import Engine, ImportConfig, import_engine, import_sglang, import_vllm
+    from routelens.engines.placement import PlacementConfig, PlacementFormat, export_placement
     from routelens.models.families import MoESpec, describe_model, supported_families
     from routelens.pruning.ablation import ablate
     from routelens.pruning.checkpoint import prune
