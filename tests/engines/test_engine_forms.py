@@ -428,3 +428,21 @@ def test_cli_sglang_recorder_takes_a_folder(deepseek_model, mixtral_trace, tmp_p
     )
     assert bad.exit_code == 2 and "expert_distribution_recorder" in bad.output
     assert json.loads((out / "manifest.json").read_text())["import"]["unchained_tokens"] == 0
+
+
+def test_all_zero_layer_of_a_short_top1_request_is_not_an_anomaly():
+    from routelens.engines.model import EngineModel
+    from routelens.engines.records import ALL_ZERO_MIN_ROWS, ImportReport, check_request
+
+    model = EngineModel("m", "mixtral", "softmax_topk", [0, 1], 2, 4, 1)
+    experts = np.zeros((ALL_ZERO_MIN_ROWS - 1, 2, 1), np.int64)
+    experts[:, 1] = 2
+    report = ImportReport()
+    assert check_request(model, experts, report) and report.anomalies["moe_layer_all_zero"] == 0
+    longer = np.zeros((ALL_ZERO_MIN_ROWS, 2, 1), np.int64)
+    longer[:, 1] = 2
+    assert check_request(model, longer, report) and report.anomalies["moe_layer_all_zero"] == 1
+    top2 = np.zeros((1, 2, 2), np.int64)
+    top2[:, 1] = [1, 2]
+    assert check_request(model.__class__("m", "mixtral", "softmax_topk", [0, 1], 2, 4, 2), top2, report)
+    assert report.anomalies["moe_layer_all_zero"] == 2 and report.anomalies["repeated_expert"] == 0

@@ -299,6 +299,8 @@ def _unique_embedding(tokens: list[int], nexts: list[int]) -> list[int] | None:
     n, m = len(tokens), len(nexts)
     if n > m:
         return None
+    if n == m:  # every running request decodes: the identity is the only order-keeping assignment
+        return list(range(n)) if tokens == nexts else None
     # ways[i][j]: assignments of tokens[i:] into nexts[j:]
     ways = [[0] * (m + 1) for _ in range(n + 1)]
     for j in range(m + 1):
