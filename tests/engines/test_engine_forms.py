@@ -446,3 +446,35 @@ def test_all_zero_layer_of_a_short_top1_request_is_not_an_anomaly():
     top2[:, 1] = [1, 2]
     assert check_request(model.__class__("m", "mixtral", "softmax_topk", [0, 1], 2, 4, 2), top2, report)
     assert report.anomalies["moe_layer_all_zero"] == 2 and report.anomalies["repeated_expert"] == 0
+
+
+def test_decode_chaining_assigns_only_when_one_order_keeping_assignment_fits():
+    """The banded count of order-keeping assignments against brute force over small batches."""
+    import itertools
+    import random
+
+    from routelens.engines.recorder import _unique_embedding
+
+    def brute(tokens, nexts):
+        fits = [
+            list(c)
+            for c in itertools.combinations(range(len(nexts)), len(tokens))
+            if all(nexts[j] == t for j, t in zip(c, tokens))
+        ]
+        return fits[0] if len(fits) == 1 else None
+
+    rng = random.Random(0)
+    found = 0
+    for _ in range(3000):
+        m = rng.randint(0, 7)
+        nexts = [rng.randint(0, 3) for _ in range(m)]
+        n = rng.randint(0, m)
+        tokens = (
+            [nexts[j] for j in sorted(rng.sample(range(m), n))]
+            if rng.random() < 0.5
+            else [rng.randint(0, 3) for _ in range(n)]
+        )
+        got = _unique_embedding(tokens, nexts)
+        assert got == brute(tokens, nexts), (tokens, nexts)
+        found += got is not None
+    assert 300 < found < 2700  # both outcomes exercised

@@ -301,21 +301,22 @@ def _unique_embedding(tokens: list[int], nexts: list[int]) -> list[int] | None:
         return None
     if n == m:  # every running request decodes: the identity is the only order-keeping assignment
         return list(range(n)) if tokens == nexts else None
-    # ways[i][j]: assignments of tokens[i:] into nexts[j:]
-    ways = [[0] * (m + 1) for _ in range(n + 1)]
-    for j in range(m + 1):
-        ways[n][j] = 1
+    # ways[i][o]: assignments of tokens[i:] into nexts[i + o:], o <= d = m - n requests skipped (banded)
+    d = m - n
+    ways = [[0] * (d + 2) for _ in range(n + 1)]
+    for o in range(d + 1):
+        ways[n][o] = 1
     for i in range(n - 1, -1, -1):
-        for j in range(m - 1, -1, -1):
-            ways[i][j] = min(2, ways[i][j + 1] + (ways[i + 1][j + 1] if tokens[i] == nexts[j] else 0))
+        row, below = ways[i], ways[i + 1]
+        for o in range(d, -1, -1):
+            row[o] = min(2, row[o + 1] + (below[o] if tokens[i] == nexts[i + o] else 0))
     if ways[0][0] != 1:
         return None
-    out, j = [], 0
+    out, o = [], 0
     for i in range(n):
-        while not (tokens[i] == nexts[j] and ways[i + 1][j + 1] >= 1):
-            j += 1
-        out.append(j)
-        j += 1
+        while not (tokens[i] == nexts[i + o] and ways[i + 1][o] >= 1):
+            o += 1
+        out.append(i + o)
     return out
 
 
