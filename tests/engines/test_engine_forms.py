@@ -478,3 +478,45 @@ def test_decode_chaining_assigns_only_when_one_order_keeping_assignment_fits():
         assert got == brute(tokens, nexts), (tokens, nexts)
         found += got is not None
     assert 300 < found < 2700  # both outcomes exercised
+
+
+def test_data_parallel_ranks_are_chained_each_on_their_own(deepseek_model, mixtral_trace, tmp_path):
+    """Two ranks with batches of their own under the same forward pass ids: four requests, whole."""
+    layout = layout_of(deepseek_model)
+    reqs = recorder_requests(mixtral_trace, n=4)
+    (tmp_path / "run").mkdir()
+    for rank, mine in ((0, [0, 1]), (1, [2, 3])):
+        passes = [(m, [(mine[i], f, c) for i, f, c in segs]) for m, segs in forms.batch_passes([reqs[j] for j in mine])]
+        forms.recorder_dump(
+            tmp_path / "run" / f"expert_distribution_recorder_3.0_{rank}.pt", reqs, passes, layout, rank=rank
+        )
+    tr = import_engine("sglang-recorder", [tmp_path / "run"], deepseek_model, tmp_path / "out", progress=False)
+    assert tr.manifest["import"]["unchained_tokens"] == 0
+    assert_rows(tr, want(reqs))
+
+
+def test_sglang_batch_request_pairs_each_response_with_its_prompt(deepseek_model, mixtral_trace, tmp_path):
+    layout = layout_of(deepseek_model)
+    reqs = forms.requests_of(documents(mixtral_trace)[:3], length=16)
+    line = {
+        "request": {"input_ids": [r.prompt for r in reqs], "return_routed_experts": True},
+        "response": [forms.sglang_response(r, layout, f"b{i}") for i, r in enumerate(reqs)],
+    }
+    tr = import_engine(
+        "sglang", forms.write_lines(tmp_path / "b.jsonl", [line]), deepseek_model, tmp_path / "o", progress=False
+    )
+    assert_rows(tr, want(reqs), request_ids=["b0", "b1", "b2"])
+
+
+def test_commands_show_their_help():
+    from typer.testing import CliRunner
+
+    from routelens.cli.main import app
+
+    for args in (
+        ["import", "vllm", "--help"],
+        ["import", "sglang-recorder", "--help"],
+        ["export", "placement", "--help"],
+    ):
+        run = CliRunner().invoke(app, args)
+        assert run.exit_code == 0 and "docs/engines.md" in run.output, run.output

@@ -60,6 +60,7 @@ class _Pass:
     positions: np.ndarray
     lens: list[int] | None
     experts: np.ndarray  # (tokens, moe layers, k) logical
+    fpid: int = 0
 
 
 def recorder_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -132,6 +133,7 @@ def read_recorder(
                 raise RoutelensError(
                     f"{where}: forward_pass_id {fpid} of rank {rank} appears twice; give each rank's file once."
                 )
+            one.fpid = fpid
             streams[rank][fpid] = one
     # ranks that saw the same batch as a lower rank count once
     kept: dict[int, list[_Pass]] = {}
@@ -143,10 +145,10 @@ def read_recorder(
                 own.append(one)
         if own:
             kept[rank] = own
-    done: list[tuple[int, int, _Request]] = []  # (first pass index, order, request)
+    done: list[tuple[int, int, _Request]] = []  # (first forward pass id, order, request), rank by rank
     for passes in kept.values():
         done.extend(_chain(passes, report))
-    done.sort(key=lambda t: (t[0], t[1]))
+    done.sort(key=lambda t: t[0])  # stable: within a pass, lower ranks first, then batch order
     for _, _, req in done:
         tok, pos, phase, experts = (np.concatenate(p) for p in zip(*req.parts))
         if not check_request(model, experts, report):
@@ -211,7 +213,7 @@ def _chain(passes: list[_Pass], report: ImportReport) -> list[tuple[int, int, _R
 
     def new(index: int, unchained: bool = False) -> _Request:
         req = _Request(unchained=unchained)
-        out.append((index, len(out), req))
+        out.append((passes[index].fpid, len(out), req))
         return req
 
     def add(req: _Request, one: _Pass, seg: slice, phase: int) -> None:
