@@ -413,6 +413,16 @@ def _(env, tmp):
     return Case(["export", "load", str(env.trace), "-o", str(out), "-q"], re.escape(str(blocker)), [blocker])
 
 
+@case("export placement slots that do not divide")
+def _(env, tmp):
+    out = tmp / "p.json"
+    return Case(
+        ["export", "placement", str(env.trace), "--devices", "7", "--redundant", "0", "-o", str(out), "-q"],
+        r"--devices 7 does not divide",
+        [out],
+    )
+
+
 @case("info not a trace")
 def _(env, tmp):
     return Case(["info", str(tmp)], r"no routelens trace")

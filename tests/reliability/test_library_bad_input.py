@@ -208,6 +208,16 @@ def _(env, tmp):
     return Call(lambda: write_json(result, out), re.escape(str(blocker)), [blocker])
 
 
+@call("export placement slots that do not divide")
+def _(env, tmp):
+    from routelens.engines.placement import export_placement
+
+    out = tmp / "p.json"
+    return Call(
+        lambda: export_placement(env.trace, out, devices=7, progress=False), r"--devices 7 does not divide", [out]
+    )
+
+
 @call("export load --out under a file")
 def _(env, tmp):
     from routelens.engines.export import export_load
