@@ -149,10 +149,6 @@ def test_every_engine_form_imports_the_trace_row_for_row(served, form, tmp_path)
     assert not any(report["anomalies"].values()), report  # a clean file reports none
 
 
-def test_vllm_npy_dtype_is_the_engines_uint8_or_uint16(served_dtypes=None):
-    assert forms.vllm_dtype(256) == "uint8" and forms.vllm_dtype(300) == "uint16"
-
-
 def test_n_choices_are_each_their_own_document_with_the_prompts_rows(tiny_mixtral, mixtral_trace, tmp_path):
     layout = layout_of(tiny_mixtral)
     full = forms.requests_of(documents(mixtral_trace)[:1], length=20)[0]
