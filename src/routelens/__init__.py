@@ -39,8 +39,11 @@ _FROM = {
     **dict.fromkeys(["cache_with_control", "simulate_all"], "routelens.simulate.suite"),
     **dict.fromkeys(["Placement", "Policy"], "routelens.simulate.policies"),
     # serving engines
-    **dict.fromkeys(["Engine", "ImportConfig", "import_engine"], "routelens.engines.importer"),
+    **dict.fromkeys(
+        ["Engine", "ImportConfig", "import_engine", "import_sglang", "import_vllm"], "routelens.engines.importer"
+    ),
     **dict.fromkeys(["ExportConfig", "LoadFormat", "expert_load", "export_load"], "routelens.engines.export"),
+    **dict.fromkeys(["PlacementConfig", "PlacementFormat", "export_placement"], "routelens.engines.placement"),
     # pruning
     **dict.fromkeys(["AblateConfig", "Criterion", "ImportanceConfig", "PruneConfig"], "routelens.pruning.configs"),
     "expert_importance": "routelens.pruning.importance",
@@ -81,6 +84,8 @@ __all__ = [  # every name of _FROM, and those defined above
     "LoadFormat",
     "MoESpec",
     "Placement",
+    "PlacementConfig",
+    "PlacementFormat",
     "Policy",
     "PruneConfig",
     "RoutelensError",
@@ -105,9 +110,12 @@ __all__ = [  # every name of _FROM, and those defined above
     "expert_importance",
     "expert_load",
     "export_load",
+    "export_placement",
     "families_to_verify",
     "family_rows",
     "import_engine",
+    "import_sglang",
+    "import_vllm",
     "inspect_model",
     "js_divergence",
     "open_trace",
@@ -145,7 +153,8 @@ if TYPE_CHECKING:
     from routelens.corpus.builtin import write_builtin_corpus
     from routelens.demo import DemoConfig, run_demo
     from routelens.engines.export import ExportConfig, LoadFormat, expert_load, export_load
-    from routelens.engines.importer import Engine, ImportConfig, import_engine
+    from routelens.engines.importer import Engine, ImportConfig, import_engine, import_sglang, import_vllm
+    from routelens.engines.placement import PlacementConfig, PlacementFormat, export_placement
     from routelens.models.families import MoESpec, describe_model, supported_families
     from routelens.pruning.ablation import ablate
     from routelens.pruning.checkpoint import prune

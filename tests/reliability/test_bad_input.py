@@ -433,6 +433,16 @@ def _(env, tmp):
     return Case(["export", "load", str(env.trace), "-o", str(out), "-q"], re.escape(str(blocker)), [blocker])
 
 
+@case("export placement slots that do not divide")
+def _(env, tmp):
+    out = tmp / "p.json"
+    return Case(
+        ["export", "placement", str(env.trace), "--devices", "7", "--redundant", "0", "-o", str(out), "-q"],
+        r"--devices 7 does not divide",
+        [out],
+    )
+
+
 @case("info not a trace")
 def _(env, tmp):
     return Case(["info", str(tmp)], r"no routelens trace")
@@ -561,6 +571,47 @@ def _(env, tmp):
         ["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"],
         r"file|r\.jsonl",
         [blocker],
+    )
+
+
+@case("import vllm pickled npy routing")
+def _(env, tmp):
+    write(tmp / "r.jsonl", pickled_npy_line())
+    out = tmp / "t"
+    return Case(
+        ["import", "vllm", str(tmp / "r.jsonl"), "-m", str(env.model), "-o", str(out), "-q"], r"line 1.*pickle", [out]
+    )
+
+
+@case("import sglang-recorder empty folder")
+def _(env, tmp):
+    (tmp / "run").mkdir()
+    out = tmp / "t"
+    return Case(
+        ["import", "sglang-recorder", str(tmp / "run"), "-m", str(env.model), "-o", str(out), "-q"],
+        r"expert_distribution_recorder",
+        [out],
+    )
+
+
+def pickled_npy_line() -> str:
+    """A vLLM completions line whose routed_experts is .npy of an object array (a pickle inside)."""
+    import base64
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([[[object()]]], dtype=object), allow_pickle=True)
+    routed = base64.b64encode(buf.getvalue()).decode()
+    return (
+        json.dumps(
+            {
+                "id": "x",
+                "choices": [{"index": 0, "prompt_token_ids": [1, 2], "token_ids": [3], "routed_experts": routed}],
+            }
+        )
+        + "\n"
     )
 
 

@@ -218,6 +218,16 @@ def _(env, tmp):
     return Call(lambda: write_json(result, out), re.escape(str(blocker)), [blocker])
 
 
+@call("export placement slots that do not divide")
+def _(env, tmp):
+    from routelens.engines.placement import export_placement
+
+    out = tmp / "p.json"
+    return Call(
+        lambda: export_placement(env.trace, out, devices=7, progress=False), r"--devices 7 does not divide", [out]
+    )
+
+
 @call("export load --out under a file")
 def _(env, tmp):
     from routelens.engines.export import export_load
@@ -526,6 +536,20 @@ def _(env, tmp):
     file = write(tmp / "r.jsonl", "")
     out, blocker = under_a_file(tmp)
     return Call(imported("vllm", file, env, out), r"file|r\.jsonl", [blocker])
+
+
+@call("import vllm pickled npy routing")
+def _(env, tmp):
+    from tests.reliability.test_bad_input import pickled_npy_line
+
+    file = write(tmp / "r.jsonl", pickled_npy_line())
+    return Call(imported("vllm", file, env, tmp / "t"), r"line 1.*pickle", [tmp / "t"])
+
+
+@call("import sglang-recorder empty folder")
+def _(env, tmp):
+    (tmp / "run").mkdir()
+    return Call(imported("sglang-recorder", tmp / "run", env, tmp / "t"), r"expert_distribution_recorder", [tmp / "t"])
 
 
 # -- routelens.training: upcycle and train --------------------------------------------------------

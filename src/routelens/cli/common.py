@@ -142,3 +142,21 @@ def new_app(help: str) -> typer.Typer:
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
     )
+
+
+def import_notes(report: dict) -> list[str]:
+    """The lines an import (and `routelens info`) prints about what it left out or found."""
+    out = []
+    if report.get("aborted"):
+        out.append(f"left out {report['aborted']:,} aborted requests (routed_experts null)")
+    if report.get("left_out"):
+        out.append(f"left out {report['left_out']:,} requests with expert ids outside 0..E+Z-1")
+    if report.get("unchained_tokens"):
+        out.append(
+            f"{report['unchained_tokens']:,} recorder tokens in {report.get('unchained_passes', 0):,} passes could not "
+            "be chained to their request: each is a document of its own (docs/engines.md)"
+        )
+    found = {k: v for k, v in (report.get("anomalies") or {}).items() if v}
+    if found:
+        out.append("anomalies: " + ", ".join(f"{k} {v:,}" for k, v in found.items()) + " (refused under --strict)")
+    return out

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from routelens.cli.common import BareJsonCommand, console, to_stdout
+from routelens.cli.common import BareJsonCommand, console, import_notes, to_stdout
 from routelens.cli.options import cli_config, config_option
 from routelens.trace.config import DeviceMap, TraceConfig
 
@@ -178,6 +178,9 @@ def info_command(
         ("complete", "yes" if info["complete"] else "[yellow]no: re-run the trace command to finish it[/]"),
         ("verified", _verified(info)),
     ]
+    if info.get("import") is not None:
+        notes = import_notes(info["import"])
+        rows.append(("import", "; ".join(notes) if notes else "no request left out, no anomaly"))
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)
     console.print(table)

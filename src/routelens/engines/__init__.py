@@ -7,7 +7,7 @@ to them.
 
 - `model.py`     the model's MoE layers, E and k from its config (meta device, no weights)
 - `records.py`   one request as rows (phase prefill / decode); the shared JSON-lines reading
-- `vllm.py`, `sglang.py`   each engine's formats
+- `vllm.py`, `sglang.py`   each engine's response formats; `recorder.py` SGLang's recorder dump
 - `importer.py`  ImportConfig and the writing of the trace (format version 2: no weights)
 - `export.py`    per-layer expert loads for SGLang's --init-expert-location and DeepSeek's EPLB
 
@@ -15,6 +15,15 @@ Importing this package imports neither torch nor transformers.
 """
 
 from routelens.engines.export import ExportConfig, expert_load, export_load
-from routelens.engines.importer import Engine, ImportConfig, import_engine
+from routelens.engines.importer import Engine, ImportConfig, import_engine, import_sglang, import_vllm
 
-__all__ = ["Engine", "ExportConfig", "ImportConfig", "expert_load", "export_load", "import_engine"]
+__all__ = [
+    "Engine",
+    "ExportConfig",
+    "ImportConfig",
+    "expert_load",
+    "export_load",
+    "import_engine",
+    "import_sglang",
+    "import_vllm",
+]

@@ -10,7 +10,7 @@ so a malformed line anywhere in the file leaves nothing written (and an older tr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from routelens.config import build_config, setting
 from routelens.engines.model import EngineModel
-from routelens.engines.records import EngineDocument
+from routelens.engines.records import EngineDocument, ImportReport
 from routelens.errors import RoutelensError
 from routelens.store.reader import Trace, open_trace
 from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array, phase_array, trace_schema
@@ -29,6 +29,7 @@ from routelens.store.schema import expert_id_numpy, expert_id_type, nested_array
 class Engine(StrEnum):
     VLLM = "vllm"
     SGLANG = "sglang"
+    SGLANG_RECORDER = "sglang-recorder"
 
 
 @dataclass
@@ -41,6 +42,9 @@ class ImportConfig:
     trust_remote_code: bool = setting(
         False, "Run the model folder's own Python code to read its config (config.json auto_map)."
     )
+    strict: bool = setting(
+        False, "Refuse the import when the engine's routing shows an anomaly (repeated expert, id out of range, ...)."
+    )
     progress: bool = setting(True, "Show a progress bar.")
 
     def __post_init__(self):
@@ -52,52 +56,124 @@ class ImportConfig:
 
 def import_engine(
     engine: str | Engine,
-    file: str | os.PathLike,
+    file: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike,
     out: str | os.PathLike,
     config: ImportConfig | None = None,
     **overrides,
 ) -> Trace:
-    """Read `file` (the engine's output for requests to `model`) into a new trace at `out`."""
-    from routelens.atomic import atomic_dir
-    from routelens.engines.model import engine_model
-    from routelens.lock import output_lock
-
+    """Read `file` (the engine's output for requests to `model`; for sglang-recorder, every rank's
+    .pt files or their folder) into a new trace at `out`."""
     config = build_config(ImportConfig, config, overrides)
     try:
         engine = Engine(engine)
     except ValueError:
         raise RoutelensError(f"engine {engine!r} is unknown; use {', '.join(e.value for e in Engine)}.") from None
+    files = [file] if isinstance(file, (str, os.PathLike)) else list(file)
+    if not files:
+        raise RoutelensError(f"no file given; give the file the {engine} requests were saved to.")
+    if engine is not Engine.SGLANG_RECORDER:
+        if len(files) != 1:
+            raise RoutelensError(
+                f"`import {engine}` reads one file; for every rank's recorder dumps use sglang-recorder."
+            )
+        if not Path(files[0]).is_file():
+            raise RoutelensError(f"{files[0]}: no such file; give the file the {engine} requests were saved to.")
+    _check_out(out, config)
+
+    def documents(described: EngineModel, report: ImportReport) -> Iterable[EngineDocument]:
+        if engine is Engine.VLLM:
+            from routelens.engines.vllm import read_vllm
+
+            return read_vllm(files[0], described, report)
+        if engine is Engine.SGLANG_RECORDER or Path(files[0]).suffix == ".pt":
+            from routelens.engines.recorder import read_recorder
+
+            return read_recorder(files, described, report)
+        from routelens.engines.sglang import read_sglang
+
+        return read_sglang(files[0], described, report)
+
+    recorder = engine is Engine.SGLANG_RECORDER or Path(files[0]).suffix == ".pt"
+    source = {"engine": engine.value, "file": str(files[0]) if len(files) == 1 else [str(f) for f in files]}
+    return _import(documents, model, out, config, source, request_ids=not recorder)
+
+
+def import_vllm(
+    outputs: Iterable,
+    *,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    domain: str | None = None,
+    config: ImportConfig | None = None,
+    **overrides,
+) -> Trace:
+    """vLLM's `RequestOutput` objects (what `LLM.generate` returns with enable_return_routed_experts;
+    duck-typed: `prompt_token_ids`, `outputs[i].token_ids`, `outputs[i].routed_experts` ndarray) or
+    saved response dicts, as a new trace at `out`."""
+    from routelens.engines.vllm import request_outputs
+
+    config = build_config(ImportConfig, config, {**overrides, "domain": domain} if domain else overrides)
+    _check_out(out, config)
+    source = {"engine": Engine.VLLM.value, "file": "python objects"}
+    return _import(lambda m, r: request_outputs(outputs, m, r), model, out, config, source, request_ids=True)
+
+
+def import_sglang(
+    pairs: Iterable,
+    *,
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    domain: str | None = None,
+    config: ImportConfig | None = None,
+    **overrides,
+) -> Trace:
+    """SGLang `/generate` responses as (input_ids, response dict) pairs, or dicts of either saved line
+    form, as a new trace at `out`."""
+    from routelens.engines.sglang import responses
+
+    config = build_config(ImportConfig, config, {**overrides, "domain": domain} if domain else overrides)
+    _check_out(out, config)
+    source = {"engine": Engine.SGLANG.value, "file": "python objects"}
+    return _import(lambda m, r: responses(pairs, m, r), model, out, config, source, request_ids=True)
+
+
+def _check_out(out, config: ImportConfig) -> None:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not config.overwrite:
         raise RoutelensError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out.")
-    if not Path(file).is_file():
-        raise RoutelensError(f"{file}: no such file; give the file the {engine} requests were saved to.")
+
+
+def _import(documents, model, out, config: ImportConfig, source: dict, *, request_ids: bool) -> Trace:
+    from routelens.atomic import atomic_dir
+    from routelens.engines.model import engine_model
+    from routelens.lock import output_lock
+
+    out = Path(out)
     described = engine_model(model, trust_remote_code=config.trust_remote_code)
-    domain = config.domain or engine.value
-    documents = _documents(engine, file, described, domain)
+    domain = config.domain or source["engine"].split("-")[0]
+    report = ImportReport()
+    docs = (_with_domain(d, domain) for d in documents(described, report))
     with output_lock(out, what="import"), atomic_dir(out) as tmp:
-        write_documents(tmp, documents, described, source={"engine": engine.value, "file": str(file)}, config=config)
+        write_documents(tmp, docs, described, source=source, config=config, report=report, request_ids=request_ids)
     return open_trace(out)
 
 
-def _documents(engine: Engine, file, model: EngineModel, domain: str) -> Iterable[EngineDocument]:
-    if engine is Engine.VLLM:
-        from routelens.engines.vllm import read_vllm
-
-        return (d if d.domain else _with_domain(d, domain) for d in read_vllm(file, model))
-    from routelens.engines.sglang import read_sglang
-
-    return (d if d.domain else _with_domain(d, domain) for d in read_sglang(file, model))
-
-
 def _with_domain(doc: EngineDocument, domain: str) -> EngineDocument:
-    doc.domain = domain
+    if not doc.domain:
+        doc.domain = domain
     return doc
 
 
 def write_documents(
-    out: Path, documents: Iterable[EngineDocument], model: EngineModel, *, source: dict, config: ImportConfig
+    out: Path,
+    documents: Iterable[EngineDocument],
+    model: EngineModel,
+    *,
+    source: dict,
+    config: ImportConfig,
+    report: ImportReport | None = None,
+    request_ids: bool = False,
 ) -> None:
     """Write `documents` as the shards, vocab and manifest of a trace in the (empty) folder `out`."""
     from routelens.progress import progress_bar
@@ -118,15 +194,27 @@ def write_documents(
             counts[doc.domain][1] += len(doc)
             pending.append(doc)
             if sum(len(d) for d in pending) >= config.shard_tokens:
-                doc_id = _flush(writer, shard, pending, doc_id, domains, model)
+                doc_id = _flush(writer, shard, pending, doc_id, domains, model, request_ids)
                 shard, pending = shard + 1, []
             bar.advance(task, len(doc))
         if pending:
-            doc_id = _flush(writer, shard, pending, doc_id, domains, model)
+            doc_id = _flush(writer, shard, pending, doc_id, domains, model, request_ids)
             shard += 1
+    report = report or ImportReport()
     if doc_id == 0:
+        if report.aborted:
+            raise RoutelensError(
+                f"{source['file']}: all {report.aborted} requests have routed_experts null (aborted, or the server ran "
+                "without --enable-return-routed-experts); serve with it and save complete responses."
+            )
         raise RoutelensError(
             f"{source['file']} holds no request; give the file the {source['engine']} requests were saved to."
+        )
+    found = {name: n for name, n in report.anomalies.items() if n}
+    if config.strict and found:
+        raise RoutelensError(
+            f"{source['file']}: routing anomalies {', '.join(f'{k}={v}' for k, v in found.items())} under --strict; "
+            "check the engine's capture (docs/engines.md), or import without --strict to keep them counted."
         )
     total = sum(c[1] for c in counts.values())
     manifest = new_manifest(
@@ -148,7 +236,14 @@ def write_documents(
         ],
         tokenizer=model.tokenizer,
         seq_len=0,
-        extra={"imported_from": source, "dtype": None, "weights_dtype": None, "store_probs": False},
+        extra={
+            "imported_from": source,
+            "import": report.to_json(),
+            "num_zero_experts": model.num_zero_experts,
+            "dtype": None,
+            "weights_dtype": None,
+            "store_probs": False,
+        },
     )
     nbytes = sum(p.stat().st_size for p in writer.shard_dir.glob("part-*.parquet"))
     manifest.update(
@@ -165,13 +260,22 @@ def write_documents(
     writer.write_manifest(manifest)
 
 
-def _flush(writer, index: int, docs: list[EngineDocument], doc_id: int, domains: list[str], model: EngineModel) -> int:
+def _flush(
+    writer,
+    index: int,
+    docs: list[EngineDocument],
+    doc_id: int,
+    domains: list[str],
+    model: EngineModel,
+    request_ids: bool = False,
+) -> int:
     """Write `docs` as shard `index`; returns the next document id."""
     lengths = [len(d) for d in docs]
     codes = {name: i for i, name in enumerate(domains)}
     ids = np.repeat(np.arange(doc_id, doc_id + len(docs), dtype=np.int64), lengths)
     E, L, k = model.num_experts, len(model.moe_layers), model.top_k
-    experts = np.concatenate([d.experts for d in docs]).astype(expert_id_numpy(E))  # (rows, layers, k)
+    span = model.num_ids
+    experts = np.concatenate([d.experts for d in docs]).astype(expert_id_numpy(span))  # (rows, layers, k)
     domain = pa.DictionaryArray.from_arrays(
         pa.array(np.repeat([codes[d.domain] for d in docs], lengths).astype(np.int32)), pa.array(domains, pa.string())
     )
@@ -181,10 +285,11 @@ def _flush(writer, index: int, docs: list[EngineDocument], doc_id: int, domains:
             domain,
             pa.array(np.concatenate([d.position for d in docs]), pa.int32()),
             pa.array(np.concatenate([d.token_id for d in docs]), pa.int32()),
-            nested_array(experts, expert_id_type(E)),
+            nested_array(experts, expert_id_type(span)),
             phase_array(np.concatenate([d.phase for d in docs])),
+            *([pa.array([d.request_id for d in docs for _ in range(len(d))], pa.string())] if request_ids else []),
         ],
-        schema=trace_schema(L, E, k, with_weights=False, with_phase=True),
+        schema=trace_schema(L, E, k, with_weights=False, with_phase=True, id_span=span, with_request_id=request_ids),
     )
     writer.write_shard(index, table, {"next_doc": doc_id + len(docs), "rows": int(sum(lengths))})
     return doc_id + len(docs)

@@ -29,6 +29,7 @@ class EngineModel:
     num_hidden_layers: int
     num_experts: int
     top_k: int
+    num_zero_experts: int = 0  # Z zero-computation experts: ids E .. E+Z-1 are valid choices
     model: dict = field(default_factory=dict)  # the manifest's `model` entry
     tokenizer: dict = field(default_factory=dict)  # the manifest's `tokenizer` entry
     vocab: list[str] = field(default_factory=list)  # display text of each token id
@@ -83,6 +84,45 @@ class EngineModel:
             )
         return ids.astype(np.int64, copy=False)
 
+    @property
+    def num_ids(self) -> int:
+        return self.num_experts + self.num_zero_experts
+
+    def engine_layers(self, ids: np.ndarray, where: str, anomalies: dict[str, int]) -> np.ndarray:
+        """(rows, layers, k) ids as vLLM and SGLang return them -> (rows, moe layers, k) int64.
+
+        `layers` is every decoder layer (the engines' capture buffers, dense layers left at zero) or
+        the MoE layers alone (vLLM v0.21's lists); which layers are MoE comes from the model's config,
+        never from the values. What an engine's silent capture bug would leave is counted in
+        `anomalies` (a dense layer that is not zero; `check_request` counts the rest)."""
+        L, k = len(self.moe_layers), self.top_k
+        if len(ids) == 0:
+            return np.zeros((0, L, k), np.int64)
+        if ids.ndim != 3:
+            raise RoutelensError(
+                f"{where}: routed experts have shape {tuple(ids.shape)}, not (tokens, layers, k); "
+                "save routed_experts as the engine returns it."
+            )
+        n, layers, width = ids.shape
+        if width != k:
+            raise RoutelensError(
+                f"{where}: {width} expert ids per layer but {self.name} routes each token to k={k}; "
+                "import with the model the engine served."
+            )
+        if layers == self.num_hidden_layers:
+            dense = np.setdiff1d(np.arange(layers), self.moe_layers)
+            if dense.size:
+                bad = int((ids[:, dense] != 0).any(axis=(0, 2)).sum())
+                if bad:
+                    anomalies["dense_layer_not_zero"] = anomalies.get("dense_layer_not_zero", 0) + bad
+            ids = ids[:, self.moe_layers]
+        elif layers != L:
+            raise RoutelensError(
+                f"{where}: routed experts have {layers} layers but {self.name} has {self.num_hidden_layers} "
+                f"decoder layers ({L} MoE); import with the model the engine served."
+            )
+        return ids.astype(np.int64, copy=False)
+
 
 def engine_model(model_dir: str | os.PathLike, *, trust_remote_code: bool = False) -> EngineModel:
     """Describe the model in `model_dir` (config.json and tokenizer; no weights needed)."""
@@ -103,6 +143,7 @@ def engine_model(model_dir: str | os.PathLike, *, trust_remote_code: bool = Fals
         num_hidden_layers=hidden,
         num_experts=spec.num_experts,
         top_k=spec.top_k,
+        num_zero_experts=int(getattr(spec, "num_zero_experts", 0) or 0),
         model={
             "name_or_path": str(model_dir),
             "architecture": type(skeleton).__name__,

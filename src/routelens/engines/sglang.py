@@ -1,22 +1,17 @@
-"""SGLang's routing, from either of its two outputs:
+"""SGLang's routing: `/generate` responses saved as JSON lines, or its recorder's dump (recorder.py).
 
-- `--enable-return-routed-experts` responses saved as JSON lines, one request a line:
-  `{"prompt_token_ids": [...], "output_token_ids": [...], "meta_info": {"routed_experts": B64}}`,
-  where B64 is base64 of int32 ids (tokens, layers, k) flattened, covering the prompt's tokens then
-  the output's. The shape is read from `shape` beside `routed_experts_b64` (in `meta_info` or at
-  the top level) when given, else inferred from the token counts and the model. `output_ids` and
-  `input_ids` are read as SGLang spells them too.
-- the per-token dump of its expert-distribution recorder (`.pt`, `per_token` mode): `records`, one
-  per forward pass, each with `input_ids`, `positions`, `extend_seq_lens`, `forward_mode` and
-  `topk_ids_of_layer` (layers, tokens, slots) of *physical* expert ids padded with -1, and
-  `last_physical_to_logical_map` (layers, physical experts). Read with `torch.load(weights_only=True)`
-  only: a file that needs arbitrary unpickling is refused.
+`--enable-return-routed-experts` with the request's `return_routed_experts: true` returns
+`{text, output_ids, meta_info: {id, routed_experts, ...}}` and no prompt ids, so a saved line is
+either the response with the request's `input_ids` added, or `{"request": {...}, "response": {...}}`
+(a batch: `input_ids` a list of lists and `response` a list). `meta_info.routed_experts` is base64
+of raw C-order int32 ids, flat, (P + O - 1 - S, num_hidden_layers, k) with S the request's
+`routed_experts_start_len` (not echoed: read off the row count) and dense layers zero. A
+`meta_info.routed_experts_dtype` (uint8/uint16/int32, proposed upstream) is honoured when present.
+`routed_experts: null` is an aborted request: left out and counted.
 
-The recorder does not name requests, so requests are rebuilt from positions: an extend segment at
-position 0 starts a request, a segment or decode token at position p continues the earliest
-running request whose next position is p, and a request that a decode pass leaves out has
-finished (exact for one request at a time and for a running batch whose order is kept, as
-SGLang keeps it; requests retracted and resumed later would be split).
+routelens' own earlier lines (`prompt_token_ids` with `output_token_ids`/`output_ids`, and
+`meta_info.routed_experts` or `routed_experts_b64` + `shape`, P + O or P + O - 1 rows, -1 in dense
+layers) keep importing under their own rules.
 """
 
 from __future__ import annotations
@@ -24,45 +19,137 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from routelens.engines.model import EngineModel
 from routelens.engines.records import (
-    DECODE,
-    PREFILL,
     EngineDocument,
+    ImportReport,
+    b64_bytes,
+    engine_document,
     json_lines,
     optional_text,
+    raw_ids,
     routed_document,
     token_ids,
 )
 from routelens.errors import RoutelensError
 
-DECODE_MODE, MIXED_MODE = 2, 3  # SGLang's ForwardMode values of a decode pass and a mixed (chunked) pass
+WIRE_DTYPES = ("int32", "uint16", "uint8")
 
 
-def read_sglang(path: str | os.PathLike, model: EngineModel, *, domain: str | None = None) -> Iterator[EngineDocument]:
+def read_sglang(
+    path: str | os.PathLike, model: EngineModel, report: ImportReport, *, domain: str | None = None
+) -> Iterator[EngineDocument]:
     """The requests of an SGLang JSON-lines file or recorder dump (`.pt`), in order."""
     if Path(path).suffix == ".pt":
-        yield from read_recorder(path, model, domain=domain)
+        from routelens.engines.recorder import read_recorder
+
+        yield from read_recorder([path], model, report, domain=domain)
         return
     for where, obj in json_lines(path):
-        meta = obj.get("meta_info") if isinstance(obj.get("meta_info"), dict) else {}
-        prompt = token_ids(_first(obj, "prompt_token_ids", "input_ids"), f"{where}: prompt token ids")
-        output = token_ids(_first(obj, "output_token_ids", "output_ids"), f"{where}: output token ids")
-        routed = _decode_b64(meta, obj, where, model, len(prompt) + len(output))
-        yield routed_document(
-            model,
-            where,
-            prompt.tolist(),
-            output.tolist(),
-            routed,
-            domain=optional_text(obj, "domain", where) or domain,
-            request_id=optional_text(obj, "request_id", where) or optional_text(meta, "id", where),
+        yield from sglang_documents(obj, where, model, report)
+
+
+def sglang_documents(obj: dict, where: str, model: EngineModel, report: ImportReport) -> Iterator[EngineDocument]:
+    """The documents of one saved SGLang line (module docstring), its form told by its keys."""
+    domain = optional_text(obj, "domain", where)
+    if "request" in obj and "response" in obj:
+        request, response = obj["request"], obj["response"]
+        if not isinstance(request, dict):
+            raise RoutelensError(f"{where}: `request` is not an object; save the request you sent.")
+        prompts = request.get("input_ids")
+        if isinstance(response, list):
+            if not (isinstance(prompts, list) and all(isinstance(p, list) for p in prompts)) or len(prompts) != len(
+                response
+            ):
+                raise RoutelensError(
+                    f"{where}: a batch response of {len(response)} needs request.input_ids as as many lists of ids."
+                )
+            pairs = list(zip(prompts, response))
+        else:
+            pairs = [(prompts, response)]
+        for number, (prompt, resp) in enumerate(pairs):
+            at = where if len(pairs) == 1 else f"{where} response {number}"
+            if not isinstance(resp, dict):
+                raise RoutelensError(f"{at}: the response is not an object; save what /generate returned.")
+            doc = _response(model, at, prompt, resp, report)
+            if doc is not None:
+                doc.domain = domain
+                yield doc
+    elif "input_ids" in obj and "prompt_token_ids" not in obj and "routed_experts_b64" not in obj:
+        doc = _response(model, where, obj["input_ids"], obj, report)
+        if doc is not None:
+            doc.domain = domain
+            yield doc
+    else:
+        yield _own(obj, where, model, domain)
+
+
+def _response(model: EngineModel, where: str, prompt, response: dict, report: ImportReport) -> EngineDocument | None:
+    meta = response.get("meta_info")
+    if not isinstance(meta, dict):
+        raise RoutelensError(f"{where}: no meta_info object; save the /generate response unchanged.")
+    if prompt is None:
+        raise RoutelensError(
+            f"{where}: no input_ids; SGLang's response has no prompt ids, so add the request's input_ids to the line."
         )
+    prompt = token_ids(prompt, f"{where}: input_ids")
+    output = token_ids(response.get("output_ids"), f"{where}: output_ids")
+    if "routed_experts" not in meta:
+        raise RoutelensError(
+            f"{where}: meta_info has no routed_experts; serve with --enable-return-routed-experts and request "
+            "return_routed_experts: true."
+        )
+    text = meta["routed_experts"]
+    if text is None:
+        report.aborted += 1
+        return None
+    data = b64_bytes(text, where, "meta_info.routed_experts")
+    dtype = meta.get("routed_experts_dtype", "int32")
+    if dtype not in WIRE_DTYPES:
+        raise RoutelensError(
+            f"{where}: meta_info.routed_experts_dtype {dtype!r} is not one of {', '.join(WIRE_DTYPES)}."
+        )
+    P, O = len(prompt), len(output)  # noqa: E741
+    ids = raw_ids(data, [dtype], model, where, "meta_info.routed_experts", lambda r: 0 <= P + O - 1 - r < P)
+    experts = model.engine_layers(ids, where, report.anomalies)
+    return engine_document(model, where, prompt, output, experts, report, request_id=optional_text(meta, "id", where))
+
+
+def responses(pairs: Iterable, model: EngineModel, report: ImportReport) -> Iterator[EngineDocument]:
+    """Documents of what a Python user holds: (input_ids, response dict) pairs, or dicts of any line form."""
+    for number, item in enumerate(pairs):
+        where = f"response {number}"
+        if isinstance(item, dict):
+            yield from sglang_documents(item, where, model, report)
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], dict):
+            prompt = item[0].tolist() if hasattr(item[0], "tolist") else item[0]
+            yield from sglang_documents({"request": {"input_ids": prompt}, "response": item[1]}, where, model, report)
+        else:
+            raise RoutelensError(
+                f"{where} is a {type(item).__name__}; pass (input_ids, response) pairs or saved line dicts."
+            )
+
+
+# -- routelens' own earlier lines -------------------------------------------------------------------
+def _own(obj: dict, where: str, model: EngineModel, domain) -> EngineDocument:
+    meta = obj.get("meta_info") if isinstance(obj.get("meta_info"), dict) else {}
+    prompt = token_ids(_first(obj, "prompt_token_ids", "input_ids"), f"{where}: prompt token ids")
+    output = token_ids(_first(obj, "output_token_ids", "output_ids"), f"{where}: output token ids")
+    routed = _decode_b64(meta, obj, where, model, len(prompt) + len(output))
+    return routed_document(
+        model,
+        where,
+        prompt.tolist(),
+        output.tolist(),
+        routed,
+        domain=domain,
+        request_id=optional_text(obj, "request_id", where) or optional_text(meta, "id", where),
+    )
 
 
 def _first(obj: dict, *keys: str):
@@ -103,100 +190,3 @@ def _decode_b64(meta: dict, obj: dict, where: str, model: EngineModel, tokens: i
         f"(k={model.top_k}; {len(model.moe_layers)} MoE or {model.num_hidden_layers} layers); "
         "give `shape` beside routed_experts_b64, or import with the model the engine served."
     )
-
-
-def load_recorder(path: str | os.PathLike) -> dict:
-    """The recorder's dump, loaded without unpickling arbitrary objects."""
-    import pickle
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # a foreign pickle protocol is refused below, not warned about
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RoutelensError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({first[:160]}); "
-            "dump it with SGLang's expert-distribution recorder in per_token mode."
-        ) from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
-        raise RoutelensError(
-            f"{path} holds no `records` list; dump it with SGLang's recorder in per_token mode "
-            "(--expert-distribution-recorder-mode per_token)."
-        )
-    return payload
-
-
-def read_recorder(
-    path: str | os.PathLike, model: EngineModel, *, domain: str | None = None
-) -> Iterator[EngineDocument]:
-    """Requests rebuilt from the recorder's forward passes (module docstring), in order of their start."""
-    payload = load_recorder(path)
-    mapping = payload.get("last_physical_to_logical_map")
-    mapping = None if mapping is None else np.asarray(mapping, dtype=np.int64)  # (layers, physical)
-    docs: list[dict] = []  # each: parts of token ids, positions, phases, experts; `next` position
-    for number, record in enumerate(payload["records"]):
-        where = f"{path} record {number}"
-        if not isinstance(record, dict) or "topk_ids_of_layer" not in record:
-            raise RoutelensError(f"{where} has no topk_ids_of_layer; dump with the recorder in per_token mode.")
-        ids = np.asarray(record["topk_ids_of_layer"], dtype=np.int64)  # (layers, tokens, slots)
-        if ids.ndim != 3:
-            raise RoutelensError(f"{where}: topk_ids_of_layer has shape {ids.shape}, not (layers, tokens, slots).")
-        n = ids.shape[1]
-        if n == 0:
-            continue
-        inputs = token_ids(list(record.get("input_ids") or []), f"{where}: input_ids")
-        positions = token_ids(list(record.get("positions") or []), f"{where}: positions")
-        if len(inputs) != n or len(positions) != n:
-            raise RoutelensError(
-                f"{where}: {len(inputs)} input_ids and {len(positions)} positions for {n} tokens; "
-                "dump with the recorder in per_token mode."
-            )
-        logical = model.to_moe_layers(_to_logical(ids, mapping, where).transpose(1, 0, 2), where)  # (tokens, L, k)
-        mode = record.get("forward_mode")
-        lens = [1] * n if mode == DECODE_MODE else list(record.get("extend_seq_lens") or [n])
-        if sum(lens) != n or min(lens) < 1:
-            raise RoutelensError(f"{where}: extend_seq_lens {lens} do not add up to its {n} tokens.")
-        at, touched = 0, set()
-        for size in lens:
-            seg = slice(at, at + size)
-            at += size
-            start = int(positions[seg][0])
-            doc = next(
-                (d for d in docs if d["open"] and d["next"] == start and start > 0 and id(d) not in touched), None
-            )
-            decode = mode == DECODE_MODE or (mode == MIXED_MODE and size == 1 and doc is not None)
-            if doc is None:
-                doc = {"parts": [], "next": start, "open": True}
-                docs.append(doc)
-            touched.add(id(doc))
-            doc["parts"].append(
-                (inputs[seg], positions[seg], np.full(size, DECODE if decode else PREFILL), logical[seg])
-            )
-            doc["next"] = int(positions[seg][-1]) + 1
-        if mode == DECODE_MODE:  # a running request that a decode pass leaves out has finished
-            for doc in docs:
-                doc["open"] = doc["open"] and id(doc) in touched
-    for doc in docs:
-        tok, pos, phase, experts = (np.concatenate(p) for p in zip(*doc["parts"]))
-        yield EngineDocument(tok.astype(np.int32), pos.astype(np.int32), phase.astype(np.int32), experts, domain)
-
-
-def _to_logical(ids: np.ndarray, mapping: np.ndarray | None, where: str) -> np.ndarray:
-    """Physical expert ids (layers, tokens, slots) -> logical ids through the recorder's map (-1 kept)."""
-    if mapping is None:
-        return ids
-    if mapping.ndim != 2 or mapping.shape[0] != ids.shape[0]:
-        raise RoutelensError(
-            f"{where}: last_physical_to_logical_map has shape {mapping.shape} for {ids.shape[0]} layers; "
-            "pass the dump the recorder wrote."
-        )
-    if (ids >= mapping.shape[1]).any():
-        raise RoutelensError(
-            f"{where}: physical expert id {int(ids.max())} >= {mapping.shape[1]} physical experts in the map."
-        )
-    layer = np.arange(ids.shape[0])[:, None, None]
-    return np.where(ids < 0, ids, mapping[layer, np.maximum(ids, 0)])

@@ -50,6 +50,7 @@ class TraceChunk:
     upos: np.ndarray | None = None  # (n,) int32 codes into UPOS_TAGS, -1 where none
     expert_norms: np.ndarray | None = None  # (n, layers, k) float16, L2 norm of each chosen expert's output
     phase: np.ndarray | None = None  # (n,) int32 codes into PHASES (0 prefill, 1 decode), -1 where none
+    request_id: np.ndarray | None = None  # (n,) object: the engine's request id (str) or None, imported traces
     lookahead: np.ndarray | None = (
         None  # (n, layers, D, k) int16: MoE layer l+d's router on layer l's input; -1 past the last
     )
@@ -290,6 +291,8 @@ class Trace:
             out.phase = _decode_dictionary(col("phase"), PHASE_CODE)
         if "lookahead" in names:
             out.lookahead = lookahead_to_numpy(col("lookahead"))
+        if "request_id" in names:
+            out.request_id = np.asarray(col("request_id").to_pylist(), dtype=object)
         return out
 
 
@@ -298,6 +301,7 @@ _ABSENT_WHY = {
     "probs": " (trace with --store-probs)",
     "weights": " (traces imported from serving engines record experts only; trace the model with `routelens trace` for weights)",
     "phase": " (only imported and generation traces mark prefill and decode rows)",
+    "request_id": " (only traces imported from vLLM or SGLang responses name their requests)",
     "lookahead": " (trace with --lookahead D)",
 }
 

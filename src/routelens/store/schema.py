@@ -50,6 +50,7 @@ def trace_schema(
     store_expert_norms: bool = False,
     lookahead: int = 0,
     id_span: int | None = None,
+    with_request_id: bool = False,
 ) -> pa.Schema:
     """The shard schema; `weights` is left out with `with_weights=False` (format version 2).
     Expert ids take the smallest type holding `id_span` ids (default: the E routed experts; more
@@ -80,6 +81,8 @@ def trace_schema(
         fields.append(
             pa.field("lookahead", pa.list_(_nested(pa.int16(), lookahead, top_k), num_layers), nullable=False)
         )
+    if with_request_id:  # imported traces: the engine's request id, `<id>` or `<id>/<choice index>`
+        fields.append(pa.field("request_id", pa.string()))
     return pa.schema(fields)
 
 

@@ -42,6 +42,8 @@ def summarize(path: str | os.PathLike) -> dict:
         "verified": m.get("verified"),
         "transformers": m.get("transformers"),
         "unpadded": bool(m.get("unpadded")),
+        # imported traces: requests left out, recorder tokens not chained, anomalies {name: count}
+        "import": m.get("import"),
     }
 
 
