@@ -3,6 +3,7 @@ traces: every form imports to the trace's own tokens, positions, phases and expe
 
 from __future__ import annotations
 
+import base64
 import json
 from types import SimpleNamespace
 
@@ -305,6 +306,20 @@ def test_routelens_own_earlier_lines_keep_their_rules(tiny_mixtral, mixtral_trac
         "vllm", forms.write_lines(tmp_path / "own.jsonl", lines), tiny_mixtral, tmp_path / "o", progress=False
     )
     np.testing.assert_array_equal(tr.load().experts, np.concatenate([r.experts for r in reqs]))
+    # and the SGLang spelling of routelens' own lines: input_ids/output_ids, base64 int32 of P + O rows
+    lines = [
+        {
+            "input_ids": r.prompt,
+            "output_ids": r.output,
+            "meta_info": {"routed_experts": base64.b64encode(r.experts.astype("<i4").tobytes()).decode()},
+        }
+        for r in reqs
+    ]
+    tr = import_engine(
+        "sglang", forms.write_lines(tmp_path / "own-sglang.jsonl", lines), tiny_mixtral, tmp_path / "s", progress=False
+    )
+    np.testing.assert_array_equal(tr.load().experts, np.concatenate([r.experts for r in reqs]))
+    assert tr.num_tokens == sum(len(r.prompt) + len(r.output) for r in reqs)
 
 
 # -- the recorder ------------------------------------------------------------------------------

@@ -80,7 +80,12 @@ def sglang_documents(obj: dict, where: str, model: EngineModel, report: ImportRe
             if doc is not None:
                 doc.domain = domain
                 yield doc
-    elif "input_ids" in obj and "prompt_token_ids" not in obj and "routed_experts_b64" not in obj:
+    elif (
+        "input_ids" in obj
+        and "prompt_token_ids" not in obj
+        and "routed_experts_b64" not in obj
+        and not _own_row_count(obj, model)
+    ):
         doc = _response(model, where, obj["input_ids"], obj, report)
         if doc is not None:
             doc.domain = domain
@@ -150,6 +155,21 @@ def _own(obj: dict, where: str, model: EngineModel, domain) -> EngineDocument:
         domain=domain,
         request_id=optional_text(obj, "request_id", where) or optional_text(meta, "id", where),
     )
+
+
+def _own_row_count(obj: dict, model: EngineModel) -> bool:
+    """True for an `input_ids` line of routelens' own form: base64 int32 ids of P + O rows, which an
+    engine never returns (its last sampled token is never run, so it has at most P + O - 1)."""
+    meta = obj.get("meta_info")
+    text = meta.get("routed_experts") if isinstance(meta, dict) else None
+    prompt, output = obj.get("input_ids"), obj.get("output_ids")
+    if not (isinstance(text, str) and isinstance(prompt, list) and isinstance(output, list)):
+        return False
+    if meta.get("routed_experts_dtype", "int32") != "int32":
+        return False
+    values = len(text.rstrip("=")) * 3 // 4 // 4  # decoded bytes / 4, without decoding
+    rows = len(prompt) + len(output)
+    return any(values == rows * layers * model.top_k for layers in {model.num_hidden_layers, len(model.moe_layers)})
 
 
 def _first(obj: dict, *keys: str):
