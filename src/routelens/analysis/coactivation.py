@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from routelens.analysis.pairs import choices_last
+from routelens.analysis.row_kernels import count_coactivation
 
 
 class CoactivationAccumulator:
@@ -23,19 +23,9 @@ class CoactivationAccumulator:
         self.adjacent = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # ranks r, r + 1 only
 
     def update(self, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
-        """experts (n, L, k), or `et` = the same as (k, L, n)."""
-        et = choices_last(experts) if et is None else et  # (k, L, n)
-        k, L, _ = et.shape
-        E = self.E
-        for layer in range(L):  # small outputs (E x E cells) that stay in cache
-            chosen = et[:, layer].astype(np.intp)  # (k, n)
-            self.selected[layer] += np.bincount(chosen.ravel(), minlength=E)
-            for s in range(k):
-                for t in range(s + 1, k):  # choices are distinct experts
-                    pairs = np.bincount((chosen[s] * E + chosen[t]), minlength=E * E).reshape(E, E)
-                    self.both[layer] += pairs + pairs.T
-                    if t == s + 1:
-                        self.adjacent[layer] += pairs + pairs.T
+        """experts (n, L, k), or `et` = the same as (k, L, n); counted by a compiled kernel, layers in parallel."""
+        experts = et.transpose(2, 1, 0) if experts is None else experts
+        count_coactivation(np.ascontiguousarray(experts), self.both, self.adjacent, self.selected)
 
     def result(self, *, adjacent: bool = False) -> np.ndarray:
         """(L, E, E) C[l, i, j] = N(i and j) / N(i) over all pairs of choices (adjacent: pairs of
