@@ -224,16 +224,19 @@ def pyarrow_seconds(tr, columns: list[str]) -> float:
 
 
 def process_seconds(path: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of `routelens analyze TRACE --json F -q` as its own process."""
-    code = "import sys; from routelens.cli.main import main; sys.exit(main())"
+    """Wall seconds and peak RSS (MiB) of `routelens analyze TRACE --json F -q` as its own process.
+    The child reports its own VmHWM (its ru_maxrss would start from this process's RSS at the fork)."""
+    peak = out.with_suffix(".peak")
+    code = (
+        "import atexit, sys; peak = sys.argv.pop(); atexit.register(lambda: open(peak, 'w').write("
+        "[x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1])); "
+        "from routelens.cli.main import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-c", code, "analyze", str(path), "--json", str(out), "-q", str(peak)]
     t0 = time.perf_counter()
-    argv = [sys.executable, "-c", code, "analyze", str(path), "--json", str(out), "-q"]
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)  # the summary tables are not timed apart
-    _, status, usage = os.wait4(child.pid, 0)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)  # the summary tables are timed, not shown
     seconds = time.perf_counter() - t0
-    child.returncode = os.waitstatus_to_exitcode(status)
-    assert child.returncode == 0, f"routelens analyze exited {child.returncode}"
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, int(peak.read_text()) / 1024
 
 
 def large_e_null(tokens: int = 200_000, layers: int = 4, experts: int = 256, top_k: int = 8) -> None:
@@ -325,17 +328,22 @@ def main() -> None:
             f"token ids, {', '.join(columns)}): analyze / reader {t_analyze / t_read:.2f}, "
             f"{t_analyze / n * 1e6:.2f} s per million tokens, peak RSS so far {peak:.0f} MiB"
         )
-        process = None
-        if not args.no_process:
-            t_arrow = pyarrow_seconds(tr, columns)
-            t_proc, rss = process_seconds(tr.path, root / f"analysis-{tokens}.json")
-            t_arrow = min(t_arrow, pyarrow_seconds(tr, columns))
-            process = (t_proc, t_arrow, rss)
-            print(
-                f"  whole process: routelens analyze --json -q {t_proc:.1f} s (peak RSS {rss:.0f} MiB), bare pyarrow "
-                f"read of the same columns to numpy {t_arrow:.1f} s: ratio {t_proc / t_arrow:.2f}"
-            )
-        rows.append((n, t_analyze, t_read, peak, process))
+        rows.append([n, t_analyze, t_read, peak, None])
+    # The whole process after every in-process timing (pyarrow's own read-ahead would raise this
+    # process's peak RSS): `routelens analyze` against a bare pyarrow read, in turn.
+    for row, tokens in zip(rows, args.tokens):
+        if args.no_process:
+            break
+        tr = open_trace(trace_of(tokens))
+        columns = [c for c in ("weights", "probs", "lookahead") if tr.has(c)]
+        t_arrow = pyarrow_seconds(tr, columns)
+        t_proc, rss = process_seconds(tr.path, root / f"analysis-{tokens}.json")
+        t_arrow = min(t_arrow, pyarrow_seconds(tr, columns))
+        row[4] = (t_proc, t_arrow, rss)
+        print(
+            f"whole process, {tr.num_tokens:,} tokens: routelens analyze --json -q {t_proc:.1f} s (peak RSS {rss:.0f} "
+            f"MiB), bare pyarrow read of the same columns to numpy {t_arrow:.1f} s: ratio {t_proc / t_arrow:.2f}"
+        )
     if args.loop_tokens:
         stride = result["meta"]["params"]["distance_stride"]
         t0 = time.perf_counter()
