@@ -202,6 +202,25 @@ def read_seconds(tr, columns: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux: /proc/self/clear_refs 5), so that the next
+    `peak_mib()` is the peak of what runs in between; False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mib() -> float:
+    """Peak RSS in MiB since the last reset_peak() (VmHWM), else of the whole process."""
+    try:
+        line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+
+
 def pyarrow_seconds(tr, columns: list[str]) -> float:
     """Seconds a bare pyarrow read of the same columns takes, decoded to numpy (no routelens code):
     the whole-process target of issue 25."""
@@ -317,16 +336,18 @@ def main() -> None:
         )
         columns = [c for c in ("weights", "probs", "lookahead") if tr.has(c)]
         read_seconds(tr, columns)  # the page cache warm for both timings
+        reset = reset_peak()  # the peak of analyze alone, not of the reader's 1M-row chunks above
         t0 = time.perf_counter()
         result = analyze(tr, progress=False)
         t_analyze = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+        peak = peak_mib()
         t_read = read_seconds(tr, columns)
         del result["vocabulary_tokens"]  # the rest is kept for the loop's check
         print(
             f"  analyze {t_analyze:.1f} s, reader alone {t_read:.1f} s (experts, doc ids, positions, domains, "
             f"token ids, {', '.join(columns)}): analyze / reader {t_analyze / t_read:.2f}, "
-            f"{t_analyze / n * 1e6:.2f} s per million tokens, peak RSS so far {peak:.0f} MiB"
+            f"{t_analyze / n * 1e6:.2f} s per million tokens, peak RSS {peak:.0f} MiB "
+            f"({'of analyze' if reset else 'of the process so far'})"
         )
         rows.append([n, t_analyze, t_read, peak, None])
     # The whole process after every in-process timing (pyarrow's own read-ahead would raise this

@@ -54,8 +54,13 @@ def test_vocabulary_slots_coactivation_and_bits_equal_numpy_counts():
             for s in range(k):
                 want[slot[i], layer, category[s], experts[i, layer, s]] += 1
     np.testing.assert_array_equal(per_slot, want)
-    both, adjacent, selected = np.zeros((L, E, E), np.int64), np.zeros((L, E, E), np.int64), np.zeros((L, E), np.int64)
-    count_coactivation(experts, both, adjacent, selected)
+    ranked, adjacent, selected = (
+        np.zeros((L, E, E), np.int64),
+        np.zeros((L, E, E), np.int64),
+        np.zeros((L, E), np.int64),
+    )
+    count_coactivation(experts, ranked, adjacent, selected)
+    both, adjacent = ranked + ranked.transpose(0, 2, 1), adjacent + adjacent.transpose(0, 2, 1)  # k = 3
     wb, wa, ws = np.zeros_like(both), np.zeros_like(adjacent), np.zeros_like(selected)
     for layer in range(L):
         e = experts[:, layer].astype(np.int64)

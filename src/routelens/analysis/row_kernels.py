@@ -10,7 +10,7 @@ meanwhile.
   in one pass over the chunk.
 - `count_slots`: the expert counts per resampling unit, layer and choice category of
   `distribution.DistributionAccumulator`.
-- `count_coactivation`: pairs of choices within a token's top-k (all, and adjacent ranks).
+- `count_coactivation`: pairs of choice ranks within a token's top-k (all, and adjacent ranks).
 - `count_bits`: per-layer counts of 16-bit patterns (the float16 histograms of confidence).
 
 The numpy accumulators they replace are the reference; tests/analysis/test_row_kernels.py holds
@@ -69,9 +69,8 @@ def _count_token_experts(experts, token_in, token_null, token_next, counts_in, c
         ci, cn, cx = counts_in[layer], counts_null[layer], counts_next[layer]
         for i in range(n):
             a, b, c = token_in[i] * E, token_null[i] * E, token_next[i] * E
-            row = experts[i, layer]
             for s in range(k):
-                e = np.int64(row[s])
+                e = np.int64(experts[i, layer, s])
                 if a >= 0:
                     ci[a + e] += 1
                 if b >= 0:
@@ -87,52 +86,50 @@ def count_token_experts(experts, token_in, token_null, token_next, counts_in, co
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _count_slots(experts, slot, category, per_slot, G):
-    n, L, k = experts.shape
+def _count_slots(experts, slot, category, flat, L, C, E, G):
+    n, _, k = experts.shape
     for g in numba.prange(G):
         l0, l1 = _layers(g, G, L)
         for lo in range(0, n, BLOCK):
             hi = min(n, lo + BLOCK)
             for layer in range(l0, l1):
                 for i in range(lo, hi):
-                    out = per_slot[slot[i], layer]
-                    row = experts[i, layer]
+                    base = (slot[i] * L + layer) * C
                     for s in range(k):
-                        out[category[s], row[s]] += 1
+                        flat[(base + category[s]) * E + experts[i, layer, s]] += 1
 
 
 def count_slots(experts, slot, category, per_slot) -> None:
     """per_slot (S, L, C, E) += 1 at [slot[i], layer, category[s], experts[i, layer, s]]."""
-    _count_slots(experts, slot, category, per_slot, groups())
+    S, L, C, E = per_slot.shape
+    _count_slots(experts, slot, category, per_slot.reshape(-1), L, C, E, groups())  # a view: counts land in per_slot
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _count_coactivation(experts, both, adjacent, selected, G):
+def _count_coactivation(experts, ranked, adjacent, selected, G):
     n, L, k = experts.shape
     for g in numba.prange(G):
         l0, l1 = _layers(g, G, L)
         for lo in range(0, n, BLOCK):
             hi = min(n, lo + BLOCK)
             for layer in range(l0, l1):
-                bl, al, sl = both[layer], adjacent[layer], selected[layer]
+                rl, al, sl = ranked[layer], adjacent[layer], selected[layer]
                 for i in range(lo, hi):
                     row = experts[i, layer]
                     for s in range(k):
                         a = row[s]
                         sl[a] += 1
                         for t in range(s + 1, k):
-                            b = row[t]
-                            bl[a, b] += 1
-                            bl[b, a] += 1
-                            if t == s + 1:
-                                al[a, b] += 1
-                                al[b, a] += 1
+                            rl[a, row[t]] += 1
+                        if k > 2 and s + 1 < k:
+                            al[a, row[s + 1]] += 1
 
 
-def count_coactivation(experts, both, adjacent, selected) -> None:
-    """Per layer: selected (L, E) += each chosen id; both (L, E, E) += every ordered pair of
-    distinct choice ranks; adjacent (L, E, E) += ordered pairs of consecutive ranks."""
-    _count_coactivation(experts, both, adjacent, selected, groups())
+def count_coactivation(experts, ranked, adjacent, selected) -> None:
+    """Per layer: selected (L, E) += each chosen id; ranked (L, E, E) += [a, b] for every pair of
+    choice ranks s < t (a at s, b at t); adjacent (L, E, E) the same for t = s + 1 only, left
+    untouched when k <= 2 (then it equals ranked). Both orders of a pair: ranked + ranked^T."""
+    _count_coactivation(experts, ranked, adjacent, selected, groups())
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
