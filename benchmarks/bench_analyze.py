@@ -4,7 +4,7 @@ A synthetic trace (planted Markov routing, 4 domains, documents of 128..896 toke
 pieces by a child process, so this process's peak RSS is that of the analysis. Then, in this
 process:
   analyze   the whole `analyze(trace)`: distributions, domain distances with 200 bootstrap
-            replicates, locality with its permutation baseline (20 shuffles), its bootstrap
+            replicates, locality with its exact permutation null (closed form), its bootstrap
             intervals and distance curve to 64, vocabulary specialization (input and next token)
             and its count- and load-matched null, co-activation (all pairs and adjacent ranks),
             confidence
@@ -18,7 +18,11 @@ process:
 
 Each trace is timed against routelens' own reader decoding the columns `analyze` needs, in the
 same run (the compiled kernels loaded on a small trace first, so numba's compilation is not
-timed): issue 25 asks analyze / reader <= 1.5 and a peak RSS <= 1 GiB.
+timed): issue 25 asks analyze / reader <= 1.5 and a peak RSS <= 1 GiB (analyze's own: the peak is
+reset before it where Linux allows), seconds per million tokens at the largest trace within 1.2x
+of the smallest, and the whole process `routelens analyze TRACE --json F -q` within 1.5x of a bare
+pyarrow read of the same columns decoded to numpy (timed after the in-process runs; the child
+reports its own peak RSS). Last, the exact permutation null at top-8 of 256 against the m^2 kernel.
 
     python benchmarks/bench_analyze.py                    # 1M then 10M tokens x 32 layers x top-2 of 8
     python benchmarks/bench_analyze.py --tokens 1000000   # while developing
