@@ -21,7 +21,7 @@ between the distinct sets present. `document_moments` tests every pair of the m 
 of a document and layer (m <= C(E, k), 28 for top-2 of 8, but up to n for large E, where it
 costs n^2); `document_moments_rows`, which analyze uses, lists each distinct set under each expert
 it holds and sums the sets meeting it over those lists (O(n log n + sum_e c_e^2), c_e the distinct
-sets holding expert e: about k^2 m^2 / E for uniform top-k, 8x faster than the pair tests at
+sets holding expert e: about k^2 m^2 / E for uniform top-k, 5-8x faster than the pair tests at
 top-8 of 256 in benchmarks/bench_analyze.py); tests/analysis/test_row_kernels.py holds the two
 kernels, brute-force degrees and 2000 shuffles to each other at top-8 of 256.
 
