@@ -4,7 +4,7 @@ A synthetic trace (planted Markov routing, 4 domains, documents of 128..896 toke
 pieces by a child process, so this process's peak RSS is that of the analysis. Then, in this
 process:
   analyze   the whole `analyze(trace)`: distributions, domain distances with 200 bootstrap
-            replicates, locality with its permutation baseline (20 shuffles), its bootstrap
+            replicates, locality with its exact permutation null (closed form), its bootstrap
             intervals and distance curve to 64, vocabulary specialization (input and next token)
             and its count- and load-matched null, co-activation (all pairs and adjacent ranks),
             confidence
@@ -18,7 +18,11 @@ process:
 
 Each trace is timed against routelens' own reader decoding the columns `analyze` needs, in the
 same run (the compiled kernels loaded on a small trace first, so numba's compilation is not
-timed): issue 25 asks analyze / reader <= 1.5 and a peak RSS <= 1 GiB.
+timed): issue 25 asks analyze / reader <= 1.5 and a peak RSS <= 1 GiB (analyze's own: the peak is
+reset before it where Linux allows), seconds per million tokens at the largest trace within 1.2x
+of the smallest, and the whole process `routelens analyze TRACE --json F -q` within 1.5x of a bare
+pyarrow read of the same columns decoded to numpy (timed after the in-process runs; the child
+reports its own peak RSS). Last, the exact permutation null at top-8 of 256 against the m^2 kernel.
 
     python benchmarks/bench_analyze.py                    # 1M then 10M tokens x 32 layers x top-2 of 8
     python benchmarks/bench_analyze.py --tokens 1000000   # while developing
@@ -29,9 +33,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
+import os
 import random
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -199,6 +206,96 @@ def read_seconds(tr, columns: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux: /proc/self/clear_refs 5), so that the next
+    `peak_mib()` is the peak of what runs in between; False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mib() -> float:
+    """Peak RSS in MiB since the last reset_peak() (VmHWM), else of the whole process."""
+    try:
+        line = next(x for x in open("/proc/self/status") if x.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+
+
+def pyarrow_seconds(tr, columns: list[str]) -> float:
+    """Seconds a bare pyarrow read of the same columns takes, decoded to numpy (no routelens code):
+    the whole-process target of issue 25."""
+    import pyarrow.dataset as ds
+
+    names = ["doc_id", "domain", "position", "token_id", "experts", *columns]
+    t0 = time.perf_counter()
+    for batch in ds.dataset([str(p) for p in tr.shards], format="parquet").to_batches(
+        columns=names, batch_size=1 << 20
+    ):
+        for name in names:
+            col = batch.column(name)
+            if name == "domain":
+                col.indices.to_numpy() if hasattr(col, "indices") else col.to_numpy(zero_copy_only=False)
+            elif name in ("experts", "weights"):
+                col.flatten().flatten().to_numpy(zero_copy_only=False)
+            else:
+                col.to_numpy(zero_copy_only=False)
+    return time.perf_counter() - t0
+
+
+def process_seconds(path: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of `routelens analyze TRACE --json F -q` as its own process.
+    The child reports its own VmHWM (its ru_maxrss would start from this process's RSS at the fork)."""
+    peak = out.with_suffix(".peak")
+    code = (
+        "import atexit, sys; peak = sys.argv.pop(); atexit.register(lambda: open(peak, 'w').write("
+        "[x for x in open('/proc/self/status') if x.startswith('VmHWM')][0].split()[1])); "
+        "from routelens.cli.main import main; sys.exit(main())"
+    )
+    argv = [sys.executable, "-c", code, "analyze", str(path), "--json", str(out), "-q", str(peak)]
+    t0 = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)  # the summary tables are timed, not shown
+    seconds = time.perf_counter() - t0
+    return seconds, int(peak.read_text()) / 1024
+
+
+def large_e_null(tokens: int = 200_000, layers: int = 4, experts: int = 256, top_k: int = 8) -> None:
+    """The exact permutation null at top-8 of 256 (documents of 128..896 tokens, mostly distinct
+    sets): the per-expert lists of distinct sets against the m^2 mask tests they replace."""
+    from routelens.analysis.pairs import layer_major, mask_dtype
+    from routelens.analysis.permutation_null import document_moments, document_moments_rows
+    from routelens.analysis.row_kernels import token_rows_of
+    from routelens.store.schema import expert_id_numpy
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(128, 897, size=tokens // 512)
+    n = int(lengths.sum())
+    ids = np.argsort(rng.random((n * layers, experts)), axis=1)[:, :top_k].reshape(n, layers, top_k)
+    ids = ids.astype(expert_id_numpy(experts))
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    dtype, words = mask_dtype(experts)
+    first, mask = token_rows_of(ids, experts)
+    lm_first, lm_mask = (np.ascontiguousarray(a) for a in layer_major(ids, experts))
+    args = (first, mask, words, dtype.itemsize * 8, starts, experts, False, 16)
+    document_moments_rows(*args[:4], starts[:3], experts, False, 2)  # compiled (or loaded) first
+    document_moments(lm_first, lm_mask, starts[:3], experts, False)
+    t0 = time.perf_counter()
+    fast = document_moments_rows(*args)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = document_moments(lm_first, lm_mask, starts, experts, False)
+    t_slow = time.perf_counter() - t0
+    assert np.allclose(fast, slow, rtol=1e-10), "the two null kernels disagree"
+    print(
+        f"exact null at top-{top_k} of {experts} ({n:,} tokens x {layers} layers, documents of 128..896): "
+        f"{t_fast / n * 1e6:.2f} s per million tokens, pairwise m^2 kernel {t_slow / n * 1e6:.2f} s "
+        f"({t_slow / t_fast:.1f}x); the same moments"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -209,6 +306,7 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=2)
     ap.add_argument("--loop-tokens", type=int, default=20_000, help="rows given to the per-token loop (0: skip it)")
     ap.add_argument("--trace", type=Path, default=None, help="keep the traces under this folder (reused if they exist)")
+    ap.add_argument("--no-process", action="store_true", help="skip the whole-process timing (routelens analyze)")
     args = ap.parse_args()
 
     from routelens import open_trace
@@ -242,16 +340,34 @@ def main() -> None:
         )
         columns = [c for c in ("weights", "probs", "lookahead") if tr.has(c)]
         read_seconds(tr, columns)  # the page cache warm for both timings
+        reset = reset_peak()  # the peak of analyze alone, not of the reader's 1M-row chunks above
         t0 = time.perf_counter()
         result = analyze(tr, progress=False)
         t_analyze = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+        peak = peak_mib()
         t_read = read_seconds(tr, columns)
-        rows.append((n, t_analyze, t_read, peak))
+        del result["vocabulary_tokens"]  # the rest is kept for the loop's check
         print(
             f"  analyze {t_analyze:.1f} s, reader alone {t_read:.1f} s (experts, doc ids, positions, domains, "
             f"token ids, {', '.join(columns)}): analyze / reader {t_analyze / t_read:.2f}, "
-            f"{t_analyze / n * 1e6:.2f} s per million tokens, peak RSS so far {peak:.0f} MiB"
+            f"{t_analyze / n * 1e6:.2f} s per million tokens, peak RSS {peak:.0f} MiB "
+            f"({'of analyze' if reset else 'of the process so far'})"
+        )
+        rows.append([n, t_analyze, t_read, peak, None])
+    # The whole process after every in-process timing (pyarrow's own read-ahead would raise this
+    # process's peak RSS): `routelens analyze` against a bare pyarrow read, in turn.
+    for row, tokens in zip(rows, args.tokens):
+        if args.no_process:
+            break
+        tr = open_trace(trace_of(tokens))
+        columns = [c for c in ("weights", "probs", "lookahead") if tr.has(c)]
+        t_arrow = pyarrow_seconds(tr, columns)
+        t_proc, rss = process_seconds(tr.path, root / f"analysis-{tokens}.json")
+        t_arrow = min(t_arrow, pyarrow_seconds(tr, columns))
+        row[4] = (t_proc, t_arrow, rss)
+        print(
+            f"whole process, {tr.num_tokens:,} tokens: routelens analyze --json -q {t_proc:.1f} s (peak RSS {rss:.0f} "
+            f"MiB), bare pyarrow read of the same columns to numpy {t_arrow:.1f} s: ratio {t_proc / t_arrow:.2f}"
         )
     if args.loop_tokens:
         stride = result["meta"]["params"]["distance_stride"]
@@ -272,12 +388,23 @@ def main() -> None:
             f"check: layer-0 locality 'first' of {name}: loop on the slice {first / max(pairs, 1):.4f}, "
             f"analyze on the whole trace {result['locality'][name]['0']['first']:.4f}"
         )
-    print("targets (issue 25): analyze / reader <= 1.5, peak RSS <= 1024 MiB")
-    for n, t_analyze, t_read, peak in rows:
-        print(
-            f"  {n / 1e6:g}M tokens: {t_analyze / n * 1e6:.2f} s/M tokens, analyze / reader {t_analyze / t_read:.2f}, "
-            f"peak RSS {peak:.0f} MiB"
+    large_e_null()
+    print(
+        "targets (issue 25): analyze / reader <= 1.5, peak RSS <= 1024 MiB, whole process / pyarrow <= 1.5, "
+        "s/M tokens at the largest trace within 1.2x of the smallest"
+    )
+    for n, t_analyze, t_read, peak, process in rows:
+        line = (
+            f"  {n / 1e6:g}M tokens: {t_analyze / n * 1e6:.2f} s/M tokens, analyze / reader {t_analyze / t_read:.2f} "
+            f"(limit 1.5: {t_analyze / t_read / 1.5:.2f} of it), peak RSS {peak:.0f} MiB ({peak / 1024:.2f} of 1 GiB)"
         )
+        if process is not None:
+            line += f", whole process / pyarrow {process[0] / process[1]:.2f}, its peak RSS {process[2]:.0f} MiB"
+        print(line)
+    if len(rows) > 1:
+        growth = (rows[-1][1] / rows[-1][0]) / (rows[0][1] / rows[0][0])
+        print(f"  s/M tokens at {rows[-1][0] / 1e6:g}M / at {rows[0][0] / 1e6:g}M: {growth:.2f} (limit 1.2)")
+    print(f"  load average when done: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(tmp)  # the traces too unless --trace kept them elsewhere
 
 

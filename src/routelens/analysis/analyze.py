@@ -32,13 +32,14 @@ from routelens.analysis.locality import (
     UnitPairCounts,
     locality_intervals,
     random_baseline,
-    token_rows,
 )
 from routelens.analysis.lookahead import LookaheadAccumulator
-from routelens.analysis.pairs import choices_last, pair_valid, set_masks
+from routelens.analysis.pairs import layer_major, mask_dtype, pair_valid
 from routelens.analysis.permutation_null import PermutationNull
+from routelens.analysis.row_kernels import token_rows_of
 from routelens.analysis.vocabulary import (
     TokenExpertCounter,
+    add_rows_together,
     specialization,
     typical_tokens,
 )
@@ -136,6 +137,7 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
     has_weights, has_probs = tr.has("weights"), tr.has("probs")
     dist = DistributionAccumulator(D, L, E, k)
     window = 0 if cfg.keep_straddling else window_length(tr)
+    words = mask_dtype(E)[1]  # bitmask words per layer
     # d = 1 counts per resampling unit of `dist` (documents, or units of them) for the bootstrap.
     exact = cfg.locality_null == LocalityNull.EXACT
     real_units = UnitPairCounts(D * dist.U, L)
@@ -165,23 +167,27 @@ def _stream(tr: Trace, cfg: AnalyzeConfig, total: int, progress: bool) -> dict:
         task = bar.add_task("analyze", total=total, status="")
         for chunk in read_ahead(tr.iter_chunks(columns=columns, rows=cfg.rows)):
             experts, dom, doc, pos = chunk.experts, chunk.domain, chunk.doc_id, chunk.position  # (n, L, k), (n,) ...
-            et = choices_last(experts)  # (k, L, n): tokens on the contiguous axis
-            first, mask = et[0], set_masks(list(et), E)  # (L, n), (W, L, n)
-            dist.update(experts, dom, doc, et=et)
-            rows = token_rows(first, mask)  # (n, L), (n, L * W): what the pair kernel reads
-            local.update(first, mask, doc, pos, dom, dist.row_unit, rows=rows)
-            curve.update(first, mask, doc, pos, dom, rows=rows)
-            del rows
-            permuted.update(first, mask, doc, dom, dist.row_unit)
-            vocab_in.add_rows(chunk.token_id, et)
-            vocab_null.add_rows(chunk.token_id[null_rng.permutation(len(chunk))], et)
+            # Every counter reads the reader's (n, L, k) ids or the token-major rows built from them
+            # once (first ids (n, L), top-k bitmasks (n, L * W)): compiled kernels, layers in parallel.
+            first, mask = token_rows_of(experts, E)
+            dist.update(experts, dom, doc)
+            local.update_rows(first, mask, words, doc, pos, dom, dist.row_unit)
+            curve.update_rows(first, mask, words, doc, pos, dom)
+            if exact:
+                permuted.update_rows(first, mask, doc, dom, dist.row_unit)
+            else:
+                permuted.update(*layer_major(experts, E), doc, dom, dist.row_unit)
+            del first, mask
             # Next-token pairs: the experts of token i count for the id of token i + 1 (-1: no pair).
+            next_id = np.full(len(chunk), -1, dtype=np.int64)
             valid = pair_valid(doc[:-1], pos[:-1], doc[1:], pos[1:], 1)
-            vocab_next.add_rows(np.where(valid, chunk.token_id[1:], -1), et[:, :, :-1])
+            next_id[:-1] = np.where(valid, chunk.token_id[1:], -1)
+            null_id = chunk.token_id[null_rng.permutation(len(chunk))]
+            add_rows_together([vocab_in, vocab_null, vocab_next], [chunk.token_id, null_id, next_id], experts)
             if last is not None and pair_valid(last[0], last[1], doc[:1], pos[:1], 1)[0]:
                 vocab_next.update(chunk.token_id[:1], last[2])
             last = (doc[-1:], pos[-1:], experts[-1:].copy())
-            coact.update(et=et)
+            coact.update(experts)
             conf.update(chunk.weights, chunk.probs)
             if chunk.lookahead is not None:
                 ahead = ahead or LookaheadAccumulator(L, chunk.lookahead.shape[2], k)  # D from the column itself

@@ -12,30 +12,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from routelens.analysis.pairs import choices_last
+from routelens.analysis.row_kernels import count_coactivation
 
 
 class CoactivationAccumulator:
     def __init__(self, num_layers: int, num_experts: int):
         self.L, self.E = num_layers, num_experts
-        self.both = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # (L, E, E)
+        self.k = 0  # choices per token (from the first update)
+        # pairs of choice ranks s < t counted one way ([a at s, b at t]); both ways = ranked + ranked^T
+        self._ranked = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # (L, E, E)
         self.selected = np.zeros((num_layers, num_experts), dtype=np.int64)  # (L, E)
-        self.adjacent = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # ranks r, r + 1 only
+        self._adjacent = np.zeros((num_layers, num_experts, num_experts), dtype=np.int64)  # ranks r, r + 1 (k > 2)
 
     def update(self, experts: np.ndarray | None = None, *, et: np.ndarray | None = None) -> None:
-        """experts (n, L, k), or `et` = the same as (k, L, n)."""
-        et = choices_last(experts) if et is None else et  # (k, L, n)
-        k, L, _ = et.shape
-        E = self.E
-        for layer in range(L):  # small outputs (E x E cells) that stay in cache
-            chosen = et[:, layer].astype(np.intp)  # (k, n)
-            self.selected[layer] += np.bincount(chosen.ravel(), minlength=E)
-            for s in range(k):
-                for t in range(s + 1, k):  # choices are distinct experts
-                    pairs = np.bincount((chosen[s] * E + chosen[t]), minlength=E * E).reshape(E, E)
-                    self.both[layer] += pairs + pairs.T
-                    if t == s + 1:
-                        self.adjacent[layer] += pairs + pairs.T
+        """experts (n, L, k), or `et` = the same as (k, L, n); counted by a compiled kernel, layers in parallel."""
+        experts = et.transpose(2, 1, 0) if experts is None else experts
+        self.k = max(self.k, experts.shape[2])
+        count_coactivation(np.ascontiguousarray(experts), self._ranked, self._adjacent, self.selected)
+
+    @property
+    def both(self) -> np.ndarray:
+        """(L, E, E) N(i and j) over all pairs of choices, both orders."""
+        return self._ranked + self._ranked.transpose(0, 2, 1)
+
+    @property
+    def adjacent(self) -> np.ndarray:
+        """(L, E, E) the same over pairs of consecutive ranks (for k <= 2: every pair)."""
+        pairs = self._adjacent if self.k > 2 else self._ranked
+        return pairs + pairs.transpose(0, 2, 1)
 
     def result(self, *, adjacent: bool = False) -> np.ndarray:
         """(L, E, E) C[l, i, j] = N(i and j) / N(i) over all pairs of choices (adjacent: pairs of

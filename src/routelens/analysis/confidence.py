@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from routelens.analysis.pairs import tokens_last
+from routelens.analysis.row_kernels import count_bits
 
 BINS = 20
 
@@ -37,9 +37,7 @@ class Histograms:
         """values (n, L)."""
         self._result = None
         if values.dtype == np.float16:
-            bits = tokens_last(values.view(np.uint16))  # (L, n)
-            for layer in range(self.L):
-                self._f16[layer] += np.bincount(bits[layer], minlength=1 << 16)
+            count_bits(values.view(np.uint16), self._f16)  # (n, L) as it comes, any strides
             self.n += values.shape[0]
             return
         values = np.ascontiguousarray(values.T, dtype=np.float32)  # (L, n)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from routelens.analysis.pairs import DocNumbering, choices_last
+from routelens.analysis.pairs import DocNumbering
+from routelens.analysis.row_kernels import count_slots
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -107,13 +108,14 @@ class DistributionAccumulator:
     def update(
         self, experts: np.ndarray, domain: np.ndarray, doc_id: np.ndarray, *, et: np.ndarray | None = None
     ) -> None:
-        """experts (n, L, k), domain (n,) codes, doc_id (n,); `et` = experts as (k, L, n) if at hand."""
+        """experts (n, L, k) (or None and `et`, the same as (k, L, n)), domain (n,) codes, doc_id (n,)."""
         n = len(domain)
         self.row_unit = np.zeros(0, dtype=np.int64)
         if n == 0:
             return
         L, E, C, U = self.L, self.E, self.C, self.U
-        et = choices_last(experts) if et is None else et  # (k, L, n)
+        if experts is None:  # only the layer-major form at hand
+            experts = et.transpose(2, 1, 0)
         self.tokens += np.bincount(domain, minlength=self.D)
         dense, continues = self._docs.number(doc_id)
         local = dense - dense[0]  # (n,) document of each row within the chunk
@@ -134,20 +136,13 @@ class DistributionAccumulator:
                 self._first[d][j[opened]] = new_number[sel[opened]]
             self.docs_per_domain[d] += len(sel)
         self._last_unit = (int(doc_dom[-1]), int(doc_unit[-1]))
-        # Count into the distinct (domain, unit) slots this chunk touches, one layer at a time
-        # (the bincount's output stays in cache): key = (slot * C + category) * E + expert.
+        # Count into the distinct (domain, unit) slots this chunk touches (compiled, layers in parallel).
         doc_slot = doc_dom * U + doc_unit  # (docs in chunk,) global unit number: domain * U + unit
         # The unit of every row of this chunk, for the analyses that bootstrap the same units (locality).
         self.row_unit = doc_slot[local]
         slots, slot_of_doc = np.unique(doc_slot, return_inverse=True)
-        ns = len(slots)
-        base = (slot_of_doc.reshape(-1)[local].astype(np.intp) * C)[None, :] + self._category[:, None]  # (k, n)
-        base *= E
-        per_slot = np.empty((ns, L, C, E), dtype=np.int64)
-        key = np.empty_like(base)
-        for layer in range(L):
-            np.add(base, et[:, layer], out=key)
-            per_slot[:, layer] = np.bincount(key.ravel(), minlength=ns * C * E).reshape(ns, C, E)
+        per_slot = np.zeros((len(slots), L, C, E), dtype=np.int64)
+        count_slots(np.ascontiguousarray(experts), slot_of_doc.reshape(-1)[local], self._category, per_slot)
         slot_dom, slot_unit = np.divmod(slots, U)
         for d in np.unique(slot_dom).tolist():
             sel = slot_dom == d

@@ -131,7 +131,22 @@ class PairCounter:
         *,
         rows: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """`rows`: the chunk's `token_rows(first, mask)` if at hand (counters of one chunk share them)."""
+        """Layer-major first (L, n) and mask (W, L, n); `rows`: their `token_rows(first, mask)` if at hand."""
+        rows_first, rows_mask = rows or token_rows(first, mask)
+        self.update_rows(rows_first, rows_mask, mask.shape[0], doc, pos, dom, unit)
+
+    def update_rows(
+        self,
+        first: np.ndarray,
+        mask: np.ndarray,
+        words: int,
+        doc: np.ndarray,
+        pos: np.ndarray,
+        dom: np.ndarray,
+        unit: np.ndarray | None = None,
+    ) -> None:
+        """Token-major rows: first (n, L) ids and mask (n, L * words) bitmasks (`token_rows`, or
+        `row_kernels.token_rows_of` straight from the reader's (n, L, k) ids), doc, pos, dom, unit (n,)."""
         n = len(doc)
         if n == 0:
             return
@@ -139,26 +154,26 @@ class PairCounter:
         cur = (first, mask, doc, pos, dom, unit)
         if self._tail is not None:  # pairs from the last rows of the previous chunks into this one
             T = len(self._tail[2])
-            ext = tuple(np.concatenate([t, c[..., : self.dmax]], axis=-1) for t, c in zip(self._tail, cur))
-            self._count(ext, token_rows(ext[0], ext[1]), anchors=T, partner_from=T, row0=self._rows - T)
+            ext = tuple(np.concatenate([t, c[: self.dmax]]) for t, c in zip(self._tail, cur))
+            self._count(ext, words, anchors=T, partner_from=T, row0=self._rows - T)
             last = ext if n < self.dmax else cur
         else:
             last = cur
-        self._count(cur, rows or token_rows(first, mask), anchors=n, partner_from=0, row0=self._rows)
-        self._tail = tuple(a[..., -self.dmax :].copy() for a in last)
+        self._count(cur, words, anchors=n, partner_from=0, row0=self._rows)
+        self._tail = tuple(a[-self.dmax :].copy() for a in last)
         self._rows += n
 
-    def _count(self, cols: tuple, rows: tuple, *, anchors: int, partner_from: int, row0: int) -> None:
+    def _count(self, cols: tuple, words: int, *, anchors: int, partner_from: int, row0: int) -> None:
         """Anchor by anchor on token-major rows; counts of this call in int32 (at most `anchors`)."""
-        _, mask, doc, pos, dom, unit = cols
+        first, mask, doc, pos, dom, unit = cols
         units = self.units
         none = np.zeros((1, self.L), dtype=np.int64)
         hit_first = np.zeros((self.D, self.dmax, self.L), dtype=np.int32)
         hit_any = np.zeros_like(hit_first)
         count_pairs_by_anchor(
-            rows[0],
-            rows[1],
-            mask.shape[0],
+            np.ascontiguousarray(first),
+            np.ascontiguousarray(mask),
+            words,
             np.ascontiguousarray(doc),
             np.ascontiguousarray(pos),
             np.ascontiguousarray(dom),

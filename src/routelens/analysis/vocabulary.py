@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from routelens.analysis.pairs import choices_last
+from routelens.analysis.row_kernels import count_token_experts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -110,6 +111,10 @@ class TokenExpertCounter:
         self.occurrences += np.bincount(token_id[keep], minlength=self.V)
         if self._counts.dtype == np.int32 and self.occurrences.max() > np.iinfo(np.int32).max:
             self._counts = self._counts.astype(np.int64)  # N(t, e) <= N(t): widen before a count can wrap
+        self._add_compiled(token_id, et)
+
+    def _add_compiled(self, token_id: np.ndarray, et: np.ndarray) -> None:
+        """Dense counts only, occurrences already added."""
         _add_token_experts(self._counts, token_id, et, self.E)
 
     def _grow(self, V: int) -> None:
@@ -173,6 +178,37 @@ class TokenExpertCounter:
         token, layer = np.divmod(tl, self.L)
         order = np.lexsort((expert, token, layer))
         return layer[order], token[order], expert[order], counts[order]
+
+
+def add_rows_together(counters: list[TokenExpertCounter], token_ids: list[np.ndarray], experts: np.ndarray) -> None:
+    """counters[j].add_rows(token_ids[j], experts as (k, L, n)) for three counters over the same rows
+    (analyze's input, shuffled and next-token tables), in one compiled pass over the reader's
+    (n, L, k) ids with the layers in parallel when all three are dense; negative ids are left out."""
+    if len(experts) == 0:
+        return
+    for counter, token in zip(counters, token_ids):
+        top = int(token.max())
+        if top >= counter.V:
+            counter._grow(top + 1)
+    if len(counters) != 3 or not all(c.dense for c in counters):
+        et = choices_last(experts)
+        for counter, token in zip(counters, token_ids):
+            counter.add_rows(token, et)
+        return
+    for counter, token in zip(counters, token_ids):
+        keep = token[token >= 0]
+        counter.occurrences += np.bincount(keep, minlength=counter.V)
+        if counter._counts.dtype == np.int32 and counter.occurrences.max() > np.iinfo(np.int32).max:
+            counter._counts = counter._counts.astype(np.int64)  # N(t, e) <= N(t): widen before a count can wrap
+    a, b, c = counters
+    if not (a._counts.dtype == b._counts.dtype == c._counts.dtype and a.E == b.E == c.E):
+        et = choices_last(experts)
+        for counter, token in zip(counters, token_ids):
+            counter._add_compiled(token, et)
+        return
+    count_token_experts(
+        np.ascontiguousarray(experts), *(t.astype(np.int64) for t in token_ids), a._counts, b._counts, c._counts, a.E
+    )
 
 
 def specialization(counter: TokenExpertCounter, min_count: int) -> np.ndarray:
