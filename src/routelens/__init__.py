@@ -63,6 +63,7 @@ _FROM = {
     "families_to_verify": "routelens.capture.listing",
     "verify_family": "routelens.capture.verify",
     "verify_families": "routelens.capture.verify",
+    "replay": "routelens.models.replay",
 }
 
 __all__ = [  # every name of _FROM, and those defined above
@@ -113,6 +114,7 @@ __all__ = [  # every name of _FROM, and those defined above
     "open_trace",
     "prune",
     "random_baseline",
+    "replay",
     "router_saturation",
     "run_demo",
     "simulate_all",

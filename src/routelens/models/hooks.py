@@ -122,7 +122,6 @@ class Hooks:
 
         self._add(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
 
-
     def override_selection(self, site, enter: Callable[[], None], leave: Callable[[object], None]) -> None:
         """`enter()` as the site's whole MoE block is called and `leave(output)` as it returns, also
         when it raises (`output` None then): routing replay scopes its selection override to the
@@ -133,6 +132,7 @@ class Hooks:
         """`enter(kwargs)` as `module` is called and `leave(output)` as the call ends, raising or not."""
         self._add(module.register_forward_pre_hook(lambda _m, _a, kwargs: enter(kwargs), with_kwargs=True))
         self._add(module.register_forward_hook(lambda _m, _a, output: leave(output), always_call=True))
+
 
 def _write(site, output, index: torch.Tensor, weights: torch.Tensor):
     """The router's output carrying `index` and `weights` instead of its own choice."""

@@ -307,4 +307,3 @@ def replay(model: nn.Module, experts, attention_mask=None) -> Iterator[Replaying
                 active.pop()[0].__exit__(None, None, None)
             while aux:
                 aux.pop().__exit__(None, None, None)
-
