@@ -150,12 +150,14 @@ class _Forcing(TorchFunctionMode):
 
 
 class _AuxForcing(TorchFunctionMode):
-    """Active while the whole model runs with `output_router_logits`: the balance loss's top-k over
-    every layer's logits, concatenated (layers * tokens, E), takes the replayed selection."""
+    """Active while the whole model runs with `output_router_logits`: the balance loss's top-k over the
+    layers' logits takes the replayed selection, whether the family takes it layer by layer (n-th call:
+    slot n, as transformers 5.25 does) or over all layers' logits concatenated (layers * tokens, E)."""
 
     def __init__(self, slots: list[_Slot], tokens: int, busy):
         super().__init__()
         self.slots, self.tokens, self.busy = slots, tokens, busy
+        self.seen = 0  # per-layer top-k calls so far in this forward
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -163,16 +165,20 @@ class _AuxForcing(TorchFunctionMode):
             x, k, dim, largest = _topk_args(args, kwargs)
             first = self.slots[0].site
             same = all(s.site.top_k == first.top_k and s.site.num_experts == first.num_experts for s in self.slots)
-            rows = int(np.prod(x.shape[:-1])) if x.dim() else 0
-            if same and largest and k == first.top_k and dim in (-1, x.dim() - 1) and x.shape[-1] == first.num_experts:
-                if rows == len(self.slots) * self.tokens and x.dim() == 2:
-                    own = func(*args, **kwargs)
-                    ids = torch.cat([s.on(x.device)[0] for s in self.slots]).clamp(min=0)
-                    free = torch.cat([s.on(x.device)[1] for s in self.slots])[:, None]
-                    values = x.gather(-1, ids)
-                    return torch.return_types.topk(
-                        (torch.where(free, own.values, values), torch.where(free, own.indices, ids))
-                    )
+            selects = largest and k == first.top_k and dim in (-1, x.dim() - 1) and x.shape[-1] == first.num_experts
+            rows = int(np.prod(x.shape[:-1])) if x.dim() == 2 else 0
+            if same and selects and rows in (self.tokens, len(self.slots) * self.tokens):
+                if rows == self.tokens:
+                    slots = [self.slots[self.seen % len(self.slots)]]
+                    self.seen += 1
+                else:
+                    slots = self.slots
+                own = func(*args, **kwargs)
+                ids = torch.cat([s.on(x.device)[0] for s in slots]).clamp(min=0)
+                free = torch.cat([s.on(x.device)[1] for s in slots])[:, None]
+                return torch.return_types.topk(
+                    (torch.where(free, own.values, x.gather(-1, ids)), torch.where(free, own.indices, ids))
+                )
         return func(*args, **kwargs)
 
 
@@ -231,7 +237,9 @@ def _slots(sites: list[RouterSite], experts: torch.Tensor, attention_mask) -> li
 
 
 @contextmanager
-def replay(model: nn.Module, experts, attention_mask=None) -> Iterator[Replaying]:
+def replay(
+    model: nn.Module, experts: np.ndarray | torch.Tensor, attention_mask: np.ndarray | torch.Tensor | None = None
+) -> Iterator[Replaying]:
     """While inside, every MoE layer of `model` routes each token to the given experts, with weights
     the family's own router computes from its live, unmasked scores at those ids (module docstring).
 
