@@ -64,6 +64,7 @@ _FROM = {
     "verify_family": "routelens.capture.verify",
     "verify_families": "routelens.capture.verify",
     "replay": "routelens.models.replay",
+    "replay_report": "routelens.analysis.replay_report",
 }
 
 __all__ = [  # every name of _FROM, and those defined above
@@ -115,6 +116,7 @@ __all__ = [  # every name of _FROM, and those defined above
     "prune",
     "random_baseline",
     "replay",
+    "replay_report",
     "router_saturation",
     "run_demo",
     "simulate_all",

@@ -149,6 +149,69 @@ class _Forcing(TorchFunctionMode):
         return torch.where(free[:, None], own, ids.clamp(min=0).to(own.dtype))
 
 
+class _Observing(TorchFunctionMode):
+    """Active while one MoE block runs, changing nothing: keeps the ids its expert-selection top-k
+    chose and the selection margin, the k-th minus the (k+1)-th of the very scores that top-k ran on
+    (selection bias and group masking included; inf where the layer has no (k+1)-th id, NaN where a
+    hash layer looks its ids up)."""
+
+    def __init__(self, site: RouterSite, seen: list):
+        super().__init__()
+        self.site, self.seen = site, seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        site = self.site
+        if func in _TOPK:
+            x, k, dim, largest = _topk_args(args, kwargs)
+            if largest and k == site.top_k and dim in (-1, x.dim() - 1) and x.shape[-1] >= site.num_experts:
+                with torch.no_grad():
+                    flat = x.detach().float().reshape(-1, x.shape[-1])
+                    if flat.shape[-1] > k:
+                        top = flat.topk(k + 1, dim=-1).values
+                        margin = top[:, k - 1] - top[:, k]
+                    else:
+                        margin = torch.full(flat.shape[:1], float("inf"))
+                self.seen.append((out.indices.detach().reshape(-1, k), margin))
+        elif func is torch.Tensor.__getitem__ and site.hash_routed and args[0] is getattr(site.router, "tid2eid", None):
+            self.seen.append((out.detach().reshape(-1, site.top_k), torch.full(out.shape[:1], float("nan"))))
+        return out
+
+
+@contextmanager
+def observing_selection(model: nn.Module) -> Iterator[list[list]]:
+    """While inside, each MoE layer's own selection is kept, changing nothing: yields, per MoE layer
+    in trace order, a list that each call of the layer appends `(ids (tokens, k), margin (tokens,))` to
+    (see `_Observing`), for comparing a model's own routing with a replayed one."""
+    sites = find_routers(model)
+    seen: list[list] = [[] for _ in sites]
+    active: list[_Observing] = []
+
+    def enter(slot: int):
+        def start() -> None:
+            mode = _Observing(sites[slot], seen[slot])
+            mode.__enter__()
+            active.append(mode)
+
+        return start
+
+    def stop(_output) -> None:
+        active.pop().__exit__(None, None, None)
+
+    hooks = Hooks()
+    try:
+        for slot, site in enumerate(sites):
+            hooks.override_selection(site, enter(slot), stop)
+        yield seen
+    finally:
+        try:
+            hooks.remove()
+        finally:
+            while active:
+                active.pop().__exit__(None, None, None)
+
+
 class _AuxForcing(TorchFunctionMode):
     """Active while the whole model runs with `output_router_logits`: the balance loss's top-k over the
     layers' logits takes the replayed selection, whether the family takes it layer by layer (n-th call:
