@@ -7,7 +7,6 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -107,3 +106,17 @@ def test_a_trace_of_another_model_is_refused_in_one_line(own_trace, tmp_path):
     with pytest.raises(routelens.RoutelensError, match="replay a trace of this model") as info:
         routelens.replay_report(other, own_trace, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_the_replay_command_writes_the_report(tiny_mixtral, own_trace, tmp_path):
+    from typer.testing import CliRunner
+
+    from routelens.cli.main import app
+
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        app, ["replay", str(tiny_mixtral), "--trace", str(own_trace.path), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["any_layer_differs"]["all"] == 0.0 and "wrote" in result.output

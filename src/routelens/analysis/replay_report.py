@@ -239,7 +239,7 @@ def replay_report(
         from routelens.atomic import check_json_target
 
         check_json_target(out, what="--out", example="replay.json")
-    size = batch_size or int(tr.manifest.get("batch_size") or 8)
+    size = batch_size if batch_size is not None else int(tr.manifest.get("batch_size") or 8)
     if size < 1:
         raise RoutelensError(f"batch_size {size} is not positive; pass a batch size of at least 1.")
     model, vocab_size = _load(model)
