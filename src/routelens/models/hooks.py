@@ -123,10 +123,13 @@ class Hooks:
         self._add(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
 
     def override_selection(self, site, enter: Callable[[], None], leave: Callable[[object], None]) -> None:
-        """`enter()` as the site's whole MoE block is called and `leave(output)` as it returns, also
-        when it raises (`output` None then): routing replay scopes its selection override to the
-        block this way, so the override never outlives the block's call."""
-        self.around_call(site.owner, lambda _kwargs: enter(), leave)
+        """`enter()` as the module choosing the site's experts is called and `leave(output)` as it
+        returns, also when it raises (`output` None then): the router, or the whole MoE block where
+        the block turns the router's logits into the choice itself (DBRX's `choice_method`). Routing
+        replay scopes its selection override this way, so the override never outlives the call
+        (and the experts' own ops run outside it, at no cost)."""
+        chooser = site.owner if site.adapter.choice_method is not None else site.router
+        self.around_call(chooser, lambda _kwargs: enter(), leave)
 
     def around_call(self, module, enter: Callable[[dict], None], leave: Callable[[object], None]) -> None:
         """`enter(kwargs)` as `module` is called and `leave(output)` as the call ends, raising or not."""

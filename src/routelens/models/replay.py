@@ -5,8 +5,8 @@
     loss.backward()                                               # the routers get their gradient
 
 The selection is overridden *inside* the family's router, at the one call that picks the experts:
-the top-k over the expert axis with k = the layer's top_k. While a MoE block runs, a torch function
-mode hands that call the forced ids and, as values, the gathered entries of the very tensor it was
+the top-k over the expert axis with k = the layer's top_k. While the router runs (DBRX: its block,
+which chooses from the router's logits), a torch function mode hands that call the forced ids and, as values, the gathered entries of the very tensor it was
 given (the entries before any masking the router applied on the way, so a group-limited router's
 forced id outside its own groups keeps its unmasked score). Everything the family computes after
 its top-k is its own code: softmax over the chosen (GPT-OSS, Granite), renormalisation (Mixtral),
