@@ -120,3 +120,16 @@ def test_the_replay_command_writes_the_report(tiny_mixtral, own_trace, tmp_path)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["any_layer_differs"]["all"] == 0.0 and "wrote" in result.output
+
+
+def test_the_report_shows_a_replay_section(tiny_mixtral, own_trace, tmp_path):
+    out = tmp_path / "replay.json"
+    routelens.replay_report(str(tiny_mixtral), own_trace, out, progress=False)
+    page = routelens.build_report(own_trace.path, tmp_path / "report.html", replay=out, progress=False)
+    html = page.read_text()
+    assert "Routing replay" in html and "Share of token-layers whose expert set differs" in html
+    assert "by the router&#x27;s own selection margin" in html or "by the router's own selection margin" in html
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"routing_differs": {"all": {"7": 0.0}}, "any_layer_differs": {"all": 0.0}}))
+    with pytest.raises(routelens.RoutelensError, match="covers layers"):
+        routelens.build_report(own_trace.path, tmp_path / "r2.html", replay=bad, progress=False)
