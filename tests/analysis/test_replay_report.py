@@ -133,3 +133,12 @@ def test_the_report_shows_a_replay_section(tiny_mixtral, own_trace, tmp_path):
     bad.write_text(json.dumps({"routing_differs": {"all": {"7": 0.0}}, "any_layer_differs": {"all": 0.0}}))
     with pytest.raises(routelens.RoutelensError, match="covers layers"):
         routelens.build_report(own_trace.path, tmp_path / "r2.html", replay=bad, progress=False)
+
+
+def test_a_trace_of_another_vocabulary_is_refused_in_one_line(own_trace):
+    from routelens.models.tiny import build
+
+    small = build("mixtral", "transformers.models.mixtral.modeling_mixtral", num_hidden_layers=2, vocab_size=64)
+    with pytest.raises(routelens.RoutelensError, match="model's vocabulary has 64") as info:
+        routelens.replay_report(small, own_trace, progress=False)
+    assert "\n" not in str(info.value)
