@@ -142,3 +142,28 @@ def test_a_trace_of_another_vocabulary_is_refused_in_one_line(own_trace):
     with pytest.raises(routelens.RoutelensError, match="model's vocabulary has 64") as info:
         routelens.replay_report(small, own_trace, progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_an_interrupted_replay_resumes_after_its_last_batch(tiny_mixtral, own_trace, tmp_path, monkeypatch):
+    from routelens.analysis import replay_report as module
+
+    whole = routelens.replay_report(str(tiny_mixtral), own_trace, progress=False, batch_size=2)
+    real, calls = module._batch_rows, []
+
+    def failing(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args)
+
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(module, "_batch_rows", failing)
+    with pytest.raises(KeyboardInterrupt):
+        routelens.replay_report(str(tiny_mixtral), own_trace, out, progress=False, batch_size=2)
+    assert not out.exists() and (tmp_path / "r.json.partial.npz").is_file()
+    resumed = []
+    monkeypatch.setattr(module, "_batch_rows", lambda *a: resumed.append(1) or real(*a))
+    report = routelens.replay_report(str(tiny_mixtral), own_trace, out, progress=False, batch_size=2)
+    windows = len(module._windows(*(lambda c: (c.doc_id, c.position))(own_trace.load()), 16))
+    assert len(resumed) == -(-windows // 2) - 2  # only the batches after the checkpoint ran again
+    assert report == whole and not (tmp_path / "r.json.partial.npz").exists()

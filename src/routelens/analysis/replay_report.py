@@ -19,8 +19,10 @@ Domains include the pooled `all`; layers are decoder indices as strings. A token
 lies outside its window (a window's last token) has no next-token numbers and is left out of
 delta_logprob and kl; every token with a row is in the routing shares. Tokens of one pass share each
 expert's matmul, whose rounding depends on how many rows it gets: a flip in one window moves the
-numbers of the other windows of its batch by float rounding (~1e-7); `batch_size=1` keeps them apart. A trace of another model
-(MoE layers, E, k) or vocabulary is refused in one line.
+numbers of the other windows of its batch by float rounding (~1e-7); `batch_size=1` keeps them apart.
+A trace of another model (MoE layers, E, k) or vocabulary is refused in one line. With `out`, the
+rows done so far are kept after every batch in `OUT.partial.npz` (atomically); the same replay run
+again resumes after them, and the checkpoint goes once the report is written.
 """
 
 from __future__ import annotations
@@ -247,14 +249,19 @@ def replay_report(
     chunk = tr.load(list(COLUMNS))
     _check(tr, spec, vocab_size, chunk.token_id)
     windows = _windows(chunk.doc_id, chunk.position, int(tr.manifest.get("seq_len") or 0))
-    parts: list[_Rows] = []
+    identity = f"{Path(tr.path).resolve()}|{tr.num_tokens}|{len(windows)}|{size}|{spec.family}|{spec.moe_layers}"
+    checkpoint = None if out is None else Path(f"{out}.partial.npz")
+    parts, done = _resumed(checkpoint, identity)
     with progress_bar(disable=not progress) as bar:
-        task = bar.add_task("replay", total=len(windows), status="")
-        for start in range(0, len(windows), size):
+        task = bar.add_task("replay", total=len(windows), completed=done, status="")
+        for start in range(done, len(windows), size):
             batch = windows[start : start + size]
             parts.append(_batch_rows(model, chunk, batch, spec))
             bar.update(task, advance=len(batch))
-    rows = _Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("differs", "margin", "delta", "kl")))
+            if checkpoint is not None:
+                parts = [_joined(parts)]
+                _save(checkpoint, identity, parts[0], start + len(batch))
+    rows = _joined(parts)
     # rows come back window by window in trace order, which is the chunk's row order
     report = _assemble(tr, chunk.domain, rows)
     if per_document:
@@ -264,4 +271,44 @@ def replay_report(
 
         with output_lock(Path(out), what="replay"):
             write_json(out, report, indent=2, newline=True, what="--out", allow_nan=False)
+            checkpoint.unlink(missing_ok=True)
     return report
+
+
+def _joined(parts: list[_Rows]) -> _Rows:
+    return _Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("differs", "margin", "delta", "kl")))
+
+
+def _save(checkpoint: Path, identity: str, rows: _Rows, windows: int) -> None:
+    """The rows of the first `windows` windows, written atomically beside the report (a resumed run
+    starts after them)."""
+    import io
+
+    from routelens.atomic import write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        identity=np.array(identity),
+        windows=np.array(windows),
+        differs=rows.differs,
+        margin=rows.margin,
+        delta=rows.delta,
+        kl=rows.kl,
+    )
+    write_bytes(checkpoint, buf.getvalue())
+
+
+def _resumed(checkpoint: Path | None, identity: str) -> tuple[list[_Rows], int]:
+    """(rows, windows done) of an interrupted run of the same replay (trace, batching, model family),
+    else nothing: a checkpoint of another run is started over."""
+    if checkpoint is None or not checkpoint.is_file():
+        return [], 0
+    try:
+        with np.load(checkpoint, allow_pickle=False) as data:
+            if str(data["identity"]) != identity:
+                return [], 0
+            rows = _Rows(data["differs"], data["margin"], data["delta"], data["kl"])
+            return [rows], int(data["windows"])
+    except (OSError, ValueError, KeyError):
+        return [], 0
