@@ -66,6 +66,8 @@ _FROM = {
     "families_to_verify": "routelens.capture.listing",
     "verify_family": "routelens.capture.verify",
     "verify_families": "routelens.capture.verify",
+    "replay": "routelens.models.replay",
+    "replay_report": "routelens.analysis.replay_report",
 }
 
 __all__ = [  # every name of _FROM, and those defined above
@@ -121,6 +123,8 @@ __all__ = [  # every name of _FROM, and those defined above
     "open_trace",
     "prune",
     "random_baseline",
+    "replay",
+    "replay_report",
     "router_saturation",
     "run_demo",
     "simulate_all",

@@ -29,12 +29,17 @@ def test_families_json_lists_every_moe_family_with_its_status():
         "router": "MixtralTopKRouter",
         "rule": "fp32 softmax over E -> top-k -> renormalise over the k",
         "status": "exact",
+        "replay": "exact",
     }
     assert verified_on == verified_versions()["mixtral"][-1]
     assert all(by_type[t]["verified_on"] is None for t in UNSUPPORTED)
     assert by_type["deepseek_v4"]["unpadded"]
     for model_type, reason in UNSUPPORTED.items():
-        assert by_type[model_type]["status"] == f"unsupported: {reason}"
+        assert by_type[model_type]["status"] == f"unsupported: {reason}" and by_type[model_type]["replay"] == "-"
+    from routelens.models.replay import REFUSED
+
+    assert by_type["phimoe"]["replay"] == f"refused: {REFUSED['phimoe']}"
+    assert sum(r["replay"] == "exact" for r in rows) == len(rows) - len(UNSUPPORTED) - len(REFUSED)
     assert all(r["rule"] and "\n" not in r["rule"] and "{" not in r["rule"] for r in rows)
     assert "zero-computation" in by_type["longcat_flash"]["rule"]
     assert "token id" in by_type["deepseek_v4"]["rule"]

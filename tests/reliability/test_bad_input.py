@@ -427,6 +427,12 @@ def _(env, tmp):
     return Case(["compare", str(env.trace), str(env.other), "-q"], r"layers|experts|tokens|same")
 
 
+@case("replay --batch-size 0")
+def _(env, tmp):
+    args = ["replay", str(env.model), "--trace", str(env.trace), "--out", str(tmp / "r.json"), "--batch-size", "0"]
+    return Case([*args, "-q"], r"batch_size 0 is not positive")
+
+
 @case("export load --out under a file")
 def _(env, tmp):
     out, blocker = under_a_file(tmp, "l.json")

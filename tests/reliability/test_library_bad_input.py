@@ -404,6 +404,16 @@ def _(env, tmp):
     return Call(lambda: compare_traces(env.trace, env.other, progress=False), r"layers|experts|tokens|same")
 
 
+@call("replay --batch-size 0")
+def _(env, tmp):
+    from routelens.analysis.replay_report import replay_report
+
+    return Call(
+        lambda: replay_report(str(env.model), env.trace, tmp / "r.json", batch_size=0, progress=False),
+        r"batch_size 0 is not positive",
+    )
+
+
 @call("info not a trace")
 def _(env, tmp):
     from routelens.trace.summary import summarize

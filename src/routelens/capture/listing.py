@@ -2,7 +2,8 @@
 
 One row per MoE family of the installed transformers: its router class, its routing rule in
 one line and its status, `exact` (recorded from the experts' inputs and checked on a tiny model
-by the conformance suite) or the reason it is not recorded. The README's list is generated from
+by the conformance suite) or the reason it is not recorded, and whether `routelens.replay` forces
+its routing exactly (or why it refuses). The README's list is generated from
 these rows (`python -m routelens.capture.readme`), so it cannot drift from the code.
 """
 
@@ -20,6 +21,7 @@ from routelens.errors import RoutelensError
 from routelens.models.catalog import Family, moe_families, text_config_class
 from routelens.models.families import ADAPTERS
 from routelens.models.overrides import unpadded_reason
+from routelens.models.replay import why_refused
 from routelens.models.rules import class_source, derived_rule
 from routelens.models.unsupported import UNSUPPORTED
 
@@ -39,6 +41,9 @@ class FamilyRow:
     status: str  # "exact" or "unsupported: <reason>"
     verified_on: str | None = None  # the newest transformers version the suite verified it on
     unpadded: str | None = None  # why it is traced without padding (None: padded batches route as documents alone)
+    replay: str = (
+        "-"  # `routelens.replay`: "exact" (checked per family by the suite), "refused: <reason>", "-" unrecorded
+    )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,6 +116,15 @@ def _rule(family: Family) -> str:
     return string.Formatter().vformat(template, (), values)
 
 
+def _replay_status(model_type: str, unsupported: str | None) -> str:
+    """The replay column: `exact` where `routelens.replay` forces the family (tests/capture/
+    test_replay_conformance.py checks each), else why it refuses; `-` where nothing is recorded."""
+    if unsupported is not None:
+        return "-"
+    refused = why_refused(model_type)
+    return EXACT if refused is None else f"refused: {refused}"
+
+
 def family_rows() -> list[FamilyRow]:
     """Every MoE family of the installed transformers, sorted by model type."""
     rows = []
@@ -127,6 +141,7 @@ def family_rows() -> list[FamilyRow]:
                 status,
                 on,
                 unpadded_reason(family.model_type),
+                _replay_status(family.model_type, reason),
             )
         )
     return rows

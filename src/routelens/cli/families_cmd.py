@@ -37,11 +37,12 @@ def families(
 ) -> None:
     """List every MoE family of the installed transformers: router class, routing rule, status.
 
-    Families are found in transformers itself (model classes that record `router_logits`), so a
-    newer transformers lists its new families here. Status `exact`: routelens records the routing
-    each MoE block computes with; otherwise the reason the family is not recorded. `verified_on`
-    is the newest transformers on which the test suite verified the family. `--verify` checks it
-    now, on the installed transformers (exit 1 when a family fails).
+        Families are found in transformers itself (model classes that record `router_logits`), so a
+        newer transformers lists its new families here. Status `exact`: routelens records the routing
+        each MoE block computes with; otherwise the reason the family is not recorded. `replay`:
+    whether `routelens.replay` forces the family's routing exactly, or why it refuses. `verified_on`
+        is the newest transformers on which the test suite verified the family. `--verify` checks it
+        now, on the installed transformers (exit 1 when a family fails).
     """
     from routelens.capture.listing import EXACT, family_rows
 
@@ -72,13 +73,14 @@ def families(
         console.print(f"[green]wrote[/] {json_path}")
     elif verdicts is None:
         table = Table()
-        for column in ("family", "router", "routing rule", "status", "verified on"):
+        for column in ("family", "router", "routing rule", "status", "replay", "verified on"):
             table.add_column(column, overflow="fold")
         for r in rows:
             status = r.status if r.status == EXACT else f"[yellow]{r.status}[/]"
             if r.unpadded:
                 status += f" (traced without padding: {r.unpadded})"
-            table.add_row(r.model_type, r.router, r.rule, status, r.verified_on or "-")
+            replay = r.replay if r.replay in (EXACT, "-") else f"[yellow]{r.replay}[/]"
+            table.add_row(r.model_type, r.router, r.rule, status, replay, r.verified_on or "-")
         console.print(table)
         exact = sum(r.status == EXACT for r in rows)
         console.print(f"{exact} of {len(rows)} MoE families recorded exactly", highlight=False)

@@ -25,6 +25,7 @@ COMMANDS = [
     "import_cmd",
     "export_cmd",
     "compare_cmd",
+    "replay_cmd",
     "corpus_cmd",
     "inspect_cmd",
     "families_cmd",

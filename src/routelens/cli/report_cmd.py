@@ -42,6 +42,10 @@ def report_command(
         Path | None,
         typer.Option("--importance", help="Expert importance of this trace (`routelens importance TRACE --json`)."),
     ] = None,
+    replay_path: Annotated[
+        Path | None,
+        typer.Option("--replay", help="What replaying a trace costs the model (`routelens replay MODEL --out`)."),
+    ] = None,
     json_paths: Annotated[
         list[Path] | None,
         typer.Option(
@@ -102,6 +106,7 @@ def report_command(
         distinct=distinct_path,
         compare=compare_path,
         importance=importance_path,
+        replay=replay_path,
         json_paths=list(json_paths or []),
         layers=layers,
         pos=pos,

@@ -10,7 +10,8 @@ Three kinds of access, kept apart because they answer different questions:
   for the verifier, which must never read at the recorder's reading point;
 - *overriding the selection* (`override_router_output`, `override_experts_input`): the callback's
   return value replaces what the family's router hands on (capacity drops, a recorded routing
-  handed back for verification, routing replay).
+  handed back for verification); `override_selection` scopes routing replay's override of the
+  family's own top-k to one call of the block (`routelens.models.replay`).
 
 `Hooks` composes: several users may register on one site, and each `with` removes only its own.
 """
@@ -120,6 +121,20 @@ class Hooks:
             return tuple(args), kwargs
 
         self._add(site.experts.register_forward_pre_hook(hook, with_kwargs=True))
+
+    def override_selection(self, site, enter: Callable[[], None], leave: Callable[[object], None]) -> None:
+        """`enter()` as the module choosing the site's experts is called and `leave(output)` as it
+        returns, also when it raises (`output` None then): the router, or the whole MoE block where
+        the block turns the router's logits into the choice itself (DBRX's `choice_method`). Routing
+        replay scopes its selection override this way, so the override never outlives the call
+        (and the experts' own ops run outside it, at no cost)."""
+        chooser = site.owner if site.adapter.choice_method is not None else site.router
+        self.around_call(chooser, lambda _kwargs: enter(), leave)
+
+    def around_call(self, module, enter: Callable[[dict], None], leave: Callable[[object], None]) -> None:
+        """`enter(kwargs)` as `module` is called and `leave(output)` as the call ends, raising or not."""
+        self._add(module.register_forward_pre_hook(lambda _m, _a, kwargs: enter(kwargs), with_kwargs=True))
+        self._add(module.register_forward_hook(lambda _m, _a, output: leave(output), always_call=True))
 
 
 def _write(site, output, index: torch.Tensor, weights: torch.Tensor):

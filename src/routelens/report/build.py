@@ -31,6 +31,7 @@ from routelens.report.sections.distribution import distribution_section, domain_
 from routelens.report.sections.importance import importance_section
 from routelens.report.sections.locality import locality_section
 from routelens.report.sections.pos import pos_section
+from routelens.report.sections.replay import replay_section
 from routelens.report.sections.saturation import saturation_section
 from routelens.report.sections.summary import summary_section
 from routelens.report.sections.tokens import token_view_section
@@ -71,6 +72,7 @@ SECTIONS: list[tuple[Callable[[ReportContext], Section | None], str, str]] = [
         "`routelens importance TRACE --json importance.json`, passed as `--importance importance.json`",
     ),
     (compare_section, "compare", ""),  # only when two traces were compared (`--compare`): no note otherwise
+    (replay_section, "replay", ""),  # only with a replay report (`--replay`)
 ]
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 

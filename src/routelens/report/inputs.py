@@ -134,6 +134,24 @@ def load_comparison(path: Path, trace) -> dict:
     return payload
 
 
+def load_replay(path: Path, trace) -> dict:
+    """The report of `routelens replay` in `path`, refused when it holds none or its layers are not the trace's."""
+    writer = "routelens replay MODEL --trace TRACE --out {path}"
+    payload = read_json_object(path, "--replay", writer, what="a replay report")
+    shares = payload.get("routing_differs")
+    if not isinstance(shares, dict) or not shares or not isinstance(payload.get("any_layer_differs"), dict):
+        raise RoutelensError(
+            f"--replay {path} holds no `routing_differs`; pass the file `{writer.format(path=path)}` wrote."
+        )
+    layers = list(next(iter(shares.values())) or {})
+    if layers != [str(x) for x in trace.layers]:
+        raise RoutelensError(
+            f"--replay {path} covers layers {layers} but the trace at {trace.path} has {trace.layers}; "
+            "pass the replay report of this model's trace."
+        )
+    return payload
+
+
 def build_report(
     trace: str | os.PathLike,
     out: str | os.PathLike = "report.html",
@@ -144,6 +162,7 @@ def build_report(
     distinct: str | os.PathLike | None = None,
     compare: str | os.PathLike | None = None,
     importance: str | os.PathLike | None = None,
+    replay: str | os.PathLike | None = None,
     json_paths: list[str | os.PathLike] | None = None,
     layers: str | list[int] | None = None,
     pos: bool = False,
@@ -190,6 +209,8 @@ def build_report(
                 merged.update(load_result(Path(path), flag, tr))
         if compare is not None:
             merged["compare"] = load_comparison(Path(compare), tr)
+        if replay is not None:
+            merged["replay"] = load_replay(Path(replay), tr)
         if importance is not None:
             from routelens.pruning.importance import check_importance
 
